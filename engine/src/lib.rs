@@ -1,0 +1,40 @@
+//! The callwatch engine: typed events in, alerts out.
+//!
+//! Pure and synchronous: no tokio, no I/O, no clock, no logging on the hot
+//! path. Time arrives with each event and randomness (in [`sim`]) from a
+//! seed, so a replay is exact and a test deterministic. CONTRACT.md is the
+//! specification this crate implements.
+//!
+//! # Layout
+//! - [`token`], [`time`]: token addresses and RFC 3339 times, parsed and printed.
+//! - [`event`]: the typed input events; [`parse`]: JSON line → event;
+//!   [`ingest`]: numbering, stateful checks and the stream clock.
+//! - [`chat`]: subscriptions, settings and followers, copied on every shard.
+//! - [`tracked`]: one token's tracked entries, ordered by next crossing.
+//! - [`shard`]: one shard's state and the rules, as a pure `apply`.
+//! - [`router`]: the sharded runtime: pinned threads, bounded inboxes,
+//!   ordered effects out.
+//! - [`effect`]: alerts and their JSON form; [`config`]: the settings.
+//! - [`sim`]: a seeded synthetic market for the demo, benches and load test.
+
+pub mod chat;
+pub mod config;
+pub mod effect;
+pub mod event;
+pub mod ingest;
+pub mod parse;
+pub mod router;
+pub mod shard;
+pub mod sim;
+pub mod time;
+pub mod token;
+pub mod tracked;
+
+/// The flat hash map every shard uses: hashbrown with ahash. The hasher is
+/// zero-sized (ahash draws its keys once per process), which keeps the
+/// per-token maps small; nothing in the output depends on map order.
+pub type FlatMap<K, V> = hashbrown::HashMap<K, V, std::hash::BuildHasherDefault<ahash::AHasher>>;
+
+pub use config::{EngineConfig, Rules};
+pub use effect::Effect;
+pub use event::{Envelope, Event};

@@ -1,0 +1,287 @@
+//! The sharded runtime: a router that splits events by token, one pinned
+//! thread per shard, and an ordered stream of effects out.
+//!
+//! ```text
+//!  Router ──batch──▶ inbox[i] (bounded) ──▶ shard thread i ──▶ outbox[i] (bounded)
+//!                                                                   │
+//!  Effects ◀── merge batch b of every shard, sort by (seq, chat) ◀─┘
+//! ```
+//!
+//! The router cuts the input into batches and hands every shard one batch
+//! per cut (perhaps empty), so batch `b` of every shard covers the same
+//! input lines. [`Effects`] therefore reads batch `b` from shard 0, 1, …
+//! N−1 and sorts it: the output is in input order and the same for any N.
+//! Token events go to one shard (by [`Token::route_hash`]); chat events to
+//! all. Inboxes and outboxes are crossbeam's bounded array channels, so a
+//! slow consumer blocks the shards, which block the router: back-pressure
+//! all the way to the reader, never an unbounded queue.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::config::{ConfigError, EngineConfig};
+use crate::effect::Effect;
+use crate::event::Envelope;
+use crate::shard::{ShardState, ShardStats};
+use crate::token::Token;
+
+/// The shard that owns `token` among `shards`. Fixed forever: stream
+/// partitions and stored state rely on it.
+pub fn shard_of(token: &Token, shards: usize) -> usize {
+    (token.route_hash() % shards as u64) as usize
+}
+
+struct Batch {
+    id: u64,
+    events: Vec<Envelope>,
+}
+
+struct Output {
+    id: u64,
+    effects: Vec<Effect>,
+}
+
+/// A shard thread has gone: it panicked, or the engine was shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the engine has stopped (a shard thread exited)")]
+pub struct EngineStopped;
+
+/// Counters a shard publishes after every batch, for the io side to sample.
+#[derive(Debug, Default)]
+pub struct ShardGauges {
+    pub events: AtomicU64,
+    pub alerts: AtomicU64,
+    pub tokens: AtomicU64,
+    pub tracked: AtomicU64,
+    pub records: AtomicU64,
+}
+
+impl ShardGauges {
+    fn publish(&self, s: &ShardStats) {
+        self.events.store(s.events, Ordering::Relaxed);
+        self.alerts
+            .store(s.call_alerts + s.multiplier_alerts, Ordering::Relaxed);
+        self.tokens.store(s.tokens, Ordering::Relaxed);
+        self.tracked.store(s.tracked, Ordering::Relaxed);
+        self.records.store(s.records, Ordering::Relaxed);
+    }
+}
+
+/// The input side: give it envelopes in input order.
+pub struct Router {
+    inboxes: Vec<Sender<Batch>>,
+    pending: Vec<Vec<Envelope>>,
+    pending_events: usize,
+    batch_events: usize,
+    next_batch: u64,
+    gauges: Arc<[ShardGauges]>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("shards", &self.inboxes.len())
+            .field("pending_events", &self.pending_events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The output side: alerts in input order, a batch at a time.
+#[derive(Debug)]
+pub struct Effects {
+    outboxes: Vec<Receiver<Output>>,
+    next_batch: u64,
+}
+
+/// The shard threads; join them to get their final state.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<JoinHandle<ShardState>>,
+}
+
+/// Starts the shard threads.
+pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), ConfigError> {
+    config.validate()?;
+    let cores = if config.pin_threads {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let gauges: Arc<[ShardGauges]> = (0..config.shards).map(|_| ShardGauges::default()).collect();
+    let mut inboxes = Vec::with_capacity(config.shards);
+    let mut outboxes = Vec::with_capacity(config.shards);
+    let mut handles = Vec::with_capacity(config.shards);
+    for i in 0..config.shards {
+        let (in_tx, in_rx) = bounded::<Batch>(config.inbox_batches);
+        let (out_tx, out_rx) = bounded::<Output>(config.inbox_batches);
+        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let rules = config.rules();
+        let gauges = Arc::clone(&gauges);
+        let handle = std::thread::Builder::new()
+            .name(format!("callwatch-shard-{i}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    // Best effort: a container may forbid pinning.
+                    let _ = core_affinity::set_for_current(core);
+                }
+                let mut state = ShardState::new(rules);
+                run_shard(&mut state, &in_rx, &out_tx, &gauges[i]);
+                state
+            })
+            .expect("spawning a shard thread");
+        inboxes.push(in_tx);
+        outboxes.push(out_rx);
+        handles.push(handle);
+    }
+    let router = Router {
+        pending: (0..config.shards)
+            .map(|_| Vec::with_capacity(config.batch_events))
+            .collect(),
+        inboxes,
+        pending_events: 0,
+        batch_events: config.batch_events,
+        next_batch: 0,
+        gauges,
+    };
+    Ok((
+        router,
+        Effects {
+            outboxes,
+            next_batch: 0,
+        },
+        Workers { handles },
+    ))
+}
+
+/// A shard's loop: take a batch, apply it, tidy a little, hand on the
+/// effects. Returns when the router is gone.
+fn run_shard(
+    state: &mut ShardState,
+    inbox: &Receiver<Batch>,
+    outbox: &Sender<Output>,
+    gauges: &ShardGauges,
+) {
+    while let Ok(batch) = inbox.recv() {
+        let mut effects = Vec::new();
+        for env in &batch.events {
+            state.apply(env, &mut effects);
+        }
+        // Sweeping a few token slots per batch keeps expiry incremental:
+        // no pause proportional to the whole state.
+        state.maintain(16 + batch.events.len() / 8);
+        gauges.publish(&state.stats());
+        if outbox
+            .send(Output {
+                id: batch.id,
+                effects,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Router {
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Counters per shard, updated after every batch.
+    pub fn gauges(&self) -> Arc<[ShardGauges]> {
+        Arc::clone(&self.gauges)
+    }
+
+    /// Events waiting in each shard's inbox, in batches.
+    pub fn inbox_depths(&self) -> Vec<usize> {
+        self.inboxes.iter().map(Sender::len).collect()
+    }
+
+    /// Queues one event; hands a batch to every shard when enough are
+    /// queued. Blocks while an inbox is full.
+    pub fn submit(&mut self, env: Envelope) -> Result<(), EngineStopped> {
+        match env.event.token() {
+            Some(token) => {
+                let i = shard_of(token, self.inboxes.len());
+                self.pending[i].push(env);
+            }
+            None => {
+                let (last, rest) = self.pending.split_last_mut().expect("at least one shard");
+                for p in rest {
+                    p.push(env.clone());
+                }
+                last.push(env);
+            }
+        }
+        self.pending_events += 1;
+        if self.pending_events >= self.batch_events {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands what is queued to the shards now (one batch each, perhaps
+    /// empty). Call it when the input pauses or ends.
+    pub fn flush(&mut self) -> Result<(), EngineStopped> {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        for (inbox, pending) in self.inboxes.iter().zip(&mut self.pending) {
+            let events = std::mem::replace(pending, Vec::with_capacity(self.batch_events));
+            inbox
+                .send(Batch { id, events })
+                .map_err(|_| EngineStopped)?;
+        }
+        self.pending_events = 0;
+        Ok(())
+    }
+
+    /// Flushes what is queued and closes the inboxes; the shards finish
+    /// their work and stop.
+    pub fn finish(mut self) -> Result<(), EngineStopped> {
+        if self.pending_events > 0 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Effects {
+    /// The effects of the next batch of input, in output order; `Ok(None)`
+    /// once every shard has stopped after the router finished.
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Effect>>, EngineStopped> {
+        let mut merged = Vec::new();
+        for (i, outbox) in self.outboxes.iter().enumerate() {
+            match outbox.recv() {
+                Ok(out) => {
+                    assert_eq!(
+                        out.id, self.next_batch,
+                        "shard outputs arrive in batch order"
+                    );
+                    if merged.is_empty() {
+                        merged = out.effects;
+                    } else {
+                        merged.extend(out.effects);
+                    }
+                }
+                Err(_) if i == 0 => return Ok(None),
+                Err(_) => return Err(EngineStopped),
+            }
+        }
+        self.next_batch += 1;
+        merged.sort_unstable_by_key(Effect::order_key);
+        Ok(Some(merged))
+    }
+}
+
+impl Workers {
+    /// Waits for every shard thread and returns their final states.
+    pub fn join(self) -> Result<Vec<ShardState>, EngineStopped> {
+        self.handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| EngineStopped))
+            .collect()
+    }
+}

@@ -1,0 +1,452 @@
+//! One shard's state and the rules of CONTRACT.md, as a pure function:
+//! [`ShardState::apply`] takes an event and appends the alerts it causes.
+//!
+//! A shard owns every token that hashes to it: the calls table, the
+//! processed records and the tracked entries, interned to a `u32` slot and
+//! kept in flat maps. Chat state is a full copy (every shard sees every
+//! chat event). Nothing here blocks, allocates per price update, reads a
+//! clock or logs.
+
+use crate::FlatMap;
+use crate::chat::{ChatIdx, Chats};
+use crate::config::Rules;
+use crate::effect::{CallAlert, Effect, MultiplierAlert};
+use crate::event::{ChannelId, Envelope, Event, limits};
+use crate::time::Nanos;
+use crate::token::Token;
+use crate::tracked::{Entry, Tracked};
+
+/// Where a processed record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// No check has decided yet (a fresh or expired record).
+    None,
+    Rejected,
+    Accepted,
+}
+
+/// The processed record of one (token, chat) pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub status: Status,
+    /// `at` of the latest check that found new channels.
+    pub last_check: Nanos,
+    /// When the tracking that this record started began, if it did. Kept
+    /// across an expiry of the record itself, so that a restart can find
+    /// the entry it replaces.
+    pub tracking_started: Option<Nanos>,
+    /// Channels checked so far, with the call time seen for each.
+    pub checked: Vec<(ChannelId, Nanos)>,
+}
+
+impl Record {
+    fn new() -> Self {
+        Record {
+            status: Status::None,
+            last_check: Nanos::MIN,
+            tracking_started: None,
+            checked: Vec::new(),
+        }
+    }
+
+    /// The record counts as absent once `ttl` has passed since its last
+    /// check.
+    fn expired(&self, clock: Nanos, ttl: Nanos) -> bool {
+        clock >= self.last_check.saturating_add(ttl)
+    }
+
+    /// Nothing in it can matter any more: the record has expired and so has
+    /// the tracking it started.
+    fn dead(&self, clock: Nanos, ttl: Nanos) -> bool {
+        let newest = self
+            .last_check
+            .max(self.tracking_started.unwrap_or(Nanos::MIN));
+        clock >= newest.saturating_add(ttl)
+    }
+}
+
+/// Everything a shard knows of one token.
+#[derive(Debug)]
+struct TokenState {
+    token: Token,
+    live: bool,
+    fdv_usd: f64,
+    /// Copy of `tracked.next_cross()`, so a price update reads one field.
+    next_cross: f64,
+    /// `calls[T][c]`: the latest call time of each channel.
+    calls: Vec<(ChannelId, Nanos)>,
+    records: FlatMap<ChatIdx, Record>,
+    tracked: Tracked,
+}
+
+impl TokenState {
+    fn new(token: Token) -> Self {
+        TokenState {
+            token,
+            live: true,
+            fdv_usd: 0.0,
+            next_cross: f64::INFINITY,
+            calls: Vec::new(),
+            records: FlatMap::default(),
+            tracked: Tracked::default(),
+        }
+    }
+}
+
+/// Counters the io side samples; plain integers, updated as events apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub events: u64,
+    pub calls: u64,
+    pub prices: u64,
+    pub call_alerts: u64,
+    pub multiplier_alerts: u64,
+    pub tokens: u64,
+    pub records: u64,
+    pub tracked: u64,
+    /// Tracked entries dropped because their TTL ran out.
+    pub expired_tracked: u64,
+}
+
+/// A read-only view of one tracked entry, for inspection and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackedView {
+    pub token: Token,
+    pub chat_id: i64,
+    pub fdv_at_call: f64,
+    pub started: Nanos,
+    /// The last threshold reached, if any.
+    pub last_threshold: Option<f64>,
+}
+
+/// One shard: its tokens, its copy of the chats, its clock.
+#[derive(Debug)]
+pub struct ShardState {
+    rules: Rules,
+    chats: Chats,
+    index: FlatMap<Token, u32>,
+    slots: Vec<TokenState>,
+    free: Vec<u32>,
+    /// The stream clock: the latest `Envelope::clock` seen.
+    clock: Nanos,
+    sweep_cursor: usize,
+    callers: Vec<(ChannelId, Nanos)>,
+    crossed: Vec<Entry>,
+    stats: ShardStats,
+}
+
+impl ShardState {
+    /// A shard that applies `rules`, which must be valid.
+    pub fn new(rules: Rules) -> Self {
+        rules
+            .validate()
+            .expect("the engine starts from checked rules");
+        ShardState {
+            rules,
+            chats: Chats::default(),
+            index: FlatMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            clock: Nanos::MIN,
+            sweep_cursor: 0,
+            callers: Vec::new(),
+            crossed: Vec::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    pub fn chats(&self) -> &Chats {
+        &self.chats
+    }
+
+    /// Applies one event and appends its alerts to `out`, sorted by chat.
+    pub fn apply(&mut self, env: &Envelope, out: &mut Vec<Effect>) {
+        self.clock = self.clock.max(env.clock);
+        self.stats.events += 1;
+        let start = out.len();
+        match &env.event {
+            Event::Subscribe {
+                chat_id,
+                expires_at,
+                ..
+            } => self.chats.subscribe(*chat_id, *expires_at),
+            Event::Settings { chat_id, patch, .. } => self.chats.apply_settings(*chat_id, patch),
+            Event::Call {
+                token,
+                channel_id,
+                fdv_usd,
+                at,
+            } => self.on_call(env.seq, token, *channel_id, *fdv_usd, *at, out),
+            Event::Price { token, fdv_usd, at } => {
+                self.on_price(env.seq, token, *fdv_usd, *at, out);
+            }
+        }
+        if out.len() - start > 1 {
+            out[start..].sort_unstable_by_key(Effect::chat_id);
+        }
+    }
+
+    fn intern(&mut self, token: &Token) -> usize {
+        if let Some(&i) = self.index.get(token) {
+            return i as usize;
+        }
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = TokenState::new(*token);
+                i
+            }
+            None => {
+                self.slots.push(TokenState::new(*token));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 tokens a shard")
+            }
+        };
+        self.index.insert(*token, slot);
+        self.stats.tokens += 1;
+        slot as usize
+    }
+
+    fn on_call(
+        &mut self,
+        seq: u64,
+        token: &Token,
+        channel: ChannelId,
+        fdv_usd: f64,
+        t: Nanos,
+        out: &mut Vec<Effect>,
+    ) {
+        self.stats.calls += 1;
+        let slot = self.intern(token);
+        let ShardState {
+            rules,
+            chats,
+            slots,
+            callers,
+            stats,
+            clock,
+            ..
+        } = self;
+        let ts = &mut slots[slot];
+        ts.fdv_usd = fdv_usd;
+        match ts.calls.iter_mut().find(|(c, _)| *c == channel) {
+            Some((_, at)) => *at = (*at).max(t),
+            None => ts.calls.push((channel, t)),
+        }
+        let ttl = rules.ttl_nanos;
+        for u in chats.followers_of(channel) {
+            let chat = chats.get(u);
+            if !chat.is_active(t) {
+                continue;
+            }
+            let since = t.saturating_sub(chat.lookback_nanos);
+            callers.clear();
+            callers.extend(
+                ts.calls
+                    .iter()
+                    .filter(|&&(c, at)| at >= since && chat.follows(c)),
+            );
+            let rec = ts.records.entry(u).or_insert_with(|| {
+                stats.records += 1;
+                Record::new()
+            });
+            if rec.expired(*clock, ttl) {
+                rec.status = Status::None;
+                rec.checked.clear();
+            }
+            let new = callers.iter().any(|&(c, at)| {
+                rec.checked
+                    .iter()
+                    .find(|(k, _)| *k == c)
+                    .is_none_or(|&(_, seen)| at > seen)
+            });
+            if !new {
+                continue;
+            }
+            for &(c, at) in callers.iter() {
+                match rec.checked.iter_mut().find(|(k, _)| *k == c) {
+                    Some((_, seen)) => *seen = at,
+                    None => rec.checked.push((c, at)),
+                }
+            }
+            rec.last_check = t;
+            if rec.status == Status::Accepted {
+                continue;
+            }
+            if callers.len() >= chat.min_callers as usize && chat.fdv_in_range(fdv_usd) {
+                rec.status = Status::Accepted;
+                let mut ids: Vec<ChannelId> = callers.iter().map(|&(c, _)| c).collect();
+                ids.sort_unstable();
+                out.push(Effect::CallAlert(CallAlert {
+                    seq,
+                    chat_id: chat.id,
+                    token: *token,
+                    at: t,
+                    fdv_usd,
+                    callers: ids,
+                }));
+                stats.call_alerts += 1;
+                let entry = Entry {
+                    fdv_at_call: fdv_usd,
+                    started: t,
+                    chat: u,
+                    last: 0,
+                };
+                let restarted = rec.tracking_started.is_some_and(|s| {
+                    *clock < s.saturating_add(ttl)
+                        && ts.tracked.replace(u, s, entry, &rules.thresholds)
+                });
+                if !restarted {
+                    ts.tracked.push(entry, &rules.thresholds);
+                    stats.tracked += 1;
+                }
+                rec.tracking_started = Some(t);
+            } else {
+                rec.status = Status::Rejected;
+            }
+        }
+        ts.next_cross = ts.tracked.next_cross(&rules.thresholds);
+    }
+
+    fn on_price(&mut self, seq: u64, token: &Token, fdv_usd: f64, t: Nanos, out: &mut Vec<Effect>) {
+        self.stats.prices += 1;
+        // A token nobody called has nothing to decide; interning it would
+        // let a price feed grow the shard without bound.
+        let Some(&slot) = self.index.get(token) else {
+            return;
+        };
+        let ts = &mut self.slots[slot as usize];
+        ts.fdv_usd = fdv_usd;
+        if fdv_usd < ts.next_cross {
+            return;
+        }
+        let thresholds = &self.rules.thresholds;
+        let ttl = self.rules.ttl_nanos;
+        self.crossed.clear();
+        ts.tracked
+            .pop_crossed(fdv_usd, thresholds, &mut self.crossed);
+        for mut e in self.crossed.drain(..) {
+            if self.clock >= e.started.saturating_add(ttl) {
+                self.stats.tracked -= 1;
+                self.stats.expired_tracked += 1;
+                continue;
+            }
+            let m = fdv_usd / e.fdv_at_call;
+            if let Some(k) = thresholds.iter().rposition(|&h| m >= h)
+                && k + 1 > e.last as usize
+            {
+                e.last = u8::try_from(k + 1).expect("at most 255 thresholds");
+                let chat = self.chats.get(e.chat);
+                if chat.is_active(t) {
+                    out.push(Effect::MultiplierAlert(MultiplierAlert {
+                        seq,
+                        chat_id: chat.id,
+                        token: *token,
+                        at: t,
+                        threshold: thresholds[k],
+                        multiplier: m,
+                        fdv_at_call: e.fdv_at_call,
+                        fdv_usd,
+                    }));
+                    self.stats.multiplier_alerts += 1;
+                }
+            }
+            if e.last as usize == thresholds.len() {
+                // The top threshold is reached: nothing left to alert.
+                self.stats.tracked -= 1;
+            } else {
+                ts.tracked.push(e, thresholds);
+            }
+        }
+        ts.next_cross = ts.tracked.next_cross(thresholds);
+    }
+
+    /// Drops what has expired from up to `budget` token slots, continuing
+    /// where the last call stopped, and frees tokens left with nothing.
+    ///
+    /// Invisible in the output: everything it drops is judged against the
+    /// stream clock, which never goes back, so it could never have mattered
+    /// again. The one exception is a call more than a week (the longest
+    /// lookback) older than the clock, which only an event that much out of
+    /// order could still count; ARCHITECTURE.md states that bound.
+    pub fn maintain(&mut self, budget: usize) {
+        let n = self.slots.len();
+        if n == 0 {
+            return;
+        }
+        let ttl = self.rules.ttl_nanos;
+        let clock = self.clock;
+        let oldest_call = clock.saturating_sub(limits::MAX_LOOKBACK_NANOS);
+        for _ in 0..budget.min(n) {
+            let i = self.sweep_cursor % n;
+            self.sweep_cursor = (i + 1) % n;
+            let ts = &mut self.slots[i];
+            if !ts.live {
+                continue;
+            }
+            let before = ts.tracked.len();
+            ts.tracked.retain(
+                |e| clock < e.started.saturating_add(ttl),
+                &self.rules.thresholds,
+            );
+            let dropped = (before - ts.tracked.len()) as u64;
+            self.stats.tracked -= dropped;
+            self.stats.expired_tracked += dropped;
+            let before = ts.records.len();
+            ts.records.retain(|_, r| !r.dead(clock, ttl));
+            self.stats.records -= (before - ts.records.len()) as u64;
+            ts.calls.retain(|&(_, at)| at >= oldest_call);
+            ts.next_cross = ts.tracked.next_cross(&self.rules.thresholds);
+            if ts.calls.is_empty() && ts.records.is_empty() && ts.tracked.is_empty() {
+                self.index.remove(&ts.token);
+                *ts = TokenState::new(ts.token);
+                ts.live = false;
+                self.free
+                    .push(u32::try_from(i).expect("slot index fits u32"));
+                self.stats.tokens -= 1;
+            }
+        }
+    }
+
+    /// Every live tracked entry, for inspection and tests (not a hot path).
+    pub fn tracked(&self) -> Vec<TrackedView> {
+        let mut v = Vec::new();
+        for ts in self.slots.iter().filter(|ts| ts.live) {
+            for e in ts.tracked.entries() {
+                if self.clock < e.started.saturating_add(self.rules.ttl_nanos) {
+                    v.push(TrackedView {
+                        token: ts.token,
+                        chat_id: self.chats.get(e.chat).id,
+                        fdv_at_call: e.fdv_at_call,
+                        started: e.started,
+                        last_threshold: e
+                            .last
+                            .checked_sub(1)
+                            .map(|k| self.rules.thresholds[k as usize]),
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    /// The processed record of (token, chat), if one is held.
+    pub fn record(&self, token: &Token, chat_id: i64) -> Option<&Record> {
+        let slot = *self.index.get(token)?;
+        let chat = self.chats.lookup(chat_id)?;
+        self.slots[slot as usize].records.get(&chat)
+    }
+
+    /// The current FDV of a token this shard holds.
+    pub fn fdv_usd(&self, token: &Token) -> Option<f64> {
+        let slot = *self.index.get(token)?;
+        Some(self.slots[slot as usize].fdv_usd)
+    }
+
+    /// Tokens held now (called, and not yet expired).
+    pub fn token_count(&self) -> usize {
+        self.index.len()
+    }
+}

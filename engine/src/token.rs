@@ -1,0 +1,591 @@
+//! Token (contract) addresses: parsing, canonical form, display and routing.
+//!
+//! Every input line names a token, and the engine keys its per-token state by
+//! it and routes the line to a shard by it. That makes three demands which
+//! this module meets:
+//!
+//! * **Canonical and cheap to key on.** A [`Token`] is a 33-byte `Copy` value
+//!   (chain tag plus 32 bytes), so two spellings of the same address (an EVM
+//!   address in upper and lower case) compare and hash equal, and a map key
+//!   costs no allocation.
+//! * **Fast, allocation-free parsing.** Parsing runs for every line, one to two
+//!   million times a second, so base58 is decoded ten digits at a time into
+//!   64-bit limbs on the stack rather than with the textbook digit-at-a-time
+//!   loop over a byte vector.
+//! * **A routing hash that never changes.** [`Token::route_hash`] decides which
+//!   shard and which stream partition a token belongs to, so it is pinned
+//!   (FNV-1a 64, spelled out here and fixed by tests) instead of borrowing a
+//!   std or third-party hasher whose output may change between versions or be
+//!   seeded per process.
+//!
+//! Solana addresses are kept "as given": base58 is a bijection between strings
+//! and byte strings (leading `1`s stand for leading zero bytes), so storing the
+//! decoded bytes and re-encoding them reproduces the input text exactly.
+//! EVM addresses are accepted in any case, after `0x` or `0X`, and shown as
+//! lowercase `0x…`. Surrounding whitespace is not trimmed: that is the
+//! caller's job, and a stray space is reported as an invalid character.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The address family a [`Token`] belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Chain {
+    Solana,
+    Evm,
+}
+
+impl Chain {
+    /// The byte that [`Token::route_hash`] feeds in ahead of the address, so
+    /// that a Solana and an EVM address with equal bytes land apart. Part of
+    /// the pinned routing contract: never renumber.
+    const fn route_tag(self) -> u8 {
+        match self {
+            Chain::Solana => 0,
+            Chain::Evm => 1,
+        }
+    }
+}
+
+/// A validated token address in canonical form.
+///
+/// 33 bytes and `Copy`. An EVM address uses the first 20 bytes and keeps the
+/// rest zero, so derived equality, ordering and hashing see only the address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct Token {
+    chain: Chain,
+    bytes: [u8; 32],
+}
+
+/// Why a string is not a token address. Each message is meant to be shown to
+/// a person as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token must not be empty")]
+    Empty,
+    #[error("token looks like an EVM address but is not 0x followed by 40 hex digits")]
+    MalformedEvm,
+    #[error("token is not valid base58 (character {ch:?} is not in the alphabet)")]
+    InvalidBase58 { ch: char },
+    #[error("token is base58 but decodes to {decoded} bytes, not the 32 of a Solana address")]
+    WrongLength { decoded: usize },
+    #[error("token is too long to be a Solana or EVM address")]
+    TooLong,
+}
+
+const SOLANA_LEN: usize = 32;
+const EVM_LEN: usize = 20;
+const EVM_TEXT_LEN: usize = 2 + 2 * EVM_LEN;
+
+/// Longest base58 text we decode fully. Real addresses are at most 44
+/// characters; going further lets the wrong-length error report a true byte
+/// count for near misses while bounding the work done on junk.
+const MAX_BASE58_LEN: usize = 64;
+/// 58^64 < 2^375, so 6 limbs of 64 bits always hold a 64-digit value.
+const DECODE_LIMBS: usize = 6;
+/// Digits folded into one limb pass while decoding: 58^10 < 2^59, so the
+/// digits of a chunk accumulate in a `u64`, and a limb times 58^10 plus a
+/// carry fits in a `u128` (one widening multiply on 64-bit targets). A
+/// 44-character address then costs five passes over at most four limbs.
+const DECODE_CHUNK: usize = 10;
+/// Digits produced per division while encoding: 58^5 < 2^32, so long
+/// division of 32-bit limbs stays in `u64`.
+const ENCODE_CHUNK: usize = 5;
+const POW58: [u64; DECODE_CHUNK + 1] = {
+    let mut table = [1u64; DECODE_CHUNK + 1];
+    let mut i = 1;
+    while i <= DECODE_CHUNK {
+        table[i] = table[i - 1] * 58;
+        i += 1;
+    }
+    table
+};
+/// A 32-byte value has at most 44 base58 digits; encoding works in whole
+/// chunks, so leave room for one chunk's worth of padding digits.
+const ENCODE_BUF: usize = 48;
+
+const BASE58_ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+/// Marks bytes that are not digits in the lookup tables below.
+const NOT_A_DIGIT: u8 = 0xFF;
+
+/// Digit value of every byte, so the hot loop does one load per character
+/// instead of range comparisons.
+static BASE58_DIGITS: [u8; 256] = {
+    let mut table = [NOT_A_DIGIT; 256];
+    let mut i = 0;
+    while i < BASE58_ALPHABET.len() {
+        table[BASE58_ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+static HEX_DIGITS: [u8; 256] = {
+    let mut table = [NOT_A_DIGIT; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+impl Token {
+    /// Parses a Solana address (base58 of exactly 32 bytes, Bitcoin
+    /// alphabet) or an EVM address (`0x` or `0X` then exactly 40 hex digits
+    /// in any case). Does not allocate.
+    pub fn parse(s: &str) -> Result<Token, TokenError> {
+        let b = s.as_bytes();
+        if b.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        // '0' is not a base58 digit, so the prefix alone settles which family
+        // the caller meant and which error will make sense to them.
+        if b.len() >= 2 && b[0] == b'0' && (b[1] == b'x' || b[1] == b'X') {
+            return parse_evm(b);
+        }
+        let bytes = decode_solana(s)?;
+        Ok(Token {
+            chain: Chain::Solana,
+            bytes,
+        })
+    }
+
+    /// A Solana token from its raw 32 bytes.
+    pub const fn solana(bytes: [u8; 32]) -> Token {
+        Token {
+            chain: Chain::Solana,
+            bytes,
+        }
+    }
+
+    /// An EVM token from its raw 20 bytes.
+    pub const fn evm(address: [u8; 20]) -> Token {
+        let mut bytes = [0u8; 32];
+        let mut i = 0;
+        while i < EVM_LEN {
+            bytes[i] = address[i];
+            i += 1;
+        }
+        Token {
+            chain: Chain::Evm,
+            bytes,
+        }
+    }
+
+    pub fn chain(&self) -> Chain {
+        self.chain
+    }
+
+    /// The address bytes: 32 for Solana, 20 for EVM.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self.chain {
+            Chain::Solana => &self.bytes,
+            Chain::Evm => &self.bytes[..EVM_LEN],
+        }
+    }
+
+    /// Stable routing hash: FNV-1a 64 over one chain tag byte (0 Solana,
+    /// 1 EVM) followed by [`Token::as_bytes`].
+    ///
+    /// This value must never change across versions, builds or processes:
+    /// the shard is `route_hash % N` and the stream partition is derived from
+    /// it too, so a change would send a token's events to a shard or partition
+    /// that does not hold its state. Tests pin known values.
+    pub fn route_hash(&self) -> u64 {
+        let mut h = FNV_OFFSET_BASIS;
+        h ^= u64::from(self.chain.route_tag());
+        h = h.wrapping_mul(FNV_PRIME);
+        for &byte in self.as_bytes() {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+        h
+    }
+
+    /// Appends the display form (base58, or `0x` and lowercase hex) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; ENCODE_BUF];
+        let text = self.encode(&mut buf);
+        out.extend_from_slice(text);
+    }
+
+    /// Renders into `buf` and returns the slice holding the text, so both
+    /// `write_to` and `Display` share one encoder without allocating.
+    fn encode<'a>(&self, buf: &'a mut [u8; ENCODE_BUF]) -> &'a [u8] {
+        match self.chain {
+            Chain::Evm => {
+                buf[0] = b'0';
+                buf[1] = b'x';
+                for (i, &byte) in self.bytes[..EVM_LEN].iter().enumerate() {
+                    buf[2 + 2 * i] = HEX_LOWER[usize::from(byte >> 4)];
+                    buf[3 + 2 * i] = HEX_LOWER[usize::from(byte & 0x0F)];
+                }
+                &buf[..EVM_TEXT_LEN]
+            }
+            Chain::Solana => {
+                let start = encode_base58(&self.bytes, buf);
+                &buf[start..]
+            }
+        }
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; ENCODE_BUF];
+        let text = self.encode(&mut buf);
+        // The encoder emits only ASCII, so this never fails; `pad` keeps
+        // width and alignment flags working for tables and logs.
+        f.pad(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl FromStr for Token {
+    type Err = TokenError;
+
+    fn from_str(s: &str) -> Result<Token, TokenError> {
+        Token::parse(s)
+    }
+}
+
+fn parse_evm(b: &[u8]) -> Result<Token, TokenError> {
+    if b.len() != EVM_TEXT_LEN {
+        return Err(TokenError::MalformedEvm);
+    }
+    let mut address = [0u8; EVM_LEN];
+    for (out, pair) in address.iter_mut().zip(b[2..].chunks_exact(2)) {
+        let hi = HEX_DIGITS[usize::from(pair[0])];
+        let lo = HEX_DIGITS[usize::from(pair[1])];
+        if hi == NOT_A_DIGIT || lo == NOT_A_DIGIT {
+            return Err(TokenError::MalformedEvm);
+        }
+        *out = (hi << 4) | lo;
+    }
+    Ok(Token::evm(address))
+}
+
+/// Multiplies the little-endian limb number by `mul` and adds `add`, growing
+/// it by a limb when the carry spills over.
+#[inline(always)]
+fn mul_add(limbs: &mut [u64; DECODE_LIMBS], len: &mut usize, mul: u64, add: u64) {
+    let mut carry = add;
+    for limb in &mut limbs[..*len] {
+        let v = u128::from(*limb) * u128::from(mul) + u128::from(carry);
+        *limb = v as u64;
+        carry = (v >> 64) as u64;
+    }
+    if carry != 0 {
+        // Cannot overflow the array: the input is capped at MAX_BASE58_LEN
+        // digits, whose value always fits in DECODE_LIMBS limbs.
+        limbs[*len] = carry;
+        *len += 1;
+    }
+}
+
+fn decode_solana(s: &str) -> Result<[u8; SOLANA_LEN], TokenError> {
+    let b = s.as_bytes();
+    let mut limbs = [0u64; DECODE_LIMBS];
+    let mut len = 0usize;
+    let mut leading_zeros = 0usize;
+    let mut chunk = 0u64;
+    let mut chunk_digits = 0usize;
+
+    for (i, &c) in b.iter().enumerate() {
+        if i == MAX_BASE58_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let d = BASE58_DIGITS[usize::from(c)];
+        if d == NOT_A_DIGIT {
+            // Every earlier byte was an ASCII digit, so `i` is on a char
+            // boundary and the offending character can be named whole.
+            let ch = s[i..].chars().next().unwrap_or('\u{FFFD}');
+            return Err(TokenError::InvalidBase58 { ch });
+        }
+        if d == 0 && leading_zeros == i {
+            leading_zeros += 1;
+        }
+        chunk = chunk * 58 + u64::from(d);
+        chunk_digits += 1;
+        if chunk_digits == DECODE_CHUNK {
+            mul_add(&mut limbs, &mut len, POW58[DECODE_CHUNK], chunk);
+            chunk = 0;
+            chunk_digits = 0;
+        }
+    }
+    if chunk_digits != 0 {
+        mul_add(&mut limbs, &mut len, POW58[chunk_digits], chunk);
+    }
+
+    let value_bytes = match len {
+        0 => 0,
+        n => (n - 1) * 8 + (64 - limbs[n - 1].leading_zeros() as usize).div_ceil(8),
+    };
+    let decoded = leading_zeros + value_bytes;
+    if decoded != SOLANA_LEN {
+        return Err(TokenError::WrongLength { decoded });
+    }
+    let mut out = [0u8; SOLANA_LEN];
+    for i in 0..value_bytes {
+        out[SOLANA_LEN - 1 - i] = (limbs[i / 8] >> (8 * (i % 8))) as u8;
+    }
+    Ok(out)
+}
+
+/// Writes the base58 form of `bytes` at the end of `buf` and returns where it
+/// starts. Only runs on output, so it favours clarity over speed, but still
+/// divides five digits at a time.
+fn encode_base58(bytes: &[u8; SOLANA_LEN], buf: &mut [u8; ENCODE_BUF]) -> usize {
+    let leading_zeros = bytes.iter().take_while(|&&b| b == 0).count();
+    // Big-endian limbs make long division a single forward pass.
+    let mut limbs = [0u32; SOLANA_LEN / 4];
+    for (limb, quad) in limbs.iter_mut().zip(bytes.chunks_exact(4)) {
+        *limb = u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]]);
+    }
+    let mut first = limbs.iter().take_while(|&&l| l == 0).count();
+    let mut pos = ENCODE_BUF;
+    while first < limbs.len() {
+        let mut rem = 0u64;
+        for limb in &mut limbs[first..] {
+            let cur = (rem << 32) | u64::from(*limb);
+            *limb = (cur / POW58[ENCODE_CHUNK]) as u32;
+            rem = cur % POW58[ENCODE_CHUNK];
+        }
+        for _ in 0..ENCODE_CHUNK {
+            pos -= 1;
+            buf[pos] = BASE58_ALPHABET[(rem % 58) as usize];
+            rem /= 58;
+        }
+        while first < limbs.len() && limbs[first] == 0 {
+            first += 1;
+        }
+    }
+    // The last chunk is padded to five digits; those pads are zero digits
+    // that would otherwise read as extra leading zero bytes.
+    while pos < ENCODE_BUF && buf[pos] == BASE58_ALPHABET[0] {
+        pos += 1;
+    }
+    for _ in 0..leading_zeros {
+        pos -= 1;
+        buf[pos] = BASE58_ALPHABET[0];
+    }
+    pos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRAPPED_SOL: &str = "So11111111111111111111111111111111111111112";
+    const WRAPPED_SOL_BYTES: [u8; 32] = [
+        6, 155, 136, 87, 254, 171, 129, 132, 251, 104, 127, 99, 70, 24, 192, 53, 218, 196, 57, 220,
+        26, 235, 59, 85, 152, 160, 240, 0, 0, 0, 0, 1,
+    ];
+    const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
+    const USDC_SOLANA: &str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v";
+    const USDC_EVM: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+
+    fn display(t: &Token) -> String {
+        let mut out = Vec::new();
+        t.write_to(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, t.to_string(), "write_to and Display must agree");
+        text
+    }
+
+    #[test]
+    fn parses_known_solana_address() {
+        let t = Token::parse(WRAPPED_SOL).unwrap();
+        assert_eq!(t.chain(), Chain::Solana);
+        assert_eq!(t.as_bytes(), &WRAPPED_SOL_BYTES);
+        assert_eq!(t, Token::solana(WRAPPED_SOL_BYTES));
+    }
+
+    #[test]
+    fn all_ones_is_all_zero_bytes() {
+        let t = Token::parse(SYSTEM_PROGRAM).unwrap();
+        assert_eq!(t.as_bytes(), &[0u8; 32]);
+        assert_eq!(display(&t), SYSTEM_PROGRAM);
+    }
+
+    #[test]
+    fn solana_round_trips_exactly() {
+        for s in [
+            WRAPPED_SOL,
+            SYSTEM_PROGRAM,
+            USDC_SOLANA,
+            "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",
+            "1111111111111111111111111111111z",
+            "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN",
+        ] {
+            let t: Token = s.parse().unwrap();
+            assert_eq!(display(&t), s);
+        }
+    }
+
+    #[test]
+    fn extreme_solana_values_round_trip() {
+        for bytes in [[0xFFu8; 32], [0u8; 32], {
+            let mut b = [0u8; 32];
+            b[31] = 1;
+            b
+        }] {
+            let t = Token::solana(bytes);
+            let back = Token::parse(&t.to_string()).unwrap();
+            assert_eq!(back, t);
+        }
+        // 2^256 - 1 is the largest 32-byte value: 44 digits.
+        assert_eq!(Token::solana([0xFF; 32]).to_string().len(), 44);
+    }
+
+    #[test]
+    fn evm_any_case_displays_lowercase() {
+        let upper = Token::parse(USDC_EVM).unwrap();
+        let lower = Token::parse(&USDC_EVM.to_ascii_lowercase()).unwrap();
+        let capital_x = Token::parse(&USDC_EVM.replacen("0x", "0X", 1)).unwrap();
+        assert_eq!(upper, lower);
+        assert_eq!(upper, capital_x);
+        assert_eq!(upper.chain(), Chain::Evm);
+        assert_eq!(upper.as_bytes().len(), 20);
+        assert_eq!(upper.as_bytes()[0], 0xA0);
+        assert_eq!(upper.as_bytes()[19], 0x48);
+        assert_eq!(display(&upper), USDC_EVM.to_ascii_lowercase());
+    }
+
+    #[test]
+    fn chains_with_equal_bytes_differ() {
+        let evm = Token::evm([0; 20]);
+        let sol = Token::solana([0; 32]);
+        assert_ne!(evm, sol);
+        assert_ne!(evm.route_hash(), sol.route_hash());
+    }
+
+    #[test]
+    fn route_hash_is_pinned() {
+        // Changing these values reroutes every token; see `route_hash`.
+        assert_eq!(
+            Token::parse(SYSTEM_PROGRAM).unwrap().route_hash(),
+            0xcbf7_a16b_c31f_675f
+        );
+        assert_eq!(
+            Token::parse(USDC_EVM).unwrap().route_hash(),
+            0x2586_80f2_44ee_59be
+        );
+    }
+
+    #[test]
+    fn display_respects_padding() {
+        let t = Token::evm([0xAB; 20]);
+        let padded = format!("{t:>44}|");
+        assert_eq!(padded, format!("  0x{}|", "ab".repeat(20)));
+    }
+
+    #[test]
+    fn empty_is_rejected() {
+        assert_eq!(Token::parse(""), Err(TokenError::Empty));
+        assert_eq!(TokenError::Empty.to_string(), "token must not be empty");
+    }
+
+    #[test]
+    fn malformed_evm_is_rejected() {
+        for s in [
+            "0x",
+            "0X",
+            "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB4",
+            "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB481",
+            "0xG0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+            "0x A0b86991c6218b36c1d19D4a2e9Eb0cE3606eB4",
+            "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB\u{e9}",
+        ] {
+            assert_eq!(Token::parse(s), Err(TokenError::MalformedEvm), "{s:?}");
+        }
+        assert_eq!(
+            TokenError::MalformedEvm.to_string(),
+            "token looks like an EVM address but is not 0x followed by 40 hex digits"
+        );
+    }
+
+    #[test]
+    fn invalid_base58_names_the_character() {
+        let cases = [
+            ("So1111111111111111111111111111111111111111O", 'O'),
+            ("0", '0'),
+            ("Il", 'I'),
+            ("abcl", 'l'),
+            (" So11111111111111111111111111111111111111112", ' '),
+            ("So1111111111111111111111111111111111111111\u{e9}", '\u{e9}'),
+            ("So11\u{1F600}", '\u{1F600}'),
+        ];
+        for (s, ch) in cases {
+            assert_eq!(
+                Token::parse(s),
+                Err(TokenError::InvalidBase58 { ch }),
+                "{s:?}"
+            );
+        }
+        assert_eq!(
+            TokenError::InvalidBase58 { ch: 'O' }.to_string(),
+            "token is not valid base58 (character 'O' is not in the alphabet)"
+        );
+    }
+
+    #[test]
+    fn wrong_length_reports_decoded_size() {
+        assert_eq!(
+            Token::parse("1111"),
+            Err(TokenError::WrongLength { decoded: 4 })
+        );
+        assert_eq!(
+            Token::parse(&SYSTEM_PROGRAM[1..]),
+            Err(TokenError::WrongLength { decoded: 31 })
+        );
+        assert_eq!(
+            Token::parse(&format!("{SYSTEM_PROGRAM}1")),
+            Err(TokenError::WrongLength { decoded: 33 })
+        );
+        // 58^44 > 2^256, so 44 'z's overflow into a 33rd byte.
+        assert_eq!(
+            Token::parse(&"z".repeat(44)),
+            Err(TokenError::WrongLength { decoded: 33 })
+        );
+        assert_eq!(
+            Token::parse(&"z".repeat(64)),
+            Err(TokenError::WrongLength { decoded: 47 })
+        );
+        assert_eq!(
+            Token::parse(&"1".repeat(64)),
+            Err(TokenError::WrongLength { decoded: 64 })
+        );
+        assert_eq!(
+            TokenError::WrongLength { decoded: 4 }.to_string(),
+            "token is base58 but decodes to 4 bytes, not the 32 of a Solana address"
+        );
+    }
+
+    #[test]
+    fn overlong_input_is_too_long() {
+        assert_eq!(Token::parse(&"z".repeat(65)), Err(TokenError::TooLong));
+        assert_eq!(Token::parse(&"1".repeat(1000)), Err(TokenError::TooLong));
+        assert_eq!(
+            TokenError::TooLong.to_string(),
+            "token is too long to be a Solana or EVM address"
+        );
+    }
+
+    #[test]
+    fn token_is_small_and_copy() {
+        fn assert_copy<T: Copy>() {}
+        assert_copy::<Token>();
+        assert_eq!(std::mem::size_of::<Token>(), 33);
+    }
+}
