@@ -20,8 +20,12 @@ pub struct EngineConfig {
     /// Batches one shard inbox (and one outbox) holds before the sender
     /// blocks; this is the back-pressure bound. Default: 64.
     pub inbox_batches: usize,
-    /// Pin shard `i` to core `i % cores`. Default: true.
+    /// Pin shard threads to cores. Default: true.
     pub pin_threads: bool,
+    /// Cores left unpinned for the threads that feed and drain the shards
+    /// (ingest, writers): shards are pinned round-robin to the other cores,
+    /// and not at all when there are no others. Default: 1.
+    pub reserved_cores: usize,
 }
 
 /// The rules part of the configuration, shared read-only by every shard.
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             batch_events: 1024,
             inbox_batches: 64,
             pin_threads: true,
+            reserved_cores: 1,
         }
     }
 }

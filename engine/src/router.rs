@@ -105,11 +105,7 @@ pub struct Workers {
 /// Starts the shard threads.
 pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), ConfigError> {
     config.validate()?;
-    let cores = if config.pin_threads {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let cores = shard_cores(config);
     let gauges: Arc<[ShardGauges]> = (0..config.shards).map(|_| ShardGauges::default()).collect();
     let mut inboxes = Vec::with_capacity(config.shards);
     let mut outboxes = Vec::with_capacity(config.shards);
@@ -154,6 +150,19 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
         },
         Workers { handles },
     ))
+}
+
+/// The cores shards are pinned to, round-robin: all but the first
+/// `reserved_cores`, so the ingest thread (the busiest one when parsing
+/// JSON) is never preempted by a pinned shard. Measured on 2 cores: pinning
+/// shards to every core made replay 30 % slower than not pinning at all.
+fn shard_cores(config: &EngineConfig) -> Vec<core_affinity::CoreId> {
+    if !config.pin_threads {
+        return Vec::new();
+    }
+    let all = core_affinity::get_core_ids().unwrap_or_default();
+    all.get(config.reserved_cores..)
+        .map_or_else(Vec::new, <[_]>::to_vec)
 }
 
 /// A shard's loop: take a batch, apply it, tidy a little, hand on the
