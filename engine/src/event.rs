@@ -24,11 +24,6 @@ pub mod limits {
     pub const LOOKBACK_MINUTES: std::ops::RangeInclusive<u32> = 1..=10_080;
     /// The longest lookback any chat can have, in nanoseconds.
     pub const MAX_LOOKBACK_NANOS: i64 = 10_080 * 60 * 1_000_000_000;
-    /// The most channels one `follow` list may name. The contract sets no
-    /// bound, but every list is copied to every shard, so one is needed; the
-    /// line-length bound already allows about 3,000 ids, so this one is never
-    /// the first to bite for a well-formed line.
-    pub const MAX_FOLLOW: usize = 4_096;
 }
 
 /// One validated input event.

@@ -21,8 +21,8 @@ pub enum LineError {
     TooLong(usize),
     #[error("line is not valid UTF-8")]
     NotUtf8,
-    #[error("invalid JSON: {0}")]
-    Json(String),
+    #[error("invalid JSON at column {column}: {what}")]
+    Json { what: &'static str, column: usize },
     #[error("an event must be a JSON object")]
     NotObject,
     #[error("missing field `{0}`")]
@@ -45,8 +45,6 @@ pub enum LineError {
     },
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
-    #[error("follow lists at most {max} channels, this one has {0}", max = limits::MAX_FOLLOW)]
-    FollowTooLong(usize),
     #[error(
         "settings would leave min_fdv_usd ({min}) above max_fdv_usd ({max}) for chat {chat_id}"
     )]
@@ -187,10 +185,33 @@ impl LineParser {
 }
 
 fn json_error(line: &[u8], e: &simd_json::Error) -> LineError {
+    use simd_json::ErrorType as E;
     if std::str::from_utf8(line).is_err() {
         return LineError::NotUtf8;
     }
-    LineError::Json(e.to_string())
+    let what = match e.error() {
+        E::Eof => "the line ends inside a value",
+        E::TrailingData => "text follows the JSON value",
+        E::UnterminatedString => "unterminated string",
+        E::InvalidEscape | E::InvalidUnicodeEscape | E::InvalidUnicodeCodepoint => {
+            "invalid escape in a string"
+        }
+        E::InvalidNumber | E::InvalidExponent | E::Overflow => "invalid number",
+        E::DepthLimitExceeded => "nested too deeply",
+        E::ExpectedNull | E::ExpectedTrue | E::ExpectedFalse => {
+            "unknown literal (only null, true and false exist)"
+        }
+        E::ExpectedObjectColon => "expected ':' after an object key",
+        E::ExpectedMapComma | E::ExpectedMapEnd => "expected ',' or '}' in an object",
+        E::ExpectedArrayComma => "expected ',' or ']' in an array",
+        E::ExpectedObjectKey | E::KeyMustBeAString => "object keys must be strings",
+        E::NoStructure => "no JSON value on the line",
+        _ => "unexpected character",
+    };
+    LineError::Json {
+        what,
+        column: e.index() + 1,
+    }
 }
 
 fn decode(tape: &[Node<'_>]) -> Result<Event, LineError> {
@@ -441,9 +462,6 @@ impl Fields {
                 }),
             };
         };
-        if len > limits::MAX_FOLLOW {
-            return Err(LineError::FollowTooLong(len));
-        }
         let bad = || LineError::Invalid {
             field: "follow",
             what: "an array of non-zero channel ids",
@@ -570,7 +588,11 @@ mod tests {
             parse("[1,2]").unwrap_err(),
             "an event must be a JSON object"
         );
-        assert!(parse("{\"type\":").unwrap_err().starts_with("invalid JSON"));
+        assert!(
+            parse("{\"type\":")
+                .unwrap_err()
+                .starts_with("invalid JSON at column")
+        );
         assert_eq!(
             LineParser::new()
                 .parse(b"{\"type\":\"\xff\"}")
