@@ -1,7 +1,7 @@
 //! `callwatch replay`: CONTRACT.md's replay command.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +40,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         engine: args.engine.config()?,
         strict: args.strict,
     };
+    // The input is opened first, so a missing input file leaves no empty
+    // output file behind.
+    let input: Box<dyn BufRead> = if is_dash(&args.input) {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = File::open(&args.input)
+            .with_context(|| format!("cannot open {}", args.input.display()))?;
+        Box::new(BufReader::with_capacity(256 * 1024, file))
+    };
     let output: Box<dyn Write + Send> = if is_dash(&args.output) {
         Box::new(io::stdout())
     } else {
@@ -49,18 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let stderr = io::stderr();
     let mut errors = BufWriter::new(stderr.lock());
-    let summary = if is_dash(&args.input) {
-        replay(io::stdin().lock(), output, &mut errors, &opts)
-    } else {
-        let file = File::open(&args.input)
-            .with_context(|| format!("cannot open {}", args.input.display()))?;
-        replay(
-            BufReader::with_capacity(256 * 1024, file),
-            output,
-            &mut errors,
-            &opts,
-        )
-    };
+    let summary = replay(input, output, &mut errors, &opts);
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {
