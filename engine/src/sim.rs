@@ -131,7 +131,7 @@ impl Market {
                 chat_id,
                 at: now,
                 patch: Box::new(SettingsPatch {
-                    min_callers: Some(1 + rng.below(3) as u32),
+                    min_callers: Some(2 + rng.below(3) as u32),
                     lookback_minutes: Some(30 + 30 * rng.below(8) as u32),
                     min_fdv_usd: None,
                     max_fdv_usd: None,

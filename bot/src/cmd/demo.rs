@@ -53,10 +53,27 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let printer = scope.spawn(move || -> anyhow::Result<(u64, u64)> {
             let mut out = io::stdout().lock();
             let (mut calls, mut multipliers) = (0u64, 0u64);
+            // Half the sample for each kind, so multiplier alerts (which
+            // come later) are seen too.
+            let (mut shown_calls, mut shown_multipliers) = (0u64, 0u64);
+            // A popular call alerts dozens of chats at once; show at most
+            // two alerts of any one event so the sample reads as a story.
+            let (mut last_seq, mut of_seq) = (0u64, 0u32);
             while let Some(batch) = effects.next_batch()? {
                 for effect in batch {
-                    if calls + multipliers < show {
+                    let seq = effect.order_key().0;
+                    (last_seq, of_seq) = if seq == last_seq {
+                        (seq, of_seq + 1)
+                    } else {
+                        (seq, 1)
+                    };
+                    let quota = match effect {
+                        Effect::CallAlert(_) => (&mut shown_calls, show / 2),
+                        Effect::MultiplierAlert(_) => (&mut shown_multipliers, show - show / 2),
+                    };
+                    if *quota.0 < quota.1 && of_seq <= 2 {
                         writeln!(out, "{}", describe(&effect))?;
+                        *quota.0 += 1;
                     }
                     match effect {
                         Effect::CallAlert(_) => calls += 1,
@@ -81,7 +98,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let tokens: u64 = states.iter().map(|s| s.stats().tokens).sum();
     let total = calls + multipliers;
     if total > show {
-        println!("… and {} more alerts", total - show);
+        println!("… {} alerts in all; --show N prints more", total);
     }
     println!(
         "\n{} events in {:.2} s: {:.0} events/s; {} call alerts, {} multiplier alerts; \
