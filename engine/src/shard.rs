@@ -35,7 +35,8 @@ pub struct Record {
     /// across an expiry of the record itself, so that a restart can find
     /// the entry it replaces.
     pub tracking_started: Option<Nanos>,
-    /// Channels checked so far, with the call time seen for each.
+    /// Channels checked so far, with the call time seen for each; sorted by
+    /// channel, so a re-check is one merge with the (sorted) callers.
     pub checked: Vec<(ChannelId, Nanos)>,
 }
 
@@ -58,10 +59,15 @@ impl Record {
     /// Nothing in it can matter any more: the record has expired and so has
     /// the tracking it started.
     fn dead(&self, clock: Nanos, ttl: Nanos) -> bool {
+        clock >= self.dead_at(ttl)
+    }
+
+    /// The stream time from which the record is dead.
+    fn dead_at(&self, ttl: Nanos) -> Nanos {
         let newest = self
             .last_check
             .max(self.tracking_started.unwrap_or(Nanos::MIN));
-        clock >= newest.saturating_add(ttl)
+        newest.saturating_add(ttl)
     }
 }
 
@@ -73,16 +79,22 @@ struct TokenState {
     fdv_usd: f64,
     /// Copy of `tracked.next_cross()`, so a price update reads one field.
     next_cross: f64,
-    /// `calls[T][c]`: the latest call time of each channel.
+    /// `calls[T][c]`: the latest call time of each channel, sorted by
+    /// channel so that the callers drawn from it come out sorted too.
     calls: Vec<(ChannelId, Nanos)>,
     records: FlatMap<ChatIdx, Record>,
     tracked: Tracked,
+    /// No call, record or entry of this token can expire before this
+    /// stream time (a lower bound, tightened by each sweep), so a sweep
+    /// that comes earlier skips the token at the cost of one comparison.
+    next_sweep: Nanos,
 }
 
 impl TokenState {
     fn new(token: Token) -> Self {
         TokenState {
             token,
+            next_sweep: Nanos::MAX,
             live: true,
             fdv_usd: 0.0,
             next_cross: f64::INFINITY,
@@ -91,6 +103,53 @@ impl TokenState {
             tracked: Tracked::default(),
         }
     }
+}
+
+/// The contract's re-check, on two lists sorted by channel: are any of
+/// `callers` new to `checked` (absent, or called later than seen)? If so,
+/// records every caller's call time in `checked` and says yes; if not,
+/// leaves `checked` alone. One merge, O(|callers| + |checked|); `scratch`
+/// keeps its allocation between calls.
+fn merge_checked(
+    checked: &mut Vec<(ChannelId, Nanos)>,
+    callers: &[(ChannelId, Nanos)],
+    scratch: &mut Vec<(ChannelId, Nanos)>,
+) -> bool {
+    scratch.clear();
+    let mut new = false;
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (checked.get(i), callers.get(j)) {
+            (Some(&(k, seen)), Some(&(c, at))) if k == c => {
+                new |= at > seen;
+                scratch.push((c, at));
+                i += 1;
+                j += 1;
+            }
+            (Some(&(k, _)), Some(&(c, at))) if c < k => {
+                new = true;
+                scratch.push((c, at));
+                j += 1;
+            }
+            (None, Some(&(c, at))) => {
+                new = true;
+                scratch.push((c, at));
+                j += 1;
+            }
+            (Some(&kept), _) => {
+                scratch.push(kept);
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    if new {
+        // Copied, not swapped: the record keeps an allocation sized to its
+        // own list rather than inheriting the scratch's high-water mark.
+        checked.clear();
+        checked.extend_from_slice(scratch);
+    }
+    new
 }
 
 /// Counters the io side samples; plain integers, updated as events apply.
@@ -131,6 +190,7 @@ pub struct ShardState {
     clock: Nanos,
     sweep_cursor: usize,
     callers: Vec<(ChannelId, Nanos)>,
+    merged: Vec<(ChannelId, Nanos)>,
     crossed: Vec<Entry>,
     stats: ShardStats,
 }
@@ -150,6 +210,7 @@ impl ShardState {
             clock: Nanos::MIN,
             sweep_cursor: 0,
             callers: Vec::new(),
+            merged: Vec::new(),
             crossed: Vec::new(),
             stats: ShardStats::default(),
         }
@@ -225,17 +286,23 @@ impl ShardState {
             chats,
             slots,
             callers,
+            merged,
             stats,
             clock,
             ..
         } = self;
         let ts = &mut slots[slot];
         ts.fdv_usd = fdv_usd;
-        match ts.calls.iter_mut().find(|(c, _)| *c == channel) {
-            Some((_, at)) => *at = (*at).max(t),
-            None => ts.calls.push((channel, t)),
+        match ts.calls.binary_search_by_key(&channel, |&(c, _)| c) {
+            Ok(i) => ts.calls[i].1 = ts.calls[i].1.max(t),
+            Err(i) => ts.calls.insert(i, (channel, t)),
         }
         let ttl = rules.ttl_nanos;
+        // Records checked below get `last_check = t` and entries `started =
+        // t`: nothing this call touches expires before the earlier of these.
+        ts.next_sweep = ts
+            .next_sweep
+            .min(t.saturating_add(ttl.min(limits::MAX_LOOKBACK_NANOS)));
         for u in chats.followers_of(channel) {
             let chat = chats.get(u);
             if !chat.is_active(t) {
@@ -256,20 +323,8 @@ impl ShardState {
                 rec.status = Status::None;
                 rec.checked.clear();
             }
-            let new = callers.iter().any(|&(c, at)| {
-                rec.checked
-                    .iter()
-                    .find(|(k, _)| *k == c)
-                    .is_none_or(|&(_, seen)| at > seen)
-            });
-            if !new {
+            if !merge_checked(&mut rec.checked, callers, merged) {
                 continue;
-            }
-            for &(c, at) in callers.iter() {
-                match rec.checked.iter_mut().find(|(k, _)| *k == c) {
-                    Some((_, seen)) => *seen = at,
-                    None => rec.checked.push((c, at)),
-                }
             }
             rec.last_check = t;
             if rec.status == Status::Accepted {
@@ -277,8 +332,7 @@ impl ShardState {
             }
             if callers.len() >= chat.min_callers as usize && chat.fdv_in_range(fdv_usd) {
                 rec.status = Status::Accepted;
-                let mut ids: Vec<ChannelId> = callers.iter().map(|&(c, _)| c).collect();
-                ids.sort_unstable();
+                let ids: Vec<ChannelId> = callers.iter().map(|&(c, _)| c).collect();
                 out.push(Effect::CallAlert(CallAlert {
                     seq,
                     chat_id: chat.id,
@@ -383,7 +437,7 @@ impl ShardState {
             let i = self.sweep_cursor % n;
             self.sweep_cursor = (i + 1) % n;
             let ts = &mut self.slots[i];
-            if !ts.live {
+            if !ts.live || clock < ts.next_sweep {
                 continue;
             }
             let before = ts.tracked.len();
@@ -399,6 +453,19 @@ impl ShardState {
             self.stats.records -= (before - ts.records.len()) as u64;
             ts.calls.retain(|&(_, at)| at >= oldest_call);
             ts.next_cross = ts.tracked.next_cross(&self.rules.thresholds);
+            ts.next_sweep = ts
+                .tracked
+                .entries()
+                .iter()
+                .map(|e| e.started.saturating_add(ttl))
+                .chain(ts.records.values().map(|r| r.dead_at(ttl)))
+                .chain(
+                    ts.calls
+                        .iter()
+                        .map(|&(_, at)| at.saturating_add(limits::MAX_LOOKBACK_NANOS)),
+                )
+                .min()
+                .unwrap_or(Nanos::MAX);
             if ts.calls.is_empty() && ts.records.is_empty() && ts.tracked.is_empty() {
                 self.index.remove(&ts.token);
                 *ts = TokenState::new(ts.token);
@@ -448,5 +515,35 @@ impl ShardState {
     /// Tokens held now (called, and not yet expired).
     pub fn token_count(&self) -> usize {
         self.index.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_checked;
+
+    #[test]
+    fn merge_checked_is_the_contracts_recheck() {
+        let mut scratch = Vec::new();
+        let mut checked = vec![(1, 10), (3, 10)];
+        // Nothing new: same channels, same or older call times.
+        assert!(!merge_checked(
+            &mut checked,
+            &[(1, 10), (3, 9)],
+            &mut scratch
+        ));
+        assert_eq!(checked, [(1, 10), (3, 10)]);
+        // A later call of a checked channel is new.
+        assert!(merge_checked(&mut checked, &[(3, 11)], &mut scratch));
+        assert_eq!(checked, [(1, 10), (3, 11)]);
+        // A channel not yet checked is new, and lands in order.
+        assert!(merge_checked(
+            &mut checked,
+            &[(0, 5), (2, 5), (4, 5)],
+            &mut scratch
+        ));
+        assert_eq!(checked, [(0, 5), (1, 10), (2, 5), (3, 11), (4, 5)]);
+        let mut empty = Vec::new();
+        assert!(!merge_checked(&mut empty, &[], &mut scratch));
     }
 }
