@@ -83,7 +83,9 @@ impl Chats {
         self.index.get(&id).copied()
     }
 
-    fn intern(&mut self, id: ChatId) -> ChatIdx {
+    /// The index of chat `id`, adding it (inactive, default settings) if
+    /// it is new.
+    pub fn intern(&mut self, id: ChatId) -> ChatIdx {
         if let Some(&idx) = self.index.get(&id) {
             return idx;
         }

@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
-use crate::shard::{ShardState, ShardStats};
+use crate::shard::{Restore, ShardState, ShardStats};
 use crate::token::Token;
 
 /// The shard that owns `token` among `shards`. Fixed forever: stream
@@ -34,14 +34,33 @@ pub fn shard_of(token: &Token, shards: usize) -> usize {
     (token.route_hash() % shards as u64) as usize
 }
 
+/// What a shard's inbox carries: input events, and entries loaded from
+/// storage.
+enum Input {
+    Event(Envelope),
+    Restore(Restore),
+}
+
 struct Batch {
     id: u64,
-    events: Vec<Envelope>,
+    /// The highest `seq` the router had taken when it cut this batch.
+    upto_seq: u64,
+    items: Vec<Input>,
 }
 
 struct Output {
     id: u64,
+    upto_seq: u64,
     effects: Vec<Effect>,
+}
+
+/// The effects of one batch of input, merged across shards.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// In output order: by `seq`, then chat.
+    pub effects: Vec<Effect>,
+    /// Every event with a `seq` up to this one has been applied.
+    pub upto_seq: u64,
 }
 
 /// A shard thread has gone: it panicked, or the engine was shut down.
@@ -73,7 +92,8 @@ impl ShardGauges {
 /// The input side: give it envelopes in input order.
 pub struct Router {
     inboxes: Vec<Sender<Batch>>,
-    pending: Vec<Vec<Envelope>>,
+    pending: Vec<Vec<Input>>,
+    last_seq: u64,
     pending_events: usize,
     batch_events: usize,
     next_batch: u64,
@@ -137,6 +157,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
             .map(|_| Vec::with_capacity(config.batch_events))
             .collect(),
         inboxes,
+        last_seq: 0,
         pending_events: 0,
         batch_events: config.batch_events,
         next_batch: 0,
@@ -175,16 +196,20 @@ fn run_shard(
 ) {
     while let Ok(batch) = inbox.recv() {
         let mut effects = Vec::new();
-        for env in &batch.events {
-            state.apply(env, &mut effects);
+        for item in &batch.items {
+            match item {
+                Input::Event(env) => state.apply(env, &mut effects),
+                Input::Restore(r) => state.restore(r),
+            }
         }
         // Sweeping a few token slots per batch keeps expiry incremental:
         // no pause proportional to the whole state.
-        state.maintain(16 + batch.events.len() / 8);
+        state.maintain(16 + batch.items.len() / 8);
         gauges.publish(&state.stats());
         if outbox
             .send(Output {
                 id: batch.id,
+                upto_seq: batch.upto_seq,
                 effects,
             })
             .is_err()
@@ -212,19 +237,32 @@ impl Router {
     /// Queues one event; hands a batch to every shard when enough are
     /// queued. Blocks while an inbox is full.
     pub fn submit(&mut self, env: Envelope) -> Result<(), EngineStopped> {
+        self.last_seq = self.last_seq.max(env.seq);
         match env.event.token() {
             Some(token) => {
                 let i = shard_of(token, self.inboxes.len());
-                self.pending[i].push(env);
+                self.pending[i].push(Input::Event(env));
             }
             None => {
                 let (last, rest) = self.pending.split_last_mut().expect("at least one shard");
                 for p in rest {
-                    p.push(env.clone());
+                    p.push(Input::Event(env.clone()));
                 }
-                last.push(env);
+                last.push(Input::Event(env));
             }
         }
+        self.count_pending()
+    }
+
+    /// Queues an entry loaded from storage for the shard that owns its
+    /// token; like `submit`, it may hand batches on and block.
+    pub fn restore(&mut self, r: Restore) -> Result<(), EngineStopped> {
+        let i = shard_of(&r.token, self.inboxes.len());
+        self.pending[i].push(Input::Restore(r));
+        self.count_pending()
+    }
+
+    fn count_pending(&mut self) -> Result<(), EngineStopped> {
         self.pending_events += 1;
         if self.pending_events >= self.batch_events {
             self.flush()?;
@@ -238,9 +276,15 @@ impl Router {
         let id = self.next_batch;
         self.next_batch += 1;
         for (inbox, pending) in self.inboxes.iter().zip(&mut self.pending) {
-            let events = std::mem::replace(pending, Vec::with_capacity(self.batch_events));
+            // Sized to what this shard got last time, not to the whole
+            // batch: with N shards a token event lands in just one.
+            let items = std::mem::replace(pending, Vec::with_capacity(pending.len()));
             inbox
-                .send(Batch { id, events })
+                .send(Batch {
+                    id,
+                    upto_seq: self.last_seq,
+                    items,
+                })
                 .map_err(|_| EngineStopped)?;
         }
         self.pending_events = 0;
@@ -261,7 +305,12 @@ impl Effects {
     /// The effects of the next batch of input, in output order; `Ok(None)`
     /// once every shard has stopped after the router finished.
     pub fn next_batch(&mut self) -> Result<Option<Vec<Effect>>, EngineStopped> {
-        let mut merged = Vec::new();
+        Ok(self.next_merged()?.map(|m| m.effects))
+    }
+
+    /// Like `next_batch`, and says how far the input has been applied.
+    pub fn next_merged(&mut self) -> Result<Option<Merged>, EngineStopped> {
+        let mut merged = Merged::default();
         for (i, outbox) in self.outboxes.iter().enumerate() {
             match outbox.recv() {
                 Ok(out) => {
@@ -269,10 +318,11 @@ impl Effects {
                         out.id, self.next_batch,
                         "shard outputs arrive in batch order"
                     );
-                    if merged.is_empty() {
-                        merged = out.effects;
+                    merged.upto_seq = out.upto_seq;
+                    if merged.effects.is_empty() {
+                        merged.effects = out.effects;
                     } else {
-                        merged.extend(out.effects);
+                        merged.effects.extend(out.effects);
                     }
                 }
                 Err(_) if i == 0 => return Ok(None),
@@ -280,7 +330,7 @@ impl Effects {
             }
         }
         self.next_batch += 1;
-        merged.sort_unstable_by_key(Effect::order_key);
+        merged.effects.sort_unstable_by_key(Effect::order_key);
         Ok(Some(merged))
     }
 }

@@ -88,6 +88,10 @@ struct TokenState {
     /// stream time (a lower bound, tightened by each sweep), so a sweep
     /// that comes earlier skips the token at the cost of one comparison.
     next_sweep: Nanos,
+    /// Entries were restored from storage without their processed records,
+    /// so an acceptance must look for the chat's entry in the heap before
+    /// starting a new one.
+    restored: bool,
 }
 
 impl TokenState {
@@ -95,6 +99,7 @@ impl TokenState {
         TokenState {
             token,
             next_sweep: Nanos::MAX,
+            restored: false,
             live: true,
             fdv_usd: 0.0,
             next_cross: f64::INFINITY,
@@ -165,6 +170,20 @@ pub struct ShardStats {
     pub tracked: u64,
     /// Tracked entries dropped because their TTL ran out.
     pub expired_tracked: u64,
+}
+
+/// A tracked entry loaded from storage (a `multiplier:{token}:{chat}`
+/// record) rather than started by a call. The caller gives each (token,
+/// chat) pair at most once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Restore {
+    pub token: Token,
+    pub chat_id: i64,
+    pub fdv_at_call: f64,
+    pub started: Nanos,
+    /// The last threshold alerted, if any; a value that is no longer a
+    /// configured threshold counts as the largest one below it.
+    pub last_threshold: Option<f64>,
 }
 
 /// A read-only view of one tracked entry, for inspection and tests.
@@ -348,10 +367,21 @@ impl ShardState {
                     chat: u,
                     last: 0,
                 };
-                let restarted = rec.tracking_started.is_some_and(|s| {
-                    *clock < s.saturating_add(ttl)
-                        && ts.tracked.replace(u, s, entry, &rules.thresholds)
-                });
+                let alive = |s: Nanos| *clock < s.saturating_add(ttl);
+                let restarted = match rec.tracking_started {
+                    Some(s) if alive(s) => ts.tracked.replace(
+                        |e| e.chat == u && e.started == s,
+                        entry,
+                        &rules.thresholds,
+                    ),
+                    // A restored entry has no record to point at it.
+                    _ if ts.restored => ts.tracked.replace(
+                        |e| e.chat == u && alive(e.started),
+                        entry,
+                        &rules.thresholds,
+                    ),
+                    _ => false,
+                };
                 if !restarted {
                     ts.tracked.push(entry, &rules.thresholds);
                     stats.tracked += 1;
@@ -415,6 +445,35 @@ impl ShardState {
             }
         }
         ts.next_cross = ts.tracked.next_cross(thresholds);
+    }
+
+    /// Loads one tracked entry, as a rebuild from storage does. Produces no
+    /// alert; the chat is added (inactive) if this shard has not seen it.
+    pub fn restore(&mut self, r: &Restore) {
+        let slot = self.intern(&r.token);
+        let chat = self.chats.intern(r.chat_id);
+        let thresholds = &self.rules.thresholds;
+        let last = r
+            .last_threshold
+            .map_or(0, |v| thresholds.iter().take_while(|&&h| h <= v).count());
+        let ts = &mut self.slots[slot];
+        ts.restored = true;
+        ts.next_sweep = ts
+            .next_sweep
+            .min(r.started.saturating_add(self.rules.ttl_nanos));
+        if last < thresholds.len() {
+            ts.tracked.push(
+                Entry {
+                    fdv_at_call: r.fdv_at_call,
+                    started: r.started,
+                    chat,
+                    last: u8::try_from(last).expect("at most 255 thresholds"),
+                },
+                thresholds,
+            );
+            ts.next_cross = ts.tracked.next_cross(thresholds);
+            self.stats.tracked += 1;
+        }
     }
 
     /// Drops what has expired from up to `budget` token slots, continuing

@@ -68,21 +68,16 @@ impl Tracked {
         self.sift_up(self.heap.len() - 1, thresholds);
     }
 
-    /// Replaces the entry of `chat` that started at `started`, if present,
-    /// and says whether it was. A linear scan: only a restart of a live
-    /// entry needs it, which needs out-of-order input to happen at all.
+    /// Replaces the first entry that `which` picks, if any, and says
+    /// whether there was one. A linear scan: only restarting a live entry
+    /// needs it, which takes out-of-order input or restored entries.
     pub fn replace(
         &mut self,
-        chat: ChatIdx,
-        started: Nanos,
+        which: impl Fn(&Entry) -> bool,
         entry: Entry,
         thresholds: &[f64],
     ) -> bool {
-        let Some(i) = self
-            .heap
-            .iter()
-            .position(|e| e.chat == chat && e.started == started)
-        else {
+        let Some(i) = self.heap.iter().position(which) else {
             return false;
         };
         self.heap[i] = entry;
@@ -220,8 +215,8 @@ mod tests {
             started: 5,
             ..entry(1, 1.0, 0)
         };
-        assert!(!h.replace(1, 5, new, &T));
-        assert!(h.replace(1, 0, new, &T));
+        assert!(!h.replace(|e| e.chat == 1 && e.started == 5, new, &T));
+        assert!(h.replace(|e| e.chat == 1 && e.started == 0, new, &T));
         assert_eq!(h.entries()[0].started, 5);
     }
 }

@@ -518,3 +518,29 @@ fn custom_thresholds_apply() {
         [(3, 1, "call", 2.0), (4, 1, "x", 1.5), (5, 1, "x", 3.0)]
     );
 }
+
+#[test]
+fn restored_entries_alert_like_started_ones_and_restart_in_place() {
+    use engine::shard::Restore;
+    let mut r = Run::new();
+    r.feed(&[chat(1)]);
+    let token: Token = SOL.parse().unwrap();
+    r.shard.restore(&Restore {
+        token,
+        chat_id: 1,
+        fdv_at_call: 100.0,
+        started: BASE,
+        last_threshold: Some(2.0),
+    });
+    // 2x was already alerted before the restart: 3x alerts nothing, 6x
+    // alerts 5.
+    let a = r.feed(&[price(SOL, 300.0, 1), price(SOL, 600.0, 2)]);
+    assert_eq!(summary(&a), [(3, 1, "x", 5.0)]);
+    // The chat accepts the token again (no processed record was restored):
+    // the restored entry is replaced, not joined by a second one.
+    let a = r.feed(&[call(SOL, -1, 1000.0, 3), call(SOL, -2, 1000.0, 4)]);
+    assert_eq!(summary(&a), [(5, 1, "call", 2.0)]);
+    assert_eq!(r.shard.tracked().len(), 1);
+    let a = r.feed(&[price(SOL, 2500.0, 5)]);
+    assert_eq!(summary(&a), [(6, 1, "x", 2.0)], "one alert, from the new entry");
+}
