@@ -542,5 +542,9 @@ fn restored_entries_alert_like_started_ones_and_restart_in_place() {
     assert_eq!(summary(&a), [(5, 1, "call", 2.0)]);
     assert_eq!(r.shard.tracked().len(), 1);
     let a = r.feed(&[price(SOL, 2500.0, 5)]);
-    assert_eq!(summary(&a), [(6, 1, "x", 2.0)], "one alert, from the new entry");
+    assert_eq!(
+        summary(&a),
+        [(6, 1, "x", 2.0)],
+        "one alert, from the new entry"
+    );
 }

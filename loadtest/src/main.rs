@@ -1,19 +1,213 @@
 //! `loadtest`: callwatch's load-test harness.
 //!
-//! Its scenarios (`engine`, `rebuild`, `pipeline`) are the subject of the
-//! load-test issue and are not built yet. Until they are, the binary says
-//! so and exits non-zero rather than pretending to measure anything; the
-//! engine's throughput can meanwhile be measured with `callwatch replay`
-//! and the criterion benches (BENCHMARKS.md).
+//! Scenarios, one subcommand each:
+//! - `engine`: the sharded engine in process, with millions of tracked
+//!   keys, driven at full speed and at half of it; optionally side by side
+//!   with the predecessor's design (`--baseline seed`).
+//! - `rebuild`, `pipeline`: need the storage and service issues; until
+//!   they land these say so and exit non-zero.
+//!
+//! # Layout
+//! - `market`: the synthetic market (keys, prices, calls).
+//! - `engine_run`: the `engine` scenario.
+//! - `seed`: the predecessor's algorithm, for comparison.
+//! - `report`: summary table, JSON line, HTML report.
+//! - `mem`: resident memory.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod engine_run;
+mod market;
+mod mem;
+mod report;
+mod seed;
+
+// The same allocator as the service, so memory per key is what it would be.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Load tests for callwatch.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// The engine in process: build tracked keys, drive price updates.
+    Engine(EngineArgs),
+    /// Fill Redis with predecessor-format keys and time loading them back
+    /// (needs the storage issue).
+    Rebuild(Pending),
+    /// The whole service path (needs the service issue).
+    Pipeline(Pending),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Baseline {
+    /// The predecessor's algorithm: one locked map, a loop over every user
+    /// per update, 5 s / 2 % gating, O(n) LRU.
+    Seed,
+}
+
+#[derive(Debug, clap::Args)]
+struct EngineArgs {
+    /// Tracked (token, chat) keys to build.
+    #[arg(long, default_value_t = 1_000_000)]
+    tracked_keys: u64,
+    /// Distinct tokens; popularity follows a Zipf law.
+    #[arg(long, default_value_t = 100_000)]
+    tokens: u64,
+    /// Subscribed chats (each follows 3 channels).
+    #[arg(long, default_value_t = 100_000)]
+    chats: u64,
+    /// Calling channels.
+    #[arg(long, default_value_t = 500)]
+    channels: u64,
+    /// Price updates (and calls) to drive at full speed; half as many are
+    /// then driven at half that rate for latency.
+    #[arg(long, default_value_t = 20_000_000)]
+    updates: u64,
+    /// Stop the full-speed phase after this many seconds, if sooner.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Share of stream events that are calls.
+    #[arg(long, default_value_t = 0.0001)]
+    call_share: f64,
+    /// Shard threads [default: the number of cores].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// The seed for every random draw.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Do not pin shard threads.
+    #[arg(long)]
+    no_pin: bool,
+    /// In the half-speed phase, cut a batch when its oldest event has
+    /// waited this long, in microseconds.
+    #[arg(long, default_value_t = 10)]
+    max_delay_us: u64,
+    /// Distinct stream events generated (then cycled).
+    #[arg(long, default_value_t = 4_000_000)]
+    pool: usize,
+    /// Also run a baseline design on the same keys and prices.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+    /// Wall-clock limit for the baseline run, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    baseline_secs: f64,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write an HTML report (latency curve, throughput over time) here.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct Pending {
+    /// Accepted for forward compatibility; unused until the scenario exists.
+    #[arg(long)]
+    redis_url: Option<String>,
+    #[arg(long)]
+    keys: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "loadtest: no scenario is implemented yet (engine, rebuild and pipeline \
-         arrive with the load-test issue).\n\
-         Meanwhile: `cargo bench -p callwatch-benches` and `callwatch replay` \
-         measure the engine; see BENCHMARKS.md."
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.scenario {
+        Scenario::Engine(args) => engine(&args),
+        Scenario::Rebuild(_) => pending(
+            "rebuild",
+            "it loads predecessor-format keys from Redis, which arrives with the storage \
+             issue (\"Redis and PostgreSQL: durable state, fast rebuild, nothing lost\")",
+        ),
+        Scenario::Pipeline(_) => pending(
+            "pipeline",
+            "it drives the whole service path (stream ingest, Redis and PostgreSQL \
+             writers, Telegram sender), which arrives with the service issue",
+        ),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn pending(name: &str, why: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("loadtest {name}: not available yet: {why}.");
+    Ok(ExitCode::from(2))
+}
+
+fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.tokens > 0 && a.chats > 0 && a.channels > 0,
+        "--tokens, --chats and --channels must be positive"
     );
-    ExitCode::from(2)
+    anyhow::ensure!(
+        a.tracked_keys <= a.tokens * a.chats,
+        "--tracked-keys {} is more than --tokens × --chats allows (one key per token and chat)",
+        a.tracked_keys
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.call_share),
+        "--call-share must be between 0 and 1"
+    );
+    anyhow::ensure!(a.updates >= 2, "--updates must be at least 2");
+    let shards = a
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let plan = engine_run::Plan {
+        market: market::Spec {
+            seed: a.seed,
+            tokens: a.tokens,
+            chats: a.chats,
+            channels: a.channels,
+            keys: a.tracked_keys,
+            call_share: a.call_share,
+        },
+        shards,
+        updates: a.updates,
+        duration: a.duration.map(Duration::from_secs_f64),
+        pin: !a.no_pin,
+        max_delay: Duration::from_micros(a.max_delay_us),
+        baseline: a.baseline.is_some(),
+        baseline_limit: Duration::from_secs_f64(a.baseline_secs),
+        pool: a.pool,
+    };
+    eprintln!(
+        "loadtest engine: {} tracked keys over {} tokens and {} chats, {} shard(s), seed {}",
+        a.tracked_keys, a.tokens, a.chats, shards, a.seed
+    );
+    let results = engine_run::run(&plan)?;
+    println!("{}", report::table(&results));
+    if let Some(dir) = &a.report {
+        let path = report::html(&results, dir)?;
+        eprintln!("report written to {}", path.display());
+    }
+    if a.json {
+        println!("{}", report::json(&results));
+    }
+    Ok(ExitCode::SUCCESS)
 }

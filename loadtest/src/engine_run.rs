@@ -1,0 +1,604 @@
+//! The `engine` scenario: build millions of tracked keys in the sharded
+//! engine, then drive price updates (and a share of calls) through it at
+//! full speed and at half of that, timing each sampled event from the
+//! moment it is handed to the router to the moment its batch's effects
+//! come out merged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use engine::EngineConfig;
+use engine::effect::Effect;
+use engine::event::{Envelope, Event, SettingsPatch};
+use engine::router::{self, Effects, Merged, Poll, Router, shard_of};
+use engine::shard::{Restore, ShardState};
+use engine::time::{NANOS_PER_SEC, Nanos};
+use engine::token::Token;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::market::{Market, T0, Tick};
+use crate::mem::rss_bytes;
+use crate::seed::{Gate, SeedTracker};
+
+/// Every `SAMPLE`-th event is timed.
+const SAMPLE: u64 = 16;
+/// Slots of the submit-time ring; far more than can be in flight.
+const RING: usize = 1 << 20;
+
+/// What the scenario is asked to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub market: crate::market::Spec,
+    pub shards: usize,
+    pub updates: u64,
+    pub duration: Option<Duration>,
+    pub pin: bool,
+    /// The longest an event may wait in the router before its batch is cut,
+    /// in the paced (half-rate) phase.
+    pub max_delay: Duration,
+    pub baseline: bool,
+    pub baseline_limit: Duration,
+    pub pool: usize,
+}
+
+/// Everything measured, as printed and as JSON.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub tracked_keys: u64,
+    pub tokens: u64,
+    pub chats: u64,
+    pub shards: usize,
+    pub build_secs: f64,
+    pub bytes_per_key: f64,
+    pub rss_after_build_bytes: u64,
+    pub updates: u64,
+    pub calls: u64,
+    pub updates_per_sec: f64,
+    pub alerts: u64,
+    pub latency_at_max: Option<Histogram<u64>>,
+    pub half_rate: f64,
+    pub half_updates: u64,
+    pub half_achieved_per_sec: f64,
+    pub latency: Option<Histogram<u64>>,
+    pub shard_noncrossing_per_sec: f64,
+    pub shard_noncrossing_alerts: u64,
+    pub shard_mixed_per_sec: f64,
+    pub timeline: Vec<(f64, f64)>,
+    pub baseline: Option<BaselineResults>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct BaselineResults {
+    pub updates: u64,
+    pub processed: u64,
+    pub updates_per_sec: f64,
+    pub notifications: u64,
+    pub missed_crossings: u64,
+    pub engine_crossings: u64,
+}
+
+/// What draining the effects found: alerts, latencies, progress marks.
+struct Drain {
+    alerts: u64,
+    at_max: Histogram<u64>,
+    at_half: Histogram<u64>,
+    timeline: Vec<(f64, u64)>,
+    done_seq: u64,
+    last_mark: Instant,
+}
+
+/// State shared between the driver and the consumer.
+struct Shared {
+    start: Instant,
+    /// Submit time (ns since `start`) of sampled seq `s`, at `s / SAMPLE % RING`.
+    submitted: Vec<AtomicU64>,
+    /// Sampled events from this seq on belong to the half-rate phase.
+    half_from_seq: AtomicU64,
+    /// Merged batches drained so far.
+    batches_done: AtomicU64,
+    /// The consumer thread hands the effects back once it has drained this
+    /// many batches.
+    stop_after: AtomicU64,
+    /// Set when phase 1 starts: the timeline starts there.
+    timeline_from: AtomicU64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60 * NANOS_PER_SEC as u64, 3).expect("valid bounds")
+}
+
+impl Drain {
+    fn new() -> Self {
+        Drain {
+            alerts: 0,
+            at_max: histogram(),
+            at_half: histogram(),
+            timeline: Vec::new(),
+            done_seq: 0,
+            last_mark: Instant::now(),
+        }
+    }
+
+    /// Records one merged batch: its alerts, and the latency of each
+    /// sampled event it completes.
+    fn take(&mut self, merged: &Merged, shared: &Shared) {
+        let now_ns = shared.start.elapsed().as_nanos() as u64;
+        self.alerts += merged.effects.len() as u64;
+        let half_from = shared.half_from_seq.load(Ordering::Acquire);
+        for k in (self.done_seq / SAMPLE + 1)..=(merged.upto_seq / SAMPLE) {
+            let seq = k * SAMPLE;
+            let t = shared.submitted[(k as usize) % RING].load(Ordering::Acquire);
+            if t == 0 || t > now_ns {
+                continue;
+            }
+            let hist = if seq >= half_from {
+                &mut self.at_half
+            } else {
+                &mut self.at_max
+            };
+            hist.saturating_record(now_ns - t);
+        }
+        self.done_seq = self.done_seq.max(merged.upto_seq);
+        shared.batches_done.fetch_add(1, Ordering::Release);
+        let from = shared.timeline_from.load(Ordering::Acquire);
+        if from > 0 && self.last_mark.elapsed() >= Duration::from_millis(100) {
+            self.last_mark = Instant::now();
+            self.timeline
+                .push((now_ns as f64 / 1e9, self.done_seq.saturating_sub(from)));
+        }
+    }
+}
+
+/// The consumer thread: drains until told to hand the effects back (or
+/// the engine stops).
+fn consume(mut effects: Effects, shared: &Shared) -> anyhow::Result<(Drain, Effects)> {
+    let mut drain = Drain::new();
+    loop {
+        let stop = shared.stop_after.load(Ordering::Acquire);
+        if shared.batches_done.load(Ordering::Acquire) >= stop {
+            return Ok((drain, effects));
+        }
+        match effects.next_merged()? {
+            Some(merged) => drain.take(&merged, shared),
+            None => return Ok((drain, effects)),
+        }
+    }
+}
+
+/// Waits until the consumer has seen every batch handed out so far.
+fn settle(router: &Router, shared: &Shared) {
+    while shared.batches_done.load(Ordering::Acquire) < router.batches() {
+        thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>14} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta} left)",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Stream time between two events: on average each token gets a price
+/// every 5 s of stream time, as a live feed would.
+fn step_nanos(tokens: u64) -> Nanos {
+    (5 * NANOS_PER_SEC / tokens.max(1) as i64).max(1)
+}
+
+fn envelope(tick: &Tick, tokens: &[Token], channels: u64, seq: u64, at: Nanos) -> Envelope {
+    let event = match *tick {
+        Tick::Price { token, fdv_usd } => Event::Price {
+            token: tokens[token as usize],
+            fdv_usd,
+            at,
+        },
+        Tick::Call {
+            token,
+            channel,
+            fdv_usd,
+        } => Event::Call {
+            token: tokens[token as usize],
+            channel_id: Market::channel_id(u64::from(channel) % channels),
+            fdv_usd,
+            at,
+        },
+    };
+    Envelope {
+        seq,
+        clock: at,
+        event,
+    }
+}
+
+pub fn run(plan: &Plan) -> anyhow::Result<Results> {
+    let spec = &plan.market;
+    let market = Market::new(spec.clone());
+    let mut res = Results {
+        tracked_keys: spec.keys,
+        tokens: spec.tokens,
+        chats: spec.chats,
+        shards: plan.shards,
+        ..Results::default()
+    };
+    let config = EngineConfig {
+        shards: plan.shards,
+        pin_threads: plan.pin,
+        ..EngineConfig::default()
+    };
+    // The harness's own ring is allocated (and touched) before the memory
+    // baseline, so that bytes per key counts the engine alone.
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        submitted: (0..RING).map(|_| AtomicU64::new(0)).collect(),
+        half_from_seq: AtomicU64::new(u64::MAX),
+        batches_done: AtomicU64::new(0),
+        stop_after: AtomicU64::new(u64::MAX),
+        timeline_from: AtomicU64::new(0),
+    });
+    let rss_before = rss_bytes();
+    let (mut router, effects, workers) = router::start(&config).context("starting the engine")?;
+    let consumer = {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("loadtest-consumer".into())
+            .spawn(move || consume(effects, &shared))?
+    };
+
+    // Build: chats, then every tracked key, loaded as a rebuild would.
+    let build_start = Instant::now();
+    let pb = bar(spec.chats + spec.keys, "building");
+    let mut seq = 0u64;
+    let mut rng = engine::sim::Rng::new(spec.seed ^ 0x6368_6174);
+    for c in 0..spec.chats {
+        let chat_id = Market::chat_id(c);
+        let mut follow: Vec<i64> = (0..3)
+            .map(|_| Market::channel_id(rng.below(spec.channels)))
+            .collect();
+        follow.sort_unstable();
+        follow.dedup();
+        for event in [
+            Event::Subscribe {
+                chat_id,
+                at: T0,
+                expires_at: T0 + 365 * 86_400 * NANOS_PER_SEC,
+                plan: None,
+            },
+            Event::Settings {
+                chat_id,
+                at: T0,
+                patch: Box::new(SettingsPatch {
+                    follow: Some(follow.clone()),
+                    ..SettingsPatch::default()
+                }),
+            },
+        ] {
+            seq += 1;
+            router.submit(Envelope {
+                seq,
+                clock: T0,
+                event,
+            })?;
+        }
+        if c % 4096 == 0 {
+            pb.set_position(c);
+        }
+    }
+    let mut n = 0u64;
+    for (t, chat_id, fdv_at_call) in market.keys() {
+        router.restore(Restore {
+            token: market.tokens[t as usize],
+            chat_id,
+            fdv_at_call,
+            started: T0,
+            last_threshold: None,
+        })?;
+        n += 1;
+        if n % 65_536 == 0 {
+            pb.set_position(spec.chats + n);
+        }
+    }
+    router.flush()?;
+    settle(&router, &shared);
+    pb.finish_and_clear();
+    res.build_secs = build_start.elapsed().as_secs_f64();
+    res.rss_after_build_bytes = rss_bytes();
+    res.bytes_per_key =
+        res.rss_after_build_bytes.saturating_sub(rss_before) as f64 / spec.keys.max(1) as f64;
+
+    // The stream: a pool of ticks, cycled.
+    let pool = market.ticks(plan.pool.min(plan.updates as usize).max(1), spec.seed + 1);
+    let step = step_nanos(spec.tokens);
+    let mut at = T0 + NANOS_PER_SEC;
+
+    // Phase 1: as fast as the engine takes them.
+    let pb = bar(plan.updates, "full speed");
+    shared.timeline_from.store(seq.max(1), Ordering::Release);
+    let phase_start = Instant::now();
+    let mut sent = 0u64;
+    while sent < plan.updates {
+        let tick = &pool[(sent as usize) % pool.len()];
+        seq += 1;
+        at += step;
+        if matches!(tick, Tick::Call { .. }) {
+            res.calls += 1;
+        }
+        if seq % SAMPLE == 0 {
+            let now = shared.start.elapsed().as_nanos() as u64;
+            shared.submitted[((seq / SAMPLE) as usize) % RING].store(now, Ordering::Release);
+        }
+        router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
+        sent += 1;
+        if sent % 65_536 == 0 {
+            pb.set_position(sent);
+            if plan.duration.is_some_and(|d| phase_start.elapsed() >= d) {
+                break;
+            }
+        }
+    }
+    router.flush()?;
+    settle(&router, &shared);
+    let secs = phase_start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    res.updates = sent;
+    res.updates_per_sec = sent as f64 / secs;
+
+    // Phase 2: paced at half that rate, batches cut at least every
+    // `max_delay`, for latency. This thread now drains the effects too
+    // while it waits for the next event's time: one thread fewer to share
+    // two cores.
+    shared
+        .stop_after
+        .store(router.batches() + 1, Ordering::Release);
+    router.flush()?; // an empty cut wakes the consumer to see the stop
+    let (mut drain, mut effects) = consumer.join().expect("consumer does not panic")?;
+    res.half_rate = res.updates_per_sec / 2.0;
+    res.half_updates = sent / 2;
+    let pb = bar(res.half_updates, "half speed");
+    shared.half_from_seq.store(seq + 1, Ordering::Release);
+    let phase_start = Instant::now();
+    let per_event = Duration::from_secs_f64(1.0 / res.half_rate);
+    let mut oldest_pending: Option<Instant> = None;
+    for i in 0..res.half_updates {
+        let due = phase_start + per_event.mul_f64(i as f64);
+        let mut now = Instant::now();
+        if now < due {
+            if oldest_pending.take().is_some() {
+                router.flush()?;
+            }
+            while now < due {
+                if let Poll::Ready(merged) = effects.poll_merged()? {
+                    drain.take(&merged, &shared);
+                }
+                now = Instant::now();
+            }
+        } else if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
+            router.flush()?;
+            oldest_pending = None;
+        }
+        let tick = &pool[(i as usize) % pool.len()];
+        seq += 1;
+        at += step;
+        if seq % SAMPLE == 0 {
+            let t = now.duration_since(shared.start).as_nanos() as u64;
+            shared.submitted[((seq / SAMPLE) as usize) % RING].store(t, Ordering::Release);
+        }
+        let batches = router.batches();
+        if router.batches() >= shared.batches_done.load(Ordering::Acquire) + 32 {
+            // Never let the outboxes fill while this thread is busy sending.
+            while let Poll::Ready(merged) = effects.poll_merged()? {
+                drain.take(&merged, &shared);
+            }
+        }
+        router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
+        if router.batches() != batches {
+            oldest_pending = None;
+        } else if oldest_pending.is_none() {
+            oldest_pending = Some(now);
+        }
+        if i % 65_536 == 0 {
+            pb.set_position(i);
+        }
+    }
+    router.flush()?;
+    while shared.batches_done.load(Ordering::Acquire) < router.batches() {
+        match effects.poll_merged()? {
+            Poll::Ready(merged) => drain.take(&merged, &shared),
+            Poll::Pending => std::hint::spin_loop(),
+            Poll::Finished => break,
+        }
+    }
+    res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+
+    router.finish()?;
+    while let Some(merged) = effects.next_merged()? {
+        drain.take(&merged, &shared);
+    }
+    let mut states = workers.join().context("a shard stopped")?;
+    res.alerts = drain.alerts;
+    res.latency_at_max = Some(drain.at_max);
+    res.latency = Some(drain.at_half);
+    res.timeline = rates(&drain.timeline);
+
+    // One shard on this thread: pre-parsed prices, no router, no channels.
+    let (noncross, alerts, mixed) = shard_alone(&mut states[0], &market, plan.shards, &pool);
+    res.shard_noncrossing_per_sec = noncross;
+    res.shard_noncrossing_alerts = alerts;
+    res.shard_mixed_per_sec = mixed;
+    drop(states);
+
+    if plan.baseline {
+        res.baseline = Some(baseline(&market, &pool, plan.baseline_limit, plan.updates));
+    }
+    Ok(res)
+}
+
+/// Throughput between consecutive timeline marks.
+fn rates(marks: &[(f64, u64)]) -> Vec<(f64, f64)> {
+    marks
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| (w[1].0, (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0)))
+        .collect()
+}
+
+/// Applies prices straight to one shard's state: first prices that cannot
+/// cross (below 1.1x of each token's start, under every 2x), then the
+/// stream's own prices for that shard's tokens. Returns both rates and the
+/// alerts the non-crossing run raised (0 unless an entry started at a
+/// dumped price, which the warm-up pass uses up).
+fn shard_alone(
+    state: &mut ShardState,
+    market: &Market,
+    shards: usize,
+    pool: &[Tick],
+) -> (f64, u64, f64) {
+    let mine: Vec<u32> = (0..market.tokens.len() as u32)
+        .filter(|&t| shard_of(&market.tokens[t as usize], shards) == 0)
+        .collect();
+    if mine.is_empty() {
+        return (0.0, 0, 0.0);
+    }
+    let mut rng = engine::sim::Rng::new(99);
+    let at = T0 + 2 * NANOS_PER_SEC;
+    let calm: Vec<Envelope> = (0..1_000_000u64)
+        .map(|i| {
+            let t = mine[rng.zipf(mine.len() as u64) as usize] as usize;
+            Envelope {
+                seq: u64::MAX / 2 + i,
+                clock: at,
+                event: Event::Price {
+                    token: market.tokens[t],
+                    fdv_usd: market.start_fdv[t] * (1.0 + 0.1 * rng.unit()),
+                    at,
+                },
+            }
+        })
+        .collect();
+    let mut out: Vec<Effect> = Vec::new();
+    for env in &calm {
+        state.apply(env, &mut out);
+    }
+    out.clear();
+    let rounds = 10;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for env in &calm {
+            state.apply(env, &mut out);
+        }
+    }
+    let noncross = (rounds * calm.len()) as f64 / start.elapsed().as_secs_f64();
+    let alerts = out.len() as u64;
+
+    let ours: Vec<Envelope> = pool
+        .iter()
+        .filter_map(|tick| match *tick {
+            Tick::Price { token, fdv_usd }
+                if shard_of(&market.tokens[token as usize], shards) == 0 =>
+            {
+                Some(Envelope {
+                    seq: 1,
+                    clock: at,
+                    event: Event::Price {
+                        token: market.tokens[token as usize],
+                        fdv_usd,
+                        at,
+                    },
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    out.clear();
+    let start = Instant::now();
+    for env in &ours {
+        state.apply(env, &mut out);
+    }
+    let mixed = ours.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    (noncross, alerts, mixed)
+}
+
+/// The seed's design on the same keys and prices, on one thread, for at
+/// most `limit` of wall time; and the crossings its gating hid.
+fn baseline(market: &Market, pool: &[Tick], limit: Duration, updates: u64) -> BaselineResults {
+    let names: Vec<String> = market.tokens.iter().map(Token::to_string).collect();
+    let seed = SeedTracker::new();
+    let pb = bar(market.spec.keys, "seed: loading");
+    for (i, (t, chat, fdv)) in market.keys().enumerate() {
+        seed.track_call(&names[t as usize], chat, -1, fdv, T0);
+        if i % 65_536 == 0 {
+            pb.set_position(i as u64);
+        }
+    }
+    pb.finish_and_clear();
+    let step = step_nanos(market.spec.tokens);
+    let mut at = T0 + NANOS_PER_SEC;
+    let mut b = BaselineResults::default();
+    let pb = bar(updates, "seed: prices");
+    let start = Instant::now();
+    let mut seen = 0usize;
+    for i in 0..updates as usize {
+        let tick = &pool[i % pool.len()];
+        at += step;
+        seen = i + 1;
+        if let Tick::Price { token, fdv_usd } = *tick {
+            b.updates += 1;
+            if seed.process_price_update(&names[token as usize], fdv_usd, at) {
+                b.processed += 1;
+            }
+        }
+        if i % 4096 == 0 {
+            pb.set_position(i as u64);
+            if start.elapsed() >= limit {
+                break;
+            }
+        }
+    }
+    b.updates_per_sec = b.updates as f64 / start.elapsed().as_secs_f64();
+    b.notifications = seed.notifications();
+    pb.finish_and_clear();
+    drop(seed);
+
+    // Which thresholds each key reached on the prices the seed was shown,
+    // against those reached on every price (what the engine checks).
+    let mut gate = Gate::default();
+    let n = market.tokens.len();
+    let (mut max_all, mut max_seen) = (vec![0.0f64; n], vec![0.0f64; n]);
+    let mut at = T0 + NANOS_PER_SEC;
+    for tick in pool.iter().cycle().take(seen) {
+        at += step;
+        if let Tick::Price { token, fdv_usd } = *tick {
+            let t = token as usize;
+            max_all[t] = max_all[t].max(fdv_usd);
+            if gate.passes(token, fdv_usd, at) {
+                max_seen[t] = max_seen[t].max(fdv_usd);
+            }
+        }
+    }
+    const THRESHOLDS: [f64; 6] = [2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+    for (t, _, fdv_at_call) in market.keys() {
+        let (all, shown) = (
+            max_all[t as usize] / fdv_at_call,
+            max_seen[t as usize] / fdv_at_call,
+        );
+        for h in THRESHOLDS {
+            if all >= h {
+                b.engine_crossings += 1;
+                if shown < h {
+                    b.missed_crossings += 1;
+                }
+            }
+        }
+    }
+    b
+}
