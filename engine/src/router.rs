@@ -39,6 +39,8 @@ pub fn shard_of(token: &Token, shards: usize) -> usize {
 enum Input {
     Event(Envelope),
     Restore(Restore),
+    /// Trim spare capacity (after a rebuild).
+    Compact,
 }
 
 struct Batch {
@@ -235,6 +237,7 @@ fn run_shard(
             match item {
                 Input::Event(env) => state.apply(env, &mut effects),
                 Input::Restore(r) => state.restore(r),
+                Input::Compact => state.shrink_to_fit(),
             }
         }
         // Sweeping a few token slots per batch keeps expiry incremental:
@@ -300,6 +303,15 @@ impl Router {
         let i = shard_of(&r.token, self.inboxes.len());
         self.pending[i].push(Input::Restore(r));
         self.count_pending()
+    }
+
+    /// Asks every shard to give back spare capacity once it reaches this
+    /// point of the input; for the end of a rebuild.
+    pub fn compact(&mut self) -> Result<(), EngineStopped> {
+        for p in &mut self.pending {
+            p.push(Input::Compact);
+        }
+        self.flush()
     }
 
     fn count_pending(&mut self) -> Result<(), EngineStopped> {

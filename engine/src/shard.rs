@@ -476,6 +476,19 @@ impl ShardState {
         }
     }
 
+    /// Gives back spare capacity: after a rebuild every heap and map holds
+    /// only what it needs (pushes had doubled them as they grew).
+    pub fn shrink_to_fit(&mut self) {
+        for ts in self.slots.iter_mut().filter(|ts| ts.live) {
+            ts.tracked.shrink_to_fit();
+            ts.calls.shrink_to_fit();
+            ts.records.shrink_to_fit();
+        }
+        self.slots.shrink_to_fit();
+        self.index.shrink_to_fit();
+        self.free.shrink_to_fit();
+    }
+
     /// Drops what has expired from up to `budget` token slots, continuing
     /// where the last call stopped, and frees tokens left with nothing.
     ///

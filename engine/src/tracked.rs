@@ -104,6 +104,10 @@ impl Tracked {
         top
     }
 
+    pub fn shrink_to_fit(&mut self) {
+        self.heap.shrink_to_fit();
+    }
+
     /// Keeps the entries `keep` says yes to, then restores the heap.
     pub fn retain(&mut self, keep: impl FnMut(&Entry) -> bool, thresholds: &[f64]) {
         let before = self.heap.len();

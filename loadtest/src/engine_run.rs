@@ -307,7 +307,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             pb.set_position(spec.chats + n);
         }
     }
-    router.flush()?;
+    router.compact()?;
     settle(&router, &shared);
     pb.finish_and_clear();
     res.build_secs = build_start.elapsed().as_secs_f64();
