@@ -150,6 +150,11 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
         let (in_tx, in_rx) = bounded::<Batch>(config.inbox_batches);
         let (out_tx, out_rx) = bounded::<Output>(config.inbox_batches);
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let polls = if config.shards <= cores.len() {
+            EXCLUSIVE_CORE_POLLS
+        } else {
+            0
+        };
         let rules = config.rules();
         let gauges = Arc::clone(&gauges);
         let handle = std::thread::Builder::new()
@@ -160,7 +165,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
                     let _ = core_affinity::set_for_current(core);
                 }
                 let mut state = ShardState::new(rules);
-                run_shard(&mut state, &in_rx, &out_tx, &gauges[i]);
+                run_shard(&mut state, &in_rx, &out_tx, &gauges[i], polls);
                 state
             })
             .expect("spawning a shard thread");
@@ -205,13 +210,14 @@ fn shard_cores(config: &EngineConfig) -> Vec<core_affinity::CoreId> {
 }
 
 /// Polls before blocking: a parked thread takes tens of microseconds to
-/// wake, which would dominate latency when batches arrive every few
-/// microseconds. A shard spins on `try_recv` for a bounded while (about
-/// 20 µs: it owns its core, so the spin costs nobody else) and then blocks
-/// as usual, so an idle engine costs no CPU.
-fn recv_polling<T>(rx: &Receiver<T>) -> Result<T, crossbeam_channel::RecvError> {
-    const POLLS: u32 = 2_000;
-    for _ in 0..POLLS {
+/// wake (hundreds on a virtual machine whose idle vCPU halts), which would
+/// dominate latency when batches arrive every few microseconds. A shard
+/// that has a core of its own spins on `try_recv` for up to `polls` tries
+/// (a few hundred microseconds) before it blocks as usual, so an idle
+/// engine still costs no CPU; shards that share a core never spin, since
+/// the spin would only delay the shard they share it with.
+fn recv_polling<T>(rx: &Receiver<T>, polls: u32) -> Result<T, crossbeam_channel::RecvError> {
+    for _ in 0..polls {
         match rx.try_recv() {
             Ok(v) => return Ok(v),
             Err(crossbeam_channel::TryRecvError::Disconnected) => {
@@ -223,6 +229,9 @@ fn recv_polling<T>(rx: &Receiver<T>) -> Result<T, crossbeam_channel::RecvError> 
     rx.recv()
 }
 
+/// Spin budget of a shard with a core to itself.
+const EXCLUSIVE_CORE_POLLS: u32 = 50_000;
+
 /// A shard's loop: take a batch, apply it, tidy a little, hand on the
 /// effects. Returns when the router is gone.
 fn run_shard(
@@ -230,8 +239,9 @@ fn run_shard(
     inbox: &Receiver<Batch>,
     outbox: &Sender<Output>,
     gauges: &ShardGauges,
+    polls: u32,
 ) {
-    while let Ok(batch) = recv_polling(inbox) {
+    while let Ok(batch) = recv_polling(inbox, polls) {
         let mut effects = Vec::new();
         for item in &batch.items {
             match item {

@@ -71,14 +71,23 @@ impl Record {
     }
 }
 
+/// What a price update needs of a token, kept in the token index itself so
+/// that an update which crosses nothing touches one cache line: the index
+/// bucket, not the token's slot.
+#[derive(Debug, Clone, Copy)]
+struct Hot {
+    slot: u32,
+    /// Copy of `tracked.next_cross()`: no price below it crosses anything.
+    next_cross: f64,
+    /// The current FDV (latest call or price).
+    fdv_usd: f64,
+}
+
 /// Everything a shard knows of one token.
 #[derive(Debug)]
 struct TokenState {
     token: Token,
     live: bool,
-    fdv_usd: f64,
-    /// Copy of `tracked.next_cross()`, so a price update reads one field.
-    next_cross: f64,
     /// `calls[T][c]`: the latest call time of each channel, sorted by
     /// channel so that the callers drawn from it come out sorted too.
     calls: Vec<(ChannelId, Nanos)>,
@@ -101,8 +110,6 @@ impl TokenState {
             next_sweep: Nanos::MAX,
             restored: false,
             live: true,
-            fdv_usd: 0.0,
-            next_cross: f64::INFINITY,
             calls: Vec::new(),
             records: FlatMap::default(),
             tracked: Tracked::default(),
@@ -202,7 +209,7 @@ pub struct TrackedView {
 pub struct ShardState {
     rules: Rules,
     chats: Chats,
-    index: FlatMap<Token, u32>,
+    index: FlatMap<Token, Hot>,
     slots: Vec<TokenState>,
     free: Vec<u32>,
     /// The stream clock: the latest `Envelope::clock` seen.
@@ -271,8 +278,8 @@ impl ShardState {
     }
 
     fn intern(&mut self, token: &Token) -> usize {
-        if let Some(&i) = self.index.get(token) {
-            return i as usize;
+        if let Some(h) = self.index.get(token) {
+            return h.slot as usize;
         }
         let slot = match self.free.pop() {
             Some(i) => {
@@ -284,7 +291,14 @@ impl ShardState {
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 tokens a shard")
             }
         };
-        self.index.insert(*token, slot);
+        self.index.insert(
+            *token,
+            Hot {
+                slot,
+                next_cross: f64::INFINITY,
+                fdv_usd: 0.0,
+            },
+        );
         self.stats.tokens += 1;
         slot as usize
     }
@@ -303,6 +317,7 @@ impl ShardState {
         let ShardState {
             rules,
             chats,
+            index,
             slots,
             callers,
             merged,
@@ -311,7 +326,6 @@ impl ShardState {
             ..
         } = self;
         let ts = &mut slots[slot];
-        ts.fdv_usd = fdv_usd;
         match ts.calls.binary_search_by_key(&channel, |&(c, _)| c) {
             Ok(i) => ts.calls[i].1 = ts.calls[i].1.max(t),
             Err(i) => ts.calls.insert(i, (channel, t)),
@@ -391,21 +405,23 @@ impl ShardState {
                 rec.status = Status::Rejected;
             }
         }
-        ts.next_cross = ts.tracked.next_cross(&rules.thresholds);
+        let hot = index.get_mut(token).expect("interned above");
+        hot.fdv_usd = fdv_usd;
+        hot.next_cross = ts.tracked.next_cross(&rules.thresholds);
     }
 
     fn on_price(&mut self, seq: u64, token: &Token, fdv_usd: f64, t: Nanos, out: &mut Vec<Effect>) {
         self.stats.prices += 1;
         // A token nobody called has nothing to decide; interning it would
         // let a price feed grow the shard without bound.
-        let Some(&slot) = self.index.get(token) else {
+        let Some(hot) = self.index.get_mut(token) else {
             return;
         };
-        let ts = &mut self.slots[slot as usize];
-        ts.fdv_usd = fdv_usd;
-        if fdv_usd < ts.next_cross {
+        hot.fdv_usd = fdv_usd;
+        if fdv_usd < hot.next_cross {
             return;
         }
+        let ts = &mut self.slots[hot.slot as usize];
         let thresholds = &self.rules.thresholds;
         let ttl = self.rules.ttl_nanos;
         self.crossed.clear();
@@ -444,7 +460,7 @@ impl ShardState {
                 ts.tracked.push(e, thresholds);
             }
         }
-        ts.next_cross = ts.tracked.next_cross(thresholds);
+        hot.next_cross = ts.tracked.next_cross(thresholds);
     }
 
     /// Loads one tracked entry, as a rebuild from storage does. Produces no
@@ -471,7 +487,10 @@ impl ShardState {
                 },
                 thresholds,
             );
-            ts.next_cross = ts.tracked.next_cross(thresholds);
+            self.index
+                .get_mut(&r.token)
+                .expect("interned above")
+                .next_cross = ts.tracked.next_cross(thresholds);
             self.stats.tracked += 1;
         }
     }
@@ -524,7 +543,9 @@ impl ShardState {
             ts.records.retain(|_, r| !r.dead(clock, ttl));
             self.stats.records -= (before - ts.records.len()) as u64;
             ts.calls.retain(|&(_, at)| at >= oldest_call);
-            ts.next_cross = ts.tracked.next_cross(&self.rules.thresholds);
+            if let Some(hot) = self.index.get_mut(&ts.token) {
+                hot.next_cross = ts.tracked.next_cross(&self.rules.thresholds);
+            }
             ts.next_sweep = ts
                 .tracked
                 .entries()
@@ -573,15 +594,14 @@ impl ShardState {
 
     /// The processed record of (token, chat), if one is held.
     pub fn record(&self, token: &Token, chat_id: i64) -> Option<&Record> {
-        let slot = *self.index.get(token)?;
+        let slot = self.index.get(token)?.slot;
         let chat = self.chats.lookup(chat_id)?;
         self.slots[slot as usize].records.get(&chat)
     }
 
     /// The current FDV of a token this shard holds.
     pub fn fdv_usd(&self, token: &Token) -> Option<f64> {
-        let slot = *self.index.get(token)?;
-        Some(self.slots[slot as usize].fdv_usd)
+        Some(self.index.get(token)?.fdv_usd)
     }
 
     /// Tokens held now (called, and not yet expired).

@@ -43,6 +43,8 @@ pub struct Plan {
     pub baseline: bool,
     pub baseline_limit: Duration,
     pub pool: usize,
+    /// The paced phase's rate; half the full-speed rate when `None`.
+    pub latency_rate: Option<f64>,
 }
 
 /// Everything measured, as printed and as JSON.
@@ -254,6 +256,16 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             .spawn(move || consume(effects, &shared))?
     };
 
+    // The driver takes the core the shards leave free (the engine pins
+    // shards to the others), so the scheduler never puts it beside a
+    // spinning shard. Only now: the engine and the consumer, started above,
+    // would otherwise inherit this thread's narrowed affinity.
+    if plan.pin
+        && let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied())
+    {
+        let _ = core_affinity::set_for_current(first);
+    }
+
     // Build: chats, then every tracked key, loaded as a rebuild would.
     let build_start = Instant::now();
     let pb = bar(spec.chats + spec.keys, "building");
@@ -361,7 +373,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         .store(router.batches() + 1, Ordering::Release);
     router.flush()?; // an empty cut wakes the consumer to see the stop
     let (mut drain, mut effects) = consumer.join().expect("consumer does not panic")?;
-    res.half_rate = res.updates_per_sec / 2.0;
+    res.half_rate = plan.latency_rate.unwrap_or(res.updates_per_sec / 2.0);
     res.half_updates = sent / 2;
     let pb = bar(res.half_updates, "half speed");
     shared.half_from_seq.store(seq + 1, Ordering::Release);
@@ -371,19 +383,22 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     for i in 0..res.half_updates {
         let due = phase_start + per_event.mul_f64(i as f64);
         let mut now = Instant::now();
-        if now < due {
-            if oldest_pending.take().is_some() {
+        // Cut a batch once its oldest event has waited `max_delay`: often
+        // enough for latency, rarely enough that a batch carries tens of
+        // events rather than one (a channel operation per event would eat
+        // the rate this phase is meant to hold).
+        loop {
+            if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
                 router.flush()?;
+                oldest_pending = None;
             }
-            while now < due {
-                if let Poll::Ready(merged) = effects.poll_merged()? {
-                    drain.take(&merged, &shared);
-                }
-                now = Instant::now();
+            if now >= due {
+                break;
             }
-        } else if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
-            router.flush()?;
-            oldest_pending = None;
+            if let Poll::Ready(merged) = effects.poll_merged()? {
+                drain.take(&merged, &shared);
+            }
+            now = Instant::now();
         }
         let tick = &pool[(i as usize) % pool.len()];
         seq += 1;

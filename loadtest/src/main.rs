@@ -80,6 +80,11 @@ struct EngineArgs {
     /// Share of stream events that are calls.
     #[arg(long, default_value_t = 0.0001)]
     call_share: f64,
+    /// Chance that a price update is a pump (3–20x in one step), and again
+    /// that it is a dump. A pump of a popular token alerts thousands of
+    /// chats in one event.
+    #[arg(long, default_value_t = 0.000_01)]
+    pump_rate: f64,
     /// Shard threads [default: the number of cores].
     #[arg(long)]
     shards: Option<usize>,
@@ -93,6 +98,10 @@ struct EngineArgs {
     /// waited this long, in microseconds.
     #[arg(long, default_value_t = 10)]
     max_delay_us: u64,
+    /// Rate of the paced phase, in events per second [default: half the
+    /// full-speed rate just measured].
+    #[arg(long, value_name = "PER_SEC")]
+    latency_rate: Option<f64>,
     /// Distinct stream events generated (then cycled).
     #[arg(long, default_value_t = 4_000_000)]
     pool: usize,
@@ -175,6 +184,14 @@ fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
         "--call-share must be between 0 and 1"
     );
     anyhow::ensure!(a.updates >= 2, "--updates must be at least 2");
+    anyhow::ensure!(
+        (0.0..=0.5).contains(&a.pump_rate),
+        "--pump-rate must be between 0 and 0.5"
+    );
+    anyhow::ensure!(
+        a.latency_rate.is_none_or(|r| r > 0.0 && r.is_finite()),
+        "--latency-rate must be a positive number of events per second"
+    );
     let shards = a
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -186,6 +203,7 @@ fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
             channels: a.channels,
             keys: a.tracked_keys,
             call_share: a.call_share,
+            pump_rate: a.pump_rate,
         },
         shards,
         updates: a.updates,
@@ -195,6 +213,7 @@ fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
         baseline: a.baseline.is_some(),
         baseline_limit: Duration::from_secs_f64(a.baseline_secs),
         pool: a.pool,
+        latency_rate: a.latency_rate,
     };
     eprintln!(
         "loadtest engine: {} tracked keys over {} tokens and {} chats, {} shard(s), seed {}",

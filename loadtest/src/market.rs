@@ -22,6 +22,8 @@ pub struct Spec {
     pub keys: u64,
     /// Share of stream events that are calls.
     pub call_share: f64,
+    /// Chance that a price update is a pump (3–20x), and again a dump.
+    pub pump_rate: f64,
 }
 
 /// One stream event before it gets its `seq` and time.
@@ -114,9 +116,10 @@ impl Market {
                 continue;
             }
             let r = rng.unit();
-            let factor = if r < 1e-4 {
+            let pump = self.spec.pump_rate;
+            let factor = if r < pump {
                 3.0 + 17.0 * rng.unit()
-            } else if r < 2e-4 {
+            } else if r < 2.0 * pump {
                 0.2 + 0.3 * rng.unit()
             } else {
                 1.0 + (rng.unit() - 0.5) * 0.02
@@ -184,6 +187,7 @@ mod tests {
             channels: 10,
             keys: 1_500,
             call_share: 0.0,
+            pump_rate: 0.0,
         });
         let mut pairs: Vec<(u32, i64)> = m.keys().map(|(t, c, _)| (t, c)).collect();
         assert_eq!(pairs.len(), 1_500);
