@@ -50,6 +50,14 @@ enum Scenario {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Feed {
+    /// Popular tokens get most updates (Zipf), as trading activity does.
+    Zipf,
+    /// Every token is updated at the same pace, as a feed that polls them.
+    Uniform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Baseline {
     /// The predecessor's algorithm: one locked map, a loop over every user
     /// per update, 5 s / 2 % gating, O(n) LRU.
@@ -85,6 +93,9 @@ struct EngineArgs {
     /// chats in one event.
     #[arg(long, default_value_t = 0.000_01)]
     pump_rate: f64,
+    /// How price updates pick their token.
+    #[arg(long, value_enum, default_value_t = Feed::Zipf)]
+    feed: Feed,
     /// Shard threads [default: the number of cores].
     #[arg(long)]
     shards: Option<usize>,
@@ -204,6 +215,7 @@ fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
             keys: a.tracked_keys,
             call_share: a.call_share,
             pump_rate: a.pump_rate,
+            zipf_feed: a.feed == Feed::Zipf,
         },
         shards,
         updates: a.updates,

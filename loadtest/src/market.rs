@@ -24,6 +24,9 @@ pub struct Spec {
     pub call_share: f64,
     /// Chance that a price update is a pump (3–20x), and again a dump.
     pub pump_rate: f64,
+    /// How updates pick their token: by Zipf popularity (`true`), or
+    /// uniformly, as a feed that polls every token at the same pace.
+    pub zipf_feed: bool,
 }
 
 /// One stream event before it gets its `seq` and time.
@@ -104,7 +107,11 @@ impl Market {
         let mut fdv = self.start_fdv.clone();
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let t = rng.zipf(self.spec.tokens) as usize;
+            let t = if self.spec.zipf_feed {
+                rng.zipf(self.spec.tokens)
+            } else {
+                rng.below(self.spec.tokens)
+            } as usize;
             let token = t as u32;
             if rng.unit() < self.spec.call_share {
                 let channel = rng.below(self.spec.channels) as u32;
@@ -188,6 +195,7 @@ mod tests {
             keys: 1_500,
             call_share: 0.0,
             pump_rate: 0.0,
+            zipf_feed: true,
         });
         let mut pairs: Vec<(u32, i64)> = m.keys().map(|(t, c, _)| (t, c)).collect();
         assert_eq!(pairs.len(), 1_500);
