@@ -42,6 +42,10 @@ struct Cli {
 enum Scenario {
     /// The engine in process: build tracked keys, drive price updates.
     Engine(EngineArgs),
+    /// Measure the machine's own scheduling jitter: how often a spinning
+    /// thread loses the CPU, and for how long. A floor under any latency
+    /// figure measured on the same machine.
+    Jitter(JitterArgs),
     /// Fill Redis with predecessor-format keys and time loading them back
     /// (needs the storage issue).
     Rebuild(Pending),
@@ -131,6 +135,16 @@ struct EngineArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct JitterArgs {
+    /// How long to spin, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Pin the spinning thread to this core.
+    #[arg(long)]
+    core: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
 struct Pending {
     /// Accepted for forward compatibility; unused until the scenario exists.
     #[arg(long)]
@@ -155,6 +169,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.scenario {
         Scenario::Engine(args) => engine(&args),
+        Scenario::Jitter(args) => jitter(&args),
         Scenario::Rebuild(_) => pending(
             "rebuild",
             "it loads predecessor-format keys from Redis, which arrives with the storage \
@@ -173,6 +188,58 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn jitter(a: &JitterArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.secs > 0.0 && a.secs <= 600.0,
+        "--secs must be between 0 and 600"
+    );
+    if let Some(core) = a.core {
+        let ids = core_affinity::get_core_ids().unwrap_or_default();
+        let id = ids
+            .into_iter()
+            .find(|c| c.id == core)
+            .ok_or_else(|| anyhow::anyhow!("core {core} is not available to this process"))?;
+        anyhow::ensure!(
+            core_affinity::set_for_current(id),
+            "could not pin to core {core}"
+        );
+    }
+    const BOUNDS_US: [u64; 6] = [10, 50, 100, 500, 1_000, 10_000];
+    let mut over = [0u64; 6];
+    let mut lost_ns = 0u64;
+    let start = std::time::Instant::now();
+    let limit = Duration::from_secs_f64(a.secs);
+    let mut last = start;
+    let mut reads = 0u64;
+    while last.duration_since(start) < limit {
+        let now = std::time::Instant::now();
+        let gap = now.duration_since(last).as_nanos() as u64;
+        for (i, b) in BOUNDS_US.iter().enumerate() {
+            if gap > b * 1_000 {
+                over[i] += 1;
+            }
+        }
+        if gap > 10_000 {
+            lost_ns += gap;
+        }
+        last = now;
+        reads += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{reads} clock reads in {secs:.1} s; gaps between consecutive reads:");
+    for (b, n) in BOUNDS_US.iter().zip(over) {
+        println!(
+            "  over {b:>6} µs: {n:>8} ({:.1} per second)",
+            n as f64 / secs
+        );
+    }
+    println!(
+        "time lost in gaps over 10 µs: {:.2} ms per second",
+        lost_ns as f64 / 1e6 / secs
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn pending(name: &str, why: &str) -> anyhow::Result<ExitCode> {
