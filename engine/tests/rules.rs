@@ -93,6 +93,14 @@ fn summary(alerts: &[Effect]) -> Vec<(u64, i64, &'static str, f64)> {
         .collect()
 }
 
+/// Default rules but a one-hour TTL, so expiry happens within a test.
+fn one_hour_ttl() -> Rules {
+    Rules {
+        ttl_nanos: 60 * 60 * NANOS_PER_SEC,
+        ..Rules::default()
+    }
+}
+
 /// A chat subscribed for a day, following everything, min_callers 2.
 fn chat(id: i64) -> String {
     sub(id, 0, 24 * 60)
@@ -364,11 +372,7 @@ fn inactive_chat_uses_up_thresholds_silently() {
 
 #[test]
 fn tracked_entry_expires_after_ttl() {
-    let rules = Rules {
-        ttl_nanos: 60 * 60 * NANOS_PER_SEC,
-        ..Rules::default()
-    };
-    let mut r = Run::with(rules);
+    let mut r = Run::with(one_hour_ttl());
     let a = r.feed(&[
         chat(1),
         call(SOL, -1, 100.0, 0),
@@ -382,11 +386,7 @@ fn tracked_entry_expires_after_ttl() {
 
 #[test]
 fn expired_processed_record_counts_as_absent() {
-    let rules = Rules {
-        ttl_nanos: 60 * 60 * NANOS_PER_SEC,
-        ..Rules::default()
-    };
-    let mut r = Run::with(rules);
+    let mut r = Run::with(one_hour_ttl());
     let a = r.feed(&[
         chat(1),
         set(1, 0, r#""lookback_minutes":600"#),
@@ -411,11 +411,7 @@ fn expired_processed_record_counts_as_absent() {
 fn restart_of_live_tracking_replaces_the_entry() {
     // Out-of-order input can expire a record while its tracking lives on:
     // the re-accepting call must replace the entry, never add a second.
-    let rules = Rules {
-        ttl_nanos: 60 * 60 * NANOS_PER_SEC,
-        ..Rules::default()
-    };
-    let mut r = Run::with(rules);
+    let mut r = Run::with(one_hour_ttl());
     let a = r.feed(&[
         chat(1),
         set(1, 0, r#""lookback_minutes":600"#),
@@ -476,11 +472,7 @@ fn tokens_are_tracked_independently() {
 
 #[test]
 fn expired_state_is_swept_and_the_token_freed() {
-    let rules = Rules {
-        ttl_nanos: 60 * 60 * NANOS_PER_SEC,
-        ..Rules::default()
-    };
-    let mut r = Run::with(rules);
+    let mut r = Run::with(one_hour_ttl());
     r.feed(&[chat(1), call(SOL, -1, 100.0, 0), call(SOL, -2, 100.0, 0)]);
     assert_eq!(r.shard.token_count(), 1);
     // Eight days later the calls are beyond any lookback and everything
