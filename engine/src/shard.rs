@@ -97,10 +97,6 @@ struct TokenState {
     /// stream time (a lower bound, tightened by each sweep), so a sweep
     /// that comes earlier skips the token at the cost of one comparison.
     next_sweep: Nanos,
-    /// Entries were restored from storage without their processed records,
-    /// so an acceptance must look for the chat's entry in the heap before
-    /// starting a new one.
-    restored: bool,
 }
 
 impl TokenState {
@@ -108,13 +104,23 @@ impl TokenState {
         TokenState {
             token,
             next_sweep: Nanos::MAX,
-            restored: false,
             live: true,
             calls: Vec::new(),
             records: FlatMap::default(),
             tracked: Tracked::default(),
         }
     }
+}
+
+/// Whether `e` is the chat's current tracking of this token, not one a
+/// restart has replaced. The processed record names the entry it started;
+/// a record that started none (or no record) means the entry was restored
+/// from storage, and is current.
+fn current(records: &FlatMap<ChatIdx, Record>, e: &Entry) -> bool {
+    records
+        .get(&e.chat)
+        .and_then(|r| r.tracking_started)
+        .is_none_or(|s| s == e.started)
 }
 
 /// The contract's re-check, on two lists sorted by channel: are any of
@@ -175,7 +181,8 @@ pub struct ShardStats {
     pub tokens: u64,
     pub records: u64,
     pub tracked: u64,
-    /// Tracked entries dropped because their TTL ran out.
+    /// Tracked entries dropped because their TTL ran out or a restart
+    /// replaced them.
     pub expired_tracked: u64,
 }
 
@@ -381,25 +388,13 @@ impl ShardState {
                     chat: u,
                     last: 0,
                 };
-                let alive = |s: Nanos| *clock < s.saturating_add(ttl);
-                let restarted = match rec.tracking_started {
-                    Some(s) if alive(s) => ts.tracked.replace(
-                        |e| e.chat == u && e.started == s,
-                        entry,
-                        &rules.thresholds,
-                    ),
-                    // A restored entry has no record to point at it.
-                    _ if ts.restored => ts.tracked.replace(
-                        |e| e.chat == u && alive(e.started),
-                        entry,
-                        &rules.thresholds,
-                    ),
-                    _ => false,
-                };
-                if !restarted {
-                    ts.tracked.push(entry, &rules.thresholds);
-                    stats.tracked += 1;
-                }
+                // A restart leaves any earlier entry of this chat in the
+                // heap: `tracking_started` now names the new one, and the
+                // old one is dropped unseen when it next surfaces
+                // (`current`). Finding it now would mean a scan of the
+                // token's heap, on a popular token thousands of entries.
+                ts.tracked.push(entry, &rules.thresholds);
+                stats.tracked += 1;
                 rec.tracking_started = Some(t);
             } else {
                 rec.status = Status::Rejected;
@@ -431,6 +426,10 @@ impl ShardState {
             if self.clock >= e.started.saturating_add(ttl) {
                 self.stats.tracked -= 1;
                 self.stats.expired_tracked += 1;
+                continue;
+            }
+            if !current(&ts.records, &e) {
+                self.stats.tracked -= 1;
                 continue;
             }
             let m = fdv_usd / e.fdv_at_call;
@@ -473,7 +472,6 @@ impl ShardState {
             .last_threshold
             .map_or(0, |v| thresholds.iter().take_while(|&&h| h <= v).count());
         let ts = &mut self.slots[slot];
-        ts.restored = true;
         ts.next_sweep = ts
             .next_sweep
             .min(r.started.saturating_add(self.rules.ttl_nanos));
@@ -532,8 +530,9 @@ impl ShardState {
                 continue;
             }
             let before = ts.tracked.len();
+            let records = &ts.records;
             ts.tracked.retain(
-                |e| clock < e.started.saturating_add(ttl),
+                |e| clock < e.started.saturating_add(ttl) && current(records, e),
                 &self.rules.thresholds,
             );
             let dropped = (before - ts.tracked.len()) as u64;
@@ -575,7 +574,9 @@ impl ShardState {
         let mut v = Vec::new();
         for ts in self.slots.iter().filter(|ts| ts.live) {
             for e in ts.tracked.entries() {
-                if self.clock < e.started.saturating_add(self.rules.ttl_nanos) {
+                if self.clock < e.started.saturating_add(self.rules.ttl_nanos)
+                    && current(&ts.records, e)
+                {
                     v.push(TrackedView {
                         token: ts.token,
                         chat_id: self.chats.get(e.chat).id,

@@ -68,24 +68,6 @@ impl Tracked {
         self.sift_up(self.heap.len() - 1, thresholds);
     }
 
-    /// Replaces the first entry that `which` picks, if any, and says
-    /// whether there was one. A linear scan: only restarting a live entry
-    /// needs it, which takes out-of-order input or restored entries.
-    pub fn replace(
-        &mut self,
-        which: impl Fn(&Entry) -> bool,
-        entry: Entry,
-        thresholds: &[f64],
-    ) -> bool {
-        let Some(i) = self.heap.iter().position(which) else {
-            return false;
-        };
-        self.heap[i] = entry;
-        self.sift_up(i, thresholds);
-        self.sift_down(i, thresholds);
-        true
-    }
-
     /// Moves every entry that `fdv_usd` may cross into `out`.
     pub fn pop_crossed(&mut self, fdv_usd: f64, thresholds: &[f64], out: &mut Vec<Entry>) {
         while let Some(top) = self.heap.first() {
@@ -209,18 +191,5 @@ mod tests {
         let keys: Vec<f64> = out.iter().map(|e| e.fdv_at_call).collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(out.len(), 66);
-    }
-
-    #[test]
-    fn replace_finds_only_the_matching_start() {
-        let mut h = Tracked::default();
-        h.push(entry(1, 10.0, 0), &T);
-        let new = Entry {
-            started: 5,
-            ..entry(1, 1.0, 0)
-        };
-        assert!(!h.replace(|e| e.chat == 1 && e.started == 5, new, &T));
-        assert!(h.replace(|e| e.chat == 1 && e.started == 0, new, &T));
-        assert_eq!(h.entries()[0].started, 5);
     }
 }

@@ -408,11 +408,11 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             shared.submitted[((seq / SAMPLE) as usize) % RING].store(t, Ordering::Release);
         }
         let batches = router.batches();
-        if router.batches() >= shared.batches_done.load(Ordering::Acquire) + 32 {
-            // Never let the outboxes fill while this thread is busy sending.
-            while let Poll::Ready(merged) = effects.poll_merged()? {
-                drain.take(&merged, &shared);
-            }
+        // Drain whatever is ready before every event, not only while ahead
+        // of schedule: an effect counts as out when it is ready, and a
+        // consumer that looked only when idle would add its own delay.
+        while let Poll::Ready(merged) = effects.poll_merged()? {
+            drain.take(&merged, &shared);
         }
         router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
         if router.batches() != batches {
