@@ -315,7 +315,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             last_threshold: None,
         })?;
         n += 1;
-        if n % 65_536 == 0 {
+        if n.is_multiple_of(65_536) {
             pb.set_position(spec.chats + n);
         }
     }
@@ -344,13 +344,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         if matches!(tick, Tick::Call { .. }) {
             res.calls += 1;
         }
-        if seq % SAMPLE == 0 {
+        if seq.is_multiple_of(SAMPLE) {
             let now = shared.start.elapsed().as_nanos() as u64;
             shared.submitted[((seq / SAMPLE) as usize) % RING].store(now, Ordering::Release);
         }
         router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
         sent += 1;
-        if sent % 65_536 == 0 {
+        if sent.is_multiple_of(65_536) {
             pb.set_position(sent);
             if plan.duration.is_some_and(|d| phase_start.elapsed() >= d) {
                 break;
@@ -403,7 +403,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         let tick = &pool[(i as usize) % pool.len()];
         seq += 1;
         at += step;
-        if seq % SAMPLE == 0 {
+        if seq.is_multiple_of(SAMPLE) {
             let t = now.duration_since(shared.start).as_nanos() as u64;
             shared.submitted[((seq / SAMPLE) as usize) % RING].store(t, Ordering::Release);
         }
@@ -420,7 +420,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         } else if oldest_pending.is_none() {
             oldest_pending = Some(now);
         }
-        if i % 65_536 == 0 {
+        if i.is_multiple_of(65_536) {
             pb.set_position(i);
         }
     }
@@ -551,7 +551,7 @@ fn baseline(market: &Market, pool: &[Tick], limit: Duration, updates: u64) -> Ba
     let pb = bar(market.spec.keys, "seed: loading");
     for (i, (t, chat, fdv)) in market.keys().enumerate() {
         seed.track_call(&names[t as usize], chat, -1, fdv, T0);
-        if i % 65_536 == 0 {
+        if i.is_multiple_of(65_536) {
             pb.set_position(i as u64);
         }
     }
