@@ -100,6 +100,9 @@ pub struct Router {
     batch_events: usize,
     next_batch: u64,
     gauges: Arc<[ShardGauges]>,
+    /// Emptied batches the shards hand back, so that cutting a batch
+    /// allocates nothing (fresh ones cost page faults at high rates).
+    spare: Receiver<Vec<Input>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -144,6 +147,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
     let cores = shard_cores(config);
     let gauges: Arc<[ShardGauges]> = (0..config.shards).map(|_| ShardGauges::default()).collect();
     let mut inboxes = Vec::with_capacity(config.shards);
+    let (spare_tx, spare) = bounded::<Vec<Input>>(config.inbox_batches);
     let mut outboxes = Vec::with_capacity(config.shards);
     let mut handles = Vec::with_capacity(config.shards);
     for i in 0..config.shards {
@@ -157,6 +161,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
         };
         let rules = config.rules();
         let gauges = Arc::clone(&gauges);
+        let spare_tx = spare_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("callwatch-shard-{i}"))
             .spawn(move || {
@@ -165,7 +170,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
                     let _ = core_affinity::set_for_current(core);
                 }
                 let mut state = ShardState::new(rules);
-                run_shard(&mut state, &in_rx, &out_tx, &gauges[i], polls);
+                run_shard(&mut state, &in_rx, &out_tx, &spare_tx, &gauges[i], polls);
                 state
             })
             .expect("spawning a shard thread");
@@ -183,6 +188,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
         batch_events: config.batch_events,
         next_batch: 0,
         gauges,
+        spare,
     };
     Ok((
         router,
@@ -238,10 +244,11 @@ fn run_shard(
     state: &mut ShardState,
     inbox: &Receiver<Batch>,
     outbox: &Sender<Output>,
+    spare: &Sender<Vec<Input>>,
     gauges: &ShardGauges,
     polls: u32,
 ) {
-    while let Ok(batch) = recv_polling(inbox, polls) {
+    while let Ok(mut batch) = recv_polling(inbox, polls) {
         let mut effects = Vec::new();
         for item in &batch.items {
             match item {
@@ -254,6 +261,10 @@ fn run_shard(
         // no pause proportional to the whole state.
         state.maintain(16 + batch.items.len() / 8);
         gauges.publish(&state.stats());
+        // The emptied batch goes back to the router for reuse; if the pool
+        // is full it is simply dropped.
+        batch.items.clear();
+        let _ = spare.try_send(batch.items);
         if outbox
             .send(Output {
                 id: batch.id,
@@ -338,9 +349,13 @@ impl Router {
         let id = self.next_batch;
         self.next_batch += 1;
         for (inbox, pending) in self.inboxes.iter().zip(&mut self.pending) {
-            // Sized to what this shard got last time, not to the whole
-            // batch: with N shards a token event lands in just one.
-            let items = std::mem::replace(pending, Vec::with_capacity(pending.len()));
+            let next = match self.spare.try_recv() {
+                Ok(v) => v,
+                // Sized to what this shard got last time, not to the whole
+                // batch: with N shards a token event lands in just one.
+                Err(_) => Vec::with_capacity(pending.len()),
+            };
+            let items = std::mem::replace(pending, next);
             inbox
                 .send(Batch {
                     id,
