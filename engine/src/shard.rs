@@ -350,11 +350,23 @@ impl ShardState {
             }
             let since = t.saturating_sub(chat.lookback_nanos);
             callers.clear();
-            callers.extend(
-                ts.calls
-                    .iter()
-                    .filter(|&&(c, at)| at >= since && chat.follows(c)),
-            );
+            // Walk whichever list is shorter: a chat naming 3 channels need
+            // not look at the hundreds that called a popular token. Both
+            // lists are sorted by channel, so callers come out sorted.
+            match chat.follow.as_deref() {
+                Some(follow) if follow.len() < ts.calls.len() => {
+                    callers.extend(follow.iter().filter_map(|&c| {
+                        let i = ts.calls.binary_search_by_key(&c, |&(k, _)| k).ok()?;
+                        let at = ts.calls[i].1;
+                        (at >= since).then_some((c, at))
+                    }));
+                }
+                _ => callers.extend(
+                    ts.calls
+                        .iter()
+                        .filter(|&&(c, at)| at >= since && chat.follows(c)),
+                ),
+            }
             let rec = ts.records.entry(u).or_insert_with(|| {
                 stats.records += 1;
                 Record::new()
