@@ -29,7 +29,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_callwatch");
 
 /// Shard counts every scenario runs with; the output must not depend on it.
-const SHARDS: [usize; 2] = [1, 3];
+const SHARDS: [usize; 3] = [1, 4, 11];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
