@@ -540,3 +540,16 @@ fn restored_entries_alert_like_started_ones_and_restart_in_place() {
         "one alert, from the new entry"
     );
 }
+
+#[test]
+fn current_fdv_is_that_of_the_latest_call_or_price() {
+    let mut r = Run::new();
+    let token: Token = SOL.parse().unwrap();
+    r.feed(&[chat(1), call(SOL, -1, 100.0, 1)]);
+    assert_eq!(r.shard.fdv_usd(&token), Some(100.0));
+    r.feed(&[price(SOL, 150.0, 2)]);
+    assert_eq!(r.shard.fdv_usd(&token), Some(150.0));
+    // In input order, whatever the times say.
+    r.feed(&[call(SOL, -2, 120.0, 0)]);
+    assert_eq!(r.shard.fdv_usd(&token), Some(120.0));
+}
