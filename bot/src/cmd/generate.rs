@@ -71,15 +71,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot create {}", args.output.display()))?,
         )
     };
+    // Progress on stderr, drawn only when stderr is a terminal.
+    let progress = indicatif::ProgressBar::new(args.events);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "generating [{bar:40}] {human_pos}/{human_len} events ({per_sec}, {eta} left)",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
     let mut buf = Vec::with_capacity(1 << 17);
-    for event in market.take(usize::try_from(args.events)?) {
+    for (i, event) in market.take(usize::try_from(args.events)?).enumerate() {
         event.write_json(&mut buf);
         if buf.len() >= 1 << 16 {
             out.write_all(&buf)?;
             buf.clear();
+            progress.set_position(i as u64);
         }
     }
     out.write_all(&buf)?;
     out.flush()?;
+    progress.finish_and_clear();
     Ok(ExitCode::SUCCESS)
 }
