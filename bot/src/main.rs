@@ -8,6 +8,7 @@
 //!   (CONTRACT.md, "The replay command").
 //! - `cmd/demo.rs`: the embedded default: a simulated market, readable alerts.
 //! - `cmd/generate.rs`: write a simulated market's events as JSON Lines.
+//! - `cmd/migrate.rs`: apply the PostgreSQL migrations.
 
 use std::process::ExitCode;
 
@@ -33,6 +34,7 @@ enum Command {
     Replay(cmd::replay::Args),
     Demo(cmd::demo::Args),
     Generate(cmd::generate::Args),
+    Migrate(cmd::migrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Generate(args) => cmd::generate::run(&args),
+        Command::Migrate(args) => cmd::migrate::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@ use engine::time::NANOS_PER_SEC;
 
 pub mod demo;
 pub mod generate;
+pub mod migrate;
 pub mod replay;
 
 /// Engine flags common to the commands that run the engine.
