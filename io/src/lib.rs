@@ -1,15 +1,20 @@
 //! callwatch's I/O side: everything that talks to the world, each part
 //! talking to the engine only through its channels.
 //!
-//! Today it holds the JSON Lines path that `replay` uses and the PostgreSQL
-//! migrations; the Redis state store, the PostgreSQL writer, the stream
-//! ingest and the Telegram sender land here as their issues do.
+//! Today it holds the JSON Lines path that `replay` uses, the PostgreSQL
+//! migrations and the first part of the Redis store (key layout, records,
+//! the processed-record upgrade); write-behind, rebuild, the PostgreSQL
+//! writer, the stream ingest and the Telegram sender land here as their
+//! issues do.
 //!
 //! # Layout
 //! - [`lines`]: a bounded line reader (long lines are measured, not held).
 //! - [`replay`]: file or stdin events → sharded engine → JSON Lines alerts.
 //! - [`migrate`]: the SQL files of `migrations/`, applied once each.
+//! - [`store`]: Redis keys and records in the predecessor's layout, and the
+//!   upgrade-only write of processed records.
 
 pub mod lines;
 pub mod migrate;
 pub mod replay;
+pub mod store;

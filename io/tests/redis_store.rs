@@ -1,0 +1,205 @@
+//! The processed-record upgrade against the machine's Redis. Each test
+//! uses its own database number and keys of a token nobody else uses, and
+//! deletes its keys at the end.
+//!
+//! The server comes from `CALLWATCH_TEST_REDIS_URL`, by default
+//! `redis://127.0.0.1:6379/12` (`scripts/test` starts Redis if needed).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use callwatch_io::store::{ProcessedRecord, ProcessedWriter, processed_key};
+use engine::token::Token;
+use redis::aio::MultiplexedConnection;
+
+fn url() -> String {
+    std::env::var("CALLWATCH_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/12".to_owned())
+}
+
+async fn connect() -> MultiplexedConnection {
+    redis::Client::open(url())
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at `{}`: {e} (scripts/test starts it)", url()))
+}
+
+/// A token no other test or run uses.
+fn fresh_token() -> Token {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 32];
+    bytes[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    bytes[4..12].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    bytes[12..20].copy_from_slice(&nanos.to_le_bytes());
+    Token::solana(bytes)
+}
+
+fn record(status: &str, checked: &[i64]) -> ProcessedRecord {
+    ProcessedRecord {
+        status: status.to_owned(),
+        timestamp: "2026-11-25T10:00:00+00:00".to_owned(),
+        channels_checked: checked.to_vec(),
+        channels_called_at: Default::default(),
+    }
+}
+
+async fn get(con: &mut MultiplexedConnection, key: &str) -> Option<ProcessedRecord> {
+    let raw: Option<String> = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
+    raw.map(|r| serde_json::from_str(&r).unwrap())
+}
+
+async fn del(con: &mut MultiplexedConnection, key: &str) {
+    let _: i64 = redis::cmd("DEL").arg(key).query_async(con).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processed_record_is_never_downgraded_by_64_concurrent_writers() {
+    let key = processed_key(&fresh_token(), 42);
+    let writer = ProcessedWriter::new();
+    let mut cons = Vec::new();
+    for _ in 0..8 {
+        cons.push(connect().await);
+    }
+    // A reader watches the key the whole time: once it has seen an
+    // accepted record it must never see a rejected one.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let mut con = connect().await;
+        let key = key.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let (mut seen_accepted, mut reads) = (false, 0u64);
+            while !done.load(Ordering::Acquire) {
+                if let Some(r) = get(&mut con, &key).await {
+                    reads += 1;
+                    if r.status == "accepted" {
+                        seen_accepted = true;
+                    } else {
+                        assert!(!seen_accepted, "downgraded after {reads} reads");
+                    }
+                }
+            }
+            reads
+        })
+    };
+    let mut tasks = Vec::new();
+    for w in 0..64u32 {
+        let mut con = cons[w as usize % cons.len()].clone();
+        let key = key.clone();
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0u32;
+            // Even writers keep rejecting; odd ones accept once, after a
+            // few rejections, so accepts land in the middle of the storm.
+            for i in 0..40u32 {
+                let status = if w % 2 == 1 && i == 5 + w % 7 {
+                    "accepted"
+                } else {
+                    "rejected"
+                };
+                let rec = record(status, &[-i64::from(w), -i64::from(i)]);
+                if writer.write(&mut con, &key, &rec, 3600).await.unwrap() {
+                    written += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+            written
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        written += t.await.unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let reads = watcher.await.expect("no downgrade was seen");
+    let mut con = connect().await;
+    let last = get(&mut con, &key).await.expect("the record exists");
+    assert_eq!(last.status, "accepted");
+    assert!(written < 64 * 40, "some rejections were refused");
+    assert!(reads > 0, "the watcher saw the key");
+    del(&mut con, &key).await;
+}
+
+#[tokio::test]
+async fn same_status_updates_and_upgrades_are_written() {
+    let key = processed_key(&fresh_token(), 7);
+    let writer = ProcessedWriter::new();
+    let mut con = connect().await;
+    assert!(
+        writer
+            .write(&mut con, &key, &record("rejected", &[-1]), 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        writer
+            .write(&mut con, &key, &record("rejected", &[-1, -2]), 60)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        get(&mut con, &key).await.unwrap().channels_checked,
+        [-1, -2]
+    );
+    assert!(
+        writer
+            .write(&mut con, &key, &record("accepted", &[-1, -2, -3]), 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !writer
+            .write(&mut con, &key, &record("rejected", &[-9]), 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        writer
+            .write(&mut con, &key, &record("accepted", &[-1, -2, -3, -4]), 60)
+            .await
+            .unwrap()
+    );
+    let last = get(&mut con, &key).await.unwrap();
+    assert_eq!(
+        (last.status.as_str(), last.channels_checked.len()),
+        ("accepted", 4)
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!((1..=60).contains(&ttl), "TTL is set: {ttl}");
+    del(&mut con, &key).await;
+}
+
+#[tokio::test]
+async fn upgrade_still_works_after_the_script_cache_is_flushed() {
+    let key = processed_key(&fresh_token(), 9);
+    let writer = ProcessedWriter::new();
+    let mut con = connect().await;
+    assert!(
+        writer
+            .write(&mut con, &key, &record("accepted", &[-1]), 60)
+            .await
+            .unwrap()
+    );
+    // As after a Redis restart: EVALSHA now answers NOSCRIPT.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        !writer
+            .write(&mut con, &key, &record("rejected", &[-2]), 60)
+            .await
+            .unwrap()
+    );
+    assert_eq!(get(&mut con, &key).await.unwrap().status, "accepted");
+    del(&mut con, &key).await;
+}
