@@ -9,6 +9,7 @@
 //! - `cmd/demo.rs`: the embedded default: a simulated market, readable alerts.
 //! - `cmd/generate.rs`: write a simulated market's events as JSON Lines.
 //! - `cmd/migrate.rs`: apply the PostgreSQL migrations.
+//! - `cmd/rebuild.rs`: load the tracked entries from Redis, timed.
 
 use std::process::ExitCode;
 
@@ -35,6 +36,7 @@ enum Command {
     Demo(cmd::demo::Args),
     Generate(cmd::generate::Args),
     Migrate(cmd::migrate::Args),
+    Rebuild(cmd::rebuild::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Generate(args) => cmd::generate::run(&args),
         Command::Migrate(args) => cmd::migrate::run(&args),
+        Command::Rebuild(args) => cmd::rebuild::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -13,8 +13,10 @@
 //! - [`migrate`]: the SQL files of `migrations/`, applied once each.
 //! - [`store`]: Redis keys and records in the predecessor's layout, and the
 //!   upgrade-only write of processed records.
+//! - [`rebuild`]: every tracked entry loaded back from Redis, keys and values.
 
 pub mod lines;
 pub mod migrate;
+pub mod rebuild;
 pub mod replay;
 pub mod store;

@@ -203,3 +203,62 @@ async fn upgrade_still_works_after_the_script_cache_is_flushed() {
     assert_eq!(get(&mut con, &key).await.unwrap().status, "accepted");
     del(&mut con, &key).await;
 }
+
+#[tokio::test]
+async fn rebuild_loads_seed_records_and_reports_bad_ones() {
+    use callwatch_io::rebuild::load_multipliers;
+    use callwatch_io::store::multiplier_key;
+
+    let mut con = connect().await;
+    let token = fresh_token();
+    let mut keys = Vec::new();
+    for chat in 1..=25i64 {
+        let key = multiplier_key(&token, chat);
+        let value = format!(
+            r#"{{"channel_id": -1001, "fdv_at_call": {}, "timestamp": "2026-11-25T10:00:00.000000+00:00"}}"#,
+            100 * chat
+        );
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let bad = multiplier_key(&token, 999);
+    let _: () = redis::cmd("SET")
+        .arg(&bad)
+        .arg("{not json")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.push(bad.clone());
+    let (mut mine, mut skipped) = (Vec::new(), Vec::new());
+    // A tiny COUNT makes the loader go round many times.
+    let loaded = load_multipliers(
+        &con,
+        3,
+        |r| {
+            if r.token == token {
+                mine.push((r.chat_id, r.fdv_at_call));
+            }
+        },
+        |s| {
+            if s.key == bad {
+                skipped.push(s.reason);
+            }
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    mine.sort_by_key(|&(chat, _)| chat);
+    assert_eq!(mine.len(), 25, "every good record of this token, once");
+    assert_eq!(mine[4], (5, 500.0));
+    assert_eq!(skipped.len(), 1, "the bad record is reported");
+    assert!(loaded.keys >= 25);
+    for key in keys {
+        del(&mut con, &key).await;
+    }
+}

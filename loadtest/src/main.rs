@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod engine_run;
 mod market;
 mod mem;
+mod rebuild_run;
 mod report;
 mod seed;
 
@@ -46,9 +47,9 @@ enum Scenario {
     /// thread loses the CPU, and for how long. A floor under any latency
     /// figure measured on the same machine.
     Jitter(JitterArgs),
-    /// Fill Redis with predecessor-format keys and time loading them back
-    /// (needs the storage issue).
-    Rebuild(Pending),
+    /// Fill a Redis database with predecessor-format keys, then time
+    /// loading them back: the predecessor's way and callwatch's.
+    Rebuild(RebuildArgs),
     /// The whole service path (needs the service issue).
     Pipeline(Pending),
 }
@@ -145,6 +146,41 @@ struct JitterArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct RebuildArgs {
+    /// The Redis server and database to fill (flushed first and after),
+    /// e.g. redis://127.0.0.1:6379/13.
+    #[arg(long)]
+    redis_url: String,
+    /// Multiplier keys to write and load.
+    #[arg(long, default_value_t = 2_500_000)]
+    keys: u64,
+    /// Distinct tokens the keys spread over (Zipf).
+    #[arg(long, default_value_t = 100_000)]
+    tokens: u64,
+    /// Distinct chats.
+    #[arg(long, default_value_t = 100_000)]
+    chats: u64,
+    /// Shard threads [default: the number of cores].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// SCAN's COUNT hint for callwatch's loader.
+    #[arg(long, default_value_t = 10_000)]
+    scan_count: usize,
+    /// The seed for every random draw.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Flush the database even if it already holds keys.
+    #[arg(long)]
+    overwrite: bool,
+    /// Leave the keys in Redis at the end.
+    #[arg(long)]
+    keep: bool,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct Pending {
     /// Accepted for forward compatibility; unused until the scenario exists.
     #[arg(long)]
@@ -170,11 +206,7 @@ fn main() -> ExitCode {
     let result = match cli.scenario {
         Scenario::Engine(args) => engine(&args),
         Scenario::Jitter(args) => jitter(&args),
-        Scenario::Rebuild(_) => pending(
-            "rebuild",
-            "it loads predecessor-format keys from Redis, which arrives with the storage \
-             issue (\"Redis and PostgreSQL: durable state, fast rebuild, nothing lost\")",
-        ),
+        Scenario::Rebuild(args) => rebuild(&args),
         Scenario::Pipeline(_) => pending(
             "pipeline",
             "it drives the whole service path (stream ingest, Redis and PostgreSQL \
@@ -239,6 +271,45 @@ fn jitter(a: &JitterArgs) -> anyhow::Result<ExitCode> {
         "time lost in gaps over 10 µs: {:.2} ms per second",
         lost_ns as f64 / 1e6 / secs
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rebuild(a: &RebuildArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.tokens > 0 && a.chats > 0,
+        "--tokens and --chats must be positive"
+    );
+    anyhow::ensure!(
+        a.keys <= a.tokens * a.chats,
+        "--keys {} is more than --tokens × --chats allows (one key per token and chat)",
+        a.keys
+    );
+    anyhow::ensure!(a.scan_count > 0, "--scan-count must be positive");
+    let plan = rebuild_run::Plan {
+        redis_url: a.redis_url.clone(),
+        market: market::Spec {
+            seed: a.seed,
+            tokens: a.tokens,
+            chats: a.chats,
+            channels: 500,
+            keys: a.keys,
+            call_share: 0.0,
+            pump_rate: 0.0,
+            zipf_feed: true,
+        },
+        shards: a
+            .shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        scan_count: a.scan_count,
+        overwrite: a.overwrite,
+        keep: a.keep,
+    };
+    eprintln!("loadtest rebuild: {} keys over {} tokens", a.keys, a.tokens);
+    let r = rebuild_run::run(&plan)?;
+    println!("{}", rebuild_run::table(&r));
+    if a.json {
+        println!("{}", rebuild_run::json(&r));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

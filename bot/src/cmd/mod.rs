@@ -7,6 +7,7 @@ use engine::time::NANOS_PER_SEC;
 pub mod demo;
 pub mod generate;
 pub mod migrate;
+pub mod rebuild;
 pub mod replay;
 
 /// Engine flags common to the commands that run the engine.

@@ -1,0 +1,195 @@
+//! Rebuilding the engine's tracked state from Redis on start: every
+//! `multiplier:{token}:{chat_id}` key with its value, in the predecessor's
+//! format, loaded as [`Restore`]s.
+//!
+//! The seed scanned keys only, 1,000 at a time, and read each value later,
+//! one round trip per user. Here a large SCAN batch and an MGET of the
+//! previous batch's values go out together on one multiplexed connection,
+//! so the round trips overlap and every value arrives with its key.
+
+use engine::shard::Restore;
+use engine::time;
+use redis::aio::MultiplexedConnection;
+
+use crate::store::{MultiplierRecord, parse_pair_key};
+
+/// What a load found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Records turned into entries.
+    pub keys: u64,
+    /// Keys that matched but could not be used (bad key, bad JSON, bad
+    /// time); each is also reported to the `skipped` callback.
+    pub skipped: u64,
+}
+
+/// Why a key was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub key: String,
+    pub reason: String,
+}
+
+/// The start time of a record: RFC 3339, or the seed's `isoformat()`
+/// without an offset, which it wrote for UTC.
+fn started(timestamp: &str) -> Result<i64, String> {
+    time::parse_rfc3339(timestamp)
+        .or_else(|_| time::parse_rfc3339(&format!("{timestamp}Z")))
+        .map_err(|e| format!("timestamp `{timestamp}`: {e}"))
+}
+
+/// Turns one key and value into an entry.
+pub fn restore_from(key: &str, value: &[u8]) -> Result<Restore, String> {
+    let (token, chat_id) =
+        parse_pair_key("multiplier", key).ok_or("not a multiplier:{token}:{chat_id} key")?;
+    let rec: MultiplierRecord =
+        serde_json::from_slice(value).map_err(|e| format!("value is not a record: {e}"))?;
+    if !(rec.fdv_at_call.is_finite() && rec.fdv_at_call > 0.0) {
+        return Err(format!(
+            "fdv_at_call {} is not a positive number",
+            rec.fdv_at_call
+        ));
+    }
+    Ok(Restore {
+        token,
+        chat_id,
+        fdv_at_call: rec.fdv_at_call,
+        started: started(&rec.timestamp)?,
+        last_threshold: rec.last_threshold,
+    })
+}
+
+/// Turns a batch of keys and their values into entries or skips.
+fn absorb(
+    keys: Vec<String>,
+    values: Vec<Option<Vec<u8>>>,
+    loaded: &mut Loaded,
+    restore: &mut impl FnMut(Restore),
+    skipped: &mut impl FnMut(Skipped),
+) {
+    for (key, value) in keys.into_iter().zip(values) {
+        // A key that expired between SCAN and MGET is simply gone.
+        let Some(value) = value else { continue };
+        match restore_from(&key, &value) {
+            Ok(r) => {
+                loaded.keys += 1;
+                restore(r);
+            }
+            Err(reason) => {
+                loaded.skipped += 1;
+                skipped(Skipped { key, reason });
+            }
+        }
+    }
+}
+
+/// Loads every multiplier record: `restore` gets each entry, `skipped`
+/// each key it could not use, `progress` the running count after each
+/// batch. `scan_count` is SCAN's COUNT hint (10,000 is a good size).
+pub async fn load_multipliers(
+    con: &MultiplexedConnection,
+    scan_count: usize,
+    mut restore: impl FnMut(Restore),
+    mut skipped: impl FnMut(Skipped),
+    mut progress: impl FnMut(u64),
+) -> redis::RedisResult<Loaded> {
+    let mut loaded = Loaded::default();
+    let mut cursor = 0u64;
+    let mut pending: Vec<String> = Vec::new();
+    loop {
+        let mut scan_con = con.clone();
+        let mut get_con = con.clone();
+        let keys = std::mem::take(&mut pending);
+        let scan = async {
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("multiplier:*")
+                .arg("COUNT")
+                .arg(scan_count)
+                .query_async::<(u64, Vec<String>)>(&mut scan_con)
+                .await
+        };
+        let values = async {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            redis::cmd("MGET")
+                .arg(&keys)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut get_con)
+                .await
+        };
+        let ((next, found), values) = tokio::try_join!(scan, values)?;
+        absorb(keys, values, &mut loaded, &mut restore, &mut skipped);
+        progress(loaded.keys);
+        pending = found;
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    // The last SCAN's keys still need their values.
+    if !pending.is_empty() {
+        let mut get_con = con.clone();
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&pending)
+            .query_async(&mut get_con)
+            .await?;
+        absorb(pending, values, &mut loaded, &mut restore, &mut skipped);
+        progress(loaded.keys);
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOL: &str = "So11111111111111111111111111111111111111112";
+
+    #[test]
+    fn seed_records_become_entries() {
+        let r = restore_from(
+            &format!("multiplier:{SOL}:-42"),
+            br#"{"channel_id": -1001, "fdv_at_call": 125000.0, "timestamp": "2026-11-25T10:05:00.123456+00:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.chat_id, -42);
+        assert_eq!(r.fdv_at_call, 125_000.0);
+        assert_eq!(r.last_threshold, None);
+        assert_eq!(
+            time::format_rfc3339(r.started),
+            "2026-11-25T10:05:00.123456Z"
+        );
+        // A naive isoformat is UTC.
+        let naive = restore_from(
+            &format!("multiplier:{SOL}:1"),
+            br#"{"channel_id": 1, "fdv_at_call": 1, "timestamp": "2026-11-25T10:05:00", "last_threshold": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(time::format_rfc3339(naive.started), "2026-11-25T10:05:00Z");
+        assert_eq!(naive.last_threshold, Some(5.0));
+    }
+
+    #[test]
+    fn unusable_records_say_why() {
+        let key = format!("multiplier:{SOL}:1");
+        for (k, v, why) in [
+            ("multiplier:bad:1", &b"{}"[..], "not a multiplier"),
+            (key.as_str(), b"not json", "not a record"),
+            (
+                key.as_str(),
+                br#"{"channel_id":1,"fdv_at_call":0,"timestamp":"2026-11-25T10:05:00Z"}"#,
+                "positive",
+            ),
+            (
+                key.as_str(),
+                br#"{"channel_id":1,"fdv_at_call":1,"timestamp":"yesterday"}"#,
+                "timestamp",
+            ),
+        ] {
+            let err = restore_from(k, v).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+}

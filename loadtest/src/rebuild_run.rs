@@ -1,0 +1,239 @@
+//! The `rebuild` scenario: fill a Redis database with tracked keys in the
+//! predecessor's format, then time loading them back two ways on the same
+//! data: the predecessor's (SCAN, COUNT 1000, keys only, grouped into
+//! token → users lists) and callwatch's (keys and values, into the sharded
+//! engine).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use callwatch_io::rebuild::load_multipliers;
+use engine::EngineConfig;
+use engine::router;
+use indicatif::ProgressBar;
+use redis::aio::MultiplexedConnection;
+
+use crate::market::{Market, Spec};
+
+/// What the scenario is asked to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub redis_url: String,
+    pub market: Spec,
+    pub shards: usize,
+    pub scan_count: usize,
+    /// Write into a database that already holds keys (they are flushed).
+    pub overwrite: bool,
+    /// Leave the keys in Redis afterwards.
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    pub keys: u64,
+    pub tokens: u64,
+    pub fill_secs: f64,
+    pub seed_secs: f64,
+    pub seed_keys: u64,
+    pub secs: f64,
+    pub loaded: u64,
+    pub skipped: u64,
+}
+
+/// The database number a URL names; the scenario flushes that database, so
+/// it refuses to guess one.
+fn db_of(url: &str) -> anyhow::Result<i64> {
+    let last = url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    match last.parse::<i64>() {
+        Ok(db) if url.matches('/').count() >= 3 => Ok(db),
+        _ => bail!(
+            "--redis-url must name a database number (e.g. redis://127.0.0.1:6379/13): \
+             this scenario flushes that database"
+        ),
+    }
+}
+
+async fn dbsize(con: &mut MultiplexedConnection) -> redis::RedisResult<u64> {
+    redis::cmd("DBSIZE").query_async(con).await
+}
+
+/// The predecessor's `rebuild_token_cache`, in Rust: SCAN with MATCH and
+/// COUNT 1000, keys only, split on `:` into a token → users map.
+async fn seed_rebuild(con: &mut MultiplexedConnection) -> redis::RedisResult<(u64, usize)> {
+    let mut by_token: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut cursor = 0u64;
+    let mut count = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("multiplier:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        for key in &keys {
+            let parts: Vec<&str> = key.split(':').collect();
+            if parts.len() == 3
+                && let Ok(user) = parts[2].parse::<i64>()
+            {
+                by_token.entry(parts[1].to_owned()).or_default().push(user);
+            }
+        }
+        count += keys.len() as u64;
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    Ok((count, by_token.len()))
+}
+
+pub fn run(plan: &Plan) -> anyhow::Result<Results> {
+    let db = db_of(&plan.redis_url)?;
+    let client = redis::Client::open(plan.redis_url.as_str())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let market = Market::new(plan.market.clone());
+    let mut res = Results {
+        keys: plan.market.keys,
+        ..Results::default()
+    };
+    let mut con = rt
+        .block_on(client.get_multiplexed_async_connection_with_config(&bulk_config()))
+        .context("cannot connect to Redis")?;
+
+    // Fill, in the seed's format and TTL, pipelined.
+    rt.block_on(async {
+        let size = dbsize(&mut con).await?;
+        if size > 0 && !plan.overwrite {
+            bail!("database {db} holds {size} keys; pass --overwrite to flush it, or name an empty one");
+        }
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await?;
+        let pb = ProgressBar::new(plan.market.keys);
+        let names: Vec<String> = market.tokens.iter().map(ToString::to_string).collect();
+        let started = Instant::now();
+        let mut pipe = redis::pipe();
+        let mut n = 0u64;
+        for (t, chat, fdv) in market.keys() {
+            let value = format!(
+                "{{\"channel_id\": {}, \"fdv_at_call\": {fdv}, \"timestamp\": \"2026-11-25T10:00:00.000000+00:00\"}}",
+                Market::channel_id(u64::from(t) % plan.market.channels)
+            );
+            pipe.cmd("SET")
+                .arg(format!("multiplier:{}:{chat}", names[t as usize]))
+                .arg(value)
+                .arg("EX")
+                .arg(7 * 24 * 3600)
+                .ignore();
+            n += 1;
+            if n.is_multiple_of(10_000) {
+                let _: () = pipe.query_async(&mut con).await?;
+                pipe = redis::pipe();
+                pb.set_position(n);
+            }
+        }
+        if !n.is_multiple_of(10_000) {
+            let _: () = pipe.query_async(&mut con).await?;
+        }
+        pb.finish_and_clear();
+        res.fill_secs = started.elapsed().as_secs_f64();
+        Ok::<_, anyhow::Error>(())
+    })?;
+
+    // The predecessor's method.
+    let started = Instant::now();
+    let (seed_keys, _) = rt.block_on(seed_rebuild(&mut con))?;
+    res.seed_secs = started.elapsed().as_secs_f64();
+    res.seed_keys = seed_keys;
+
+    // callwatch's: keys and values, into the engine.
+    let config = EngineConfig {
+        shards: plan.shards,
+        ..EngineConfig::default()
+    };
+    let started = Instant::now();
+    let (mut router, mut effects, workers) = router::start(&config)?;
+    let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
+    let mut send_error = None;
+    let loaded = rt.block_on(load_multipliers(
+        &con,
+        plan.scan_count,
+        |r| {
+            if send_error.is_none()
+                && let Err(e) = router.restore(r)
+            {
+                send_error = Some(e);
+            }
+        },
+        |_| {},
+        |_| {},
+    ))?;
+    if let Some(e) = send_error {
+        return Err(e.into());
+    }
+    router.compact()?;
+    router.finish()?;
+    drain.join().expect("the drain thread does not panic");
+    let states = workers.join()?;
+    res.secs = started.elapsed().as_secs_f64();
+    res.loaded = loaded.keys;
+    res.skipped = loaded.skipped;
+    res.tokens = states.iter().map(|s| s.stats().tokens).sum();
+
+    if !plan.keep {
+        rt.block_on(async {
+            let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await?;
+            Ok::<_, redis::RedisError>(())
+        })?;
+    }
+    Ok(res)
+}
+
+/// The summary table.
+pub fn table(r: &Results) -> String {
+    format!(
+        "  keys                     {}\n  fill (pipelined SET EX)  {:.2} s\n  \
+         seed method (SCAN 1000, keys only)  {:.2} s, {:.0} keys/s ({} keys)\n  \
+         callwatch (keys + values into the engine)  {:.2} s, {:.0} keys/s ({} loaded, {} skipped, {} tokens)\n  \
+         speed-up                 {:.2}x\n",
+        r.keys,
+        r.fill_secs,
+        r.seed_secs,
+        r.seed_keys as f64 / r.seed_secs.max(1e-9),
+        r.seed_keys,
+        r.secs,
+        r.loaded as f64 / r.secs.max(1e-9),
+        r.loaded,
+        r.skipped,
+        r.tokens,
+        r.seed_secs / r.secs.max(1e-9)
+    )
+}
+
+/// The JSON line.
+pub fn json(r: &Results) -> String {
+    serde_json::json!({
+        "scenario": "rebuild",
+        "keys": r.loaded,
+        "skipped": r.skipped,
+        "tokens": r.tokens,
+        "seconds": (r.secs * 1000.0).round() / 1000.0,
+        "keys_per_sec": (r.loaded as f64 / r.secs.max(1e-9)).round(),
+        "baseline_seconds": (r.seed_secs * 1000.0).round() / 1000.0,
+        "baseline_keys": r.seed_keys,
+        "speedup_vs_baseline": (r.seed_secs / r.secs.max(1e-9) * 100.0).round() / 100.0,
+        "fill_secs": (r.fill_secs * 1000.0).round() / 1000.0,
+    })
+    .to_string()
+}
+
+/// Bulk commands (a FLUSHDB of millions of keys, an MGET of ten thousand)
+/// can take far longer than the client's default 500 ms response timeout.
+fn bulk_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(60)))
+}
