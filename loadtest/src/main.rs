@@ -4,13 +4,17 @@
 //! - `engine`: the sharded engine in process, with millions of tracked
 //!   keys, driven at full speed and at half of it; optionally side by side
 //!   with the predecessor's design (`--baseline seed`).
-//! - `rebuild`, `pipeline`: need the storage and service issues; until
-//!   they land these say so and exit non-zero.
+//! - `rebuild`: fill a Redis database with predecessor-format keys and time
+//!   loading them back, the predecessor's way and callwatch's.
+//! - `jitter`: the machine's own scheduling jitter.
+//! - `pipeline`: needs the service issue; until it lands it says so and
+//!   exits non-zero.
 //!
 //! # Layout
 //! - `market`: the synthetic market (keys, prices, calls).
 //! - `engine_run`: the `engine` scenario.
 //! - `seed`: the predecessor's algorithm, for comparison.
+//! - `rebuild_run`: the `rebuild` scenario.
 //! - `report`: summary table, JSON line, HTML report.
 //! - `mem`: resident memory.
 
