@@ -7,7 +7,9 @@
 //! previous batch's values go out together on one multiplexed connection,
 //! so the round trips overlap and every value arrives with its key.
 
-use engine::shard::Restore;
+use engine::EngineConfig;
+use engine::router::{self, EngineStopped};
+use engine::shard::{Restore, ShardState};
 use engine::time;
 use redis::aio::MultiplexedConnection;
 
@@ -139,6 +141,66 @@ pub async fn load_multipliers(
         progress(loaded.keys);
     }
     Ok(loaded)
+}
+
+/// Connection settings for bulk work: a FLUSHDB of millions of keys or an
+/// MGET of ten thousand takes far longer than the client's default 500 ms
+/// response timeout.
+pub fn bulk_connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(60)))
+}
+
+/// Why a rebuild into a fresh engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("invalid engine configuration: {0}")]
+    Config(#[from] engine::config::ConfigError),
+    #[error("reading from Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Engine(#[from] EngineStopped),
+}
+
+/// Loads every multiplier record into a fresh sharded engine, trims its
+/// spare capacity, stops it, and returns what was loaded with the shards'
+/// final states. The engine's back-pressure reaches the loader: a full
+/// inbox blocks this task, which is all that runs on its thread.
+pub async fn into_fresh_engine(
+    con: &MultiplexedConnection,
+    config: &EngineConfig,
+    scan_count: usize,
+    skipped: impl FnMut(Skipped),
+    progress: impl FnMut(u64),
+) -> Result<(Loaded, Vec<ShardState>), RebuildError> {
+    let (mut router, mut effects, workers) = router::start(config)?;
+    // Restores make no alerts, but every batch has an output to take.
+    let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
+    let mut stopped = None;
+    let loaded = load_multipliers(
+        con,
+        scan_count,
+        |r| {
+            if stopped.is_none()
+                && let Err(e) = router.restore(r)
+            {
+                stopped = Some(e);
+            }
+        },
+        skipped,
+        progress,
+    )
+    .await;
+    let finished = router.compact().and_then(|()| router.finish());
+    drain.join().expect("the drain thread does not panic");
+    let states = workers.join()?;
+    let loaded = loaded?;
+    if let Some(e) = stopped {
+        return Err(e.into());
+    }
+    finished?;
+    Ok((loaded, states))
 }
 
 #[cfg(test)]

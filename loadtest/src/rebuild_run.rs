@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use callwatch_io::rebuild::load_multipliers;
+use callwatch_io::rebuild::{bulk_connection_config, into_fresh_engine};
 use engine::EngineConfig;
-use engine::router;
 use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;
 
@@ -102,7 +101,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         ..Results::default()
     };
     let mut con = rt
-        .block_on(client.get_multiplexed_async_connection_with_config(&bulk_config()))
+        .block_on(client.get_multiplexed_async_connection_with_config(&bulk_connection_config()))
         .context("cannot connect to Redis")?;
 
     // Fill, in the seed's format and TTL, pipelined.
@@ -155,29 +154,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         ..EngineConfig::default()
     };
     let started = Instant::now();
-    let (mut router, mut effects, workers) = router::start(&config)?;
-    let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
-    let mut send_error = None;
-    let loaded = rt.block_on(load_multipliers(
+    let (loaded, states) = rt.block_on(into_fresh_engine(
         &con,
+        &config,
         plan.scan_count,
-        |r| {
-            if send_error.is_none()
-                && let Err(e) = router.restore(r)
-            {
-                send_error = Some(e);
-            }
-        },
         |_| {},
         |_| {},
     ))?;
-    if let Some(e) = send_error {
-        return Err(e.into());
-    }
-    router.compact()?;
-    router.finish()?;
-    drain.join().expect("the drain thread does not panic");
-    let states = workers.join()?;
     res.secs = started.elapsed().as_secs_f64();
     res.loaded = loaded.keys;
     res.skipped = loaded.skipped;
@@ -228,12 +211,4 @@ pub fn json(r: &Results) -> String {
         "fill_secs": (r.fill_secs * 1000.0).round() / 1000.0,
     })
     .to_string()
-}
-
-/// Bulk commands (a FLUSHDB of millions of keys, an MGET of ten thousand)
-/// can take far longer than the client's default 500 ms response timeout.
-fn bulk_config() -> redis::AsyncConnectionConfig {
-    redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(60)))
 }

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use callwatch_io::rebuild::load_multipliers;
-use engine::router;
+use callwatch_io::rebuild::{bulk_connection_config, into_fresh_engine};
 
 use super::EngineArgs;
 
@@ -36,28 +35,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let started = Instant::now();
-    let (mut router, mut effects, workers) = router::start(&config)?;
-    // Restores make no alerts, but every batch has an output to take.
-    let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_message("loading multiplier records");
     let mut shown = 0;
-    let mut send_error = None;
-    let loaded = rt.block_on(async {
+    let (loaded, states) = rt.block_on(async {
         let con = client
-            .get_multiplexed_async_connection_with_config(&bulk_config())
+            .get_multiplexed_async_connection_with_config(&bulk_connection_config())
             .await
             .context("cannot connect to Redis (check --redis-url / REDIS_URL)")?;
-        load_multipliers(
+        into_fresh_engine(
             &con,
+            &config,
             args.scan_count,
-            |r| {
-                if send_error.is_none()
-                    && let Err(e) = router.restore(r)
-                {
-                    send_error = Some(e);
-                }
-            },
             |s| {
                 shown += 1;
                 if shown <= 10 {
@@ -67,16 +56,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             |n| progress.set_position(n),
         )
         .await
-        .context("reading from Redis")
+        .map_err(anyhow::Error::from)
     })?;
     progress.finish_and_clear();
-    if let Some(e) = send_error {
-        return Err(e.into());
-    }
-    router.compact()?;
-    router.finish()?;
-    drain.join().expect("the drain thread does not panic");
-    let states = workers.join()?;
     let seconds = started.elapsed().as_secs_f64();
     let tokens: u64 = states.iter().map(|s| s.stats().tokens).sum();
     let per_sec = loaded.keys as f64 / seconds.max(1e-9);
@@ -92,12 +74,4 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Bulk commands (a FLUSHDB of millions of keys, an MGET of ten thousand)
-/// can take far longer than the client's default 500 ms response timeout.
-fn bulk_config() -> redis::AsyncConnectionConfig {
-    redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(60)))
 }
