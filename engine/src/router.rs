@@ -390,15 +390,7 @@ impl Effects {
     pub fn poll_merged(&mut self) -> Result<Poll, EngineStopped> {
         while self.partial_from < self.outboxes.len() {
             match self.outboxes[self.partial_from].try_recv() {
-                Ok(out) => {
-                    assert_eq!(
-                        out.id, self.next_batch,
-                        "shard outputs arrive in batch order"
-                    );
-                    self.partial.upto_seq = out.upto_seq;
-                    self.partial.effects.extend(out.effects);
-                    self.partial_from += 1;
-                }
+                Ok(out) => self.take(out),
                 Err(crossbeam_channel::TryRecvError::Empty) => return Ok(Poll::Pending),
                 Err(crossbeam_channel::TryRecvError::Disconnected) if self.partial_from == 0 => {
                     return Ok(Poll::Finished);
@@ -406,38 +398,43 @@ impl Effects {
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(EngineStopped),
             }
         }
-        self.partial_from = 0;
-        self.next_batch += 1;
-        let mut merged = std::mem::take(&mut self.partial);
-        merged.effects.sort_unstable_by_key(Effect::order_key);
-        Ok(Poll::Ready(merged))
+        Ok(Poll::Ready(self.complete()))
     }
 
     /// Like `next_batch`, and says how far the input has been applied.
     pub fn next_merged(&mut self) -> Result<Option<Merged>, EngineStopped> {
-        let mut merged = std::mem::take(&mut self.partial);
-        let from = std::mem::take(&mut self.partial_from);
-        for (i, outbox) in self.outboxes.iter().enumerate().skip(from) {
-            match outbox.recv() {
-                Ok(out) => {
-                    assert_eq!(
-                        out.id, self.next_batch,
-                        "shard outputs arrive in batch order"
-                    );
-                    merged.upto_seq = out.upto_seq;
-                    if merged.effects.is_empty() {
-                        merged.effects = out.effects;
-                    } else {
-                        merged.effects.extend(out.effects);
-                    }
-                }
-                Err(_) if i == 0 => return Ok(None),
+        while self.partial_from < self.outboxes.len() {
+            match self.outboxes[self.partial_from].recv() {
+                Ok(out) => self.take(out),
+                Err(_) if self.partial_from == 0 => return Ok(None),
                 Err(_) => return Err(EngineStopped),
             }
         }
+        Ok(Some(self.complete()))
+    }
+
+    /// Adds the next shard's output to the batch being merged.
+    fn take(&mut self, out: Output) {
+        assert_eq!(
+            out.id, self.next_batch,
+            "shard outputs arrive in batch order"
+        );
+        self.partial.upto_seq = out.upto_seq;
+        if self.partial.effects.is_empty() {
+            self.partial.effects = out.effects;
+        } else {
+            self.partial.effects.extend(out.effects);
+        }
+        self.partial_from += 1;
+    }
+
+    /// Hands out the batch every shard has contributed to, in output order.
+    fn complete(&mut self) -> Merged {
+        self.partial_from = 0;
         self.next_batch += 1;
+        let mut merged = std::mem::take(&mut self.partial);
         merged.effects.sort_unstable_by_key(Effect::order_key);
-        Ok(Some(merged))
+        merged
     }
 }
 

@@ -725,13 +725,18 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 // Tests
 // ---------------------------------------------------------------------------
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        // The minimal case is printed in full; no regression file is written.
+/// `cases` runs; the minimal failing case is printed in full and no
+/// regression file is written.
+fn runs(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
+    }
+}
+
+proptest! {
+    #![proptest_config(runs(256))]
 
     #[test]
     fn engine_matches_naive_model(case in case_strategy()) {
@@ -742,12 +747,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 64,
-        // The minimal case is printed in full; no regression file is written.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(runs(64))]
 
     #[test]
     fn json_output_is_the_same_for_one_and_four_shards(case in case_strategy()) {

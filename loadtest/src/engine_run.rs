@@ -109,6 +109,16 @@ struct Shared {
     timeline_from: AtomicU64,
 }
 
+impl Shared {
+    /// Records when sampled event `seq` was handed to the router.
+    fn stamp(&self, seq: u64, at: Instant) {
+        if seq.is_multiple_of(SAMPLE) {
+            let t = at.duration_since(self.start).as_nanos() as u64;
+            self.submitted[((seq / SAMPLE) as usize) % RING].store(t, Ordering::Release);
+        }
+    }
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60 * NANOS_PER_SEC as u64, 3).expect("valid bounds")
 }
@@ -344,10 +354,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         if matches!(tick, Tick::Call { .. }) {
             res.calls += 1;
         }
-        if seq.is_multiple_of(SAMPLE) {
-            let now = shared.start.elapsed().as_nanos() as u64;
-            shared.submitted[((seq / SAMPLE) as usize) % RING].store(now, Ordering::Release);
-        }
+        shared.stamp(seq, Instant::now());
         router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
         sent += 1;
         if sent.is_multiple_of(65_536) {
@@ -403,10 +410,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         let tick = &pool[(i as usize) % pool.len()];
         seq += 1;
         at += step;
-        if seq.is_multiple_of(SAMPLE) {
-            let t = now.duration_since(shared.start).as_nanos() as u64;
-            shared.submitted[((seq / SAMPLE) as usize) % RING].store(t, Ordering::Release);
-        }
+        shared.stamp(seq, now);
         let batches = router.batches();
         // Drain whatever is ready before every event, not only while ahead
         // of schedule: an effect counts as out when it is ready, and a

@@ -17,6 +17,16 @@ fn micros(ns: u64) -> String {
     format!("{:.1} µs", ns as f64 / 1e3)
 }
 
+/// "p50 …  p99 …  p99.9 …", in microseconds.
+fn percentiles(h: Option<&Histogram<u64>>) -> String {
+    format!(
+        "p50 {}  p99 {}  p99.9 {}",
+        micros(pct(h, 0.5)),
+        micros(pct(h, 0.99)),
+        micros(pct(h, 0.999))
+    )
+}
+
 /// The table printed at the end of a run.
 pub fn table(r: &Results) -> String {
     let mut s = String::new();
@@ -46,15 +56,7 @@ pub fn table(r: &Results) -> String {
                 r.updates_per_sec / 1e6
             ),
         ),
-        (
-            "latency at full speed",
-            format!(
-                "p50 {}  p99 {}  p99.9 {}",
-                micros(pct(lat_max, 0.5)),
-                micros(pct(lat_max, 0.99)),
-                micros(pct(lat_max, 0.999))
-            ),
-        ),
+        ("latency at full speed", percentiles(lat_max)),
         (
             "half speed",
             format!(
@@ -64,15 +66,7 @@ pub fn table(r: &Results) -> String {
                 r.half_updates
             ),
         ),
-        (
-            "latency at half speed",
-            format!(
-                "p50 {}  p99 {}  p99.9 {}",
-                micros(pct(lat, 0.5)),
-                micros(pct(lat, 0.99)),
-                micros(pct(lat, 0.999))
-            ),
-        ),
+        ("latency at half speed", percentiles(lat)),
         ("alerts", format!("{}", r.alerts)),
         (
             "one shard, pre-parsed",
