@@ -26,6 +26,11 @@ pub struct EngineConfig {
     /// (ingest, writers): shards are pinned round-robin to the other cores,
     /// and not at all when there are no others. Default: 1.
     pub reserved_cores: usize,
+    /// Also emit [`Effect::Progress`](crate::effect::Effect::Progress) for
+    /// thresholds passed while a chat was inactive, so that a state store
+    /// can follow every change of a tracked entry. Alerts are unchanged.
+    /// Default: false.
+    pub report_silent: bool,
 }
 
 /// The rules part of the configuration, shared read-only by every shard.
@@ -33,6 +38,8 @@ pub struct EngineConfig {
 pub struct Rules {
     pub thresholds: Vec<f64>,
     pub ttl_nanos: Nanos,
+    /// See [`EngineConfig::report_silent`].
+    pub report_silent: bool,
 }
 
 /// Thresholds are indexed by a `u8` in every tracked entry.
@@ -63,6 +70,7 @@ impl Default for EngineConfig {
             inbox_batches: 64,
             pin_threads: true,
             reserved_cores: 1,
+            report_silent: false,
         }
     }
 }
@@ -89,6 +97,7 @@ impl EngineConfig {
         Rules {
             thresholds: self.thresholds.clone(),
             ttl_nanos: self.ttl_nanos,
+            report_silent: self.report_silent,
         }
     }
 }
@@ -141,6 +150,7 @@ mod tests {
             let r = Rules {
                 thresholds: t,
                 ttl_nanos: 1,
+                report_silent: false,
             };
             assert_eq!(r.validate(), Err(ConfigError::Thresholds));
         }

@@ -20,6 +20,9 @@ pub struct CallAlert {
     pub fdv_usd: f64,
     /// Sorted ascending.
     pub callers: Vec<ChannelId>,
+    /// The channel whose call completed the conditions (the seed's
+    /// `channel_id` of the tracking record). Not part of the output.
+    pub channel_id: ChannelId,
 }
 
 /// A tracked token reached a new threshold multiple of its value at the call.
@@ -33,6 +36,21 @@ pub struct MultiplierAlert {
     pub multiplier: f64,
     pub fdv_at_call: f64,
     pub fdv_usd: f64,
+    /// When the tracking that reached it began (the call alert's `at`).
+    /// Not part of the output.
+    pub tracking_started: Nanos,
+}
+
+/// A tracked entry passed a threshold while its chat was inactive: no alert,
+/// but the entry's state changed. Emitted only with `report_silent`, for
+/// state stores; never printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub seq: u64,
+    pub chat_id: ChatId,
+    pub token: Token,
+    pub threshold: f64,
+    pub tracking_started: Nanos,
 }
 
 /// One output of the engine.
@@ -40,6 +58,7 @@ pub struct MultiplierAlert {
 pub enum Effect {
     CallAlert(CallAlert),
     MultiplierAlert(MultiplierAlert),
+    Progress(Progress),
 }
 
 impl Effect {
@@ -48,14 +67,21 @@ impl Effect {
         match self {
             Effect::CallAlert(a) => (a.seq, a.chat_id),
             Effect::MultiplierAlert(a) => (a.seq, a.chat_id),
+            Effect::Progress(p) => (p.seq, p.chat_id),
         }
+    }
+
+    /// Whether this is an alert for the chat (not a state-only change).
+    pub fn is_alert(&self) -> bool {
+        !matches!(self, Effect::Progress(_))
     }
 
     pub fn chat_id(&self) -> ChatId {
         self.order_key().1
     }
 
-    /// Appends the alert as one JSON object and a newline.
+    /// Appends the alert as one JSON object and a newline; a
+    /// [`Progress`] is not an alert and appends nothing.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut ints = itoa::Buffer::new();
         match self {
@@ -86,6 +112,7 @@ impl Effect {
                 number(out, a.fdv_usd);
                 out.extend_from_slice(b"}\n");
             }
+            Effect::Progress(_) => {}
         }
     }
 }

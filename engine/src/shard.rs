@@ -10,7 +10,7 @@
 use crate::FlatMap;
 use crate::chat::{ChatIdx, Chats};
 use crate::config::Rules;
-use crate::effect::{CallAlert, Effect, MultiplierAlert};
+use crate::effect::{CallAlert, Effect, MultiplierAlert, Progress};
 use crate::event::{ChannelId, Envelope, Event, limits};
 use crate::time::Nanos;
 use crate::token::Token;
@@ -392,6 +392,7 @@ impl ShardState {
                     at: t,
                     fdv_usd,
                     callers: ids,
+                    channel_id: channel,
                 }));
                 stats.call_alerts += 1;
                 let entry = Entry {
@@ -460,8 +461,17 @@ impl ShardState {
                         multiplier: m,
                         fdv_at_call: e.fdv_at_call,
                         fdv_usd,
+                        tracking_started: e.started,
                     }));
                     self.stats.multiplier_alerts += 1;
+                } else if self.rules.report_silent {
+                    out.push(Effect::Progress(Progress {
+                        seq,
+                        chat_id: chat.id,
+                        token: *token,
+                        threshold: thresholds[k],
+                        tracking_started: e.started,
+                    }));
                 }
             }
             if e.last as usize == thresholds.len() {

@@ -285,6 +285,7 @@ impl Model {
                     at: t,
                     fdv_usd: f,
                     callers: callers.clone(),
+                    channel_id: channel,
                 }));
                 self.tracked.insert(
                     key,
@@ -351,6 +352,7 @@ impl Model {
                 multiplier: m,
                 fdv_at_call: tr.fdv_at_call,
                 fdv_usd: f,
+                tracking_started: tr.started,
             }));
         }
     }
@@ -878,7 +880,7 @@ fn hand_written_sequence_gives_the_expected_alerts() {
         pin_threads: false,
         ..EngineConfig::default()
     };
-    let ca = |seq, chat_id, at, fdv_usd, callers: &[ChannelId]| {
+    let ca = |seq, chat_id, at, fdv_usd, callers: &[ChannelId], channel_id| {
         Effect::CallAlert(CallAlert {
             seq,
             chat_id,
@@ -886,9 +888,10 @@ fn hand_written_sequence_gives_the_expected_alerts() {
             at,
             fdv_usd,
             callers: callers.to_vec(),
+            channel_id,
         })
     };
-    let ma = |seq, chat_id, at, threshold, fdv_at_call: f64, fdv_usd: f64| {
+    let ma = |seq, chat_id, at, threshold, fdv_at_call: f64, fdv_usd: f64, started| {
         Effect::MultiplierAlert(MultiplierAlert {
             seq,
             chat_id,
@@ -898,18 +901,19 @@ fn hand_written_sequence_gives_the_expected_alerts() {
             multiplier: fdv_usd / fdv_at_call,
             fdv_at_call,
             fdv_usd,
+            tracking_started: started,
         })
     };
     let expected = vec![
-        ca(5, 1, m(2), 120_000.0, &[-1002, -1001]),
-        ma(6, 1, m(3), 2.0, 120_000.0, 300_000.0),
-        ma(7, 1, m(4), 10.0, 120_000.0, 1_500_000.0),
-        ca(9, 2, m(6), 1_300_000.0, &[-1003, -1002, -1001]),
-        ma(10, 1, m(7), 20.0, 120_000.0, 2_600_000.0),
-        ma(10, 2, m(7), 2.0, 1_300_000.0, 2_600_000.0),
-        ma(14, 2, m(122), 50.0, 1_300_000.0, 1e8),
-        ca(16, 1, m(127), 6e7, &[-1004, -1001]),
-        ma(17, 1, m(128), 2.0, 6e7, 1.2e8),
+        ca(5, 1, m(2), 120_000.0, &[-1002, -1001], -1002),
+        ma(6, 1, m(3), 2.0, 120_000.0, 300_000.0, m(2)),
+        ma(7, 1, m(4), 10.0, 120_000.0, 1_500_000.0, m(2)),
+        ca(9, 2, m(6), 1_300_000.0, &[-1003, -1002, -1001], -1003),
+        ma(10, 1, m(7), 20.0, 120_000.0, 2_600_000.0, m(2)),
+        ma(10, 2, m(7), 2.0, 1_300_000.0, 2_600_000.0, m(6)),
+        ma(14, 2, m(122), 50.0, 1_300_000.0, 1e8, m(6)),
+        ca(16, 1, m(127), 6e7, &[-1004, -1001], -1001),
+        ma(17, 1, m(128), 2.0, 6e7, 1.2e8, m(127)),
     ];
 
     let envs = ingest(&events);

@@ -89,6 +89,7 @@ fn summary(alerts: &[Effect]) -> Vec<(u64, i64, &'static str, f64)> {
         .map(|e| match e {
             Effect::CallAlert(a) => (a.seq, a.chat_id, "call", a.callers.len() as f64),
             Effect::MultiplierAlert(a) => (a.seq, a.chat_id, "x", a.threshold),
+            Effect::Progress(p) => (p.seq, p.chat_id, "silent", p.threshold),
         })
         .collect()
 }
@@ -368,6 +369,40 @@ fn inactive_chat_uses_up_thresholds_silently() {
         [(3, 1, "call", 2.0), (7, 1, "x", 5.0)],
         "2x was used up while the chat was inactive"
     );
+}
+
+#[test]
+fn report_silent_tells_the_state_store_what_an_inactive_chat_used_up() {
+    let lines = [
+        sub(1, 0, 10),
+        call(SOL, -1, 100.0, 1),
+        call(SOL, -2, 100.0, 2),
+        price(SOL, 250.0, 20),
+        sub(1, 21, 24 * 60),
+        price(SOL, 600.0, 23),
+    ];
+    let quiet = Run::new().feed(&lines);
+    let mut r = Run::with(Rules {
+        report_silent: true,
+        ..Rules::default()
+    });
+    let a = r.feed(&lines);
+    assert_eq!(
+        summary(&a),
+        [(3, 1, "call", 2.0), (4, 1, "silent", 2.0), (6, 1, "x", 5.0)]
+    );
+    let alerts: Vec<Effect> = a.iter().filter(|e| e.is_alert()).cloned().collect();
+    assert_eq!(alerts, quiet, "alerts do not depend on report_silent");
+    let (Effect::CallAlert(c), Effect::Progress(p), Effect::MultiplierAlert(m)) =
+        (&a[0], &a[1], &a[2])
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(c.channel_id, -2, "the call that completed the conditions");
+    assert_eq!((p.tracking_started, m.tracking_started), (c.at, c.at));
+    let mut json = Vec::new();
+    a[1].write_json(&mut json);
+    assert!(json.is_empty(), "progress is never printed");
 }
 
 #[test]

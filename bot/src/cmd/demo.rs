@@ -70,6 +70,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     let quota = match effect {
                         Effect::CallAlert(_) => (&mut shown_calls, show / 2),
                         Effect::MultiplierAlert(_) => (&mut shown_multipliers, show - show / 2),
+                        // Only with report_silent, which the demo leaves off.
+                        Effect::Progress(_) => continue,
                     };
                     if *quota.0 < quota.1 && of_seq <= 2 {
                         writeln!(out, "{}", describe(&effect))?;
@@ -78,6 +80,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     match effect {
                         Effect::CallAlert(_) => calls += 1,
                         Effect::MultiplierAlert(_) => multipliers += 1,
+                        Effect::Progress(_) => {}
                     }
                 }
             }
@@ -140,6 +143,12 @@ fn describe(effect: &Effect) -> String {
             money(a.fdv_usd),
             a.multiplier,
             money(a.fdv_at_call)
+        ),
+        Effect::Progress(p) => format!(
+            "chat {}: {} passed {}x while the chat was inactive",
+            p.chat_id,
+            short(&p.token.to_string()),
+            p.threshold
         ),
     }
 }
