@@ -14,9 +14,15 @@
 //! - [`store`]: Redis keys and records in the predecessor's layout, and the
 //!   upgrade-only write of processed records.
 //! - [`rebuild`]: every tracked entry loaded back from Redis, keys and values.
+//! - [`writebehind`]: engine effects copied into Redis behind the engine:
+//!   coalesced, pipelined, from a bounded buffer, through outages.
+//! - [`health`]: the Redis connection's timeouts and backoff, health checks
+//!   with latency, and the circuit breaker.
 
+pub mod health;
 pub mod lines;
 pub mod migrate;
 pub mod rebuild;
 pub mod replay;
 pub mod store;
+pub mod writebehind;

@@ -1,0 +1,571 @@
+//! The engine's state written behind to Redis: the engine decides from
+//! memory, and this copies what changed into the predecessor's keys.
+//!
+//! Effects go into a bounded buffer keyed by Redis key. A key written twice
+//! before a flush is written once, with its latest value (a threshold
+//! reached after a tracking start folds into the start's record). A flusher
+//! task takes up to `batch_keys` keys at a time and writes them in one
+//! pipeline.
+//!
+//! # Outages
+//! A failed pipeline goes back into the buffer, merged under anything newer
+//! for the same keys, and is written again later; every write is idempotent,
+//! so a pipeline that half-landed before the failure does no harm. After
+//! `failures_to_open` failures in a row the circuit breaker opens and the
+//! flusher waits out a pause that doubles up to a cap. The engine never
+//! waits for Redis.
+//!
+//! # The bound
+//! The buffer holds at most `capacity` distinct keys (those in a pipeline
+//! count). A change to a key already held is always taken (it replaces the
+//! held value). A change to a new key while the buffer is full is dropped
+//! and counted in [`WriteBehindStats::overflowed`]: that key's Redis copy
+//! misses the change until the key changes again or the next rebuild.
+//! Dropping keeps the engine serving alerts; a buffer of a million keys
+//! (the default) rides out minutes of outage at production rates.
+//!
+//! # What is written
+//! | effect | key | write |
+//! | --- | --- | --- |
+//! | call alert | `multiplier:{token}:{chat}` | the record, expiring at start + ttl |
+//! | call alert | `processed_token:{token}:{chat}` | `accepted`, expiring at call + ttl |
+//! | multiplier alert, progress | `multiplier:{token}:{chat}` | `last_threshold` raised in place, TTL kept |
+//!
+//! An accepted processed record is written with a plain SET: accepted may
+//! replace anything, so the upgrade-only rule holds without the script.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine::effect::Effect;
+use engine::time::{self, NANOS_PER_SEC, Nanos};
+use engine::token::Token;
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, Script};
+use tokio::sync::Notify;
+
+use crate::health::{Breaker, BreakerConfig, BreakerState};
+use crate::store::{MultiplierRecord, ProcessedRecord};
+
+/// How the write-behind runs.
+#[derive(Debug, Clone)]
+pub struct WriteBehindConfig {
+    /// Distinct keys the buffer holds at most. Default: 1,000,000.
+    pub capacity: usize,
+    /// Keys per pipeline. Default: 4,096.
+    pub batch_keys: usize,
+    /// The longest a change waits before a flush. Default: 20 ms.
+    pub flush_interval: Duration,
+    /// The engine's time to live: records expire at start + ttl.
+    pub ttl_nanos: Nanos,
+    /// Put before every key; empty in production (the seed's layout), a
+    /// test's own prefix in tests.
+    pub key_prefix: String,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for WriteBehindConfig {
+    fn default() -> Self {
+        WriteBehindConfig {
+            capacity: 1_000_000,
+            batch_keys: 4096,
+            flush_interval: Duration::from_millis(20),
+            ttl_nanos: engine::config::DEFAULT_TTL_HOURS * 3600 * NANOS_PER_SEC,
+            key_prefix: String::new(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Multiplier,
+    Processed,
+}
+
+type Key = (Kind, Token, i64);
+
+/// The pending change of one key.
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    /// The whole multiplier record.
+    Tracking {
+        channel_id: i64,
+        fdv_at_call: f64,
+        started: Nanos,
+        last_threshold: Option<f64>,
+    },
+    /// `last_threshold` raised to at least this, in the stored record.
+    Threshold(f64),
+    /// An accepted processed record.
+    Accepted { at: Nanos, callers: Vec<i64> },
+}
+
+impl Op {
+    /// `self` followed by the newer `next`, as one change.
+    fn then(self, next: Op) -> Op {
+        match (self, next) {
+            (
+                Op::Tracking {
+                    channel_id,
+                    fdv_at_call,
+                    started,
+                    last_threshold,
+                },
+                Op::Threshold(t),
+            ) => Op::Tracking {
+                channel_id,
+                fdv_at_call,
+                started,
+                last_threshold: Some(last_threshold.map_or(t, |l| l.max(t))),
+            },
+            (Op::Threshold(a), Op::Threshold(b)) => Op::Threshold(a.max(b)),
+            (_, next) => next,
+        }
+    }
+}
+
+type Buffer = hashbrown::HashMap<Key, Op, ahash::RandomState>;
+
+/// Counters, readable at any time.
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    coalesced: AtomicU64,
+    overflowed: AtomicU64,
+    flushed: AtomicU64,
+    pipelines: AtomicU64,
+    failed_pipelines: AtomicU64,
+    breaker_opened: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// What the write-behind has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBehindStats {
+    /// Changes taken into the buffer.
+    pub accepted: u64,
+    /// Of those, changes folded into a key already held.
+    pub coalesced: u64,
+    /// Changes to new keys dropped because the buffer was full.
+    pub overflowed: u64,
+    /// Keys written to Redis.
+    pub flushed: u64,
+    pub pipelines: u64,
+    /// Pipelines that failed and went back into the buffer.
+    pub failed_pipelines: u64,
+    pub breaker_opened: u64,
+    /// Keys waiting, in the buffer or in a pipeline.
+    pub pending: u64,
+}
+
+struct Shared {
+    config: WriteBehindConfig,
+    buffer: Mutex<Buffer>,
+    wake: Notify,
+    closing: std::sync::atomic::AtomicBool,
+    counters: Counters,
+    breaker: Mutex<Breaker>,
+}
+
+/// The producer's handle: cheap to clone, never blocks on Redis.
+#[derive(Clone)]
+pub struct WriteBehind {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WriteBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBehind")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The flusher task's handle: [`Flusher::close`] drains and stops it.
+#[derive(Debug)]
+pub struct Flusher {
+    handle: WriteBehind,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Keys still unwritten when a close gave up waiting for Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{unwritten} keys were not written to Redis before the close deadline")]
+pub struct Unwritten {
+    pub unwritten: u64,
+}
+
+/// Starts the flusher on the current tokio runtime, writing through `con`.
+pub fn start(config: WriteBehindConfig, con: ConnectionManager) -> (WriteBehind, Flusher) {
+    assert!(config.capacity > 0 && config.batch_keys > 0);
+    let breaker = Breaker::new(config.breaker.clone());
+    let shared = Arc::new(Shared {
+        config,
+        buffer: Mutex::new(Buffer::default()),
+        wake: Notify::new(),
+        closing: std::sync::atomic::AtomicBool::new(false),
+        counters: Counters::default(),
+        breaker: Mutex::new(breaker),
+    });
+    let handle = WriteBehind { shared };
+    let task = tokio::spawn(flush_loop(handle.clone(), con));
+    (handle.clone(), Flusher { handle, task })
+}
+
+impl WriteBehind {
+    /// Takes the Redis changes of one effect.
+    pub fn record(&self, effect: &Effect) {
+        match effect {
+            Effect::CallAlert(a) => {
+                self.put(
+                    (Kind::Multiplier, a.token, a.chat_id),
+                    Op::Tracking {
+                        channel_id: a.channel_id,
+                        fdv_at_call: a.fdv_usd,
+                        started: a.at,
+                        last_threshold: None,
+                    },
+                );
+                self.put(
+                    (Kind::Processed, a.token, a.chat_id),
+                    Op::Accepted {
+                        at: a.at,
+                        callers: a.callers.clone(),
+                    },
+                );
+            }
+            Effect::MultiplierAlert(a) => {
+                self.put(
+                    (Kind::Multiplier, a.token, a.chat_id),
+                    Op::Threshold(a.threshold),
+                );
+            }
+            Effect::Progress(p) => {
+                self.put(
+                    (Kind::Multiplier, p.token, p.chat_id),
+                    Op::Threshold(p.threshold),
+                );
+            }
+        }
+    }
+
+    fn put(&self, key: Key, op: Op) {
+        let c = &self.shared.counters;
+        let mut buffer = self.shared.buffer.lock();
+        let len = buffer.len();
+        match buffer.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(mut held) => {
+                let old = std::mem::replace(held.get_mut(), Op::Threshold(0.0));
+                *held.get_mut() = old.then(op);
+                c.coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            hashbrown::hash_map::Entry::Vacant(slot) => {
+                if len + c.in_flight.load(Ordering::Relaxed) >= self.shared.config.capacity {
+                    c.overflowed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                slot.insert(op);
+            }
+        }
+        c.accepted.fetch_add(1, Ordering::Relaxed);
+        let full = buffer.len() >= self.shared.config.batch_keys;
+        drop(buffer);
+        if full {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    pub fn stats(&self) -> WriteBehindStats {
+        let c = &self.shared.counters;
+        let held = self.shared.buffer.lock().len();
+        WriteBehindStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            overflowed: c.overflowed.load(Ordering::Relaxed),
+            flushed: c.flushed.load(Ordering::Relaxed),
+            pipelines: c.pipelines.load(Ordering::Relaxed),
+            failed_pipelines: c.failed_pipelines.load(Ordering::Relaxed),
+            breaker_opened: c.breaker_opened.load(Ordering::Relaxed),
+            pending: (held + c.in_flight.load(Ordering::Relaxed)) as u64,
+        }
+    }
+
+    /// The breaker's state now.
+    pub fn breaker(&self) -> BreakerState {
+        self.shared.breaker.lock().state(Instant::now())
+    }
+
+    /// Takes up to `n` held keys for a pipeline.
+    fn take(&self, n: usize) -> Vec<(Key, Op)> {
+        let mut buffer = self.shared.buffer.lock();
+        let batch: Vec<(Key, Op)> = if buffer.len() <= n {
+            buffer.drain().collect()
+        } else {
+            let mut left = n;
+            buffer
+                .extract_if(|_, _| {
+                    let take = left > 0;
+                    left = left.saturating_sub(1);
+                    take
+                })
+                .collect()
+        };
+        self.shared
+            .counters
+            .in_flight
+            .store(batch.len(), Ordering::Relaxed);
+        batch
+    }
+
+    /// Puts a failed pipeline back, each key under anything newer.
+    fn put_back(&self, batch: Vec<(Key, Op)>) {
+        let mut buffer = self.shared.buffer.lock();
+        for (key, op) in batch {
+            match buffer.remove(&key) {
+                Some(newer) => buffer.insert(key, op.then(newer)),
+                None => buffer.insert(key, op),
+            };
+        }
+        self.shared.counters.in_flight.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Raises `last_threshold` of a stored multiplier record, keeping its TTL;
+/// a missing record, or one that is not a JSON object, is left alone
+/// (returns 0). The record's text is edited in place rather than decoded
+/// and encoded again: cjson writes numbers with 14 digits, which would
+/// change `fdv_at_call`.
+///
+/// KEYS[1]: the record. ARGV[1]: the threshold, a JSON number.
+const RAISE_LUA: &str = r#"
+local old = redis.call('GET', KEYS[1])
+if not old then return 0 end
+local t = tonumber(ARGV[1])
+local s, e, last = string.find(old, '"last_threshold"%s*:%s*([^,}%s]+)')
+local new
+if s then
+    local held = tonumber(last)
+    if held and held >= t then return 1 end
+    new = string.sub(old, 1, s - 1) .. '"last_threshold":' .. ARGV[1] .. string.sub(old, e + 1)
+else
+    local close = string.find(old, '}%s*$')
+    if not close or not string.find(old, '^%s*{%s*"') then return 0 end
+    new = string.sub(old, 1, close - 1) .. ',"last_threshold":' .. ARGV[1] .. '}'
+end
+redis.call('SET', KEYS[1], new, 'KEEPTTL')
+return 1
+"#;
+
+struct Writer {
+    con: ConnectionManager,
+    raise: Script,
+    prefix: String,
+    ttl_nanos: Nanos,
+}
+
+fn unix_now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Writer {
+    fn key(&self, (kind, token, chat): &Key) -> String {
+        let name = match kind {
+            Kind::Multiplier => "multiplier",
+            Kind::Processed => "processed_token",
+        };
+        format!("{}{name}:{token}:{chat}", self.prefix)
+    }
+
+    /// SET with an absolute expiry, or DEL when that moment has passed.
+    fn set_until(&self, pipe: &mut redis::Pipeline, key: String, value: Vec<u8>, from: Nanos) {
+        let expires = from.saturating_add(self.ttl_nanos).div_euclid(NANOS_PER_SEC) + 1;
+        if expires <= unix_now_secs() {
+            pipe.del(key).ignore();
+        } else {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EXAT")
+                .arg(expires)
+                .ignore();
+        }
+    }
+
+    fn pipeline(&self, batch: &[(Key, Op)]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for (key, op) in batch {
+            let name = self.key(key);
+            match op {
+                Op::Tracking {
+                    channel_id,
+                    fdv_at_call,
+                    started,
+                    last_threshold,
+                } => {
+                    let rec = MultiplierRecord {
+                        channel_id: *channel_id,
+                        fdv_at_call: *fdv_at_call,
+                        timestamp: time::format_rfc3339(*started),
+                        last_threshold: *last_threshold,
+                    };
+                    let json = serde_json::to_vec(&rec).expect("records serialise");
+                    self.set_until(&mut pipe, name, json, *started);
+                }
+                Op::Threshold(t) => {
+                    pipe.cmd("EVALSHA")
+                        .arg(self.raise.get_hash())
+                        .arg(1)
+                        .arg(name)
+                        .arg(format!("{t:?}"))
+                        .ignore();
+                }
+                Op::Accepted { at, callers } => {
+                    let rec = ProcessedRecord {
+                        status: "accepted".to_owned(),
+                        timestamp: time::format_rfc3339(*at),
+                        channels_checked: callers.clone(),
+                        channels_called_at: Default::default(),
+                    };
+                    let json = serde_json::to_vec(&rec).expect("records serialise");
+                    self.set_until(&mut pipe, name, json, *at);
+                }
+            }
+        }
+        pipe
+    }
+
+    /// Writes one batch; loads the script once if the server lost it.
+    async fn write(&mut self, batch: &[(Key, Op)]) -> redis::RedisResult<()> {
+        let pipe = self.pipeline(batch);
+        match pipe.query_async::<()>(&mut self.con).await {
+            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.raise.load_async(&mut self.con).await?;
+                pipe.query_async::<()>(&mut self.con).await
+            }
+            other => other,
+        }
+    }
+}
+
+async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
+    let shared = Arc::clone(&handle.shared);
+    let config = &shared.config;
+    let mut writer = Writer {
+        con,
+        raise: Script::new(RAISE_LUA),
+        prefix: config.key_prefix.clone(),
+        ttl_nanos: config.ttl_nanos,
+    };
+    loop {
+        let wait = shared.breaker.lock().wait(Instant::now());
+        if wait > Duration::ZERO {
+            tokio::time::sleep(wait).await;
+        }
+        let batch = handle.take(config.batch_keys);
+        if batch.is_empty() {
+            if shared.closing.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                () = tokio::time::sleep(config.flush_interval) => {}
+            }
+            continue;
+        }
+        let c = &shared.counters;
+        c.pipelines.fetch_add(1, Ordering::Relaxed);
+        match writer.write(&batch).await {
+            Ok(()) => {
+                c.flushed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                c.in_flight.store(0, Ordering::Relaxed);
+                shared.breaker.lock().success();
+            }
+            Err(e) => {
+                c.failed_pipelines.fetch_add(1, Ordering::Relaxed);
+                let keys = batch.len();
+                handle.put_back(batch);
+                let mut breaker = shared.breaker.lock();
+                let before = breaker.opened();
+                breaker.failure(Instant::now());
+                if breaker.opened() > before {
+                    c.breaker_opened.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, keys, "Redis write-behind failing; breaker open, writes wait in the buffer");
+                } else {
+                    tracing::debug!(error = %e, keys, "Redis pipeline failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+impl Flusher {
+    /// Writes everything held, then stops. Gives up after `deadline` (Redis
+    /// still down) and says how many keys were left unwritten.
+    pub async fn close(self, deadline: Duration) -> Result<WriteBehindStats, Unwritten> {
+        let shared = &self.handle.shared;
+        shared.closing.store(true, Ordering::Release);
+        shared.wake.notify_one();
+        let mut task = self.task;
+        if tokio::time::timeout(deadline, &mut task).await.is_err() {
+            task.abort();
+            let stats = self.handle.stats();
+            return Err(Unwritten {
+                unwritten: stats.pending,
+            });
+        }
+        Ok(self.handle.stats())
+    }
+
+    /// The producer handle of this flusher.
+    pub fn handle(&self) -> &WriteBehind {
+        &self.handle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_fold_into_the_latest_value() {
+        let start = |c| Op::Tracking {
+            channel_id: c,
+            fdv_at_call: 10.0,
+            started: 5,
+            last_threshold: None,
+        };
+        assert_eq!(
+            start(-1).then(Op::Threshold(2.0)).then(Op::Threshold(5.0)),
+            Op::Tracking {
+                channel_id: -1,
+                fdv_at_call: 10.0,
+                started: 5,
+                last_threshold: Some(5.0)
+            }
+        );
+        assert_eq!(
+            Op::Threshold(10.0).then(Op::Threshold(5.0)),
+            Op::Threshold(10.0)
+        );
+        assert_eq!(
+            Op::Threshold(10.0).then(start(-2)),
+            start(-2),
+            "a restart replaces what came before"
+        );
+        // A failed batch put back under a newer change keeps both.
+        assert_eq!(
+            start(-1).then(Op::Threshold(20.0)),
+            Op::Tracking {
+                channel_id: -1,
+                fdv_at_call: 10.0,
+                started: 5,
+                last_threshold: Some(20.0)
+            }
+        );
+    }
+}

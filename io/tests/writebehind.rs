@@ -1,0 +1,215 @@
+//! The write-behind's records, its in-place threshold raise and its bound.
+//! Against the machine's Redis, database 12 (or `CALLWATCH_TEST_REDIS_URL`),
+//! each test under a key prefix of its own that it deletes at the end.
+
+use std::time::Duration;
+
+use callwatch_io::health::{self, BreakerConfig, RedisTimeouts};
+use callwatch_io::store::MultiplierRecord;
+use callwatch_io::writebehind::{self, WriteBehindConfig};
+use engine::effect::{CallAlert, Effect, MultiplierAlert, Progress};
+use engine::time::{self, NANOS_PER_SEC};
+use engine::token::Token;
+
+const SOL: &str = "So11111111111111111111111111111111111111112";
+
+fn url() -> String {
+    std::env::var("CALLWATCH_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/12".to_owned())
+}
+
+fn prefix(test: &str) -> String {
+    format!("cw-test:{test}:{}:", std::process::id())
+}
+
+fn now() -> i64 {
+    time::parse_rfc3339("2026-11-25T00:00:00Z").unwrap().max(
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        )
+        .unwrap(),
+    )
+}
+
+fn call(chat_id: i64, token: Token, at: i64, fdv_usd: f64) -> Effect {
+    Effect::CallAlert(CallAlert {
+        seq: 1,
+        chat_id,
+        token,
+        at,
+        fdv_usd,
+        callers: vec![-3, -2],
+        channel_id: -2,
+    })
+}
+
+fn reached(chat_id: i64, token: Token, started: i64, threshold: f64) -> Effect {
+    Effect::MultiplierAlert(MultiplierAlert {
+        seq: 2,
+        chat_id,
+        token,
+        at: started + NANOS_PER_SEC,
+        threshold,
+        multiplier: threshold,
+        fdv_at_call: 1.0,
+        fdv_usd: threshold,
+        tracking_started: started,
+    })
+}
+
+async fn cleanup(con: &mut redis::aio::ConnectionManager, prefix: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(con)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL").arg(keys).query_async(con).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn records_are_the_seeds_and_thresholds_rise_in_place() {
+    let prefix = prefix("records");
+    let con = health::managed_connection(&url(), &RedisTimeouts::default()).unwrap();
+    let mut check = con.clone();
+    let token: Token = SOL.parse().unwrap();
+    let at = now();
+    let (wb, flusher) = writebehind::start(
+        WriteBehindConfig {
+            key_prefix: prefix.clone(),
+            ..WriteBehindConfig::default()
+        },
+        con,
+    );
+    // Chat 1: a call and two thresholds, folded into one record.
+    wb.record(&call(1, token, at, 1234.5678901234567));
+    wb.record(&reached(1, token, at, 2.0));
+    wb.record(&reached(1, token, at, 5.0));
+    // Chat 2: a record the predecessor wrote, then a silent threshold.
+    let seed = r#"{"channel_id": "-1001", "fdv_at_call": 0.30000000000000004, "timestamp": "2026-11-25T10:05:00.123456+00:00"}"#;
+    let seed_key = format!("{prefix}multiplier:{SOL}:2");
+    let _: () = redis::cmd("SET")
+        .arg(&seed_key)
+        .arg(seed)
+        .arg("EX")
+        .arg(1000)
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    wb.record(&Effect::Progress(Progress {
+        seq: 3,
+        chat_id: 2,
+        token,
+        threshold: 10.0,
+        tracking_started: at,
+    }));
+    let stats = flusher.close(Duration::from_secs(10)).await.unwrap();
+    assert_eq!((stats.flushed, stats.coalesced, stats.pending), (3, 2, 0));
+
+    let reader = check.clone();
+    let get = |key: String| {
+        let mut con = reader.clone();
+        async move {
+            let v: Option<String> = redis::cmd("GET").arg(key).query_async(&mut con).await.unwrap();
+            v
+        }
+    };
+    let one: MultiplierRecord =
+        serde_json::from_str(&get(format!("{prefix}multiplier:{SOL}:1")).await.unwrap()).unwrap();
+    assert_eq!(
+        one,
+        MultiplierRecord {
+            channel_id: -2,
+            fdv_at_call: 1234.5678901234567,
+            timestamp: time::format_rfc3339(at),
+            last_threshold: Some(5.0),
+        }
+    );
+    let processed = get(format!("{prefix}processed_token:{SOL}:1")).await.unwrap();
+    assert!(processed.contains(r#""status":"accepted""#), "{processed}");
+    // The predecessor's text is kept as it was, with the threshold added.
+    let two = get(seed_key.clone()).await.unwrap();
+    assert_eq!(
+        two,
+        r#"{"channel_id": "-1001", "fdv_at_call": 0.30000000000000004, "timestamp": "2026-11-25T10:05:00.123456+00:00","last_threshold":10.0}"#
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&seed_key)
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    assert!((990..=1000).contains(&ttl), "the TTL is kept: {ttl}");
+
+    // A lower threshold never lowers it; after SCRIPT FLUSH the script is
+    // loaded again.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    let con = health::managed_connection(&url(), &RedisTimeouts::default()).unwrap();
+    let (wb, flusher) = writebehind::start(
+        WriteBehindConfig {
+            key_prefix: prefix.clone(),
+            ..WriteBehindConfig::default()
+        },
+        con,
+    );
+    wb.record(&reached(2, token, at, 5.0));
+    wb.record(&reached(3, token, at, 5.0));
+    let stats = flusher.close(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(stats.failed_pipelines, 0, "{stats:?}");
+    assert!(get(seed_key).await.unwrap().ends_with(r#""last_threshold":10.0}"#));
+    assert_eq!(
+        get(format!("{prefix}multiplier:{SOL}:3")).await,
+        None,
+        "no record is made from a threshold alone"
+    );
+    cleanup(&mut check, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_full_buffer_drops_new_keys_and_counts_them() {
+    // Nothing listens on port 1: every flush fails and keys stay held.
+    let con = health::managed_connection(
+        "redis://127.0.0.1:1/0",
+        &RedisTimeouts {
+            connect: Duration::from_millis(50),
+            retries: 0,
+            ..RedisTimeouts::default()
+        },
+    )
+    .unwrap();
+    let (wb, flusher) = writebehind::start(
+        WriteBehindConfig {
+            capacity: 10,
+            batch_keys: 4,
+            breaker: BreakerConfig {
+                failures_to_open: 1,
+                open_for: Duration::from_millis(10),
+                max_open_for: Duration::from_millis(40),
+            },
+            ..WriteBehindConfig::default()
+        },
+        con,
+    );
+    let token: Token = SOL.parse().unwrap();
+    let at = now();
+    for chat in 0..8 {
+        wb.record(&call(chat, token, at, 10.0)); // two keys each
+    }
+    // Changes to held keys are still taken.
+    wb.record(&reached(0, token, at, 2.0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = wb.stats();
+    assert_eq!(stats.pending, 10, "{stats:?}");
+    assert_eq!(stats.overflowed, 6, "{stats:?}");
+    assert_eq!(stats.accepted, 11, "{stats:?}");
+    assert!(stats.failed_pipelines >= 1 && stats.breaker_opened >= 1, "{stats:?}");
+    let left = flusher.close(Duration::from_millis(100)).await.unwrap_err();
+    assert_eq!(left.unwritten, 10);
+}
