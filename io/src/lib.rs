@@ -14,11 +14,14 @@
 //! - [`store`]: Redis keys and records in the predecessor's layout, and the
 //!   upgrade-only write of processed records.
 //! - [`rebuild`]: every tracked entry loaded back from Redis, keys and values.
+//! - [`audit`]: audit and activity rows through a Redis stream into
+//!   PostgreSQL, in batches, acknowledged after commit, landing once.
 //! - [`writebehind`]: engine effects copied into Redis behind the engine:
 //!   coalesced, pipelined, from a bounded buffer, through outages.
 //! - [`health`]: the Redis connection's timeouts and backoff, health checks
 //!   with latency, and the circuit breaker.
 
+pub mod audit;
 pub mod health;
 pub mod lines;
 pub mod migrate;

@@ -1,0 +1,670 @@
+//! The audit sink's fault paths. One test runs a PostgreSQL cluster of its
+//! own on another port (made with `pg_createcluster`), stops it with
+//! `-m immediate` while rows flow, starts it again and checks that every
+//! row landed exactly once. The others use the machine's PostgreSQL
+//! (`CALLWATCH_TEST_DATABASE_URL`, as in `pg_migrate.rs`, each in a schema of
+//! its own, dropped at the end) and prove that entries delivered twice, or
+//! read by a consumer that died before acknowledging them, land once.
+//!
+//! Streams live in Redis at `CALLWATCH_TEST_REDIS_URL`, by default
+//! `redis://127.0.0.1:6379/11`, under keys no other test or run uses,
+//! deleted at the end (also when a test fails).
+
+use std::future::Future;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callwatch_io::audit::{
+    Activity, AlertKind, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent,
+    SinkStats,
+};
+use callwatch_io::migrate::migrate;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+
+fn database_url() -> String {
+    std::env::var("CALLWATCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("CALLWATCH_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/11".to_owned())
+}
+
+fn unique(what: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{what}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `f` to completion on a runtime of its own, in a thread of its own:
+/// for `Drop`, which runs inside a test's runtime and must not block it.
+fn on_own_runtime<F: Future<Output = ()> + Send + 'static>(f: F) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f);
+    })
+    .join();
+}
+
+async fn connect_pg(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+async fn connect_redis() -> MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at `{}`: {e} (scripts/test starts it)", redis_url()))
+}
+
+/// A stream key no other test or run uses, deleted on drop.
+struct StreamKey(String);
+
+impl StreamKey {
+    fn new(test: &str) -> StreamKey {
+        StreamKey(format!("cw_test:{}:audit", unique(test)))
+    }
+}
+
+impl Drop for StreamKey {
+    fn drop(&mut self) {
+        let key = self.0.clone();
+        on_own_runtime(async move {
+            if let Ok(client) = redis::Client::open(redis_url())
+                && let Ok(mut con) = client.get_multiplexed_async_connection().await
+            {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query_async(&mut con).await;
+            }
+        });
+    }
+}
+
+/// A schema of the machine's PostgreSQL, dropped on drop.
+struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
+        on_own_runtime(async move {
+            if let Ok(client) = connect_pg(&database_url()).await {
+                let _ = client.batch_execute(&sql).await;
+            }
+        });
+    }
+}
+
+/// A migrated schema of its own on the machine's PostgreSQL.
+async fn own_schema(test: &str) -> (Schema, Client) {
+    let schema = Schema(format!("cw_test_{}", unique(test)));
+    let mut client = connect_pg(&database_url()).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL at `{}`: {e} (scripts/test starts it)",
+            database_url()
+        )
+    });
+    migrate(&mut client, &schema.0).await.unwrap();
+    (schema, client)
+}
+
+/// Alert `i`: unique on its natural key (its time is `i` seconds after a
+/// fixed start), every third a call alert.
+fn audit_row(i: u64) -> AuditRow {
+    let call = i.is_multiple_of(3);
+    AuditRow {
+        chat_id: (i % 997) as i64 + 1,
+        token: format!("Tok{:040}", i % 101),
+        kind: if call {
+            AlertKind::CallAlert
+        } else {
+            AlertKind::MultiplierAlert
+        },
+        threshold: if call { 0.0 } else { 2.0 },
+        alert_at: (1_795_000_000 + i as i64) * 1_000_000_000,
+        fdv_usd: 1_000.0 + i as f64,
+        fdv_at_call: (!call).then_some(500.0),
+        multiplier: (!call).then_some(2.0 + i as f64 / 1e6),
+        callers: if call { vec![-1001, -1002] } else { vec![] },
+    }
+}
+
+fn audit_rows(range: std::ops::Range<u64>) -> Vec<QueueRow> {
+    range.map(|i| QueueRow::Audit(audit_row(i))).collect()
+}
+
+fn activity(i: u64) -> QueueRow {
+    QueueRow::Activity(Activity {
+        chat_id: i as i64 + 1,
+        activity_type: "command".to_owned(),
+        metadata: serde_json::json!({ "command": "/start", "n": i }),
+        created_at: 1_795_000_000_000_000_000 + i as i64,
+    })
+}
+
+fn sink_config(stream: &str, schema: &str, consumer: &str) -> SinkConfig {
+    SinkConfig {
+        stream: stream.to_owned(),
+        consumer: consumer.to_owned(),
+        schema: schema.to_owned(),
+        block: Duration::from_millis(50),
+        connect_timeout: Duration::from_secs(2),
+        batch_timeout: Duration::from_secs(20),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(500),
+        ..SinkConfig::default()
+    }
+}
+
+/// A sink running in a task, with what it reported.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<SinkStats, callwatch_io::audit::AuditError>>,
+    events: Arc<Mutex<Vec<SinkEvent>>>,
+    counters: Arc<callwatch_io::audit::SinkCounters>,
+}
+
+fn start_sink(config: SinkConfig, postgres_url: &str) -> Running {
+    let mut sink = AuditSink::new(
+        config,
+        redis::Client::open(redis_url()).unwrap(),
+        postgres_url.parse().unwrap(),
+    )
+    .unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let counters = sink.counters();
+    let task = {
+        let events = events.clone();
+        tokio::spawn(async move { sink.run(stop_rx, |e| events.lock().unwrap().push(e)).await })
+    };
+    Running {
+        stop,
+        task,
+        events,
+        counters,
+    }
+}
+
+/// Waits, with a deadline, until `check` holds.
+async fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits, with a deadline, until the stream's length satisfies `check`.
+async fn wait_for_len(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    what: &str,
+    secs: u64,
+    check: impl Fn(u64) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check(stream_len(con, key).await) {
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stream_len(con: &mut MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query_async(con).await.unwrap()
+}
+
+/// Entries read by the group and not acknowledged.
+async fn pending(con: &mut MultiplexedConnection, key: &str, group: &str) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .query_async(con)
+        .await
+        .unwrap();
+    match summary {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            other => panic!("XPENDING count: {other:?}"),
+        },
+        other => panic!("XPENDING: {other:?}"),
+    }
+}
+
+/// Runs a sink until its stream is empty, stops it and returns its stats.
+async fn drain(config: SinkConfig, postgres_url: &str) -> (SinkStats, Vec<SinkEvent>) {
+    let (key, group) = (config.stream.clone(), config.group.clone());
+    let running = start_sink(config, postgres_url);
+    let mut con = connect_redis().await;
+    wait_for_len(&mut con, &key, "the stream to empty", 60, |n| n == 0).await;
+    running.stop.send(true).unwrap();
+    let stats = running.task.await.unwrap().unwrap();
+    assert_eq!(pending(&mut con, &key, &group).await, 0, "nothing pending");
+    let events = running.events.lock().unwrap().clone();
+    (stats, events)
+}
+
+/// Every alert row, by time: (seconds, chat_id), and the number of rows
+/// whose natural key is distinct.
+async fn landed(client: &Client, schema: &str) -> (Vec<(i64, i64)>, i64) {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT extract(epoch FROM alert_at)::bigint, chat_id FROM \"{schema}\".alert_audit \
+                 ORDER BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let distinct: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(DISTINCT (chat_id, token, kind, threshold, alert_at)) \
+                 FROM \"{schema}\".alert_audit"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        distinct,
+    )
+}
+
+fn expected(range: std::ops::Range<u64>) -> Vec<(i64, i64)> {
+    range
+        .map(|i| {
+            let r = audit_row(i);
+            (r.alert_at / 1_000_000_000, r.chat_id)
+        })
+        .collect()
+}
+
+async fn activity_count(client: &Client, schema: &str) -> (i64, i64) {
+    let row = client
+        .query_one(
+            &format!("SELECT count(*), count(DISTINCT event_id) FROM \"{schema}\".activity_log"),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Adds entries with the ids given, as another stream would carry them.
+async fn xadd_with_ids(con: &mut MultiplexedConnection, key: &str, entries: &[(String, QueueRow)]) {
+    let mut pipe = redis::pipe();
+    for (id, row) in entries {
+        let (field, json) = row.encode().unwrap();
+        pipe.cmd("XADD")
+            .arg(key)
+            .arg(id)
+            .arg(field)
+            .arg(json)
+            .ignore();
+    }
+    let () = pipe.query_async(con).await.unwrap();
+}
+
+#[tokio::test]
+async fn entries_delivered_twice_land_once() {
+    let (schema, client) = own_schema("twice").await;
+    let (first, second) = (StreamKey::new("twice_a"), StreamKey::new("twice_b"));
+    let mut con = connect_redis().await;
+    // 1,000 alerts and 10 activities under fixed ids; the first 100
+    // alerts pushed twice more under ids of their own.
+    let mut entries: Vec<(String, QueueRow)> = audit_rows(0..1_000)
+        .into_iter()
+        .chain((0..10).map(activity))
+        .enumerate()
+        .map(|(i, row)| (format!("1-{}", i + 1), row))
+        .collect();
+    entries.extend(
+        audit_rows(0..100)
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| (format!("2-{}", i + 1), row)),
+    );
+    xadd_with_ids(&mut con, &first.0, &entries).await;
+    let (stats, _) = drain(sink_config(&first.0, &schema.0, "a"), &database_url()).await;
+    assert_eq!(
+        (stats.rows_committed, stats.rows_inserted, stats.duplicates),
+        (1_110, 1_010, 100)
+    );
+    // The same entries, ids and all, delivered again through another stream.
+    xadd_with_ids(&mut con, &second.0, &entries).await;
+    let (stats, _) = drain(sink_config(&second.0, &schema.0, "b"), &database_url()).await;
+    assert_eq!((stats.rows_inserted, stats.duplicates), (0, 1_110));
+
+    let (rows, distinct) = landed(&client, &schema.0).await;
+    assert_eq!(rows, expected(0..1_000));
+    assert_eq!(distinct, 1_000);
+    assert_eq!(activity_count(&client, &schema.0).await, (10, 10));
+    // The columns carry what was queued.
+    let call = client
+        .query_one(
+            &format!(
+                "SELECT kind, callers, fdv_at_call, multiplier FROM \"{}\".alert_audit \
+                 WHERE alert_at = to_timestamp(1795000003)",
+                schema.0
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(call.get::<_, String>(0), "call_alert");
+    assert_eq!(call.get::<_, Option<Vec<i64>>>(1), Some(vec![-1001, -1002]));
+    assert_eq!(call.get::<_, Option<f64>>(2), None);
+    let metadata: String = client
+        .query_one(
+            &format!(
+                "SELECT metadata::text FROM \"{}\".activity_log WHERE event_id = '1-1003'",
+                schema.0
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(metadata, r#"{"n": 2, "command": "/start"}"#);
+}
+
+#[tokio::test]
+async fn a_consumer_that_died_before_acknowledging_is_delivered_again() {
+    let (schema, client) = own_schema("died").await;
+    let key = StreamKey::new("died");
+    let mut con = connect_redis().await;
+    let queue = AuditQueue::new(&key.0);
+    queue
+        .push_batch(&mut con, &audit_rows(0..2_000))
+        .await
+        .unwrap();
+    // A consumer reads 1,500 entries and dies before acknowledging; it had
+    // committed the first 500 of them.
+    let config = sink_config(&key.0, &schema.0, "worker-7");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key.0)
+        .arg(&config.group)
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&config.group)
+        .arg("worker-7")
+        .arg("COUNT")
+        .arg(1_500)
+        .arg("STREAMS")
+        .arg(&key.0)
+        .arg(">")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(pending(&mut con, &key.0, &config.group).await, 1_500);
+    for i in 0..500 {
+        let r = audit_row(i);
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO \"{}\".alert_audit \
+                     (chat_id, token, kind, threshold, alert_at, fdv_usd, fdv_at_call, multiplier, callers) \
+                     VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7, $8, $9)",
+                    schema.0
+                ),
+                &[
+                    &r.chat_id,
+                    &r.token,
+                    &r.kind.as_str(),
+                    &r.threshold,
+                    &((r.alert_at / 1_000_000_000) as f64),
+                    &r.fdv_usd,
+                    &r.fdv_at_call,
+                    &r.multiplier,
+                    &(!r.callers.is_empty()).then_some(r.callers.clone()),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    // The same consumer, restarted: its pending entries first, then the rest.
+    let (stats, events) = drain(config, &database_url()).await;
+    assert_eq!(
+        (stats.rows_committed, stats.rows_inserted, stats.duplicates),
+        (2_000, 1_500, 500)
+    );
+    assert!(events.is_empty(), "{events:?}");
+    let (rows, distinct) = landed(&client, &schema.0).await;
+    assert_eq!(rows, expected(0..2_000));
+    assert_eq!(distinct, 2_000);
+}
+
+/// A PostgreSQL cluster of the test's own, dropped (stopped first) on drop.
+struct OwnCluster {
+    version: String,
+    name: String,
+    port: u16,
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("`{program}` could not run: {e}"));
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl OwnCluster {
+    /// Creates and starts a cluster on a free port near one derived from
+    /// the process id.
+    fn create() -> OwnCluster {
+        let missing = |what: &str| -> ! {
+            panic!(
+                "this test runs a PostgreSQL cluster of its own and needs {what}: install \
+                 PostgreSQL's server with Debian's cluster tools (apt-get install postgresql)"
+            )
+        };
+        if Command::new("pg_createcluster")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            missing("pg_createcluster");
+        }
+        let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+            .unwrap_or_else(|_| missing("/etc/postgresql"))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|v| v.parse::<u32>().is_ok())
+            .collect();
+        versions.sort_by_key(|v| v.parse::<u32>().unwrap());
+        let version = versions
+            .pop()
+            .unwrap_or_else(|| missing("a version under /etc/postgresql"));
+        let mut port = 20_000 + (std::process::id() % 20_000) as u16;
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            port += 1;
+        }
+        // Made before the cluster, so a failure part-way is cleaned up too.
+        let cluster = OwnCluster {
+            version,
+            name: unique("cw_outage"),
+            port,
+        };
+        run(
+            "pg_createcluster",
+            &[
+                &cluster.version,
+                &cluster.name,
+                "-p",
+                &port.to_string(),
+                "--start-conf",
+                "manual",
+                "--",
+                "-A",
+                "trust",
+            ],
+        );
+        cluster.ctl(&["start"]);
+        cluster
+    }
+
+    fn ctl(&self, action: &[&str]) {
+        let mut args = vec!["--skip-systemctl-redirect", &self.version, &self.name];
+        args.extend_from_slice(action);
+        run("pg_ctlcluster", &args);
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=postgres user=postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("pg_dropcluster")
+            .args(["--stop", &self.version, &self.name])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_land_exactly_once_across_a_postgres_outage() {
+    const ROWS: u64 = 50_000;
+    const CHUNK: u64 = 500;
+    const SCHEMA: &str = "audit_outage";
+    let key = StreamKey::new("outage");
+    let cluster = tokio::task::spawn_blocking(OwnCluster::create)
+        .await
+        .unwrap();
+    let mut client = connect_pg(&cluster.url())
+        .await
+        .expect("the new cluster answers");
+    migrate(&mut client, SCHEMA).await.unwrap();
+
+    let mut con = connect_redis().await;
+    // One entry that is not a row: it must not wedge the queue.
+    let _: String = redis::cmd("XADD")
+        .arg(&key.0)
+        .arg("*")
+        .arg("audit")
+        .arg("{not json")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let config = SinkConfig {
+        batch_rows: 1_000,
+        ..sink_config(&key.0, SCHEMA, "outage")
+    };
+    let group = config.group.clone();
+    let running = start_sink(config, &cluster.url());
+
+    // Rows flow in chunks; every tenth chunk is pushed twice, and each
+    // chunk carries one activity.
+    let producer = {
+        let (mut con, queue) = (connect_redis().await, AuditQueue::new(&key.0));
+        tokio::spawn(async move {
+            for c in 0..ROWS / CHUNK {
+                let mut rows = audit_rows(c * CHUNK..(c + 1) * CHUNK);
+                rows.push(activity(c));
+                queue.push_batch(&mut con, &rows).await.unwrap();
+                if c % 10 == 9 {
+                    queue
+                        .push_batch(&mut con, &rows[..CHUNK as usize])
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let counters = running.counters.clone();
+    wait_for("the first 5,000 rows to land", 60, || {
+        counters.stats().rows_committed >= 5_000
+    })
+    .await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.ctl(&["stop", "-m", "immediate"]);
+        cluster
+    })
+    .await
+    .unwrap();
+    let at_stop = counters.stats();
+    wait_for("the sink to retry", 60, || {
+        counters.stats().postgres_retries >= 3
+    })
+    .await;
+    // Rows keep arriving meanwhile.
+    wait_for_len(&mut con, &key.0, "rows to queue up", 60, |n| n >= 2_000).await;
+    assert!(
+        counters.stats().rows_committed - at_stop.rows_committed <= 2 * 1_000,
+        "nothing but batches in flight committed while PostgreSQL was down"
+    );
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.ctl(&["start"]);
+        cluster
+    })
+    .await
+    .unwrap();
+
+    producer.await.unwrap();
+    wait_for_len(&mut con, &key.0, "the stream to empty", 120, |n| n == 0).await;
+    running.stop.send(true).unwrap();
+    let stats = running.task.await.unwrap().unwrap();
+    eprintln!("sink: {stats:?}");
+    assert_eq!(pending(&mut con, &key.0, &group).await, 0);
+
+    let client = connect_pg(&cluster.url())
+        .await
+        .expect("the cluster is back");
+    let (rows, distinct) = landed(&client, SCHEMA).await;
+    assert_eq!(rows.len() as u64, ROWS, "every row, once");
+    assert_eq!(rows, expected(0..ROWS));
+    assert_eq!(distinct, ROWS as i64);
+    assert_eq!(activity_count(&client, SCHEMA).await, (100, 100));
+    // 100 activities; 10 × 500 alerts pushed twice, maybe more delivered
+    // again after a commit whose answer the outage cut off.
+    let pushed = ROWS + 100 + ROWS / CHUNK / 10 * CHUNK;
+    assert!(stats.rows_committed >= pushed, "{stats:?}");
+    assert!(stats.duplicates >= ROWS / CHUNK / 10 * CHUNK, "{stats:?}");
+    assert!(stats.postgres_retries >= 3, "{stats:?}");
+    assert_eq!(stats.malformed, 1);
+    let events = running.events.lock().unwrap();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, SinkEvent::Malformed { reason, .. } if reason.contains("not a row"))
+        ),
+        "the malformed entry is reported"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SinkEvent::PostgresRetry { .. })),
+        "retries are reported"
+    );
+}
