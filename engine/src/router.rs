@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
-use crate::shard::{Restore, ShardState, ShardStats};
+use crate::shard::{Restore, RestoreRecord, ShardState, ShardStats};
 use crate::token::Token;
 
 /// The shard that owns `token` among `shards`. Fixed forever: stream
@@ -39,6 +39,7 @@ pub fn shard_of(token: &Token, shards: usize) -> usize {
 enum Input {
     Event(Envelope),
     Restore(Restore),
+    RestoreRecord(RestoreRecord),
     /// Trim spare capacity (after a rebuild).
     Compact,
 }
@@ -254,6 +255,7 @@ fn run_shard(
             match item {
                 Input::Event(env) => state.apply(env, &mut effects),
                 Input::Restore(r) => state.restore(r),
+                Input::RestoreRecord(r) => state.restore_record(r),
                 Input::Compact => state.shrink_to_fit(),
             }
         }
@@ -323,6 +325,13 @@ impl Router {
     pub fn restore(&mut self, r: Restore) -> Result<(), EngineStopped> {
         let i = shard_of(&r.token, self.inboxes.len());
         self.pending[i].push(Input::Restore(r));
+        self.count_pending()
+    }
+
+    /// Queues a processed record loaded from storage, as `restore` does.
+    pub fn restore_record(&mut self, r: RestoreRecord) -> Result<(), EngineStopped> {
+        let i = shard_of(&r.token, self.inboxes.len());
+        self.pending[i].push(Input::RestoreRecord(r));
         self.count_pending()
     }
 

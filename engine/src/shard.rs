@@ -200,6 +200,20 @@ pub struct Restore {
     pub last_threshold: Option<f64>,
 }
 
+/// A processed record loaded from storage (a
+/// `processed_token:{token}:{chat}` record). The caller gives each (token,
+/// chat) pair at most once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreRecord {
+    pub token: Token,
+    pub chat_id: i64,
+    pub status: Status,
+    /// The record's last check.
+    pub last_check: Nanos,
+    /// Channels checked, with the call time seen for each (any order).
+    pub checked: Vec<(ChannelId, Nanos)>,
+}
+
 /// A read-only view of one tracked entry, for inspection and tests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackedView {
@@ -512,6 +526,30 @@ impl ShardState {
                 .expect("interned above")
                 .next_cross = ts.tracked.next_cross(thresholds);
             self.stats.tracked += 1;
+        }
+    }
+
+    /// Loads one processed record, as a rebuild from storage does. It does
+    /// not name the tracking it started, so any restored entry of the pair
+    /// stays current until a new call restarts the tracking.
+    pub fn restore_record(&mut self, r: &RestoreRecord) {
+        let slot = self.intern(&r.token);
+        let chat = self.chats.intern(r.chat_id);
+        let ts = &mut self.slots[slot];
+        ts.next_sweep = ts
+            .next_sweep
+            .min(r.last_check.saturating_add(self.rules.ttl_nanos));
+        let mut checked = r.checked.clone();
+        checked.sort_unstable_by_key(|&(c, at)| (c, std::cmp::Reverse(at)));
+        checked.dedup_by_key(|&mut (c, _)| c);
+        let record = Record {
+            status: r.status,
+            last_check: r.last_check,
+            tracking_started: None,
+            checked,
+        };
+        if ts.records.insert(chat, record).is_none() {
+            self.stats.records += 1;
         }
     }
 

@@ -577,6 +577,55 @@ fn restored_entries_alert_like_started_ones_and_restart_in_place() {
 }
 
 #[test]
+fn restored_processed_records_keep_their_decisions() {
+    use engine::shard::{Restore, RestoreRecord};
+    let mut r = Run::new();
+    r.feed(&[chat(1)]);
+    let token: Token = SOL.parse().unwrap();
+    // Accepted before the restart, with its tracking: the same callers do
+    // not alert again, and the entry stays current.
+    r.shard.restore_record(&RestoreRecord {
+        token,
+        chat_id: 1,
+        status: Status::Accepted,
+        last_check: BASE,
+        checked: vec![(-2, BASE), (-1, BASE)],
+    });
+    r.shard.restore(&Restore {
+        token,
+        chat_id: 1,
+        fdv_at_call: 100.0,
+        started: BASE,
+        last_threshold: None,
+    });
+    let a = r.feed(&[call(SOL, -1, 150.0, 1), call(SOL, -3, 150.0, 2)]);
+    assert_eq!(summary(&a), [], "accepted is never alerted twice");
+    let a = r.feed(&[price(SOL, 200.0, 3)]);
+    assert_eq!(summary(&a), [(4, 1, "x", 2.0)]);
+    assert_eq!(r.shard.record(&token, 1).unwrap().status, Status::Accepted);
+
+    // Rejected before the restart with channel -1 checked: a repeat of
+    // -1's call finds nothing new, so the record is not checked again.
+    let jup: Token = JUP.parse().unwrap();
+    r.shard.restore_record(&RestoreRecord {
+        token: jup,
+        chat_id: 1,
+        status: Status::Rejected,
+        last_check: BASE + 4 * 60 * NANOS_PER_SEC,
+        checked: vec![(-1, BASE + 4 * 60 * NANOS_PER_SEC)],
+    });
+    let before = r.shard.record(&jup, 1).unwrap().last_check;
+    r.feed(&[call(JUP, -1, 50.0, 4)]);
+    assert_eq!(r.shard.record(&jup, 1).unwrap().last_check, before);
+    let a = r.feed(&[call(JUP, -2, 50.0, 5)]);
+    assert_eq!(
+        summary(&a),
+        [(6, 1, "call", 2.0)],
+        "a new channel upgrades it"
+    );
+}
+
+#[test]
 fn current_fdv_is_that_of_the_latest_call_or_price() {
     let mut r = Run::new();
     let token: Token = SOL.parse().unwrap();

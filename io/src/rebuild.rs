@@ -1,25 +1,30 @@
-//! Rebuilding the engine's tracked state from Redis on start: every
-//! `multiplier:{token}:{chat_id}` key with its value, in the predecessor's
-//! format, loaded as [`Restore`]s.
+//! Rebuilding the engine's state from Redis on start: every
+//! `multiplier:{token}:{chat_id}` and `processed_token:{token}:{chat_id}`
+//! key with its value, in the predecessor's format, loaded as [`Restore`]s
+//! and [`RestoreRecord`]s.
 //!
 //! The seed scanned keys only, 1,000 at a time, and read each value later,
-//! one round trip per user. Here a large SCAN batch and an MGET of the
-//! previous batch's values go out together on one multiplexed connection,
-//! so the round trips overlap and every value arrives with its key.
+//! one round trip per user. Here one SCAN pass finds both kinds (a second
+//! pass would cost the server as much again), and a large SCAN batch and an
+//! MGET of the previous batch's values go out together on one multiplexed
+//! connection, so the round trips overlap and every value arrives with its
+//! key. Other keys (subscriptions, channel descriptions) are passed over.
 
 use engine::EngineConfig;
 use engine::router::{self, EngineStopped};
-use engine::shard::{Restore, ShardState};
+use engine::shard::{Restore, RestoreRecord, ShardState, Status};
 use engine::time;
 use redis::aio::MultiplexedConnection;
 
-use crate::store::{MultiplierRecord, parse_pair_key};
+use crate::store::{MultiplierRecord, ProcessedRecord, parse_pair_key};
 
 /// What a load found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Loaded {
-    /// Records turned into entries.
+    /// Records loaded: multiplier and processed.
     pub keys: u64,
+    /// Of those, processed records.
+    pub processed: u64,
     /// Keys that matched but could not be used (bad key, bad JSON, bad
     /// time); each is also reported to the `skipped` callback.
     pub skipped: u64,
@@ -40,7 +45,62 @@ fn started(timestamp: &str) -> Result<i64, String> {
         .map_err(|e| format!("timestamp `{timestamp}`: {e}"))
 }
 
-/// Turns one key and value into an entry.
+/// One record loaded from Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restored {
+    Entry(Restore),
+    Record(RestoreRecord),
+}
+
+/// Whether a key is one a rebuild loads.
+fn wanted(key: &str) -> bool {
+    key.starts_with("multiplier:") || key.starts_with("processed_token:")
+}
+
+/// Turns one key and value into an entry or a processed record.
+pub fn restored_from(key: &str, value: &[u8]) -> Result<Restored, String> {
+    if key.starts_with("processed_token:") {
+        record_from(key, value).map(Restored::Record)
+    } else {
+        restore_from(key, value).map(Restored::Entry)
+    }
+}
+
+/// Turns one `processed_token` key and value into a record. Channels the
+/// seed listed as checked without a call time count as seen at the check.
+pub fn record_from(key: &str, value: &[u8]) -> Result<RestoreRecord, String> {
+    let (token, chat_id) = parse_pair_key("processed_token", key)
+        .ok_or("not a processed_token:{token}:{chat_id} key")?;
+    let rec: ProcessedRecord =
+        serde_json::from_slice(value).map_err(|e| format!("value is not a record: {e}"))?;
+    let status = match rec.status.as_str() {
+        "accepted" => Status::Accepted,
+        "rejected" => Status::Rejected,
+        other => return Err(format!("status `{other}` is neither accepted nor rejected")),
+    };
+    let last_check = started(&rec.timestamp)?;
+    let mut checked = Vec::with_capacity(rec.channels_checked.len());
+    for (channel, at) in &rec.channels_called_at {
+        let channel: i64 = channel
+            .parse()
+            .map_err(|_| format!("channel `{channel}` is not a number"))?;
+        checked.push((channel, started(at)?));
+    }
+    for &channel in &rec.channels_checked {
+        if !rec.channels_called_at.contains_key(&channel.to_string()) {
+            checked.push((channel, last_check));
+        }
+    }
+    Ok(RestoreRecord {
+        token,
+        chat_id,
+        status,
+        last_check,
+        checked,
+    })
+}
+
+/// Turns one `multiplier` key and value into an entry.
 pub fn restore_from(key: &str, value: &[u8]) -> Result<Restore, String> {
     let (token, chat_id) =
         parse_pair_key("multiplier", key).ok_or("not a multiplier:{token}:{chat_id} key")?;
@@ -66,15 +126,16 @@ fn absorb(
     keys: Vec<String>,
     values: Vec<Option<Vec<u8>>>,
     loaded: &mut Loaded,
-    restore: &mut impl FnMut(Restore),
+    restore: &mut impl FnMut(Restored),
     skipped: &mut impl FnMut(Skipped),
 ) {
     for (key, value) in keys.into_iter().zip(values) {
         // A key that expired between SCAN and MGET is simply gone.
         let Some(value) = value else { continue };
-        match restore_from(&key, &value) {
+        match restored_from(&key, &value) {
             Ok(r) => {
                 loaded.keys += 1;
+                loaded.processed += u64::from(matches!(r, Restored::Record(_)));
                 restore(r);
             }
             Err(reason) => {
@@ -85,13 +146,13 @@ fn absorb(
     }
 }
 
-/// Loads every multiplier record: `restore` gets each entry, `skipped`
-/// each key it could not use, `progress` the running count after each
-/// batch. `scan_count` is SCAN's COUNT hint (10,000 is a good size).
-pub async fn load_multipliers(
+/// Loads every multiplier and processed record: `restore` gets each,
+/// `skipped` each key it could not use, `progress` the running count after
+/// each batch. `scan_count` is SCAN's COUNT hint (10,000 is a good size).
+pub async fn load_state(
     con: &MultiplexedConnection,
     scan_count: usize,
-    mut restore: impl FnMut(Restore),
+    mut restore: impl FnMut(Restored),
     mut skipped: impl FnMut(Skipped),
     mut progress: impl FnMut(u64),
 ) -> redis::RedisResult<Loaded> {
@@ -105,8 +166,6 @@ pub async fn load_multipliers(
         let scan = async {
             redis::cmd("SCAN")
                 .arg(cursor)
-                .arg("MATCH")
-                .arg("multiplier:*")
                 .arg("COUNT")
                 .arg(scan_count)
                 .query_async::<(u64, Vec<String>)>(&mut scan_con)
@@ -125,6 +184,7 @@ pub async fn load_multipliers(
         absorb(keys, values, &mut loaded, &mut restore, &mut skipped);
         progress(loaded.keys);
         pending = found;
+        pending.retain(|k| wanted(k));
         if next == 0 {
             break;
         }
@@ -163,7 +223,7 @@ pub enum RebuildError {
     Engine(#[from] EngineStopped),
 }
 
-/// Loads every multiplier record into a fresh sharded engine, trims its
+/// Loads every multiplier and processed record into a fresh sharded engine, trims its
 /// spare capacity, stops it, and returns what was loaded with the shards'
 /// final states. The engine's back-pressure reaches the loader: a full
 /// inbox blocks this task, which is all that runs on its thread.
@@ -178,12 +238,16 @@ pub async fn into_fresh_engine(
     // Restores make no alerts, but every batch has an output to take.
     let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
     let mut stopped = None;
-    let loaded = load_multipliers(
+    let loaded = load_state(
         con,
         scan_count,
         |r| {
+            let queued = match r {
+                Restored::Entry(r) => router.restore(r),
+                Restored::Record(r) => router.restore_record(r),
+            };
             if stopped.is_none()
-                && let Err(e) = router.restore(r)
+                && let Err(e) = queued
             {
                 stopped = Some(e);
             }
@@ -253,5 +317,34 @@ mod tests {
             let err = restore_from(k, v).unwrap_err();
             assert!(err.contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn seed_processed_records_become_records() {
+        let Restored::Record(r) = restored_from(
+            &format!("processed_token:{SOL}:7"),
+            br#"{"status": "rejected", "timestamp": "2026-11-25T10:05:00+00:00", "channels_checked": [-1, -2], "channels_called_at": {"-1": "2026-11-25T10:00:00+00:00"}}"#,
+        )
+        .unwrap() else {
+            panic!("a processed record")
+        };
+        assert_eq!((r.chat_id, r.status), (7, Status::Rejected));
+        let at = |s| time::parse_rfc3339(s).unwrap();
+        assert_eq!(r.last_check, at("2026-11-25T10:05:00Z"));
+        assert_eq!(
+            r.checked,
+            [
+                (-1, at("2026-11-25T10:00:00Z")),
+                (-2, at("2026-11-25T10:05:00Z"))
+            ],
+            "-2 has no call time: seen at the check"
+        );
+        let err = restored_from(
+            &format!("processed_token:{SOL}:7"),
+            br#"{"status": "maybe", "timestamp": "2026-11-25T10:05:00+00:00"}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("maybe"), "{err}");
+        assert!(!wanted("subscription:7") && !wanted("channel:1:info"));
     }
 }

@@ -206,7 +206,7 @@ async fn upgrade_still_works_after_the_script_cache_is_flushed() {
 
 #[tokio::test]
 async fn rebuild_loads_seed_records_and_reports_bad_ones() {
-    use callwatch_io::rebuild::load_multipliers;
+    use callwatch_io::rebuild::{Restored, load_state};
     use callwatch_io::store::multiplier_key;
 
     let mut con = connect().await;
@@ -234,15 +234,35 @@ async fn rebuild_loads_seed_records_and_reports_bad_ones() {
         .await
         .unwrap();
     keys.push(bad.clone());
-    let (mut mine, mut skipped) = (Vec::new(), Vec::new());
+    // A processed record the predecessor wrote, and a key of another kind.
+    let processed = processed_key(&token, 3);
+    let _: () = redis::cmd("SET")
+        .arg(&processed)
+        .arg(r#"{"status": "accepted", "timestamp": "2026-11-25T10:00:00+00:00", "channels_checked": [-1001], "channels_called_at": {}}"#)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.push(processed);
+    let other = format!(
+        "subscription:{}",
+        9_000_000_000i64 + i64::from(std::process::id())
+    );
+    let _: () = redis::cmd("SET")
+        .arg(&other)
+        .arg("{}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.push(other);
+    let (mut mine, mut records, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     // A tiny COUNT makes the loader go round many times.
-    let loaded = load_multipliers(
+    let loaded = load_state(
         &con,
         3,
-        |r| {
-            if r.token == token {
-                mine.push((r.chat_id, r.fdv_at_call));
-            }
+        |r| match r {
+            Restored::Entry(r) if r.token == token => mine.push((r.chat_id, r.fdv_at_call)),
+            Restored::Record(r) if r.token == token => records.push((r.chat_id, r.status)),
+            _ => {}
         },
         |s| {
             if s.key == bad {
@@ -256,7 +276,12 @@ async fn rebuild_loads_seed_records_and_reports_bad_ones() {
     mine.sort_by_key(|&(chat, _)| chat);
     assert_eq!(mine.len(), 25, "every good record of this token, once");
     assert_eq!(mine[4], (5, 500.0));
-    assert_eq!(skipped.len(), 1, "the bad record is reported");
+    assert_eq!(
+        skipped.len(),
+        1,
+        "the bad record is reported, other kinds are not"
+    );
+    assert_eq!(records, [(3, engine::shard::Status::Accepted)]);
     assert!(loaded.keys >= 25);
     for key in keys {
         del(&mut con, &key).await;

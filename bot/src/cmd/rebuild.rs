@@ -1,5 +1,6 @@
-//! `callwatch rebuild`: loads every tracked entry from Redis into a fresh
-//! engine, as the service does on start, and says how long it took.
+//! `callwatch rebuild`: loads every multiplier and processed record from
+//! Redis into a fresh engine, as the service does on start, and says how
+//! long it took.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use callwatch_io::rebuild::{bulk_connection_config, into_fresh_engine};
 
 use super::EngineArgs;
 
-/// Load every multiplier record from Redis into the engine and time it.
+/// Load every multiplier and processed record from Redis into the engine and time it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The Redis server and database, e.g. redis://127.0.0.1:6379/0.
@@ -18,7 +19,7 @@ pub struct Args {
     /// SCAN's COUNT hint: keys asked for per round trip.
     #[arg(long, default_value_t = 10_000)]
     scan_count: usize,
-    /// Print one JSON object (keys, skipped, tokens, seconds, keys_per_sec).
+    /// Print one JSON object (keys, processed, skipped, tokens, seconds, keys_per_sec).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -35,14 +36,27 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let started = Instant::now();
-    let progress = indicatif::ProgressBar::new_spinner();
-    progress.set_message("loading multiplier records");
+    let progress = indicatif::ProgressBar::hidden();
     let mut shown = 0;
     let (loaded, states) = rt.block_on(async {
-        let con = client
+        let mut con = client
             .get_multiplexed_async_connection_with_config(&bulk_connection_config())
             .await
             .context("cannot connect to Redis (check --redis-url / REDIS_URL)")?;
+        // The database's size bounds the records to load: the bar's length.
+        let size: u64 = redis::cmd("DBSIZE")
+            .query_async(&mut con)
+            .await
+            .context("DBSIZE")?;
+        progress.set_length(size);
+        progress.set_style(
+            indicatif::ProgressStyle::with_template(
+                "loading {pos}/{len} keys [{bar:40}] {per_sec} eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         into_fresh_engine(
             &con,
             &config,
@@ -64,13 +78,19 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let per_sec = loaded.keys as f64 / seconds.max(1e-9);
     if args.json {
         println!(
-            "{{\"keys\": {}, \"skipped\": {}, \"tokens\": {}, \"seconds\": {:.3}, \"keys_per_sec\": {:.0}}}",
-            loaded.keys, loaded.skipped, tokens, seconds, per_sec
+            "{{\"keys\": {}, \"processed\": {}, \"skipped\": {}, \"tokens\": {}, \"seconds\": {:.3}, \"keys_per_sec\": {:.0}}}",
+            loaded.keys, loaded.processed, loaded.skipped, tokens, seconds, per_sec
         );
     } else {
         println!(
-            "rebuilt {} tracked entries over {} tokens in {:.2} s ({:.0} keys/s); {} keys skipped",
-            loaded.keys, tokens, seconds, per_sec, loaded.skipped
+            "rebuilt {} records ({} multiplier, {} processed) over {} tokens in {:.2} s ({:.0} keys/s); {} keys skipped",
+            loaded.keys,
+            loaded.keys - loaded.processed,
+            loaded.processed,
+            tokens,
+            seconds,
+            per_sec,
+            loaded.skipped
         );
     }
     Ok(ExitCode::SUCCESS)
