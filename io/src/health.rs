@@ -180,14 +180,22 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(b.state(t0), BreakerState::Closed);
         b.failure(t0);
-        assert_eq!(b.state(t0), BreakerState::Closed, "one failure is not enough");
+        assert_eq!(
+            b.state(t0),
+            BreakerState::Closed,
+            "one failure is not enough"
+        );
         b.failure(t0);
         assert_eq!(b.state(t0), BreakerState::Open);
         assert_eq!(b.wait(t0), Duration::from_millis(100));
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(b.state(t1), BreakerState::HalfOpen);
         b.failure(t1);
-        assert_eq!(b.wait(t1), Duration::from_millis(200), "a failed trial doubles");
+        assert_eq!(
+            b.wait(t1),
+            Duration::from_millis(200),
+            "a failed trial doubles"
+        );
         let t2 = t1 + Duration::from_millis(200);
         b.failure(t2);
         assert_eq!(b.wait(t2), Duration::from_millis(300), "capped");

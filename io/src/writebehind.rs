@@ -383,7 +383,10 @@ impl Writer {
 
     /// SET with an absolute expiry, or DEL when that moment has passed.
     fn set_until(&self, pipe: &mut redis::Pipeline, key: String, value: Vec<u8>, from: Nanos) {
-        let expires = from.saturating_add(self.ttl_nanos).div_euclid(NANOS_PER_SEC) + 1;
+        let expires = from
+            .saturating_add(self.ttl_nanos)
+            .div_euclid(NANOS_PER_SEC)
+            + 1;
         if expires <= unix_now_secs() {
             pipe.del(key).ignore();
         } else {

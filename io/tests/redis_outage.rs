@@ -53,7 +53,11 @@ impl OwnRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not start",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -167,8 +171,14 @@ async fn redis_killed_mid_run_ends_equal_to_the_engine() {
         .expect("everything written after the restart");
     let shards = workers.join().unwrap();
 
-    assert!(effects_seen > 1_000, "the market raised alerts: {effects_seen}");
-    assert!(saw_failures_while_down, "writes failed during the outage: {stats:?}");
+    assert!(
+        effects_seen > 1_000,
+        "the market raised alerts: {effects_seen}"
+    );
+    assert!(
+        saw_failures_while_down,
+        "writes failed during the outage: {stats:?}"
+    );
     assert!(stats.breaker_opened >= 1, "{stats:?}");
     assert_eq!(stats.overflowed, 0, "{stats:?}");
     assert_eq!(stats.pending, 0, "{stats:?}");
@@ -232,7 +242,11 @@ async fn redis_killed_mid_run_ends_equal_to_the_engine() {
     // What is left in Redis is tracking that reached the top threshold,
     // which the engine no longer holds.
     for (pair, rec) in &multipliers {
-        assert_eq!(rec.last_threshold, Some(top), "{pair:?} {rec:?} is not in the engine");
+        assert_eq!(
+            rec.last_threshold,
+            Some(top),
+            "{pair:?} {rec:?} is not in the engine"
+        );
     }
     // Every accepted record is in Redis, and nothing else is.
     let mut accepted = 0;
@@ -251,6 +265,9 @@ async fn redis_killed_mid_run_ends_equal_to_the_engine() {
         .flat_map(|s| s.tracked())
         .filter(|v| processed.contains_key(&(v.token, v.chat_id)))
         .count();
-    assert_eq!(engine_accepted, live, "each live entry has its accepted record");
+    assert_eq!(
+        engine_accepted, live,
+        "each live entry has its accepted record"
+    );
     assert!(accepted >= live);
 }

@@ -114,7 +114,11 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
     let get = |key: String| {
         let mut con = reader.clone();
         async move {
-            let v: Option<String> = redis::cmd("GET").arg(key).query_async(&mut con).await.unwrap();
+            let v: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
             v
         }
     };
@@ -129,7 +133,9 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
             last_threshold: Some(5.0),
         }
     );
-    let processed = get(format!("{prefix}processed_token:{SOL}:1")).await.unwrap();
+    let processed = get(format!("{prefix}processed_token:{SOL}:1"))
+        .await
+        .unwrap();
     assert!(processed.contains(r#""status":"accepted""#), "{processed}");
     // The predecessor's text is kept as it was, with the threshold added.
     let two = get(seed_key.clone()).await.unwrap();
@@ -163,7 +169,12 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
     wb.record(&reached(3, token, at, 5.0));
     let stats = flusher.close(Duration::from_secs(10)).await.unwrap();
     assert_eq!(stats.failed_pipelines, 0, "{stats:?}");
-    assert!(get(seed_key).await.unwrap().ends_with(r#""last_threshold":10.0}"#));
+    assert!(
+        get(seed_key)
+            .await
+            .unwrap()
+            .ends_with(r#""last_threshold":10.0}"#)
+    );
     assert_eq!(
         get(format!("{prefix}multiplier:{SOL}:3")).await,
         None,
@@ -209,7 +220,10 @@ async fn a_full_buffer_drops_new_keys_and_counts_them() {
     assert_eq!(stats.pending, 10, "{stats:?}");
     assert_eq!(stats.overflowed, 6, "{stats:?}");
     assert_eq!(stats.accepted, 11, "{stats:?}");
-    assert!(stats.failed_pipelines >= 1 && stats.breaker_opened >= 1, "{stats:?}");
+    assert!(
+        stats.failed_pipelines >= 1 && stats.breaker_opened >= 1,
+        "{stats:?}"
+    );
     let left = flusher.close(Duration::from_millis(100)).await.unwrap_err();
     assert_eq!(left.unwritten, 10);
 }
