@@ -18,6 +18,8 @@
 //!   PostgreSQL, in batches, acknowledged after commit, landing once.
 //! - [`writebehind`]: engine effects copied into Redis behind the engine:
 //!   coalesced, pipelined, from a bounded buffer, through outages.
+//! - [`subscriptions`]: credits of plans, committed in PostgreSQL first,
+//!   then copied to Redis.
 //! - [`health`]: the Redis connection's timeouts and backoff, health checks
 //!   with latency, and the circuit breaker.
 
@@ -28,4 +30,5 @@ pub mod migrate;
 pub mod rebuild;
 pub mod replay;
 pub mod store;
+pub mod subscriptions;
 pub mod writebehind;

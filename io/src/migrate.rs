@@ -32,15 +32,35 @@ pub enum MigrateError {
          underscores, not starting with a digit"
     )]
     SchemaName(String),
-    #[error("migration {version} ({name}) failed: {source}")]
+    #[error("migration {version} ({name}) failed: {}", pg_detail(source))]
     Apply {
         version: i32,
         name: &'static str,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_detail(.0))]
     Db(#[from] tokio_postgres::Error),
+}
+
+/// A PostgreSQL error as a person needs it: tokio-postgres displays a
+/// server error as just "db error", with the server's message, detail and
+/// code one level down.
+pub fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                s.push_str(": ");
+                s.push_str(detail);
+            }
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 /// A schema name safe to splice into SQL (it cannot be a bind parameter).

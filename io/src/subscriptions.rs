@@ -1,0 +1,275 @@
+//! Subscriptions and the payments behind them. PostgreSQL is the system of
+//! record: a credit commits there first, in one transaction with its payment
+//! row, and only then is the Redis copy (`subscription:{chat_id}`, the
+//! predecessor's JSON) written. The predecessor did it the other way round
+//! and logged PostgreSQL failures as "non-fatal", so a subscription could
+//! exist only in a cache.
+//!
+//! A payment's transaction signature is unique in `payments`: crediting the
+//! same signature again changes nothing. A renewal extends from the current
+//! expiry when that is later than now. If the Redis copy cannot be written
+//! after the commit, the credit still stands and the error says so;
+//! [`SubscriptionStore::sync_redis`] rewrites every copy from PostgreSQL (the
+//! service runs it at start).
+
+use std::time::SystemTime;
+
+use engine::time::{self, Nanos};
+use tokio_postgres::Client;
+
+use crate::store::SUBSCRIPTION_TTL_SECS;
+
+/// Who pays: a Solana transfer, or an admin's grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A verified transfer, named by its transaction signature.
+    Solana {
+        signature: String,
+        reference: Option<String>,
+    },
+    /// An admin's grant, named by the admin's chat id.
+    Grant { granted_by: i64 },
+}
+
+/// One credit of a plan to a chat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credit {
+    pub chat_id: i64,
+    pub plan: String,
+    pub days: u32,
+    pub source: Source,
+    /// Decimal text, e.g. "0.5" (NUMERIC in PostgreSQL).
+    pub amount_sol: Option<String>,
+    pub amount_usd: Option<String>,
+}
+
+/// What a credit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credited {
+    /// Committed; the subscription now runs until `expires_at`.
+    New { payment_id: i64, expires_at: Nanos },
+    /// This signature was credited before; nothing changed.
+    AlreadyCredited,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreditError {
+    #[error("the credit is not valid: {0}")]
+    Invalid(String),
+    #[error("PostgreSQL: {}", crate::migrate::pg_detail(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The credit is committed in PostgreSQL; only its Redis copy is
+    /// missing, and `sync_redis` restores it.
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("committed in PostgreSQL, but the Redis copy failed: {error}")]
+    RedisCopy {
+        credited: Credited,
+        error: redis::RedisError,
+    },
+}
+
+/// The subscription store of one PostgreSQL schema and Redis key prefix.
+#[derive(Debug, Clone)]
+pub struct SubscriptionStore {
+    schema: String,
+    key_prefix: String,
+}
+
+fn nanos_of(t: SystemTime) -> Nanos {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX),
+        Err(e) => -Nanos::try_from(e.duration().as_nanos()).unwrap_or(Nanos::MAX),
+    }
+}
+
+impl SubscriptionStore {
+    /// `schema` must already be migrated; `key_prefix` is empty in
+    /// production.
+    pub fn new(schema: &str, key_prefix: &str) -> Self {
+        SubscriptionStore {
+            schema: schema.to_owned(),
+            key_prefix: key_prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, chat_id: i64) -> String {
+        format!(
+            "{}{}",
+            self.key_prefix,
+            crate::store::subscription_key(chat_id)
+        )
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("\"{}\".{name}", self.schema.replace('"', "\"\""))
+    }
+
+    /// Credits a plan: payment row and subscription in one transaction,
+    /// then the Redis copy. `now` is the moment a renewal of a lapsed
+    /// subscription starts from.
+    pub async fn credit(
+        &self,
+        pg: &mut Client,
+        redis: &mut impl redis::aio::ConnectionLike,
+        credit: &Credit,
+        now: SystemTime,
+    ) -> Result<Credited, CreditError> {
+        if credit.chat_id == 0 || credit.days == 0 || credit.plan.is_empty() {
+            return Err(CreditError::Invalid(
+                "a credit needs a chat, a plan and at least one day".to_owned(),
+            ));
+        }
+        let (method, signature, reference, granted_by) = match &credit.source {
+            Source::Solana {
+                signature,
+                reference,
+            } => {
+                if signature.is_empty() {
+                    return Err(CreditError::Invalid("an empty signature".to_owned()));
+                }
+                (
+                    "solana",
+                    Some(signature.as_str()),
+                    reference.as_deref(),
+                    None,
+                )
+            }
+            Source::Grant { granted_by } => ("grant", None, None, Some(*granted_by)),
+        };
+        let days = i32::try_from(credit.days)
+            .map_err(|_| CreditError::Invalid(format!("{} days", credit.days)))?;
+        let tx = pg.transaction().await?;
+        let inserted = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO {} (chat_id, payment_method, signature, reference, plan, days, \
+                     amount_sol, amount_usd, granted_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::numeric, $8::text::numeric, $9) \
+                     ON CONFLICT (signature) DO NOTHING RETURNING id",
+                    self.table("payments")
+                ),
+                &[
+                    &credit.chat_id,
+                    &method,
+                    &signature,
+                    &reference,
+                    &credit.plan,
+                    &days,
+                    &credit.amount_sol,
+                    &credit.amount_usd,
+                    &granted_by,
+                ],
+            )
+            .await?;
+        let Some(row) = inserted else {
+            tx.rollback().await?;
+            return Ok(Credited::AlreadyCredited);
+        };
+        let payment_id: i64 = row.get(0);
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO {t} AS s (chat_id, plan, status, expires_at, payment_method, \
+                     amount_sol, amount_usd, updated_at) \
+                     VALUES ($1, $2, 'active', $3::timestamptz + make_interval(days => $4), $5, \
+                     $6::text::numeric, $7::text::numeric, $3::timestamptz) \
+                     ON CONFLICT (chat_id) DO UPDATE SET \
+                     plan = EXCLUDED.plan, status = 'active', \
+                     expires_at = GREATEST(s.expires_at, $3::timestamptz) + make_interval(days => $4), \
+                     payment_method = EXCLUDED.payment_method, \
+                     amount_sol = EXCLUDED.amount_sol, amount_usd = EXCLUDED.amount_usd, \
+                     updated_at = $3::timestamptz \
+                     RETURNING expires_at",
+                    t = self.table("subscriptions")
+                ),
+                &[
+                    &credit.chat_id,
+                    &credit.plan,
+                    &now,
+                    &days,
+                    &method,
+                    &credit.amount_sol,
+                    &credit.amount_usd,
+                ],
+            )
+            .await?;
+        let expires_at: SystemTime = row.get(0);
+        tx.commit().await?;
+        let credited = Credited::New {
+            payment_id,
+            expires_at: nanos_of(expires_at),
+        };
+        if let Err(error) = self
+            .write_copy(redis, credit.chat_id, &credit.plan, expires_at, "active")
+            .await
+        {
+            return Err(CreditError::RedisCopy { credited, error });
+        }
+        Ok(credited)
+    }
+
+    /// The predecessor's `subscription:{chat_id}` JSON, for a year.
+    async fn write_copy(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        chat_id: i64,
+        plan: &str,
+        expires_at: SystemTime,
+        status: &str,
+    ) -> redis::RedisResult<()> {
+        let value = serde_json::json!({
+            "plan": plan,
+            "expires_at": time::format_rfc3339(nanos_of(expires_at)),
+            "status": status,
+        });
+        redis::cmd("SET")
+            .arg(self.key(chat_id))
+            .arg(value.to_string())
+            .arg("EX")
+            .arg(SUBSCRIPTION_TTL_SECS)
+            .query_async(redis)
+            .await
+    }
+
+    /// Rewrites the Redis copy of every subscription from PostgreSQL;
+    /// returns how many.
+    pub async fn sync_redis(
+        &self,
+        pg: &Client,
+        redis: &mut impl redis::aio::ConnectionLike,
+    ) -> Result<u64, CreditError> {
+        let rows = pg
+            .query(
+                &format!(
+                    "SELECT chat_id, plan, expires_at, status FROM {}",
+                    self.table("subscriptions")
+                ),
+                &[],
+            )
+            .await?;
+        for row in &rows {
+            self.write_copy(redis, row.get(0), row.get(1), row.get(2), row.get(3))
+                .await?;
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// When a chat's subscription ends, from the system of record.
+    pub async fn expires_at(
+        &self,
+        pg: &Client,
+        chat_id: i64,
+    ) -> Result<Option<Nanos>, CreditError> {
+        let row = pg
+            .query_opt(
+                &format!(
+                    "SELECT expires_at FROM {} WHERE chat_id = $1",
+                    self.table("subscriptions")
+                ),
+                &[&chat_id],
+            )
+            .await?;
+        Ok(row.map(|r| nanos_of(r.get(0))))
+    }
+}

@@ -1,0 +1,216 @@
+//! Credits of plans: PostgreSQL first, then the Redis copy; a signature
+//! credits once; renewals extend from the current expiry; a failed copy is
+//! reported and repaired from PostgreSQL. Each test has a schema of its own
+//! and a Redis key prefix of its own, and removes both.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use callwatch_io::subscriptions::{Credit, CreditError, Credited, Source, SubscriptionStore};
+use engine::time::{self, NANOS_PER_SEC};
+use support::{own_schema, redis_url, unique};
+
+const DAY: i64 = 24 * 3600 * NANOS_PER_SEC;
+
+fn at(s: &str) -> SystemTime {
+    let n = time::parse_rfc3339(s).unwrap();
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap())
+}
+
+fn paid(chat_id: i64, signature: &str, days: u32) -> Credit {
+    Credit {
+        chat_id,
+        plan: format!("{days}d"),
+        days,
+        source: Source::Solana {
+            signature: signature.to_owned(),
+            reference: Some("ref-1".to_owned()),
+        },
+        amount_sol: Some("0.5".to_owned()),
+        amount_usd: Some("101.25".to_owned()),
+    }
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url(12))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis: {e} (scripts/test starts it)"))
+}
+
+async fn copy(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<serde_json::Value> {
+    let raw: Option<String> = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
+    raw.map(|r| serde_json::from_str(&r).unwrap())
+}
+
+#[tokio::test]
+async fn a_signature_credits_once_and_renewals_extend() {
+    let (schema, mut pg) = own_schema("subs_once").await;
+    let prefix = format!("{}:", unique("cw-test-subs"));
+    let store = SubscriptionStore::new(&schema.0, &prefix);
+    let mut con = redis().await;
+    let now = at("2026-11-25T10:00:00Z");
+
+    let first = store
+        .credit(&mut pg, &mut con, &paid(7, "sig-a", 30), now)
+        .await
+        .unwrap();
+    let Credited::New { expires_at, .. } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        time::format_rfc3339(expires_at),
+        "2026-12-25T10:00:00Z",
+        "30 days from now"
+    );
+    // The same transaction again, even later: nothing changes.
+    let again = store
+        .credit(
+            &mut pg,
+            &mut con,
+            &paid(7, "sig-a", 30),
+            at("2026-11-26T10:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Credited::AlreadyCredited);
+    // A renewal before expiry extends from the expiry.
+    let renewed = store
+        .credit(
+            &mut pg,
+            &mut con,
+            &paid(7, "sig-b", 7),
+            at("2026-12-01T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let Credited::New { expires_at, .. } = renewed else {
+        panic!("{renewed:?}")
+    };
+    assert_eq!(time::format_rfc3339(expires_at), "2027-01-01T10:00:00Z");
+    // A grant is a payment row too, with who granted it.
+    let grant = Credit {
+        source: Source::Grant { granted_by: 99 },
+        amount_sol: None,
+        amount_usd: None,
+        ..paid(8, "", 1)
+    };
+    store.credit(&mut pg, &mut con, &grant, now).await.unwrap();
+
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT chat_id, payment_method, signature, granted_by, amount_sol::text \
+                 FROM \"{}\".payments ORDER BY id",
+                schema.0
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String, Option<String>, Option<i64>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                7,
+                "solana".into(),
+                Some("sig-a".into()),
+                None,
+                Some("0.500000000".into())
+            ),
+            (
+                7,
+                "solana".into(),
+                Some("sig-b".into()),
+                None,
+                Some("0.500000000".into())
+            ),
+            (8, "grant".into(), None, Some(99), None),
+        ]
+    );
+    let copy7 = copy(&mut con, &format!("{prefix}subscription:7"))
+        .await
+        .unwrap();
+    assert_eq!(
+        copy7,
+        serde_json::json!({"plan": "7d", "expires_at": "2027-01-01T10:00:00Z", "status": "active"})
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}subscription:7"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(ttl > 364 * 24 * 3600, "the seed's one-year TTL: {ttl}");
+    assert_eq!(
+        store.expires_at(&pg, 7).await.unwrap(),
+        Some(time::parse_rfc3339("2027-01-01T10:00:00Z").unwrap())
+    );
+    // A lapsed subscription renews from now.
+    let lapsed = store
+        .credit(
+            &mut pg,
+            &mut con,
+            &paid(7, "sig-c", 1),
+            at("2027-03-01T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let Credited::New { expires_at, .. } = lapsed else {
+        panic!()
+    };
+    assert_eq!(
+        expires_at,
+        time::parse_rfc3339("2027-03-01T00:00:00Z").unwrap() + DAY
+    );
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}subscription:7"))
+        .arg(format!("{prefix}subscription:8"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_redis_copy_is_reported_and_repaired_from_postgres() {
+    let (schema, mut pg) = own_schema("subs_copy").await;
+    let prefix = format!("{}:", unique("cw-test-subs"));
+    let store = SubscriptionStore::new(&schema.0, &prefix);
+    // Nothing listens on port 1: the copy fails after the commit.
+    let mut down = callwatch_io::health::managed_connection(
+        "redis://127.0.0.1:1/0",
+        &callwatch_io::health::RedisTimeouts {
+            connect: Duration::from_millis(100),
+            retries: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = store
+        .credit(&mut pg, &mut down, &paid(9, "sig-z", 30), SystemTime::now())
+        .await
+        .unwrap_err();
+    let CreditError::RedisCopy { credited, .. } = err else {
+        panic!("{err}")
+    };
+    assert!(matches!(credited, Credited::New { .. }), "{credited:?}");
+    assert!(
+        store.expires_at(&pg, 9).await.unwrap().is_some(),
+        "committed in PostgreSQL all the same"
+    );
+    let mut con = redis().await;
+    let key = format!("{prefix}subscription:9");
+    assert_eq!(copy(&mut con, &key).await, None);
+    assert_eq!(store.sync_redis(&pg, &mut con).await.unwrap(), 1);
+    assert_eq!(copy(&mut con, &key).await.unwrap()["status"], "active");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+}
