@@ -316,12 +316,22 @@ impl WriteBehind {
         self.shared
             .counters
             .in_flight
-            .store(batch.len(), Ordering::Relaxed);
+            .fetch_add(batch.len(), Ordering::Relaxed);
         batch
     }
 
-    /// Puts a failed pipeline back, each key under anything newer.
+    /// A taken batch has landed.
+    fn landed(&self, keys: usize) {
+        let c = &self.shared.counters;
+        c.flushed.fetch_add(keys as u64, Ordering::Relaxed);
+        c.in_flight.fetch_sub(keys, Ordering::Relaxed);
+    }
+
+    /// Puts a failed (or unsent) batch back, each key under anything newer.
+    /// Batches go back newest first, so that each lands under the ones
+    /// taken after it (`Op::then` is associative).
     fn put_back(&self, batch: Vec<(Key, Op)>) {
+        let keys = batch.len();
         let mut buffer = self.shared.buffer.lock();
         for (key, op) in batch {
             match buffer.remove(&key) {
@@ -329,7 +339,10 @@ impl WriteBehind {
                 None => buffer.insert(key, op),
             };
         }
-        self.shared.counters.in_flight.store(0, Ordering::Relaxed);
+        self.shared
+            .counters
+            .in_flight
+            .fetch_sub(keys, Ordering::Relaxed);
     }
 }
 
@@ -441,56 +454,81 @@ impl Writer {
         }
         pipe
     }
+}
 
-    /// Writes one batch; loads the script once if the server lost it.
-    async fn write(&mut self, batch: &[(Key, Op)]) -> redis::RedisResult<()> {
-        let pipe = self.pipeline(batch);
-        match pipe.query_async::<()>(&mut self.con).await {
-            Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.raise.load_async(&mut self.con).await?;
-                pipe.query_async::<()>(&mut self.con).await
-            }
-            other => other,
+/// Sends one pipeline; loads the script once if the server lost it.
+async fn send(
+    pipe: redis::Pipeline,
+    mut con: ConnectionManager,
+    raise: Script,
+) -> redis::RedisResult<()> {
+    match pipe.query_async::<()>(&mut con).await {
+        Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            raise.load_async(&mut con).await?;
+            pipe.query_async::<()>(&mut con).await
         }
+        other => other,
     }
 }
 
+/// Flushes forever (until closed and empty). One pipeline is in flight at a
+/// time, so pipelines land in the order their batches were taken; the next
+/// batch is taken and encoded while the current one is on the wire.
 async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
     let shared = Arc::clone(&handle.shared);
     let config = &shared.config;
-    let mut writer = Writer {
+    let writer = Writer {
         con,
         raise: Script::new(RAISE_LUA),
         prefix: config.key_prefix.clone(),
         ttl_nanos: config.ttl_nanos,
     };
+    let c = &shared.counters;
+    let mut ready: Option<(Vec<(Key, Op)>, redis::Pipeline)> = None;
     loop {
         let wait = shared.breaker.lock().wait(Instant::now());
         if wait > Duration::ZERO {
             tokio::time::sleep(wait).await;
         }
-        let batch = handle.take(config.batch_keys);
-        if batch.is_empty() {
-            if shared.closing.load(Ordering::Acquire) {
-                return;
+        let (batch, pipe) = match ready.take() {
+            Some(taken) => taken,
+            None => {
+                let batch = handle.take(config.batch_keys);
+                if batch.is_empty() {
+                    if shared.closing.load(Ordering::Acquire) {
+                        return;
+                    }
+                    tokio::select! {
+                        () = shared.wake.notified() => {}
+                        () = tokio::time::sleep(config.flush_interval) => {}
+                    }
+                    continue;
+                }
+                let pipe = writer.pipeline(&batch);
+                (batch, pipe)
             }
-            tokio::select! {
-                () = shared.wake.notified() => {}
-                () = tokio::time::sleep(config.flush_interval) => {}
-            }
-            continue;
-        }
-        let c = &shared.counters;
+        };
         c.pipelines.fetch_add(1, Ordering::Relaxed);
-        match writer.write(&batch).await {
+        let in_flight = tokio::spawn(send(pipe, writer.con.clone(), writer.raise.clone()));
+        let next = handle.take(config.batch_keys);
+        if !next.is_empty() {
+            let pipe = writer.pipeline(&next);
+            ready = Some((next, pipe));
+        }
+        let result = in_flight
+            .await
+            .unwrap_or_else(|e| Err(redis::RedisError::from(std::io::Error::other(e))));
+        match result {
             Ok(()) => {
-                c.flushed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                c.in_flight.store(0, Ordering::Relaxed);
+                handle.landed(batch.len());
                 shared.breaker.lock().success();
             }
             Err(e) => {
                 c.failed_pipelines.fetch_add(1, Ordering::Relaxed);
                 let keys = batch.len();
+                if let Some((next, _)) = ready.take() {
+                    handle.put_back(next);
+                }
                 handle.put_back(batch);
                 let mut breaker = shared.breaker.lock();
                 let before = breaker.opened();
@@ -533,6 +571,35 @@ impl Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folding_is_associative_so_batches_can_go_back_in_any_grouping() {
+        let ops = [
+            Op::Tracking {
+                channel_id: -1,
+                fdv_at_call: 10.0,
+                started: 5,
+                last_threshold: None,
+            },
+            Op::Tracking {
+                channel_id: -2,
+                fdv_at_call: 20.0,
+                started: 6,
+                last_threshold: Some(5.0),
+            },
+            Op::Threshold(2.0),
+            Op::Threshold(10.0),
+        ];
+        for a in &ops {
+            for b in &ops {
+                for c in &ops {
+                    let left = a.clone().then(b.clone()).then(c.clone());
+                    let right = a.clone().then(b.clone().then(c.clone()));
+                    assert_eq!(left, right, "{a:?} {b:?} {c:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn changes_fold_into_the_latest_value() {
