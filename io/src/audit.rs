@@ -900,6 +900,10 @@ impl AuditSink {
     /// consumer's pending entries, then new ones. On stop it lands the
     /// batches it has read and returns; if PostgreSQL is down then, they
     /// stay pending (counted in `left_pending`) for the next run.
+    ///
+    /// Three batches move at once: while one commits, the one committed
+    /// before is acknowledged and the next is read and decoded, so
+    /// PostgreSQL waits for neither Redis nor decoding.
     pub async fn run(
         &mut self,
         mut stop: watch::Receiver<bool>,
@@ -908,92 +912,107 @@ impl AuditSink {
         let mut cursor = Cursor::Pending("0".to_owned());
         let mut backoff = Backoff::new(&self.stream.config);
         let mut in_hand: Option<Batch> = None;
+        let mut to_ack: Option<Vec<String>> = None;
         loop {
             let stopping = *stop.borrow();
-            let Some(batch) = in_hand.take().filter(|b| !b.ids.is_empty()) else {
-                if stopping {
-                    return Ok(self.counters.stats());
+            if in_hand.is_none() && to_ack.is_none() && stopping {
+                return Ok(self.counters.stats());
+            }
+            let (stream, postgres) = (&mut self.stream, &mut self.postgres);
+            let commit = async {
+                match &in_hand {
+                    Some(batch) => Some(postgres.try_commit(batch).await),
+                    None => None,
                 }
-                // Nothing in hand: wait for new entries.
-                match self.stream.read(&cursor, true).await {
-                    Ok(reply) => in_hand = Some(sort(reply, &mut cursor)?),
+            };
+            // Wait for new entries only when there is nothing to commit.
+            let wait = in_hand.is_none();
+            let redis = async {
+                if let Some(ids) = &to_ack
+                    && let Err(e) = stream.ack(ids).await
+                {
+                    return (Err(e), None);
+                }
+                if stopping {
+                    return (Ok(()), None);
+                }
+                let next = match stream.read(&cursor, wait).await {
+                    Ok(reply) => Ok(sort(reply, &mut cursor)),
+                    Err(e) => Err(e),
+                };
+                (Ok(()), Some(next))
+            };
+            let (committed, (acked, next)) = tokio::join!(commit, redis);
+            let mut reconnected = false;
+
+            // The batch in hand: committed, or retried until it is.
+            if let Some(mut committed) = committed {
+                let batch = in_hand.take().expect("a commit means a batch");
+                let mut pg_backoff = Backoff::new(&self.stream.config);
+                while let Err(error) = committed {
+                    let (attempt, wait) = pg_backoff.step();
+                    self.counters
+                        .postgres_retries
+                        .fetch_add(1, Ordering::Relaxed);
+                    on_event(SinkEvent::PostgresRetry {
+                        error,
+                        attempt,
+                        backoff: wait,
+                    });
+                    if sleep_or_stop(wait, &mut stop).await {
+                        let read = match &next {
+                            Some(Ok(Ok(b))) => b.ids.len(),
+                            _ => 0,
+                        };
+                        let mut stats = self.counters.stats();
+                        stats.left_pending = (batch.ids.len() + read) as u64;
+                        return Ok(stats);
+                    }
+                    committed = self.postgres.try_commit(&batch).await;
+                }
+                let inserted = committed.expect("the loop ends on success");
+                let c = &self.counters;
+                c.rows_committed.fetch_add(batch.rows(), Ordering::Relaxed);
+                c.rows_inserted.fetch_add(inserted, Ordering::Relaxed);
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.malformed
+                    .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
+                // Acknowledged alongside the next commit.
+                let Batch { ids, .. } = batch;
+                if let Err(e) = acked {
+                    reconnected = true;
+                    if !self
+                        .ack_until_done(e, &to_ack, &mut backoff, &mut stop, &mut on_event)
+                        .await?
+                    {
+                        return Ok(self.counters.stats());
+                    }
+                }
+                to_ack = Some(ids);
+            } else {
+                match acked {
+                    Ok(()) => to_ack = None,
                     Err(e) => {
+                        reconnected = true;
                         if !self
-                            .redis_failed(e, &mut backoff, &mut stop, &mut on_event)
+                            .ack_until_done(e, &to_ack, &mut backoff, &mut stop, &mut on_event)
                             .await?
                         {
                             return Ok(self.counters.stats());
                         }
-                        cursor = Cursor::Pending("0".to_owned());
+                        to_ack = None;
                     }
                 }
-                continue;
-            };
-            for event in &batch.malformed {
-                on_event(event.clone());
             }
-            // Commit this batch while the next is read (without waiting:
-            // an empty stream must not hold up this batch's ack).
-            let (stream, postgres) = (&mut self.stream, &mut self.postgres);
-            let read_next = async {
-                if stopping {
-                    None
-                } else {
-                    Some(stream.read(&cursor, false).await)
-                }
-            };
-            let (mut committed, next) = tokio::join!(postgres.try_commit(&batch), read_next);
-            let next = match next {
-                Some(Ok(reply)) => Some(Ok(sort(reply, &mut cursor)?)),
-                other => other.map(|r| r.map(|_| Batch::default())),
-            };
-            let mut pg_backoff = Backoff::new(&self.stream.config);
-            while let Err(error) = committed {
-                let (attempt, wait) = pg_backoff.step();
-                self.counters
-                    .postgres_retries
-                    .fetch_add(1, Ordering::Relaxed);
-                on_event(SinkEvent::PostgresRetry {
-                    error,
-                    attempt,
-                    backoff: wait,
-                });
-                if sleep_or_stop(wait, &mut stop).await {
-                    let mut stats = self.counters.stats();
-                    let next_ids = next
-                        .as_ref()
-                        .map_or(0, |n| n.as_ref().map_or(0, |b| b.ids.len()));
-                    stats.left_pending = (batch.ids.len() + next_ids) as u64;
-                    return Ok(stats);
-                }
-                committed = self.postgres.try_commit(&batch).await;
-            }
-            let inserted = committed.expect("the loop ends on success");
-            self.counters
-                .rows_committed
-                .fetch_add(batch.rows(), Ordering::Relaxed);
-            self.counters
-                .rows_inserted
-                .fetch_add(inserted, Ordering::Relaxed);
-            self.counters.batches.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .malformed
-                .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
-            // Committed: acknowledge, reconnecting as often as it takes (an
-            // entry delivered again after a lost ack lands once).
-            let mut reconnected = false;
-            while let Err(e) = self.stream.ack(&batch.ids).await {
-                if !self
-                    .redis_failed(e, &mut backoff, &mut stop, &mut on_event)
-                    .await?
-                {
-                    // Committed, not acknowledged: delivered again, a duplicate.
-                    return Ok(self.counters.stats());
-                }
-                reconnected = true;
-            }
-            backoff.reset();
             match next {
+                Some(Ok(batch)) if !reconnected => {
+                    let batch = batch?;
+                    for event in &batch.malformed {
+                        on_event(event.clone());
+                    }
+                    backoff.reset();
+                    in_hand = Some(batch).filter(|b| !b.ids.is_empty());
+                }
                 Some(Err(e)) => {
                     if !self
                         .redis_failed(e, &mut backoff, &mut stop, &mut on_event)
@@ -1003,13 +1022,36 @@ impl AuditSink {
                     }
                     reconnected = true;
                 }
-                Some(Ok(next)) if !reconnected => in_hand = Some(next),
                 // Stopping; or read on a connection since replaced, whose
                 // entries are read again from the pending list.
                 _ => {}
             }
             if reconnected {
                 cursor = Cursor::Pending("0".to_owned());
+            }
+        }
+    }
+
+    /// Acknowledges `ids` after a failed try, reconnecting as often as it
+    /// takes: they are committed, and an entry delivered again after a lost
+    /// ack lands once. False if stop came first (they will be delivered
+    /// again, and land as duplicates).
+    async fn ack_until_done(
+        &mut self,
+        mut error: redis::RedisError,
+        ids: &Option<Vec<String>>,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+        on_event: &mut impl FnMut(SinkEvent),
+    ) -> Result<bool, AuditError> {
+        let Some(ids) = ids else { return Ok(true) };
+        loop {
+            if !self.redis_failed(error, backoff, stop, on_event).await? {
+                return Ok(false);
+            }
+            match self.stream.ack(ids).await {
+                Ok(()) => return Ok(true),
+                Err(e) => error = e,
             }
         }
     }

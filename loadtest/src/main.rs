@@ -6,6 +6,7 @@
 //!   with the predecessor's design (`--baseline seed`).
 //! - `rebuild`: fill a Redis database with predecessor-format keys and time
 //!   loading them back, the predecessor's way and callwatch's.
+//! - `audit`: alert audit rows through the Redis stream into PostgreSQL.
 //! - `jitter`: the machine's own scheduling jitter.
 //! - `pipeline`: needs the service issue; until it lands it says so and
 //!   exits non-zero.
@@ -15,6 +16,7 @@
 //! - `engine_run`: the `engine` scenario.
 //! - `seed`: the predecessor's algorithm, for comparison.
 //! - `rebuild_run`: the `rebuild` scenario.
+//! - `audit_run`: the `audit` scenario.
 //! - `report`: summary table, JSON line, HTML report.
 //! - `mem`: resident memory.
 
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit_run;
 mod engine_run;
 mod market;
 mod mem;
@@ -54,6 +57,9 @@ enum Scenario {
     /// Fill a Redis database with predecessor-format keys, then time
     /// loading them back: the predecessor's way and callwatch's.
     Rebuild(RebuildArgs),
+    /// Push alert audit rows into a Redis stream, then time the sink that
+    /// lands them in PostgreSQL (a schema of its own, dropped at the end).
+    Audit(AuditArgs),
     /// The whole service path (needs the service issue).
     Pipeline(Pending),
 }
@@ -185,6 +191,38 @@ struct RebuildArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct AuditArgs {
+    /// The Redis server and database for the stream (one key, deleted at
+    /// the end).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/14")]
+    redis_url: String,
+    /// The PostgreSQL database to create a schema in.
+    #[arg(
+        long,
+        default_value = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+    )]
+    database_url: String,
+    /// Audit rows to push and land.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// The sink's batch, in entries (1 to 100,000).
+    #[arg(long, default_value_t = 5_000)]
+    batch: usize,
+    /// Rows per pushed pipeline.
+    #[arg(long, default_value_t = 10_000)]
+    push_chunk: usize,
+    /// Consumers in the sink's group, each with its own connections.
+    #[arg(long, default_value_t = 1)]
+    sinks: usize,
+    /// The seed for every random draw.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct Pending {
     /// Accepted for forward compatibility; unused until the scenario exists.
     #[arg(long)]
@@ -211,6 +249,7 @@ fn main() -> ExitCode {
         Scenario::Engine(args) => engine(&args),
         Scenario::Jitter(args) => jitter(&args),
         Scenario::Rebuild(args) => rebuild(&args),
+        Scenario::Audit(args) => audit(&args),
         Scenario::Pipeline(_) => pending(
             "pipeline",
             "it drives the whole service path (stream ingest, Redis and PostgreSQL \
@@ -313,6 +352,34 @@ fn rebuild(a: &RebuildArgs) -> anyhow::Result<ExitCode> {
     println!("{}", rebuild_run::table(&r));
     if a.json {
         println!("{}", rebuild_run::json(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(a: &AuditArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.rows > 0, "--rows must be positive");
+    anyhow::ensure!(a.push_chunk > 0, "--push-chunk must be positive");
+    anyhow::ensure!(
+        (1..=16).contains(&a.sinks),
+        "--sinks must be between 1 and 16"
+    );
+    let plan = audit_run::Plan {
+        redis_url: a.redis_url.clone(),
+        database_url: a.database_url.clone(),
+        rows: a.rows,
+        batch: a.batch,
+        push_chunk: a.push_chunk,
+        sinks: a.sinks,
+        seed: a.seed,
+    };
+    eprintln!(
+        "loadtest audit: {} rows, {} consumer(s), batches of {}",
+        a.rows, a.sinks, a.batch
+    );
+    let r = audit_run::run(&plan)?;
+    println!("{}", audit_run::table(&r));
+    if a.json {
+        println!("{}", audit_run::json(&r));
     }
     Ok(ExitCode::SUCCESS)
 }
