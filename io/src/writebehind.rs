@@ -47,6 +47,7 @@ use redis::{ErrorKind, Script};
 use tokio::sync::Notify;
 
 use crate::health::{Breaker, BreakerConfig, BreakerState};
+#[cfg(doc)]
 use crate::store::{MultiplierRecord, ProcessedRecord};
 
 /// How the write-behind runs.
@@ -304,14 +305,8 @@ impl WriteBehind {
         let batch: Vec<(Key, Op)> = if buffer.len() <= n {
             buffer.drain().collect()
         } else {
-            let mut left = n;
-            buffer
-                .extract_if(|_, _| {
-                    let take = left > 0;
-                    left = left.saturating_sub(1);
-                    take
-                })
-                .collect()
+            // Stops after `n`: the rest stay, unvisited.
+            buffer.extract_if(|_, _| true).take(n).collect()
         };
         self.shared
             .counters
@@ -386,21 +381,33 @@ fn unix_now_secs() -> i64 {
 }
 
 impl Writer {
-    fn key(&self, (kind, token, chat): &Key) -> String {
-        let name = match kind {
-            Kind::Multiplier => "multiplier",
-            Kind::Processed => "processed_token",
-        };
-        format!("{}{name}:{token}:{chat}", self.prefix)
+    /// `{prefix}{multiplier|processed_token}:{token}:{chat}` into `out`.
+    fn key(&self, (kind, token, chat): &Key, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.extend_from_slice(match kind {
+            Kind::Multiplier => b"multiplier:",
+            Kind::Processed => b"processed_token:",
+        });
+        token.write_to(out);
+        out.push(b':');
+        out.extend_from_slice(itoa::Buffer::new().format(*chat).as_bytes());
     }
 
     /// SET with an absolute expiry, or DEL when that moment has passed.
-    fn set_until(&self, pipe: &mut redis::Pipeline, key: String, value: Vec<u8>, from: Nanos) {
+    fn set_until(
+        &self,
+        pipe: &mut redis::Pipeline,
+        key: &[u8],
+        value: &[u8],
+        from: Nanos,
+        now: i64,
+    ) {
         let expires = from
             .saturating_add(self.ttl_nanos)
             .div_euclid(NANOS_PER_SEC)
             + 1;
-        if expires <= unix_now_secs() {
+        if expires <= now {
             pipe.del(key).ignore();
         } else {
             pipe.cmd("SET")
@@ -414,8 +421,10 @@ impl Writer {
 
     fn pipeline(&self, batch: &[(Key, Op)]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        for (key, op) in batch {
-            let name = self.key(key);
+        let now = unix_now_secs();
+        let (mut key, mut value) = (Vec::with_capacity(128), Vec::with_capacity(256));
+        for (k, op) in batch {
+            self.key(k, &mut key);
             match op {
                 Op::Tracking {
                     channel_id,
@@ -423,37 +432,83 @@ impl Writer {
                     started,
                     last_threshold,
                 } => {
-                    let rec = MultiplierRecord {
-                        channel_id: *channel_id,
-                        fdv_at_call: *fdv_at_call,
-                        timestamp: time::format_rfc3339(*started),
-                        last_threshold: *last_threshold,
-                    };
-                    let json = serde_json::to_vec(&rec).expect("records serialise");
-                    self.set_until(&mut pipe, name, json, *started);
+                    encode_multiplier(
+                        *channel_id,
+                        *fdv_at_call,
+                        *started,
+                        *last_threshold,
+                        &mut value,
+                    );
+                    self.set_until(&mut pipe, &key, &value, *started, now);
                 }
                 Op::Threshold(t) => {
+                    value.clear();
+                    value.extend_from_slice(ryu::Buffer::new().format_finite(*t).as_bytes());
                     pipe.cmd("EVALSHA")
                         .arg(self.raise.get_hash())
                         .arg(1)
-                        .arg(name)
-                        .arg(format!("{t:?}"))
+                        .arg(&key)
+                        .arg(&value)
                         .ignore();
                 }
                 Op::Accepted { at, callers } => {
-                    let rec = ProcessedRecord {
-                        status: "accepted".to_owned(),
-                        timestamp: time::format_rfc3339(*at),
-                        channels_checked: callers.clone(),
-                        channels_called_at: Default::default(),
-                    };
-                    let json = serde_json::to_vec(&rec).expect("records serialise");
-                    self.set_until(&mut pipe, name, json, *at);
+                    encode_accepted(*at, callers, &mut value);
+                    self.set_until(&mut pipe, &key, &value, *at, now);
                 }
             }
         }
         pipe
     }
+}
+
+/// A finite JSON number (the engine's values are checked finite).
+fn number(v: f64, out: &mut Vec<u8>) {
+    let v = if v.is_finite() {
+        v
+    } else {
+        f64::MAX.copysign(v)
+    };
+    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+}
+
+/// A [`MultiplierRecord`] as JSON, written directly: this runs for every
+/// key the write-behind writes.
+fn encode_multiplier(
+    channel_id: i64,
+    fdv_at_call: f64,
+    started: Nanos,
+    last_threshold: Option<f64>,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(b"{\"channel_id\":");
+    out.extend_from_slice(itoa::Buffer::new().format(channel_id).as_bytes());
+    out.extend_from_slice(b",\"fdv_at_call\":");
+    number(fdv_at_call, out);
+    out.extend_from_slice(b",\"timestamp\":\"");
+    time::write_rfc3339(started, out);
+    out.push(b'"');
+    if let Some(t) = last_threshold {
+        out.extend_from_slice(b",\"last_threshold\":");
+        number(t, out);
+    }
+    out.push(b'}');
+}
+
+/// An accepted [`ProcessedRecord`] as JSON.
+fn encode_accepted(at: Nanos, callers: &[i64], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(b"{\"status\":\"accepted\",\"timestamp\":\"");
+    time::write_rfc3339(at, out);
+    out.extend_from_slice(b"\",\"channels_checked\":[");
+    let mut ints = itoa::Buffer::new();
+    for (i, c) in callers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(ints.format(*c).as_bytes());
+    }
+    out.extend_from_slice(b"],\"channels_called_at\":{}}");
 }
 
 /// Sends one pipeline; loads the script once if the server lost it.
@@ -599,6 +654,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn records_encode_as_serde_would_read_them() {
+        use crate::store::{MultiplierRecord, ProcessedRecord};
+        let mut out = Vec::new();
+        for (fdv, last) in [
+            (125_000.0, None),
+            (0.1 + 0.2, Some(2.0)),
+            (1e21, Some(100.0)),
+        ] {
+            encode_multiplier(-1001, fdv, 1_795_600_800_123_456_789, last, &mut out);
+            let rec: MultiplierRecord = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                rec,
+                MultiplierRecord {
+                    channel_id: -1001,
+                    fdv_at_call: fdv,
+                    timestamp: "2026-11-25T10:00:00.123456789Z".to_owned(),
+                    last_threshold: last,
+                }
+            );
+        }
+        encode_accepted(1_795_600_800_000_000_000, &[-3, -2], &mut out);
+        let rec: ProcessedRecord = serde_json::from_slice(&out).unwrap();
+        assert_eq!(rec.status, "accepted");
+        assert_eq!(rec.timestamp, "2026-11-25T10:00:00Z");
+        assert_eq!(rec.channels_checked, [-3, -2]);
+        assert!(rec.channels_called_at.is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `rebuild`: fill a Redis database with predecessor-format keys and time
 //!   loading them back, the predecessor's way and callwatch's.
 //! - `audit`: alert audit rows through the Redis stream into PostgreSQL.
+//! - `writebehind`: engine effects through the Redis write-behind.
 //! - `jitter`: the machine's own scheduling jitter.
 //! - `pipeline`: needs the service issue; until it lands it says so and
 //!   exits non-zero.
@@ -17,6 +18,7 @@
 //! - `seed`: the predecessor's algorithm, for comparison.
 //! - `rebuild_run`: the `rebuild` scenario.
 //! - `audit_run`: the `audit` scenario.
+//! - `writebehind_run`: the `writebehind` scenario.
 //! - `report`: summary table, JSON line, HTML report.
 //! - `mem`: resident memory.
 
@@ -33,6 +35,7 @@ mod mem;
 mod rebuild_run;
 mod report;
 mod seed;
+mod writebehind_run;
 
 // The same allocator as the service, so memory per key is what it would be.
 #[global_allocator]
@@ -60,6 +63,10 @@ enum Scenario {
     /// Push alert audit rows into a Redis stream, then time the sink that
     /// lands them in PostgreSQL (a schema of its own, dropped at the end).
     Audit(AuditArgs),
+    /// Record call and multiplier alerts as fast as the Redis write-behind
+    /// takes them and time their keys landing in Redis (a database of its
+    /// own, flushed at the start and the end).
+    Writebehind(WritebehindArgs),
     /// The whole service path (needs the service issue).
     Pipeline(Pending),
 }
@@ -223,6 +230,34 @@ struct AuditArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct WritebehindArgs {
+    /// The Redis server and database to write (flushed first and after).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/15")]
+    redis_url: String,
+    /// Call alerts to record; each writes two keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    alerts: u64,
+    /// Share of alerts that later reach a threshold.
+    #[arg(long, default_value_t = 0.3)]
+    threshold_share: f64,
+    /// Keys per pipeline.
+    #[arg(long, default_value_t = 4096)]
+    batch_keys: usize,
+    /// The buffer's bound, in keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    capacity: usize,
+    /// The seed for every random draw.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Flush the database even if it already holds keys.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct Pending {
     /// Accepted for forward compatibility; unused until the scenario exists.
     #[arg(long)]
@@ -250,6 +285,7 @@ fn main() -> ExitCode {
         Scenario::Jitter(args) => jitter(&args),
         Scenario::Rebuild(args) => rebuild(&args),
         Scenario::Audit(args) => audit(&args),
+        Scenario::Writebehind(args) => writebehind(&args),
         Scenario::Pipeline(_) => pending(
             "pipeline",
             "it drives the whole service path (stream ingest, Redis and PostgreSQL \
@@ -380,6 +416,30 @@ fn audit(a: &AuditArgs) -> anyhow::Result<ExitCode> {
     println!("{}", audit_run::table(&r));
     if a.json {
         println!("{}", audit_run::json(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn writebehind(a: &WritebehindArgs) -> anyhow::Result<ExitCode> {
+    let plan = writebehind_run::Plan {
+        redis_url: a.redis_url.clone(),
+        alerts: a.alerts,
+        threshold_share: a.threshold_share,
+        batch_keys: a.batch_keys,
+        capacity: a.capacity,
+        seed: a.seed,
+        overwrite: a.overwrite,
+    };
+    eprintln!(
+        "loadtest writebehind: {} call alerts ({} keys), pipelines of {} keys",
+        a.alerts,
+        2 * a.alerts,
+        a.batch_keys
+    );
+    let r = writebehind_run::run(&plan)?;
+    println!("{}", writebehind_run::table(&r));
+    if a.json {
+        println!("{}", writebehind_run::json(&r));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,7 +42,7 @@ pub struct Results {
 
 /// The database number a URL names; the scenario flushes that database, so
 /// it refuses to guess one.
-fn db_of(url: &str) -> anyhow::Result<i64> {
+pub(crate) fn db_of(url: &str) -> anyhow::Result<i64> {
     let last = url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
     match last.parse::<i64>() {
         Ok(db) if url.matches('/').count() >= 3 => Ok(db),

@@ -67,8 +67,10 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         plan.capacity >= 2 * plan.batch_keys && plan.batch_keys > 0,
         "--capacity must be at least twice --batch-keys, which must be positive"
     );
+    // Two workers: the flusher encodes the next pipeline while the current
+    // one is sent and answered.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()?;
     let _guard = rt.enter();
