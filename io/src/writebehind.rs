@@ -57,6 +57,9 @@ pub struct WriteBehindConfig {
     pub capacity: usize,
     /// Keys per pipeline. Default: 4,096.
     pub batch_keys: usize,
+    /// Pipelines sent before the first is answered. Default: 2, so Redis
+    /// has the next pipeline while the client reads the last one's replies.
+    pub pipelines_in_flight: usize,
     /// The longest a change waits before a flush. Default: 20 ms.
     pub flush_interval: Duration,
     /// The engine's time to live: records expire at start + ttl.
@@ -72,6 +75,7 @@ impl Default for WriteBehindConfig {
         WriteBehindConfig {
             capacity: 1_000_000,
             batch_keys: 4096,
+            pipelines_in_flight: 2,
             flush_interval: Duration::from_millis(20),
             ttl_nanos: engine::config::DEFAULT_TTL_HOURS * 3600 * NANOS_PER_SEC,
             key_prefix: String::new(),
@@ -129,6 +133,7 @@ impl Op {
 }
 
 type Buffer = hashbrown::HashMap<Key, Op, ahash::RandomState>;
+type KeySet = hashbrown::HashSet<Key, ahash::RandomState>;
 
 /// Counters, readable at any time.
 #[derive(Debug, Default)]
@@ -201,7 +206,7 @@ pub struct Unwritten {
 
 /// Starts the flusher on the current tokio runtime, writing through `con`.
 pub fn start(config: WriteBehindConfig, con: ConnectionManager) -> (WriteBehind, Flusher) {
-    assert!(config.capacity > 0 && config.batch_keys > 0);
+    assert!(config.capacity > 0 && config.batch_keys > 0 && config.pipelines_in_flight > 0);
     let breaker = Breaker::new(config.breaker.clone());
     let shared = Arc::new(Shared {
         config,
@@ -299,14 +304,19 @@ impl WriteBehind {
         self.shared.breaker.lock().state(Instant::now())
     }
 
-    /// Takes up to `n` held keys for a pipeline.
-    fn take(&self, n: usize) -> Vec<(Key, Op)> {
+    /// Takes up to `n` held keys for a pipeline, leaving those of
+    /// pipelines still in flight: pipelines in flight together then touch
+    /// different keys, and the order they land in does not matter.
+    fn take(&self, n: usize, in_flight: &KeySet) -> Vec<(Key, Op)> {
         let mut buffer = self.shared.buffer.lock();
-        let batch: Vec<(Key, Op)> = if buffer.len() <= n {
+        let batch: Vec<(Key, Op)> = if buffer.len() <= n && in_flight.is_empty() {
             buffer.drain().collect()
         } else {
             // Stops after `n`: the rest stay, unvisited.
-            buffer.extract_if(|_, _| true).take(n).collect()
+            buffer
+                .extract_if(|k, _| !in_flight.contains(k))
+                .take(n)
+                .collect()
         };
         self.shared
             .counters
@@ -322,9 +332,8 @@ impl WriteBehind {
         c.in_flight.fetch_sub(keys, Ordering::Relaxed);
     }
 
-    /// Puts a failed (or unsent) batch back, each key under anything newer.
-    /// Batches go back newest first, so that each lands under the ones
-    /// taken after it (`Op::then` is associative).
+    /// Puts a failed batch back, each key under anything newer (which the
+    /// buffer may hold since: `Op::then` folds them).
     fn put_back(&self, batch: Vec<(Key, Op)>) {
         let keys = batch.len();
         let mut buffer = self.shared.buffer.lock();
@@ -526,9 +535,11 @@ async fn send(
     }
 }
 
-/// Flushes forever (until closed and empty). One pipeline is in flight at a
-/// time, so pipelines land in the order their batches were taken; the next
-/// batch is taken and encoded while the current one is on the wire.
+/// Flushes forever (until closed and empty), with up to
+/// `pipelines_in_flight` pipelines sent at once. Pipelines in flight
+/// together hold different keys (see [`WriteBehind::take`]), so any order
+/// of landing gives the same state; a key changed again while its pipeline
+/// is in flight waits in the buffer for the next one.
 async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
     let shared = Arc::clone(&handle.shared);
     let config = &shared.config;
@@ -539,40 +550,41 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
         ttl_nanos: config.ttl_nanos,
     };
     let c = &shared.counters;
-    let mut ready: Option<(Vec<(Key, Op)>, redis::Pipeline)> = None;
+    type Sent = tokio::task::JoinHandle<redis::RedisResult<()>>;
+    let mut window: std::collections::VecDeque<(Vec<(Key, Op)>, Sent)> = Default::default();
+    let mut in_flight = KeySet::default();
     loop {
         let wait = shared.breaker.lock().wait(Instant::now());
         if wait > Duration::ZERO {
             tokio::time::sleep(wait).await;
         }
-        let (batch, pipe) = match ready.take() {
-            Some(taken) => taken,
-            None => {
-                let batch = handle.take(config.batch_keys);
-                if batch.is_empty() {
-                    if shared.closing.load(Ordering::Acquire) {
-                        return;
-                    }
-                    tokio::select! {
-                        () = shared.wake.notified() => {}
-                        () = tokio::time::sleep(config.flush_interval) => {}
-                    }
-                    continue;
-                }
-                let pipe = writer.pipeline(&batch);
-                (batch, pipe)
+        while window.len() < config.pipelines_in_flight {
+            let batch = handle.take(config.batch_keys, &in_flight);
+            if batch.is_empty() {
+                break;
             }
-        };
-        c.pipelines.fetch_add(1, Ordering::Relaxed);
-        let in_flight = tokio::spawn(send(pipe, writer.con.clone(), writer.raise.clone()));
-        let next = handle.take(config.batch_keys);
-        if !next.is_empty() {
-            let pipe = writer.pipeline(&next);
-            ready = Some((next, pipe));
+            in_flight.extend(batch.iter().map(|(k, _)| *k));
+            let pipe = writer.pipeline(&batch);
+            c.pipelines.fetch_add(1, Ordering::Relaxed);
+            let sent = tokio::spawn(send(pipe, writer.con.clone(), writer.raise.clone()));
+            window.push_back((batch, sent));
         }
-        let result = in_flight
+        let Some((batch, sent)) = window.pop_front() else {
+            if shared.closing.load(Ordering::Acquire) && shared.buffer.lock().is_empty() {
+                return;
+            }
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                () = tokio::time::sleep(config.flush_interval) => {}
+            }
+            continue;
+        };
+        let result = sent
             .await
             .unwrap_or_else(|e| Err(redis::RedisError::from(std::io::Error::other(e))));
+        for (k, _) in &batch {
+            in_flight.remove(k);
+        }
         match result {
             Ok(()) => {
                 handle.landed(batch.len());
@@ -581,9 +593,6 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
             Err(e) => {
                 c.failed_pipelines.fetch_add(1, Ordering::Relaxed);
                 let keys = batch.len();
-                if let Some((next, _)) = ready.take() {
-                    handle.put_back(next);
-                }
                 handle.put_back(batch);
                 let mut breaker = shared.breaker.lock();
                 let before = breaker.opened();
