@@ -20,6 +20,8 @@
 //!   coalesced, pipelined, from a bounded buffer, through outages.
 //! - [`subscriptions`]: credits of plans, committed in PostgreSQL first,
 //!   then copied to Redis.
+//! - [`persist`]: the write-behind and the audit queue and sink, started
+//!   and closed together for a command that runs the engine.
 //! - [`health`]: the Redis connection's timeouts and backoff, health checks
 //!   with latency, and the circuit breaker.
 
@@ -27,6 +29,7 @@ pub mod audit;
 pub mod health;
 pub mod lines;
 pub mod migrate;
+pub mod persist;
 pub mod rebuild;
 pub mod replay;
 pub mod store;

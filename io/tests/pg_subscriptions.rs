@@ -11,6 +11,9 @@ use callwatch_io::subscriptions::{Credit, CreditError, Credited, Source, Subscri
 use engine::time::{self, NANOS_PER_SEC};
 use support::{own_schema, redis_url, unique};
 
+/// chat_id, payment_method, signature, granted_by, amount_sol.
+type PaymentRow = (i64, String, Option<String>, Option<i64>, Option<String>);
+
 const DAY: i64 = 24 * 3600 * NANOS_PER_SEC;
 
 fn at(s: &str) -> SystemTime {
@@ -110,7 +113,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
         )
         .await
         .unwrap();
-    let rows: Vec<(i64, String, Option<String>, Option<i64>, Option<String>)> = rows
+    let rows: Vec<PaymentRow> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();

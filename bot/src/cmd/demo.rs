@@ -1,12 +1,19 @@
 //! `callwatch demo`: the embedded default. Runs the engine on a seeded
 //! simulated market, with no outside service, and prints the alerts as a
 //! subscriber would read them, then what the run cost.
+//!
+//! With `--redis-url` it also keeps the engine's state in Redis (the
+//! write-behind), and with `--database-url` an audit row per alert in
+//! PostgreSQL (through the Redis audit stream), as the service does.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use callwatch_io::migrate::migrate;
+use callwatch_io::persist::{PersistConfig, Persistence};
+use callwatch_io::writebehind::WriteBehindConfig;
 use engine::effect::Effect;
 use engine::ingest::{Ingest, Outcome};
 use engine::router;
@@ -32,10 +39,64 @@ pub struct Args {
     market: MarketArgs,
     #[command(flatten)]
     engine: EngineArgs,
+    /// Also write the engine's state to this Redis, in the predecessor's
+    /// keys (e.g. redis://127.0.0.1:6379/0). Off by default.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Also land an audit row per alert in this PostgreSQL (needs
+    /// --redis-url for the audit stream); the schema is migrated first.
+    #[arg(long, requires = "redis_url")]
+    database_url: Option<String>,
+    /// The PostgreSQL schema for --database-url.
+    #[arg(long, default_value = "callwatch")]
+    schema: String,
+}
+
+/// Starts the persistence the flags ask for, if any.
+fn persistence(
+    args: &Args,
+    ttl_nanos: i64,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<Persistence>> {
+    let Some(redis_url) = &args.redis_url else {
+        return Ok(None);
+    };
+    if let Some(url) = &args.database_url {
+        rt.block_on(async {
+            let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .context("cannot connect to PostgreSQL (check --database-url)")?;
+            let driver = tokio::spawn(conn);
+            migrate(&mut client, &args.schema).await?;
+            drop(client);
+            let _ = driver.await;
+            anyhow::Ok(())
+        })?;
+    }
+    let config = PersistConfig {
+        redis_url: redis_url.clone(),
+        database_url: args.database_url.clone(),
+        schema: args.schema.clone(),
+        write_behind: WriteBehindConfig {
+            ttl_nanos,
+            ..WriteBehindConfig::default()
+        },
+        ..PersistConfig::default()
+    };
+    let p = Persistence::start(&config, rt.handle()).context("--redis-url")?;
+    Ok(Some(p))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let cfg = args.engine.config()?;
+    let mut cfg = args.engine.config()?;
+    // A state store must see thresholds used up silently too.
+    cfg.report_silent = args.redis_url.is_some();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let persist = persistence(args, cfg.ttl_nanos, &rt)?;
     let market = Market::new(args.market.config(args.seed)?);
     println!(
         "callwatch demo: {} simulated events ({} tokens, {} channels, {} chats, seed {}) on {} shard(s)\n",
@@ -49,6 +110,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (mut router, mut effects, workers) = router::start(&cfg)?;
     let show = args.show;
+    let persist_ref = persist.as_ref();
     let (calls, multipliers) = std::thread::scope(|scope| {
         let printer = scope.spawn(move || -> anyhow::Result<(u64, u64)> {
             let mut out = io::stdout().lock();
@@ -61,6 +123,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             let (mut last_seq, mut of_seq) = (0u64, 0u32);
             while let Some(batch) = effects.next_batch()? {
                 for effect in batch {
+                    if let Some(p) = persist_ref {
+                        p.record(&effect)?;
+                    }
                     let seq = effect.order_key().0;
                     (last_seq, of_seq) = if seq == last_seq {
                         (seq, of_seq + 1)
@@ -70,7 +135,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     let quota = match effect {
                         Effect::CallAlert(_) => (&mut shown_calls, show / 2),
                         Effect::MultiplierAlert(_) => (&mut shown_multipliers, show - show / 2),
-                        // Only with report_silent, which the demo leaves off.
+                        // State only (with --redis-url): nothing to show.
                         Effect::Progress(_) => continue,
                     };
                     if *quota.0 < quota.1 && of_seq <= 2 {
@@ -114,6 +179,29 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         tokens,
         tracked
     );
+    if let Some(p) = persist {
+        let closing = Instant::now();
+        let stats = p
+            .close(std::time::Duration::from_secs(60))
+            .context("finishing the Redis and PostgreSQL writes")?;
+        let wb = stats.write_behind;
+        println!(
+            "Redis: {} keys written in {} pipelines ({} changes folded, {} dropped at the bound, {} failed pipelines retried); \
+             the last writes took {:.2} s after the engine finished",
+            wb.flushed,
+            wb.pipelines,
+            wb.coalesced,
+            wb.overflowed,
+            wb.failed_pipelines,
+            closing.elapsed().as_secs_f64()
+        );
+        if let Some(audit) = stats.audit {
+            println!(
+                "PostgreSQL: {} audit rows pushed, {} committed ({} new) in {} batches",
+                stats.audit_pushed, audit.rows_committed, audit.rows_inserted, audit.batches
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,269 @@
+//! Everything that keeps the engine's decisions, put together: the Redis
+//! write-behind of its state, and the audit queue (a Redis stream) with the
+//! sink that lands it in PostgreSQL. A command that runs the engine makes
+//! one [`Persistence`], hands it every effect, and closes it at the end.
+//!
+//! Audit rows go from [`Persistence::record`] through a bounded channel to
+//! a task that pushes them in pipelines. That channel is the one place the
+//! engine's output can wait on Redis: when `audit_buffer` rows are waiting
+//! (Redis down for that long), `record` blocks rather than lose a row of
+//! the system of record. The write-behind never blocks (see
+//! [`crate::writebehind`] for its bound).
+
+use std::time::Duration;
+
+use engine::effect::Effect;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use crate::audit::{AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent, SinkStats};
+use crate::health::{self, RedisTimeouts};
+use crate::writebehind::{self, Flusher, WriteBehind, WriteBehindConfig, WriteBehindStats};
+
+/// Where state and history go.
+#[derive(Debug, Clone)]
+pub struct PersistConfig {
+    pub redis_url: String,
+    /// PostgreSQL connection string; without it no audit rows are made.
+    pub database_url: Option<String>,
+    /// The PostgreSQL schema (already migrated).
+    pub schema: String,
+    /// The audit stream's key.
+    pub audit_stream: String,
+    /// Audit rows waiting to be pushed before `record` blocks.
+    pub audit_buffer: usize,
+    pub write_behind: WriteBehindConfig,
+    pub timeouts: RedisTimeouts,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        PersistConfig {
+            redis_url: String::new(),
+            database_url: None,
+            schema: "callwatch".to_owned(),
+            audit_stream: "callwatch:audit".to_owned(),
+            audit_buffer: 1_000_000,
+            write_behind: WriteBehindConfig::default(),
+            timeouts: RedisTimeouts::default(),
+        }
+    }
+}
+
+/// What was kept, at the close.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PersistStats {
+    pub write_behind: WriteBehindStats,
+    /// Audit rows pushed onto the stream.
+    pub audit_pushed: u64,
+    /// What the sink landed (`None` without PostgreSQL).
+    pub audit: Option<SinkStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("PostgreSQL connection string: {0}")]
+    DatabaseUrl(String),
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Unwritten(#[from] writebehind::Unwritten),
+    #[error("the audit pusher stopped: {0}")]
+    Pusher(String),
+}
+
+/// The running persistence of one engine.
+#[derive(Debug)]
+pub struct Persistence {
+    wb: WriteBehind,
+    flusher: Flusher,
+    audit_tx: Option<mpsc::Sender<QueueRow>>,
+    pusher: Option<tokio::task::JoinHandle<Result<u64, PersistError>>>,
+    sink: Option<(watch::Sender<bool>, SinkTask)>,
+    queue: AuditQueue,
+    con: redis::aio::ConnectionManager,
+    handle: Handle,
+}
+
+type SinkTask = tokio::task::JoinHandle<Result<SinkStats, PersistError>>;
+
+/// Rows per XADD pipeline.
+const PUSH_BATCH: usize = 2_000;
+
+impl Persistence {
+    /// Starts the write-behind, and with a database the audit pusher and
+    /// sink, on the runtime of `handle`.
+    pub fn start(config: &PersistConfig, handle: &Handle) -> Result<Persistence, PersistError> {
+        let _entered = handle.enter();
+        let con = health::managed_connection(&config.redis_url, &config.timeouts)?;
+        let (wb, flusher) = writebehind::start(config.write_behind.clone(), con.clone());
+        let (mut audit_tx, mut pusher, mut sink) = (None, None, None);
+        if let Some(url) = &config.database_url {
+            let pg: tokio_postgres::Config = url
+                .parse()
+                .map_err(|e: tokio_postgres::Error| PersistError::DatabaseUrl(e.to_string()))?;
+            let (tx, rx) = mpsc::channel(config.audit_buffer.max(1));
+            let queue = AuditQueue::new(config.audit_stream.clone());
+            pusher = Some(handle.spawn(push_loop(queue, rx, con.clone())));
+            audit_tx = Some(tx);
+            let mut audit = AuditSink::new(
+                SinkConfig {
+                    stream: config.audit_stream.clone(),
+                    schema: config.schema.clone(),
+                    ..SinkConfig::default()
+                },
+                redis::Client::open(config.redis_url.as_str())?,
+                pg,
+            )?;
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = handle.spawn(async move {
+                let stats = audit.run(stop_rx, log_sink_event).await?;
+                Ok(stats)
+            });
+            sink = Some((stop_tx, task));
+        }
+        Ok(Persistence {
+            wb,
+            flusher,
+            audit_tx,
+            pusher,
+            sink,
+            queue: AuditQueue::new(config.audit_stream.clone()),
+            con,
+            handle: handle.clone(),
+        })
+    }
+
+    /// Takes one effect: its Redis changes and, with a database, its audit
+    /// row. Call from a plain thread (it may block on a full audit buffer).
+    pub fn record(&self, effect: &Effect) -> Result<(), PersistError> {
+        self.wb.record(effect);
+        if let Some(tx) = &self.audit_tx
+            && let Some(row) = AuditRow::from_effect(effect)
+        {
+            tx.blocking_send(QueueRow::Audit(row))
+                .map_err(|_| PersistError::Pusher("it is no longer running".to_owned()))?;
+        }
+        Ok(())
+    }
+
+    /// The write-behind's counters now.
+    pub fn write_behind_stats(&self) -> WriteBehindStats {
+        self.wb.stats()
+    }
+
+    /// Writes everything held, pushes every audit row, lets the sink land
+    /// them, and stops; waits at most `deadline` for each stage. Call from a
+    /// plain thread.
+    pub fn close(self, deadline: Duration) -> Result<PersistStats, PersistError> {
+        let Persistence {
+            flusher,
+            audit_tx,
+            pusher,
+            sink,
+            queue,
+            mut con,
+            handle,
+            ..
+        } = self;
+        drop(audit_tx);
+        handle.block_on(async move {
+            let write_behind = flusher.close(deadline).await?;
+            let mut stats = PersistStats {
+                write_behind,
+                ..PersistStats::default()
+            };
+            if let Some(pusher) = pusher {
+                stats.audit_pushed = tokio::time::timeout(deadline, pusher)
+                    .await
+                    .map_err(|_| {
+                        PersistError::Pusher("audit rows still unpushed at the deadline".to_owned())
+                    })?
+                    .map_err(|e| PersistError::Pusher(e.to_string()))??;
+            }
+            if let Some((stop, task)) = sink {
+                // Everything is on the stream: let the sink drain it (the
+                // sink deletes what it lands), then stop it.
+                let drained = tokio::time::timeout(deadline, async {
+                    while queue.len(&mut con).await? > 0 && !task.is_finished() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok::<_, PersistError>(())
+                })
+                .await;
+                match drained {
+                    Ok(result) => result?,
+                    Err(_) => tracing::warn!(
+                        "audit rows still on the stream at the deadline; they land on the next start"
+                    ),
+                }
+                let _ = stop.send(true);
+                let landed = tokio::time::timeout(deadline, task)
+                    .await
+                    .map_err(|_| {
+                        PersistError::Pusher(
+                            "the audit sink did not finish by the deadline".to_owned(),
+                        )
+                    })?
+                    .map_err(|e| PersistError::Pusher(e.to_string()))??;
+                stats.audit = Some(landed);
+            }
+            Ok(stats)
+        })
+    }
+}
+
+fn log_sink_event(event: SinkEvent) {
+    match event {
+        SinkEvent::Malformed { id, reason } => {
+            tracing::error!(%id, %reason, "malformed audit entry acknowledged without a row");
+        }
+        SinkEvent::PostgresRetry {
+            error,
+            attempt,
+            backoff,
+        } => tracing::warn!(%error, attempt, ?backoff, "audit sink: PostgreSQL failed, retrying"),
+        SinkEvent::RedisRetry {
+            error,
+            attempt,
+            backoff,
+        } => tracing::warn!(%error, attempt, ?backoff, "audit sink: Redis failed, retrying"),
+    }
+}
+
+/// Pushes audit rows in pipelines until the channel closes; a failed push
+/// is retried (with backoff) until it succeeds, so no row is dropped.
+async fn push_loop(
+    queue: AuditQueue,
+    mut rx: mpsc::Receiver<QueueRow>,
+    mut con: redis::aio::ConnectionManager,
+) -> Result<u64, PersistError> {
+    let mut pushed = 0u64;
+    let mut rows = Vec::with_capacity(PUSH_BATCH);
+    loop {
+        if rx.recv_many(&mut rows, PUSH_BATCH).await == 0 {
+            return Ok(pushed);
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match queue.push_batch(&mut con, &rows).await {
+                Ok(()) => break,
+                Err(crate::audit::AuditError::Invalid { index, reason }) => {
+                    // A row the stream cannot carry (a non-finite number)
+                    // would be refused forever: report it and drop that row.
+                    tracing::error!(%reason, "audit row dropped: it cannot be encoded");
+                    rows.remove(index);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "pushing audit rows failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        pushed += rows.len() as u64;
+        rows.clear();
+    }
+}
