@@ -14,10 +14,17 @@
 //!   the row. Pushing the same activity twice makes two entries and so two
 //!   rows; pushing an alert twice makes one row.
 //!
-//! A batch goes in one transaction: a binary `COPY` into a temporary table,
-//! then `INSERT … SELECT … ON CONFLICT DO NOTHING`, then `COMMIT`, then
-//! `XACK` and `XDEL` together (`MULTI`), so the stream only holds what has
-//! not landed yet. While one batch commits, the next is read.
+//! A batch goes in one transaction, then `XACK` and `XDEL` together
+//! (`MULTI`), so the stream only holds what has not landed yet. Alert rows
+//! are first COPYed (binary) straight into the table under a savepoint; if
+//! any is already there the COPY fails whole, is rolled back, and the rows
+//! go through a staging table and `INSERT … SELECT … ON CONFLICT DO
+//! NOTHING` (activity rows always do). While one batch commits, the one
+//! before is acknowledged and the next is read and decoded.
+//!
+//! Several sinks may share a group, each under a consumer name of its own
+//! that stays the same across restarts (an entry stays pending for the
+//! consumer that read it until that name reads again).
 //!
 //! Failures:
 //! - PostgreSQL down or failing: the batch is kept, the connection dropped
@@ -33,12 +40,12 @@
 //!   acknowledged with its batch, so it cannot wedge the queue.
 //!
 //! Bounds: a batch is at most [`SinkConfig::batch_rows`] entries and the sink
-//! holds at most two. The stream is bounded by the producer's
+//! holds at most three (committing, acknowledging, read). The stream is bounded by the producer's
 //! [`AuditQueue::with_max_entries`]: a push onto a stream that already holds
 //! that many entries (PostgreSQL down or behind) is refused with
 //! [`AuditError::QueueFull`], never trimmed, since trimming would lose rows.
 //! The sink deletes what it acknowledges, so the stream must belong to this
-//! sink's group alone.
+//! one group alone.
 
 use std::pin::pin;
 use std::sync::Arc;

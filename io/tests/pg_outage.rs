@@ -455,6 +455,46 @@ async fn a_consumer_that_died_before_acknowledging_is_delivered_again() {
     assert_eq!(distinct, 2_000);
 }
 
+#[tokio::test]
+async fn a_sink_stopped_while_postgres_is_unreachable_leaves_its_entries_pending() {
+    let (schema, client) = own_schema("unreachable").await;
+    let key = StreamKey::new("unreachable");
+    let mut con = connect_redis().await;
+    AuditQueue::new(&key.0)
+        .push_batch(&mut con, &audit_rows(0..3_000))
+        .await
+        .unwrap();
+    let config = SinkConfig {
+        batch_rows: 1_000,
+        ..sink_config(&key.0, &schema.0, "worker-1")
+    };
+    // Nothing listens on port 1.
+    let running = start_sink(
+        config.clone(),
+        "host=127.0.0.1 port=1 dbname=test user=postgres",
+    );
+    wait_for("the sink to retry", 60, || {
+        running.counters.stats().postgres_retries >= 2
+    })
+    .await;
+    running.stop.send(true).unwrap();
+    let stats = running.task.await.unwrap().unwrap();
+    assert_eq!(stats.rows_committed, 0);
+    assert!(stats.left_pending > 0, "{stats:?}");
+    assert_eq!(
+        pending(&mut con, &key.0, &config.group).await,
+        stats.left_pending,
+        "what it read and could not land is pending, not acknowledged"
+    );
+    assert_eq!(stream_len(&mut con, &key.0).await, 3_000);
+    // The same consumer, with PostgreSQL back, lands everything once.
+    let (stats, _) = drain(config, &database_url()).await;
+    assert_eq!((stats.rows_inserted, stats.duplicates), (3_000, 0));
+    let (rows, distinct) = landed(&client, &schema.0).await;
+    assert_eq!(rows, expected(0..3_000));
+    assert_eq!(distinct, 3_000);
+}
+
 /// A PostgreSQL cluster of the test's own, dropped (stopped first) on drop.
 struct OwnCluster {
     version: String,
