@@ -227,3 +227,23 @@ async fn a_full_buffer_drops_new_keys_and_counts_them() {
     let left = flusher.close(Duration::from_millis(100)).await.unwrap_err();
     assert_eq!(left.unwritten, 10);
 }
+
+#[tokio::test]
+async fn health_check_measures_latency_and_reports_a_dead_server() {
+    let mut up = health::managed_connection(&url(), &RedisTimeouts::default()).unwrap();
+    let ok = health::ping(&mut up, Duration::from_secs(2)).await;
+    assert!(ok.ok && ok.error.is_none(), "{ok:?}");
+    assert!(ok.latency > Duration::ZERO && ok.latency < Duration::from_secs(2));
+    let mut down = health::managed_connection(
+        "redis://127.0.0.1:1/0",
+        &RedisTimeouts {
+            connect: Duration::from_millis(50),
+            retries: 0,
+            ..RedisTimeouts::default()
+        },
+    )
+    .unwrap();
+    let bad = health::ping(&mut down, Duration::from_millis(500)).await;
+    assert!(!bad.ok, "{bad:?}");
+    assert!(bad.error.is_some());
+}
