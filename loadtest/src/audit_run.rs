@@ -116,6 +116,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             .await;
         let deleted: redis::RedisResult<i64> =
             redis::cmd("DEL").arg(&stream).query_async(&mut con).await;
+        // Said even when the run failed, so nothing is left unnoticed.
+        if let Err(e) = &dropped {
+            eprintln!("loadtest audit: schema {schema} was not dropped: {e}");
+        }
+        if let Err(e) = &deleted {
+            eprintln!("loadtest audit: stream {stream} was not deleted: {e}");
+        }
         let results = result?;
         dropped.context("dropping the scenario's schema")?;
         deleted.context("deleting the scenario's stream")?;
