@@ -4,57 +4,24 @@
 //! The server comes from `CALLWATCH_TEST_DATABASE_URL`, by default the local
 //! one with trust authentication (`scripts/test` starts it if needed).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+mod support;
 
 use callwatch_io::migrate::{MIGRATIONS, migrate};
-use tokio_postgres::{Client, NoTls};
-
-fn url() -> String {
-    std::env::var("CALLWATCH_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".to_owned())
-}
+use support::{Schema, connect_pg, database_url, unique};
+use tokio_postgres::Client;
 
 async fn connect() -> Client {
-    let (client, conn) = tokio_postgres::connect(&url(), NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at `{}`: {e} (scripts/test starts it)", url()));
-    tokio::spawn(conn);
-    client
+    connect_pg(&database_url()).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL at `{}`: {e} (scripts/test starts it)",
+            database_url()
+        )
+    })
 }
 
 /// A schema name no other test (or run) uses, dropped when this is dropped.
-struct Schema(String);
-
-impl Schema {
-    fn new(test: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        Schema(format!(
-            "cw_test_{test}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
-        // Drop runs inside the test's runtime, which must not block; a
-        // thread with a runtime of its own can.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join();
-    }
+fn new_schema(test: &str) -> Schema {
+    Schema(format!("cw_test_{}", unique(test)))
 }
 
 async fn tables(client: &Client, schema: &str) -> Vec<String> {
@@ -79,7 +46,7 @@ fn all_versions() -> Vec<i32> {
 
 #[tokio::test]
 async fn migrate_applies_each_migration_once() {
-    let schema = Schema::new("once");
+    let schema = new_schema("once");
     let mut client = connect().await;
     assert_eq!(
         migrate(&mut client, &schema.0).await.unwrap(),
@@ -104,7 +71,7 @@ async fn migrate_applies_each_migration_once() {
 
 #[tokio::test]
 async fn concurrent_migrators_apply_each_migration_once() {
-    let schema = Schema::new("concurrent");
+    let schema = new_schema("concurrent");
     let (mut a, mut b) = (connect().await, connect().await);
     let (ra, rb) = tokio::join!(migrate(&mut a, &schema.0), migrate(&mut b, &schema.0));
     let mut applied = ra.unwrap();
@@ -118,7 +85,7 @@ async fn concurrent_migrators_apply_each_migration_once() {
 
 #[tokio::test]
 async fn schema_keeps_money_and_audit_rows_honest() {
-    let schema = Schema::new("constraints");
+    let schema = new_schema("constraints");
     let mut client = connect().await;
     migrate(&mut client, &schema.0).await.unwrap();
     client

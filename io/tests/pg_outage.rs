@@ -10,9 +10,9 @@
 //! `redis://127.0.0.1:6379/11`, under keys no other test or run uses,
 //! deleted at the end (also when a test fails).
 
-use std::future::Future;
+mod support;
+
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,45 +22,12 @@ use callwatch_io::audit::{
 };
 use callwatch_io::migrate::migrate;
 use redis::aio::MultiplexedConnection;
+use support::{connect_pg, database_url, on_own_runtime, own_schema, unique};
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
-
-fn database_url() -> String {
-    std::env::var("CALLWATCH_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".to_owned())
-}
+use tokio_postgres::Client;
 
 fn redis_url() -> String {
-    std::env::var("CALLWATCH_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/11".to_owned())
-}
-
-fn unique(what: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{what}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Runs `f` to completion on a runtime of its own, in a thread of its own:
-/// for `Drop`, which runs inside a test's runtime and must not block it.
-fn on_own_runtime<F: Future<Output = ()> + Send + 'static>(f: F) {
-    let _ = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
-            .block_on(f);
-    })
-    .join();
-}
-
-async fn connect_pg(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+    support::redis_url(11)
 }
 
 async fn connect_redis() -> MultiplexedConnection {
@@ -91,33 +58,6 @@ impl Drop for StreamKey {
             }
         });
     }
-}
-
-/// A schema of the machine's PostgreSQL, dropped on drop.
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
-        on_own_runtime(async move {
-            if let Ok(client) = connect_pg(&database_url()).await {
-                let _ = client.batch_execute(&sql).await;
-            }
-        });
-    }
-}
-
-/// A migrated schema of its own on the machine's PostgreSQL.
-async fn own_schema(test: &str) -> (Schema, Client) {
-    let schema = Schema(format!("cw_test_{}", unique(test)));
-    let mut client = connect_pg(&database_url()).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL at `{}`: {e} (scripts/test starts it)",
-            database_url()
-        )
-    });
-    migrate(&mut client, &schema.0).await.unwrap();
-    (schema, client)
 }
 
 /// Alert `i`: unique on its natural key (its time is `i` seconds after a

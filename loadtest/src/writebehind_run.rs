@@ -109,9 +109,16 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let high_water = (plan.capacity / 2) as u64;
     let started = Instant::now();
     let mut effects = 0u64;
+    // Alert i's (token, chat): every pair distinct.
+    let n = tokens.len() as u64;
+    let pair = |i: u64| {
+        (
+            tokens[(i % n) as usize],
+            i64::try_from(i / n).unwrap_or(i64::MAX) + 1,
+        )
+    };
     for i in 0..plan.alerts {
-        let token = tokens[(i % tokens.len() as u64) as usize];
-        let chat_id = i64::try_from(i / tokens.len() as u64).unwrap_or(i64::MAX) + 1;
+        let (token, chat_id) = pair(i);
         wb.record(&Effect::CallAlert(CallAlert {
             seq: i,
             chat_id,
@@ -125,9 +132,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         // A threshold for an alert made a while ago: some still held, most
         // already written.
         if rng.unit() < plan.threshold_share && i >= 5_000 {
-            let j = i - rng.below(5_000);
-            let token = tokens[(j % tokens.len() as u64) as usize];
-            let chat_id = i64::try_from(j / tokens.len() as u64).unwrap_or(i64::MAX) + 1;
+            let (token, chat_id) = pair(i - rng.below(5_000));
             wb.record(&Effect::MultiplierAlert(MultiplierAlert {
                 seq: i,
                 chat_id,
