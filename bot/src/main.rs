@@ -10,12 +10,15 @@
 //! - `cmd/generate.rs`: write a simulated market's events as JSON Lines.
 //! - `cmd/migrate.rs`: apply the PostgreSQL migrations.
 //! - `cmd/rebuild.rs`: load the tracked entries from Redis, timed.
+//! - `cmd/config.rs`: the service's resolved configuration, secrets masked.
+//! - `settings.rs`: that configuration (TOML file, environment, checks).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod settings;
 
 // mimalloc: the shards allocate little, but the writer and the parser's
 // occasional allocations contend less than with the system allocator.
@@ -37,6 +40,7 @@ enum Command {
     Generate(cmd::generate::Args),
     Migrate(cmd::migrate::Args),
     Rebuild(cmd::rebuild::Args),
+    Config(cmd::config::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cmd::generate::run(&args),
         Command::Migrate(args) => cmd::migrate::run(&args),
         Command::Rebuild(args) => cmd::rebuild::run(&args),
+        Command::Config(args) => cmd::config::run(&args),
     };
     match result {
         Ok(code) => code,
