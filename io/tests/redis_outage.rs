@@ -89,7 +89,11 @@ fn now_nanos() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_ends_equal_to_the_engine() {
     let pid = std::process::id();
-    let port = 20_000 + u16::try_from(pid % 20_000).unwrap();
+    // A free port near one derived from the process id.
+    let mut port = 40_000 + u16::try_from(pid % 20_000).unwrap();
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        port += 1;
+    }
     let mut redis = OwnRedis::start(
         port,
         std::env::temp_dir().join(format!("callwatch-redis-outage-{pid}")),
