@@ -237,6 +237,26 @@ pub async fn into_fresh_engine(
     let (mut router, mut effects, workers) = router::start(config)?;
     // Restores make no alerts, but every batch has an output to take.
     let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
+    let loaded = load_into(con, &mut router, scan_count, skipped, progress).await;
+    let finished = router.finish();
+    drain.join().expect("the drain thread does not panic");
+    let states = workers.join()?;
+    let loaded = loaded?;
+    finished?;
+    Ok((loaded, states))
+}
+
+/// Loads every multiplier and processed record into a running engine (as
+/// the service does before it reads events), then has the shards trim
+/// their spare capacity. Whoever drains the engine's effects must be
+/// running: restores make no alerts, but their batches pass through.
+pub async fn load_into(
+    con: &MultiplexedConnection,
+    router: &mut router::Router,
+    scan_count: usize,
+    skipped: impl FnMut(Skipped),
+    progress: impl FnMut(u64),
+) -> Result<Loaded, RebuildError> {
     let mut stopped = None;
     let loaded = load_state(
         con,
@@ -255,16 +275,12 @@ pub async fn into_fresh_engine(
         skipped,
         progress,
     )
-    .await;
-    let finished = router.compact().and_then(|()| router.finish());
-    drain.join().expect("the drain thread does not panic");
-    let states = workers.join()?;
-    let loaded = loaded?;
+    .await?;
     if let Some(e) = stopped {
         return Err(e.into());
     }
-    finished?;
-    Ok((loaded, states))
+    router.compact()?;
+    Ok(loaded)
 }
 
 #[cfg(test)]
