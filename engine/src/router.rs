@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
-use crate::shard::{Restore, RestoreRecord, ShardState, ShardStats};
+use crate::shard::{Holding, Restore, RestoreRecord, ShardState, ShardStats};
 use crate::token::Token;
 
 /// The shard that owns `token` among `shards`. Fixed forever: stream
@@ -42,6 +42,8 @@ enum Input {
     RestoreRecord(RestoreRecord),
     /// Trim spare capacity (after a rebuild).
     Compact,
+    /// Answer with a chat's tracked entries on this shard.
+    TrackedBy(i64, crossbeam_channel::Sender<Vec<Holding>>),
 }
 
 struct Batch {
@@ -257,6 +259,10 @@ fn run_shard(
                 Input::Restore(r) => state.restore(r),
                 Input::RestoreRecord(r) => state.restore_record(r),
                 Input::Compact => state.shrink_to_fit(),
+                // The asker may have given up; that is its business.
+                Input::TrackedBy(chat, reply) => {
+                    let _ = reply.send(state.tracked_by(*chat));
+                }
             }
         }
         // Sweeping a few token slots per batch keeps expiry incremental:
@@ -326,6 +332,21 @@ impl Router {
         let i = shard_of(&r.token, self.inboxes.len());
         self.pending[i].push(Input::Restore(r));
         self.count_pending()
+    }
+
+    /// Asks every shard for a chat's tracked entries, in order with the
+    /// events submitted before; the answers (one per shard) arrive on the
+    /// returned channel once the shards reach this point.
+    pub fn tracked_by(
+        &mut self,
+        chat_id: i64,
+    ) -> Result<crossbeam_channel::Receiver<Vec<Holding>>, EngineStopped> {
+        let (tx, rx) = crossbeam_channel::bounded(self.pending.len());
+        for p in &mut self.pending {
+            p.push(Input::TrackedBy(chat_id, tx.clone()));
+        }
+        self.flush()?;
+        Ok(rx)
     }
 
     /// Queues a processed record loaded from storage, as `restore` does.

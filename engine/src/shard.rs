@@ -225,6 +225,21 @@ pub struct TrackedView {
     pub last_threshold: Option<f64>,
 }
 
+/// A chat's tracked entry with its token's current value, for commands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holding {
+    pub tracked: TrackedView,
+    /// The token's current FDV (its latest call or price).
+    pub fdv_usd: f64,
+}
+
+impl Holding {
+    /// The current multiple of the value at the call.
+    pub fn multiple(&self) -> f64 {
+        self.fdv_usd / self.tracked.fdv_at_call
+    }
+}
+
 /// One shard: its tokens, its copy of the chats, its clock.
 #[derive(Debug)]
 pub struct ShardState {
@@ -631,26 +646,51 @@ impl ShardState {
 
     /// Every live tracked entry, for inspection and tests (not a hot path).
     pub fn tracked(&self) -> Vec<TrackedView> {
-        let mut v = Vec::new();
-        for ts in self.slots.iter().filter(|ts| ts.live) {
-            for e in ts.tracked.entries() {
-                if self.clock < e.started.saturating_add(self.rules.ttl_nanos)
+        self.live_entries(|_| true).map(|(_, v)| v).collect()
+    }
+
+    /// The live entries that `keep` accepts, each with its token's slot.
+    fn live_entries(
+        &self,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> impl Iterator<Item = (&TokenState, TrackedView)> {
+        self.slots
+            .iter()
+            .filter(|ts| ts.live)
+            .flat_map(move |ts| ts.tracked.entries().iter().map(move |e| (ts, e)))
+            .filter(move |(ts, e)| {
+                keep(e)
+                    && self.clock < e.started.saturating_add(self.rules.ttl_nanos)
                     && current(&ts.records, e)
-                {
-                    v.push(TrackedView {
-                        token: ts.token,
-                        chat_id: self.chats.get(e.chat).id,
-                        fdv_at_call: e.fdv_at_call,
-                        started: e.started,
-                        last_threshold: e
-                            .last
-                            .checked_sub(1)
-                            .map(|k| self.rules.thresholds[k as usize]),
-                    });
-                }
-            }
-        }
-        v
+            })
+            .map(|(ts, e)| {
+                let view = TrackedView {
+                    token: ts.token,
+                    chat_id: self.chats.get(e.chat).id,
+                    fdv_at_call: e.fdv_at_call,
+                    started: e.started,
+                    last_threshold: e
+                        .last
+                        .checked_sub(1)
+                        .map(|k| self.rules.thresholds[k as usize]),
+                };
+                (ts, view)
+            })
+    }
+
+    /// One chat's live tracked entries on this shard, with their tokens'
+    /// current values. A scan of every entry: for commands, not the hot
+    /// path.
+    pub fn tracked_by(&self, chat_id: i64) -> Vec<Holding> {
+        let Some(chat) = self.chats.lookup(chat_id) else {
+            return Vec::new();
+        };
+        self.live_entries(|e| e.chat == chat)
+            .map(|(ts, tracked)| Holding {
+                tracked,
+                fdv_usd: self.index.get(&ts.token).map_or(0.0, |h| h.fdv_usd),
+            })
+            .collect()
     }
 
     /// The processed record of (token, chat), if one is held.

@@ -626,6 +626,48 @@ fn restored_processed_records_keep_their_decisions() {
 }
 
 #[test]
+fn a_chats_tracked_entries_with_their_current_multiple() {
+    let mut r = Run::new();
+    r.feed(&[
+        chat(1),
+        chat(2),
+        call(SOL, -1, 100.0, 1),
+        call(SOL, -2, 100.0, 2),
+        call(JUP, -1, 50.0, 3),
+        call(JUP, -2, 50.0, 4),
+        price(SOL, 250.0, 5),
+    ]);
+    let mut held = r.shard.tracked_by(1);
+    held.sort_by(|a, b| a.tracked.fdv_at_call.total_cmp(&b.tracked.fdv_at_call));
+    let summary: Vec<(String, f64, Option<f64>)> = held
+        .iter()
+        .map(|h| {
+            (
+                h.tracked.token.to_string(),
+                h.multiple(),
+                h.tracked.last_threshold,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (JUP.to_owned(), 1.0, None),
+            (SOL.to_owned(), 2.5, Some(2.0)),
+        ]
+    );
+    assert_eq!(
+        r.shard.tracked_by(2).len(),
+        2,
+        "chat 2 follows everyone too"
+    );
+    assert!(
+        r.shard.tracked_by(3).is_empty(),
+        "an unknown chat holds nothing"
+    );
+}
+
+#[test]
 fn current_fdv_is_that_of_the_latest_call_or_price() {
     let mut r = Run::new();
     let token: Token = SOL.parse().unwrap();
