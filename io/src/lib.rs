@@ -24,6 +24,8 @@
 //!   and closed together for a command that runs the engine.
 //! - [`health`]: the Redis connection's timeouts and backoff, health checks
 //!   with latency, and the circuit breaker.
+//! - [`telegram`]: alert messages (HTML, escaped, capped), channel names
+//!   cached over Redis, the rate-limited sender, and a fake Bot API.
 
 pub mod audit;
 pub mod health;
@@ -34,4 +36,5 @@ pub mod rebuild;
 pub mod replay;
 pub mod store;
 pub mod subscriptions;
+pub mod telegram;
 pub mod writebehind;

@@ -1,0 +1,67 @@
+//! Telegram: alerts as messages and the channel names they show; the
+//! sender lands next.
+//!
+//! # Layout
+//! - [`format`]: an alert → HTML text and URL buttons (pure, escaped,
+//!   capped at Telegram's 4,096 characters).
+//! - [`names`]: channel names, in process (TTL, LRU) over Redis
+//!   `channel:{id}:info`.
+//!
+//! The bot token is a [`BotToken`]: its `Debug` hides it, and
+//! [`BotToken::scrub`] takes it out of any text.
+
+pub mod format;
+pub mod names;
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A bot's token: kept out of `Debug` output, logs and errors.
+#[derive(Clone)]
+pub struct BotToken(Arc<str>);
+
+impl BotToken {
+    pub fn new(token: impl Into<String>) -> BotToken {
+        BotToken(Arc::from(token.into()))
+    }
+
+    /// The token itself, for the Bot API client and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `text` with every occurrence of the token (as is, or with its `:`
+    /// percent-encoded, as a URL may carry it) replaced by `<token>`.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            return text.to_owned();
+        }
+        let encoded = self.0.replace(':', "%3A");
+        text.replace(&*self.0, "<token>")
+            .replace(&encoded, "<token>")
+            .replace(&encoded.replace("%3A", "%3a"), "<token>")
+    }
+}
+
+impl fmt::Debug for BotToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BotToken(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_scrubbed_in_every_spelling_and_hidden_from_debug() {
+        let t = BotToken::new("123456:AAH-secret_part");
+        let text = "error sending request for url (http://x/bot123456:AAH-secret_part/sendMessage) \
+                    or http://x/bot123456%3AAAH-secret_part/ or %3a: bot123456%3aAAH-secret_part";
+        let clean = t.scrub(text);
+        assert!(!clean.contains("secret_part"), "{clean}");
+        assert_eq!(clean.matches("<token>").count(), 3);
+        assert_eq!(format!("{t:?}"), "BotToken(<redacted>)");
+        assert_eq!(BotToken::new("").scrub("as is"), "as is");
+    }
+}
