@@ -1,17 +1,33 @@
-//! Telegram: alerts as messages and the channel names they show; the
-//! sender lands next.
+//! Telegram: alerts as messages, the channel names they show, and the
+//! sender that delivers them within Telegram's limits.
+//!
+//! ```text
+//!  Effect ─▶ names::ChannelNames::resolve ─▶ format::alert ─▶ Sender::send ─▶ Bot API
+//!            (in process, then Redis)          (HTML, buttons)   (per-chat and global limits,
+//!                                                                  429s, retries, reports)
+//! ```
 //!
 //! # Layout
 //! - [`format`]: an alert → HTML text and URL buttons (pure, escaped,
 //!   capped at Telegram's 4,096 characters).
 //! - [`names`]: channel names, in process (TTL, LRU) over Redis
 //!   `channel:{id}:info`.
+//! - [`sender`]: the bounded queue and the task that sends through
+//!   teloxide: one message per chat per second, 30 per second overall, a
+//!   priority lane for replies, `retry_after` for what it applies to,
+//!   retries with backoff, reports of what was sent and who blocked the bot.
+//! - [`fake`]: a fake Bot API server (a test double) with a script of
+//!   misbehaviour, for the tests and the load test.
 //!
-//! The bot token is a [`BotToken`]: its `Debug` hides it, and
-//! [`BotToken::scrub`] takes it out of any text.
+//! The bot token is a [`BotToken`]: its `Debug` hides it, and every error
+//! text that leaves this module has been through [`BotToken::scrub`]
+//! (teloxide puts the token in request URLs, and reqwest's errors name the
+//! URL).
 
+pub mod fake;
 pub mod format;
 pub mod names;
+pub mod sender;
 
 use std::fmt;
 use std::sync::Arc;
