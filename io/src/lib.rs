@@ -24,6 +24,9 @@
 //!   and closed together for a command that runs the engine.
 //! - [`health`]: the Redis connection's timeouts and backoff, health checks
 //!   with latency, and the circuit breaker.
+//! - [`stream_ingest`]: events in from Redis Streams (partitioned by token,
+//!   chat events to every process), acknowledged after their effects are
+//!   durably queued; bad entries to a dead-letter stream.
 //! - [`telegram`]: alert messages (HTML, escaped, capped), channel names
 //!   cached over Redis, the rate-limited sender, and a fake Bot API.
 
@@ -35,6 +38,7 @@ pub mod persist;
 pub mod rebuild;
 pub mod replay;
 pub mod store;
+pub mod stream_ingest;
 pub mod subscriptions;
 pub mod telegram;
 pub mod writebehind;
