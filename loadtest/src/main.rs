@@ -8,6 +8,8 @@
 //!   loading them back, the predecessor's way and callwatch's.
 //! - `audit`: alert audit rows through the Redis stream into PostgreSQL.
 //! - `writebehind`: engine effects through the Redis write-behind.
+//! - `telegram`: a backlog of alerts through the Telegram sender to a fake
+//!   Bot API that enforces Telegram's limits.
 //! - `jitter`: the machine's own scheduling jitter.
 //! - `pipeline`: needs the service issue; until it lands it says so and
 //!   exits non-zero.
@@ -19,6 +21,7 @@
 //! - `rebuild_run`: the `rebuild` scenario.
 //! - `audit_run`: the `audit` scenario.
 //! - `writebehind_run`: the `writebehind` scenario.
+//! - `telegram_run`: the `telegram` scenario.
 //! - `report`: summary table, JSON line, HTML report.
 //! - `mem`: resident memory.
 
@@ -35,6 +38,7 @@ mod mem;
 mod rebuild_run;
 mod report;
 mod seed;
+mod telegram_run;
 mod writebehind_run;
 
 // The same allocator as the service, so memory per key is what it would be.
@@ -67,6 +71,10 @@ enum Scenario {
     /// takes them and time their keys landing in Redis (a database of its
     /// own, flushed at the start and the end).
     Writebehind(WritebehindArgs),
+    /// Queue a backlog of alerts for many chats and time the Telegram
+    /// sender delivering them to a fake Bot API that answers 429 to
+    /// anything over Telegram's limits.
+    Telegram(TelegramArgs),
     /// The whole service path (needs the service issue).
     Pipeline(Pending),
 }
@@ -258,6 +266,28 @@ struct WritebehindArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct TelegramArgs {
+    /// Alerts queued at once.
+    #[arg(long, default_value_t = 3_000)]
+    alerts: u64,
+    /// Chats they are spread over.
+    #[arg(long, default_value_t = 300)]
+    chats: u64,
+    /// Messages per second overall.
+    #[arg(long, default_value_t = 30)]
+    global_limit: u32,
+    /// Least time between two messages to one chat, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    chat_interval_ms: u64,
+    /// The seed for every random draw.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct Pending {
     /// Accepted for forward compatibility; unused until the scenario exists.
     #[arg(long)]
@@ -286,6 +316,7 @@ fn main() -> ExitCode {
         Scenario::Rebuild(args) => rebuild(&args),
         Scenario::Audit(args) => audit(&args),
         Scenario::Writebehind(args) => writebehind(&args),
+        Scenario::Telegram(args) => telegram(&args),
         Scenario::Pipeline(_) => pending(
             "pipeline",
             "it drives the whole service path (stream ingest, Redis and PostgreSQL \
@@ -440,6 +471,26 @@ fn writebehind(a: &WritebehindArgs) -> anyhow::Result<ExitCode> {
     println!("{}", writebehind_run::table(&r));
     if a.json {
         println!("{}", writebehind_run::json(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn telegram(a: &TelegramArgs) -> anyhow::Result<ExitCode> {
+    let plan = telegram_run::Plan {
+        alerts: a.alerts,
+        chats: a.chats,
+        global_limit: a.global_limit,
+        chat_interval: Duration::from_millis(a.chat_interval_ms),
+        seed: a.seed,
+    };
+    eprintln!(
+        "loadtest telegram: {} alerts to {} chats, {}/s overall, 1 per {} ms per chat",
+        a.alerts, a.chats, a.global_limit, a.chat_interval_ms
+    );
+    let r = telegram_run::run(&plan)?;
+    println!("{}", telegram_run::table(&r));
+    if a.json {
+        println!("{}", telegram_run::json(&r));
     }
     Ok(ExitCode::SUCCESS)
 }
