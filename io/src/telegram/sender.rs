@@ -19,8 +19,8 @@
 //!   counts from there instead, so one slow answer cannot stall every chat.
 //!
 //! Both hold whatever the network's jitter; the price is one round trip
-//! per `window` (30 messages per 1.001 s over loopback, per 1.1 s at a
-//! 100 ms round trip). `governor` was considered and not used: it counts a
+//! per `window` (30 messages per 1.003 s over loopback in the load test,
+//! per 1.1 s at a 100 ms round trip). `governor` was considered and not used: it counts a
 //! message when it is let through, not when it was answered, and its keyed
 //! limiter grows with every chat until swept, while the sender must hold
 //! each chat's state (queue, pause, order) anyway.
@@ -58,6 +58,8 @@
 //! [`SenderTask::close`] refuses new messages and sends what is queued,
 //! within the limits, until the deadline; what is left (in flight
 //! included: Telegram may have it) comes back in [`Closed::unsent`].
+//! Dropping the [`SenderTask`] instead stops sending at once, and what is
+//! queued is lost.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -435,6 +437,9 @@ impl Sender {
     /// Starts the sending task on the current tokio runtime. Reports of
     /// what became of each message come out of the returned receiver; read
     /// it, or the sender slows down to wait for you.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
     pub fn start(
         token: BotToken,
         config: SenderConfig,
