@@ -31,11 +31,7 @@ fn redis_url() -> String {
 }
 
 async fn connect_redis() -> MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .expect("a valid Redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("Redis at `{}`: {e} (scripts/test starts it)", redis_url()))
+    support::connect_redis(11).await
 }
 
 /// A stream key no other test or run uses, deleted on drop.

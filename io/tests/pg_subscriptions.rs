@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use callwatch_io::subscriptions::{Credit, CreditError, Credited, Source, SubscriptionStore};
 use engine::time::{self, NANOS_PER_SEC};
-use support::{own_schema, redis_url, unique};
+use support::{own_schema, unique};
 
 /// chat_id, payment_method, signature, granted_by, amount_sol.
 type PaymentRow = (i64, String, Option<String>, Option<i64>, Option<String>);
@@ -36,11 +36,7 @@ fn paid(chat_id: i64, signature: &str, days: u32) -> Credit {
 }
 
 async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url(12))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("Redis: {e} (scripts/test starts it)"))
+    support::connect_redis(12).await
 }
 
 async fn copy(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<serde_json::Value> {

@@ -30,11 +30,7 @@ fn redis_url() -> String {
 }
 
 async fn connect() -> MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .expect("a valid Redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("Redis at `{}`: {e} (scripts/test starts it)", redis_url()))
+    support::connect_redis(10).await
 }
 
 /// A key prefix no other test or run uses; its keys are deleted on drop.

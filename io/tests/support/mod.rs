@@ -25,6 +25,17 @@ pub fn redis_url(db: u8) -> String {
         .unwrap_or_else(|_| format!("redis://127.0.0.1:6379/{db}"))
 }
 
+/// A connection to the test Redis, database `db` unless the environment
+/// names a server.
+pub async fn connect_redis(db: u8) -> redis::aio::MultiplexedConnection {
+    let url = redis_url(db);
+    redis::Client::open(url.as_str())
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at `{url}`: {e} (scripts/test starts it)"))
+}
+
 /// `what` made unique to this process and call.
 pub fn unique(what: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
