@@ -22,6 +22,7 @@
 //!   then copied to Redis.
 //! - [`persist`]: the write-behind and the audit queue and sink, started
 //!   and closed together for a command that runs the engine.
+//! - [`ops`]: `/metrics` (Prometheus text), `/healthz` and `/readyz`.
 //! - [`health`]: the Redis connection's timeouts and backoff, health checks
 //!   with latency, and the circuit breaker.
 //! - [`stream_ingest`]: events in from Redis Streams (partitioned by token,
@@ -34,6 +35,7 @@ pub mod audit;
 pub mod health;
 pub mod lines;
 pub mod migrate;
+pub mod ops;
 pub mod persist;
 pub mod rebuild;
 pub mod replay;
