@@ -271,7 +271,7 @@ async fn a_flood_429_for_several_chats_pauses_every_chat() {
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     fake.fail_any(
         Fault::TooManyRequests {
-            retry_after_secs: 2,
+            retry_after_secs: 3,
         },
         2,
     );
@@ -286,8 +286,8 @@ async fn a_flood_429_for_several_chats_pauses_every_chat() {
         .expect("two 429s");
     // Sends already on the wire when the 429 came back may still land;
     // after that, nothing until retry_after is over.
-    let quiet_from = second.at + Duration::from_millis(250);
-    let quiet_to = second.at + Duration::from_secs(2);
+    let quiet_from = second.at + Duration::from_millis(500);
+    let quiet_to = second.at + Duration::from_secs(3);
     let during: Vec<_> = received
         .iter()
         .filter(|r| r.at > quiet_from && r.at < quiet_to)
