@@ -10,6 +10,7 @@
 //! - `cmd/generate.rs`: write a simulated market's events as JSON Lines.
 //! - `cmd/migrate.rs`: apply the PostgreSQL migrations.
 //! - `cmd/rebuild.rs`: load the tracked entries from Redis, timed.
+//! - `cmd/serve.rs`: the live service.
 //! - `cmd/config.rs`: the service's resolved configuration, secrets masked.
 //! - `settings.rs`: that configuration (TOML file, environment, checks).
 
@@ -41,6 +42,7 @@ enum Command {
     Migrate(cmd::migrate::Args),
     Rebuild(cmd::rebuild::Args),
     Config(cmd::config::Args),
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => cmd::migrate::run(&args),
         Command::Rebuild(args) => cmd::rebuild::run(&args),
         Command::Config(args) => cmd::config::run(&args),
+        Command::Serve(args) => cmd::serve::run(&args),
     };
     match result {
         Ok(code) => code,

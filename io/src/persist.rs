@@ -10,6 +10,8 @@
 //! the system of record. The write-behind never blocks (see
 //! [`crate::writebehind`] for its bound).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use engine::effect::Effect;
@@ -85,6 +87,9 @@ pub struct Persistence {
     queue: AuditQueue,
     con: redis::aio::ConnectionManager,
     handle: Handle,
+    /// Audit rows handed to the pusher, and of those pushed.
+    rows_sent: AtomicU64,
+    rows_pushed: Arc<AtomicU64>,
 }
 
 type SinkTask = tokio::task::JoinHandle<Result<SinkStats, PersistError>>;
@@ -100,13 +105,15 @@ impl Persistence {
         let con = health::managed_connection(&config.redis_url, &config.timeouts)?;
         let (wb, flusher) = writebehind::start(config.write_behind.clone(), con.clone());
         let (mut audit_tx, mut pusher, mut sink) = (None, None, None);
+        let rows_pushed = Arc::new(AtomicU64::new(0));
         if let Some(url) = &config.database_url {
             let pg: tokio_postgres::Config = url
                 .parse()
                 .map_err(|e: tokio_postgres::Error| PersistError::DatabaseUrl(e.to_string()))?;
             let (tx, rx) = mpsc::channel(config.audit_buffer.max(1));
             let queue = AuditQueue::new(config.audit_stream.clone());
-            pusher = Some(handle.spawn(push_loop(queue, rx, con.clone())));
+            pusher =
+                Some(handle.spawn(push_loop(queue, rx, con.clone(), Arc::clone(&rows_pushed))));
             audit_tx = Some(tx);
             let mut audit = AuditSink::new(
                 SinkConfig {
@@ -133,6 +140,8 @@ impl Persistence {
             queue: AuditQueue::new(config.audit_stream.clone()),
             con,
             handle: handle.clone(),
+            rows_sent: AtomicU64::new(0),
+            rows_pushed,
         })
     }
 
@@ -145,8 +154,17 @@ impl Persistence {
         {
             tx.blocking_send(QueueRow::Audit(row))
                 .map_err(|_| PersistError::Pusher("it is no longer running".to_owned()))?;
+            self.rows_sent.fetch_add(1, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Whether everything recorded so far is durable: every Redis change
+    /// written and every audit row on the stream. Read a position before
+    /// asking: if this says yes, everything recorded up to it is durable.
+    pub fn settled(&self) -> bool {
+        self.rows_pushed.load(Ordering::Acquire) >= self.rows_sent.load(Ordering::Acquire)
+            && self.wb.stats().pending == 0
     }
 
     /// The write-behind's counters now.
@@ -239,6 +257,7 @@ async fn push_loop(
     queue: AuditQueue,
     mut rx: mpsc::Receiver<QueueRow>,
     mut con: redis::aio::ConnectionManager,
+    pushed_count: Arc<AtomicU64>,
 ) -> Result<u64, PersistError> {
     let mut pushed = 0u64;
     let mut rows = Vec::with_capacity(PUSH_BATCH);
@@ -255,6 +274,8 @@ async fn push_loop(
                     // would be refused forever: report it and drop that row.
                     tracing::error!(%reason, "audit row dropped: it cannot be encoded");
                     rows.remove(index);
+                    // Handled, if not pushed: `settled` must not wait for it.
+                    pushed_count.fetch_add(1, Ordering::Release);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "pushing audit rows failed; retrying");
@@ -264,6 +285,7 @@ async fn push_loop(
             }
         }
         pushed += rows.len() as u64;
+        pushed_count.fetch_add(rows.len() as u64, Ordering::Release);
         rows.clear();
     }
 }

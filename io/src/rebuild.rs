@@ -123,6 +123,7 @@ pub fn restore_from(key: &str, value: &[u8]) -> Result<Restore, String> {
 
 /// Turns a batch of keys and their values into entries or skips.
 fn absorb(
+    prefix: &str,
     keys: Vec<String>,
     values: Vec<Option<Vec<u8>>>,
     loaded: &mut Loaded,
@@ -132,7 +133,7 @@ fn absorb(
     for (key, value) in keys.into_iter().zip(values) {
         // A key that expired between SCAN and MGET is simply gone.
         let Some(value) = value else { continue };
-        match restored_from(&key, &value) {
+        match restored_from(key.strip_prefix(prefix).unwrap_or(&key), &value) {
             Ok(r) => {
                 loaded.keys += 1;
                 loaded.processed += u64::from(matches!(r, Restored::Record(_)));
@@ -149,8 +150,11 @@ fn absorb(
 /// Loads every multiplier and processed record: `restore` gets each,
 /// `skipped` each key it could not use, `progress` the running count after
 /// each batch. `scan_count` is SCAN's COUNT hint (10,000 is a good size).
+/// Only keys under `key_prefix` are read (empty in production; a test's
+/// own prefix in tests), and the prefix is not part of the layout.
 pub async fn load_state(
     con: &MultiplexedConnection,
+    key_prefix: &str,
     scan_count: usize,
     mut restore: impl FnMut(Restored),
     mut skipped: impl FnMut(Skipped),
@@ -181,10 +185,17 @@ pub async fn load_state(
                 .await
         };
         let ((next, found), values) = tokio::try_join!(scan, values)?;
-        absorb(keys, values, &mut loaded, &mut restore, &mut skipped);
+        absorb(
+            key_prefix,
+            keys,
+            values,
+            &mut loaded,
+            &mut restore,
+            &mut skipped,
+        );
         progress(loaded.keys);
         pending = found;
-        pending.retain(|k| wanted(k));
+        pending.retain(|k| k.strip_prefix(key_prefix).is_some_and(wanted));
         if next == 0 {
             break;
         }
@@ -197,7 +208,14 @@ pub async fn load_state(
             .arg(&pending)
             .query_async(&mut get_con)
             .await?;
-        absorb(pending, values, &mut loaded, &mut restore, &mut skipped);
+        absorb(
+            key_prefix,
+            pending,
+            values,
+            &mut loaded,
+            &mut restore,
+            &mut skipped,
+        );
         progress(loaded.keys);
     }
     Ok(loaded)
@@ -237,7 +255,7 @@ pub async fn into_fresh_engine(
     let (mut router, mut effects, workers) = router::start(config)?;
     // Restores make no alerts, but every batch has an output to take.
     let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
-    let loaded = load_into(con, &mut router, scan_count, skipped, progress).await;
+    let loaded = load_into(con, "", &mut router, scan_count, skipped, progress).await;
     let finished = router.finish();
     drain.join().expect("the drain thread does not panic");
     let states = workers.join()?;
@@ -252,6 +270,7 @@ pub async fn into_fresh_engine(
 /// running: restores make no alerts, but their batches pass through.
 pub async fn load_into(
     con: &MultiplexedConnection,
+    key_prefix: &str,
     router: &mut router::Router,
     scan_count: usize,
     skipped: impl FnMut(Skipped),
@@ -260,6 +279,7 @@ pub async fn load_into(
     let mut stopped = None;
     let loaded = load_state(
         con,
+        key_prefix,
         scan_count,
         |r| {
             let queued = match r {

@@ -258,6 +258,7 @@ async fn rebuild_loads_seed_records_and_reports_bad_ones() {
     // A tiny COUNT makes the loader go round many times.
     let loaded = load_state(
         &con,
+        "",
         3,
         |r| match r {
             Restored::Entry(r) if r.token == token => mine.push((r.chat_id, r.fdv_at_call)),

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod migrate;
 pub mod rebuild;
 pub mod replay;
+pub mod serve;
 
 /// Engine flags common to the commands that run the engine.
 #[derive(Debug, Clone, clap::Args)]

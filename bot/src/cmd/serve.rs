@@ -1,0 +1,585 @@
+//! `callwatch serve`: the live service. Events in from Redis Streams,
+//! decided by the sharded engine, kept in Redis and PostgreSQL, sent to
+//! Telegram; observable at `/metrics`, `/healthz`, `/readyz`; stopped by
+//! SIGTERM or Ctrl-C without losing an event.
+//!
+//! # Threads
+//! - this thread reads batches from the stream ingest and submits them to
+//!   the engine's router;
+//! - the effects thread takes the engine's merged output in order, records
+//!   each effect (write-behind, audit queue) and queues each alert for
+//!   Telegram;
+//! - the shard threads; tokio's workers run the I/O tasks.
+//!
+//! # Acknowledgement
+//! A stream entry is acknowledged once every event up to it has been
+//! applied, its effects recorded, and the persistence has settled (every
+//! Redis change written, every audit row on the audit stream). Alerts
+//! queued for Telegram are not part of that yet: a crash loses the ones
+//! not yet sent (their audit rows say so: no Telegram message id).
+//! Reading is bounded by the ingest's window, so under a load that never
+//! lets the persistence settle, reading pauses until it does.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use callwatch_io::health::{self, RedisTimeouts};
+use callwatch_io::migrate::migrate;
+use callwatch_io::ops::{self, Exposition, Readiness, Report};
+use callwatch_io::persist::{PersistConfig, Persistence};
+use callwatch_io::rebuild::{bulk_connection_config, load_into};
+use callwatch_io::stream_ingest::{IngestCounters, StreamIngest, StreamIngestConfig};
+use callwatch_io::telegram::BotToken;
+use callwatch_io::telegram::format::{self, Links};
+use callwatch_io::telegram::names::{ChannelNames, NamesConfig};
+use callwatch_io::telegram::sender::{self, Message, SenderConfig};
+use callwatch_io::writebehind::WriteBehindConfig;
+use engine::effect::Effect;
+use engine::router::{self, ShardGauges};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use crate::settings::Settings;
+
+/// Run the service (see `callwatch config` for its settings).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The TOML configuration file [default: none, every value its default].
+    #[arg(long, env = "CALLWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// The longest a graceful stop may take, in seconds.
+    #[arg(long, default_value_t = 30)]
+    shutdown_secs: u64,
+}
+
+/// Counters and gauges for `/metrics` and `/readyz`.
+struct Live {
+    gauges: Arc<[ShardGauges]>,
+    ingest: Arc<IngestCounters>,
+    alerts_call: AtomicU64,
+    alerts_multiplier: AtomicU64,
+    applied_through: AtomicU64,
+    acked_through: AtomicU64,
+    sent: AtomicU64,
+    send_failed: AtomicU64,
+    inactive: AtomicU64,
+    sender: Mutex<Option<sender::Sender>>,
+    persist_pending: AtomicU64,
+    redis_ok: AtomicU64,
+    redis_latency_us: AtomicU64,
+    started: Instant,
+}
+
+impl Report for Live {
+    fn metrics(&self) -> String {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let mut e = Exposition::new();
+        let ingest = self.ingest.stats();
+        let shards: Vec<String> = (0..self.gauges.len()).map(|i| i.to_string()).collect();
+        let labels: Vec<[(&str, &str); 1]> =
+            shards.iter().map(|s| [("shard", s.as_str())]).collect();
+        let per_shard = |f: fn(&ShardGauges) -> &AtomicU64| -> Vec<(&[(&str, &str)], f64)> {
+            self.gauges
+                .iter()
+                .zip(&labels)
+                .map(|(g, l)| (&l[..], f(g).load(Ordering::Relaxed) as f64))
+                .collect()
+        };
+        let ev = per_shard(|g| &g.events);
+        let tr = per_shard(|g| &g.tracked);
+        let sender = self.sender.lock().as_ref().map(sender::Sender::stats);
+        e.counter(
+            "callwatch_shard_events_total",
+            "Events applied, per shard.",
+            &ev,
+        )
+        .gauge(
+            "callwatch_shard_tracked",
+            "Tracked entries held, per shard.",
+            &tr,
+        )
+        .counter(
+            "callwatch_ingest_entries_total",
+            "Stream entries read, by outcome.",
+            &[
+                (&[("outcome", "event")], ingest.events as f64),
+                (&[("outcome", "dead_letter")], ingest.dead_lettered as f64),
+                (&[("outcome", "acked")], ingest.acked as f64),
+            ],
+        )
+        .gauge(
+            "callwatch_ingest_in_flight",
+            "Events read and not yet acknowledged.",
+            &[(&[], ingest.in_flight as f64)],
+        )
+        .counter(
+            "callwatch_alerts_total",
+            "Alerts decided, by kind.",
+            &[
+                (&[("kind", "call")], get(&self.alerts_call)),
+                (&[("kind", "multiplier")], get(&self.alerts_multiplier)),
+            ],
+        )
+        .gauge(
+            "callwatch_applied_through_seq",
+            "The last event applied by every shard.",
+            &[(&[], get(&self.applied_through))],
+        )
+        .gauge(
+            "callwatch_acked_through_seq",
+            "The last event acknowledged.",
+            &[(&[], get(&self.acked_through))],
+        )
+        .gauge(
+            "callwatch_write_behind_pending",
+            "Redis changes not yet written.",
+            &[(&[], get(&self.persist_pending))],
+        )
+        .gauge(
+            "callwatch_redis_up",
+            "Whether the last Redis health check answered.",
+            &[(&[], get(&self.redis_ok))],
+        )
+        .gauge(
+            "callwatch_redis_latency_seconds",
+            "The last Redis health check's round trip.",
+            &[(&[], get(&self.redis_latency_us) / 1e6)],
+        )
+        .counter(
+            "callwatch_telegram_messages_total",
+            "Telegram messages, by outcome.",
+            &[
+                (&[("outcome", "sent")], get(&self.sent)),
+                (&[("outcome", "failed")], get(&self.send_failed)),
+                (&[("outcome", "chat_inactive")], get(&self.inactive)),
+            ],
+        )
+        .gauge(
+            "callwatch_telegram_queue_depth",
+            "Messages queued for Telegram.",
+            &[(&[], sender.map_or(0.0, |s| s.queued as f64))],
+        )
+        .counter(
+            "callwatch_telegram_429_total",
+            "429 answers from Telegram.",
+            &[(&[], sender.map_or(0.0, |s| s.rate_limited as f64))],
+        )
+        .gauge(
+            "callwatch_uptime_seconds",
+            "Seconds since start.",
+            &[(&[], self.started.elapsed().as_secs_f64())],
+        );
+        e.finish()
+    }
+
+    fn readiness(&self) -> Readiness {
+        let redis = self.redis_ok.load(Ordering::Relaxed) == 1;
+        Readiness {
+            ready: redis,
+            detail: vec![format!(
+                "redis {} ({:.2} ms)",
+                if redis { "ok" } else { "down" },
+                self.redis_latency_us.load(Ordering::Relaxed) as f64 / 1000.0
+            )],
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)
+        .with_context(|| format!("log.level `{}`", settings.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let done = if settings.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    done.map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+/// Batches handed to the engine: (the last envelope's seq, or the previous
+/// one if the batch had none; the batch's last seq).
+type Submitted = Mutex<VecDeque<(u64, u64)>>;
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(args.config.as_deref())?;
+    init_logging(&settings)?;
+    let deadline = Duration::from_secs(args.shutdown_secs);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Connections made here are driven by this runtime.
+    let _entered = rt.enter();
+    let engine_config = settings.engine_config()?;
+    let prefix = settings.redis.key_prefix.clone();
+    let timeouts = RedisTimeouts {
+        connect: Duration::from_millis(settings.redis.connect_timeout_ms),
+        response: Duration::from_millis(settings.redis.response_timeout_ms),
+        ..RedisTimeouts::default()
+    };
+    let masked = settings.masked();
+    tracing::info!(
+        redis = %masked.redis.url,
+        postgres = %masked.postgres.url,
+        partitions = ?settings.owned_partitions(),
+        shards = engine_config.shards,
+        "callwatch serve starting (`callwatch config` prints every setting)"
+    );
+
+    let database = (!settings.postgres.url.is_empty()).then(|| settings.postgres.url.clone());
+    if let Some(url) = &database {
+        let applied = rt.block_on(async {
+            let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .context("cannot connect to PostgreSQL (postgres.url / DATABASE_URL)")?;
+            let driver = tokio::spawn(conn);
+            let applied = migrate(&mut client, &settings.postgres.schema).await?;
+            drop(client);
+            let _ = driver.await;
+            anyhow::Ok(applied)
+        })?;
+        tracing::info!(?applied, schema = %settings.postgres.schema, "migrations");
+    }
+
+    let (mut router, mut effects, workers) = router::start(&engine_config)?;
+    let persist = Persistence::start(
+        &PersistConfig {
+            redis_url: settings.redis.url.clone(),
+            database_url: database,
+            schema: settings.postgres.schema.clone(),
+            audit_stream: format!("{prefix}callwatch:audit"),
+            write_behind: WriteBehindConfig {
+                key_prefix: prefix.clone(),
+                ttl_nanos: engine_config.ttl_nanos,
+                capacity: settings.redis.write_behind_capacity,
+                ..WriteBehindConfig::default()
+            },
+            timeouts: timeouts.clone(),
+            ..PersistConfig::default()
+        },
+        rt.handle(),
+    )
+    .context("redis.url")?;
+
+    let ingest = StreamIngest::new(
+        StreamIngestConfig {
+            prefix: prefix.clone(),
+            partitions: settings.ingest.partitions,
+            owned: settings.ingest.owned.clone(),
+            group: settings.ingest.group.clone(),
+            consumer: settings.ingest.consumer.clone(),
+            batch: settings.ingest.batch,
+            block: Duration::from_millis(settings.ingest.block_ms),
+            min_idle: Duration::from_millis(settings.ingest.claim_idle_ms),
+            timeouts: timeouts.clone(),
+            ..StreamIngestConfig::default()
+        },
+        &settings.redis.url,
+    )
+    .context("ingest settings")?;
+    let acker = ingest.acker();
+    let live = Arc::new(Live {
+        gauges: router.gauges(),
+        ingest: ingest.counters(),
+        alerts_call: AtomicU64::new(0),
+        alerts_multiplier: AtomicU64::new(0),
+        applied_through: AtomicU64::new(0),
+        acked_through: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        send_failed: AtomicU64::new(0),
+        inactive: AtomicU64::new(0),
+        sender: Mutex::new(None),
+        persist_pending: AtomicU64::new(0),
+        redis_ok: AtomicU64::new(0),
+        redis_latency_us: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+
+    // Telegram, when there is a token.
+    let telegram = if settings.telegram.token.is_empty() {
+        tracing::warn!("no Telegram token: alerts are decided, kept and audited, not sent");
+        None
+    } else {
+        let _entered = rt.enter();
+        let t = &settings.telegram;
+        let (sender, mut reports, task) = sender::Sender::start(
+            BotToken::new(t.token.clone()),
+            SenderConfig {
+                api_url: t.api_url.clone(),
+                chat_interval: Duration::from_secs_f64(1.0 / t.per_chat_per_sec),
+                global_limit: t.global_per_sec.round().max(1.0) as u32,
+                ..SenderConfig::default()
+            },
+        )?;
+        let names = ChannelNames::new(
+            NamesConfig {
+                key_prefix: prefix.clone(),
+                ..NamesConfig::default()
+            },
+            health::managed_connection(&settings.redis.url, &timeouts)?,
+        );
+        let counts = Arc::clone(&live);
+        rt.spawn(async move {
+            while let Some(report) = reports.recv().await {
+                match report {
+                    sender::Report::Sent { .. } => {
+                        counts.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sender::Report::Failed { chat_id, error, .. } => {
+                        counts.send_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(chat_id, error = %error, "Telegram message given up");
+                    }
+                    sender::Report::Inactive {
+                        chat_id, dropped, ..
+                    } => {
+                        counts.inactive.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(chat_id, dropped, "chat blocked the bot");
+                    }
+                }
+            }
+        });
+        *live.sender.lock() = Some(sender.clone());
+        Some((sender, names, task))
+    };
+
+    // Health checks, every 2 s, for /readyz and /metrics.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        let live = Arc::clone(&live);
+        let mut con = health::managed_connection(&settings.redis.url, &timeouts)?;
+        let mut stop = stop_rx.clone();
+        rt.spawn(async move {
+            loop {
+                let ping = health::ping(&mut con, Duration::from_secs(1)).await;
+                live.redis_ok.store(u64::from(ping.ok), Ordering::Relaxed);
+                live.redis_latency_us
+                    .store(ping.latency.as_micros() as u64, Ordering::Relaxed);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
+    let listen = settings
+        .http
+        .listen
+        .parse()
+        .expect("checked by the settings");
+    let (listener, addr) = rt
+        .block_on(ops::bind(listen))
+        .with_context(|| format!("http.listen {listen}"))?;
+    tracing::info!(%addr, "metrics, healthz and readyz listening");
+    let ops_task = rt.spawn(ops::serve(
+        listener,
+        live.clone() as Arc<dyn Report>,
+        stop_rx.clone(),
+    ));
+
+    // Stop on SIGTERM or Ctrl-C.
+    {
+        let stop_tx = stop_tx.clone();
+        rt.spawn(async move {
+            let term = async {
+                #[cfg(unix)]
+                {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                }
+                #[cfg(not(unix))]
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = term => {}
+            }
+            tracing::info!("stopping: no new events; draining");
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let submitted: Submitted = Mutex::new(VecDeque::new());
+    let links = Links::default();
+    let handle = rt.handle().clone();
+    let effects_acker = acker.clone();
+    let scoped = std::thread::scope(|scope| -> anyhow::Result<(u64, IngestTask)> {
+        // The effects side: record, queue for Telegram, acknowledge.
+        let effects_side = scope.spawn(|| -> anyhow::Result<u64> {
+            let mut recorded = 0u64;
+            let ack_when_settled = |recorded: u64| {
+                let acked = live.acked_through.load(Ordering::Relaxed);
+                if recorded > acked && persist.settled() {
+                    effects_acker.ack_through(recorded);
+                    live.acked_through.store(recorded, Ordering::Relaxed);
+                }
+            };
+            loop {
+                let merged = match effects.poll_merged()? {
+                    router::Poll::Ready(m) => m,
+                    router::Poll::Pending => {
+                        live.persist_pending
+                            .store(persist.write_behind_stats().pending, Ordering::Relaxed);
+                        ack_when_settled(recorded);
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    router::Poll::Finished => return Ok(recorded),
+                };
+                for effect in &merged.effects {
+                    persist.record(effect)?;
+                    match effect {
+                        Effect::CallAlert(_) => live.alerts_call.fetch_add(1, Ordering::Relaxed),
+                        Effect::MultiplierAlert(_) => {
+                            live.alerts_multiplier.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Effect::Progress(_) => continue,
+                    };
+                    if let Some((sender, names, _)) = &telegram {
+                        let callers = match effect {
+                            Effect::CallAlert(a) => a.callers.clone(),
+                            _ => Vec::new(),
+                        };
+                        let resolved = handle.block_on(names.resolve(&callers));
+                        if let Some(rendered) = format::alert(effect, &resolved, &links)
+                            && let Some(message) = Message::alert(effect, rendered)
+                            && handle.block_on(sender.send(message)).is_err()
+                        {
+                            tracing::error!("the Telegram sender is closed; alert not queued");
+                        }
+                    }
+                }
+                live.applied_through
+                    .store(merged.upto_seq, Ordering::Relaxed);
+                let mut queue = submitted.lock();
+                while let Some(&(last_event, last_seq)) = queue.front()
+                    && last_event <= merged.upto_seq
+                {
+                    recorded = last_seq;
+                    queue.pop_front();
+                }
+                drop(queue);
+                ack_when_settled(recorded);
+            }
+        });
+
+        // Rebuild from Redis before reading events.
+        let started = Instant::now();
+        let loaded = rt.block_on(async {
+            let con = redis::Client::open(settings.redis.url.as_str())?
+                .get_multiplexed_async_connection_with_config(&bulk_connection_config())
+                .await?;
+            let loaded = load_into(
+                &con,
+                &prefix,
+                &mut router,
+                10_000,
+                |s| tracing::warn!(key = %s.key, reason = %s.reason, "record skipped"),
+                |_| {},
+            )
+            .await?;
+            anyhow::Ok(loaded)
+        });
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = router.finish();
+                let _ = effects_side.join();
+                return Err(e.context("rebuilding from Redis"));
+            }
+        };
+        tracing::info!(
+            keys = loaded.keys,
+            processed = loaded.processed,
+            skipped = loaded.skipped,
+            seconds = started.elapsed().as_secs_f64(),
+            "rebuilt from Redis; reading events"
+        );
+
+        // Read events until stopped.
+        let (tx, mut rx) = mpsc::channel(4);
+        let ingest_task = rt.spawn(ingest.run(tx, stop_rx.clone()));
+        let mut last_event = 0u64;
+        let mut engine_error = None;
+        'read: while let Some(batch) = rx.blocking_recv() {
+            for env in batch.envelopes {
+                last_event = env.seq;
+                if let Err(e) = router.submit(env) {
+                    engine_error = Some(e);
+                    break 'read;
+                }
+            }
+            submitted.lock().push_back((last_event, *batch.seqs.end()));
+            if let Err(e) = router.flush() {
+                engine_error = Some(e);
+                break;
+            }
+        }
+        // Stopped (or the engine failed): let every event applied so far
+        // through, in order.
+        let _ = stop_tx.send(true);
+        drop(rx);
+        let finished = router.finish();
+        let recorded = effects_side
+            .join()
+            .map_err(|_| anyhow::anyhow!("the effects thread panicked"))??;
+        if let Some(e) = engine_error {
+            return Err(e.into());
+        }
+        finished?;
+        Ok((recorded, ingest_task))
+    });
+    let _ = stop_tx.send(true);
+    let (recorded, ingest_task) = scoped?;
+    workers.join().context("a shard stopped")?;
+
+    // Everything applied is recorded: write it out, then acknowledge it.
+    let stats = persist
+        .close(deadline)
+        .context("writing the last state and audit rows")?;
+    acker.ack_through(recorded);
+    live.acked_through.store(recorded, Ordering::Relaxed);
+    drop(acker);
+    tracing::info!(?stats, "state and audit written");
+    if let Some((sender, _, task)) = telegram {
+        drop(sender);
+        *live.sender.lock() = None;
+        let closed = rt.block_on(task.close(deadline));
+        if !closed.unsent.is_empty() {
+            tracing::warn!(
+                unsent = closed.unsent.len(),
+                "Telegram messages not delivered by the deadline"
+            );
+        }
+    }
+    let ingest_stats = rt
+        .block_on(async { tokio::time::timeout(deadline, ingest_task).await })
+        .context("the stream ingest did not finish in time")?
+        .context("the stream ingest task")??;
+    let _ = rt.block_on(ops_task);
+    tracing::info!(
+        events = ingest_stats.events,
+        dead_lettered = ingest_stats.dead_lettered,
+        acked = ingest_stats.acked,
+        left_pending = ingest_stats.left_pending,
+        "stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+type IngestTask = tokio::task::JoinHandle<
+    Result<callwatch_io::stream_ingest::IngestStats, callwatch_io::stream_ingest::StreamError>,
+>;

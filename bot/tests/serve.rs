@@ -1,0 +1,252 @@
+//! `callwatch serve` end to end, as a process: events published to the
+//! Redis streams come out as Telegram messages (at a fake Bot API the test
+//! runs), Redis records and PostgreSQL audit rows; bad entries go to the
+//! dead-letter stream; SIGTERM stops it with every entry acknowledged.
+//!
+//! Uses the machine's Redis (database 8, a key prefix of its own) and
+//! PostgreSQL (a schema of its own), removed at the end; `scripts/test`
+//! starts both if needed.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use callwatch_io::stream_ingest::publish;
+use callwatch_io::telegram::fake::FakeBotApi;
+
+const TOKEN: &str = "123456:test-token";
+
+/// XPENDING's summary: count, lowest id, highest id, per-consumer counts.
+type XPendingSummary = (
+    u64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<(String, String)>>,
+);
+
+fn redis_url() -> String {
+    std::env::var("CALLWATCH_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/8".to_owned())
+}
+
+fn database_url() -> String {
+    std::env::var("CALLWATCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".to_owned())
+}
+
+/// The service process, killed if the test fails before it stops it; the
+/// schema and the keys are removed in any case.
+struct Service {
+    child: Option<Child>,
+    prefix: String,
+    schema: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let (prefix, schema) = (self.prefix.clone(), self.schema.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut con) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}*"))
+                        .query_async(&mut con)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<i64, _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut con).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
+    let id = format!("{}_{}", std::process::id(), free_port());
+    let prefix = format!("cw-test-serve-{id}:");
+    let schema = format!("cw_test_serve_{id}");
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let config = std::env::temp_dir().join(format!("callwatch-serve-{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
+             [postgres]\nurl = \"{}\"\nschema = \"{schema}\"\n\
+             [telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{}\"\n\
+             [ingest]\npartitions = 2\nblock_ms = 50\n\
+             [http]\nlisten = \"127.0.0.1:{}\"\n\
+             [engine]\nshards = 2\npin_threads = false\n",
+            redis_url(),
+            database_url(),
+            fake.url(),
+            free_port()
+        ),
+    )
+    .unwrap();
+
+    // The quickstart's events: two chats, one token called by three
+    // channels, two price moves, and two bad lines.
+    let lines: Vec<String> = include_str!("../../examples/quickstart.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (good, bad): (Vec<&String>, Vec<&String>) = lines
+        .iter()
+        .partition(|l| engine::parse::LineParser::new().parse(l.as_bytes()).is_ok());
+    assert_eq!(bad.len(), 2, "the quickstart has two bad lines");
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    publish(&mut con, &prefix, 2, &good).await.unwrap();
+    // Bad entries can only come from producers that skip the check.
+    for line in &bad {
+        let _: String = redis::cmd("XADD")
+            .arg(format!("{prefix}events:0"))
+            .arg("*")
+            .arg("event")
+            .arg(line.as_str())
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+
+    let child = Command::new(env!("CARGO_BIN_EXE_callwatch"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CALLWATCH_LOG_LEVEL", "warn")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut service = Service {
+        child: Some(child),
+        prefix: prefix.clone(),
+        schema: schema.clone(),
+    };
+
+    // Five alerts (CONTRACT.md's worked example): chat 42 gets 1 call and
+    // 2 multiplier alerts, chat 7 one of each.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.count() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} messages arrived",
+            fake.count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = fake.received();
+    let per_chat = |chat: i64| -> Vec<String> {
+        received
+            .iter()
+            .filter(|r| r.chat_id == chat)
+            .map(|r| r.text.clone())
+            .collect()
+    };
+    let (c42, c7) = (per_chat(42), per_chat(7));
+    assert_eq!((c42.len(), c7.len()), (3, 2), "{received:#?}");
+    assert!(
+        c42[0].contains("JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN"),
+        "{}",
+        c42[0]
+    );
+    assert!(c42[1].contains("2x") && c42[2].contains("10x"), "{c42:#?}");
+    assert!(c7[1].contains("5x"), "{c7:#?}");
+    assert!(
+        received
+            .iter()
+            .all(|r| r.parse_mode.as_deref() == Some("HTML"))
+    );
+
+    // A clean stop: SIGTERM, exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = service.child.take().unwrap();
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < stop_deadline,
+            "serve did not stop within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+
+    // Redis: the tracking records of both chats; nothing left pending; the
+    // two bad entries dead-lettered with their reasons.
+    let multipliers: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}multiplier:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(multipliers.len(), 2, "{multipliers:?}");
+    for p in 0..2 {
+        let pending: XPendingSummary = redis::cmd("XPENDING")
+            .arg(format!("{prefix}events:{p}"))
+            .arg("callwatch")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(pending.0, 0, "partition {p}: every entry acknowledged");
+    }
+    let dead: u64 = redis::cmd("XLEN")
+        .arg(format!("{prefix}events:dead"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(dead, 2);
+
+    // PostgreSQL: one audit row per alert.
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".alert_audit"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 5);
+    let _ = std::fs::remove_file(&config);
+    drop(service);
+}
