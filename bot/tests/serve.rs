@@ -47,6 +47,14 @@ impl Drop for Service {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let configs = format!("callwatch-{}", self.prefix);
+        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in dir.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&configs) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let (prefix, schema) = (self.prefix.clone(), self.schema.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -81,6 +89,64 @@ impl Drop for Service {
     }
 }
 
+/// The service's settings for a test: its Redis prefix and PostgreSQL
+/// schema, partitions, the ones it owns, its consumer name, and the fake
+/// Bot API if it sends.
+fn config(
+    prefix: &str,
+    schema: &str,
+    partitions: u32,
+    owned: &[u32],
+    consumer: &str,
+    telegram: Option<&str>,
+) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("callwatch-{prefix}{consumer}.toml"));
+    let telegram = telegram.map_or(String::new(), |url| {
+        format!("[telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{url}\"\n")
+    });
+    std::fs::write(
+        &path,
+        format!(
+            "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
+             [postgres]\nurl = \"{}\"\nschema = \"{schema}\"\n{telegram}\
+             [ingest]\npartitions = {partitions}\nowned = {owned:?}\nconsumer = \"{consumer}\"\nblock_ms = 50\n\
+             [http]\nlisten = \"127.0.0.1:{}\"\n\
+             [engine]\nshards = 2\npin_threads = false\n",
+            redis_url(),
+            database_url(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_serve(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_callwatch"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("CALLWATCH_LOG_LEVEL", "warn")
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then the exit status within 30 s.
+async fn stop(mut child: Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .unwrap()
@@ -95,23 +161,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     let prefix = format!("cw-test-serve-{id}:");
     let schema = format!("cw_test_serve_{id}");
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
-    let config = std::env::temp_dir().join(format!("callwatch-serve-{id}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
-             [postgres]\nurl = \"{}\"\nschema = \"{schema}\"\n\
-             [telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{}\"\n\
-             [ingest]\npartitions = 2\nblock_ms = 50\n\
-             [http]\nlisten = \"127.0.0.1:{}\"\n\
-             [engine]\nshards = 2\npin_threads = false\n",
-            redis_url(),
-            database_url(),
-            fake.url(),
-            free_port()
-        ),
-    )
-    .unwrap();
+    let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
 
     // The quickstart's events: two chats, one token called by three
     // channels, two price moves, and two bad lines.
@@ -142,13 +192,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
             .unwrap();
     }
 
-    let child = Command::new(env!("CARGO_BIN_EXE_callwatch"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("CALLWATCH_LOG_LEVEL", "warn")
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let child = spawn_serve(&config);
     let mut service = Service {
         child: Some(child),
         prefix: prefix.clone(),
@@ -190,23 +234,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     );
 
     // A clean stop: SIGTERM, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut child = service.child.take().unwrap();
-    let stop_deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < stop_deadline,
-            "serve did not stop within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = stop(service.child.take().unwrap()).await;
     assert!(exit.success(), "{exit:?}");
 
     // Redis: the tracking records of both chats; nothing left pending; the
@@ -247,6 +275,135 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 5);
-    let _ = std::fs::remove_file(&config);
     drop(service);
+}
+
+/// Whether every group on the service's input streams has read and
+/// acknowledged everything (`XINFO GROUPS`: lag 0, nothing pending).
+async fn drained(
+    con: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    partitions: u32,
+) -> bool {
+    let mut streams: Vec<String> = (0..partitions)
+        .map(|p| format!("{prefix}events:{p}"))
+        .collect();
+    streams.push(format!("{prefix}events:chats"));
+    for stream in streams {
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = match redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(con)
+            .await
+        {
+            Ok(g) => g,
+            Err(_) => return false,
+        };
+        if groups.is_empty() {
+            return false;
+        }
+        for g in groups {
+            let zero = |k: &str| matches!(g.get(k), Some(redis::Value::Int(0)));
+            if !(zero("pending") && zero("lag")) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// (chat, token, kind, threshold, alert time in µs) of every audit row.
+async fn audit_rows(schema: &str) -> Vec<(i64, String, String, f64, i64)> {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut rows: Vec<_> = client
+        .query(
+            &format!(
+                "SELECT chat_id, token, kind, threshold, \
+                 (extract(epoch FROM alert_at) * 1000000)::bigint FROM \"{schema}\".alert_audit"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    rows.sort_by(|a: &(i64, String, String, f64, i64), b| {
+        (a.0, &a.1, &a.2, a.4).cmp(&(b.0, &b.1, &b.2, b.4))
+    });
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_half_the_partitions_each_alert_as_one() {
+    let id = format!("{}_{}", std::process::id(), free_port());
+    // A simulated market, as JSON lines.
+    let market = engine::sim::Market::new(engine::sim::MarketConfig {
+        tokens: 300,
+        chats: 30,
+        call_share: 0.05,
+        ..engine::sim::MarketConfig::default()
+    });
+    let lines: Vec<Vec<u8>> = market
+        .take(20_000)
+        .map(|e| {
+            let mut out = Vec::new();
+            e.write_json(&mut out);
+            while out.last() == Some(&b'\n') {
+                out.pop();
+            }
+            out
+        })
+        .collect();
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let run = |name: &str| {
+        (
+            format!("cw-test-scale-{name}-{id}:"),
+            format!("cw_test_scale_{name}_{id}"),
+        )
+    };
+
+    // One process, every partition.
+    let (prefix1, schema1) = run("one");
+    let _one = Service {
+        child: None,
+        prefix: prefix1.clone(),
+        schema: schema1.clone(),
+    };
+    publish(&mut con, &prefix1, 4, &lines).await.unwrap();
+    let single = spawn_serve(&config(&prefix1, &schema1, 4, &[], "solo", None));
+    // Two processes, half each, on their own copy of the same events.
+    let (prefix2, schema2) = run("two");
+    let _two = Service {
+        child: None,
+        prefix: prefix2.clone(),
+        schema: schema2.clone(),
+    };
+    publish(&mut con, &prefix2, 4, &lines).await.unwrap();
+    let a = spawn_serve(&config(&prefix2, &schema2, 4, &[0, 1], "a", None));
+    let b = spawn_serve(&config(&prefix2, &schema2, 4, &[2, 3], "b", None));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(drained(&mut con, &prefix1, 4).await && drained(&mut con, &prefix2, 4).await) {
+        assert!(
+            Instant::now() < deadline,
+            "the services did not work through the events"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for child in [single, a, b] {
+        let exit = stop(child).await;
+        assert!(exit.success(), "{exit:?}");
+    }
+    let (one, two) = (audit_rows(&schema1).await, audit_rows(&schema2).await);
+    assert!(one.len() > 100, "the market alerted: {}", one.len());
+    assert_eq!(one.len(), two.len());
+    assert!(one == two, "the same alerts from one process and from two");
 }

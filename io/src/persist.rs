@@ -32,6 +32,9 @@ pub struct PersistConfig {
     pub schema: String,
     /// The audit stream's key.
     pub audit_stream: String,
+    /// This process's name in the audit stream's consumer group: each
+    /// process of a deployment needs its own.
+    pub audit_consumer: String,
     /// Audit rows waiting to be pushed before `record` blocks.
     pub audit_buffer: usize,
     pub write_behind: WriteBehindConfig,
@@ -45,6 +48,7 @@ impl Default for PersistConfig {
             database_url: None,
             schema: "callwatch".to_owned(),
             audit_stream: "callwatch:audit".to_owned(),
+            audit_consumer: "sink-1".to_owned(),
             audit_buffer: 1_000_000,
             write_behind: WriteBehindConfig::default(),
             timeouts: RedisTimeouts::default(),
@@ -118,6 +122,7 @@ impl Persistence {
             let mut audit = AuditSink::new(
                 SinkConfig {
                     stream: config.audit_stream.clone(),
+                    consumer: config.audit_consumer.clone(),
                     schema: config.schema.clone(),
                     ..SinkConfig::default()
                 },

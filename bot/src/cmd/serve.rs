@@ -257,6 +257,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             database_url: database,
             schema: settings.postgres.schema.clone(),
             audit_stream: format!("{prefix}callwatch:audit"),
+            audit_consumer: settings.ingest.consumer.clone(),
             write_behind: WriteBehindConfig {
                 key_prefix: prefix.clone(),
                 ttl_nanos: engine_config.ttl_nanos,
