@@ -409,8 +409,8 @@ async fn a_blocked_chat_is_reported_inactive_and_its_queue_dropped() {
     assert!(why.contains("blocked"), "{why}");
     assert_eq!(sent_count(&got), 2);
 
-    // Alerts for it are dropped on arrival; a reply (the user wrote to the
-    // bot again) goes through.
+    // Alerts for it are dropped on arrival, each reported; a reply (the
+    // user wrote to the bot again) goes through.
     sender.try_send(alert(4, 5)).unwrap();
     for _ in 0..100 {
         if sender.depth() == 0 {
@@ -422,9 +422,20 @@ async fn a_blocked_chat_is_reported_inactive_and_its_queue_dropped() {
     sender
         .try_send(Message::reply(4, 99, "welcome back".into()))
         .unwrap();
-    let got = reports_until(&mut reports, Duration::from_secs(10), |r| !r.is_empty()).await;
+    let got = reports_until(&mut reports, Duration::from_secs(10), |r| r.len() == 2).await;
+    assert!(
+        matches!(
+            got[0],
+            Report::Inactive {
+                chat_id: 4,
+                dropped: 1,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
     assert!(matches!(
-        got[0],
+        got[1],
         Report::Sent {
             chat_id: 4,
             tag: Tag::Reply(99),

@@ -14,11 +14,18 @@
 //! # Acknowledgement
 //! A stream entry is acknowledged once every event up to it has been
 //! applied, its effects recorded, and the persistence has settled (every
-//! Redis change written, every audit row on the audit stream). Alerts
-//! queued for Telegram are not part of that yet: a crash loses the ones
-//! not yet sent (their audit rows say so: no Telegram message id).
-//! Reading is bounded by the ingest's window, so under a load that never
-//! lets the persistence settle, reading pauses until it does.
+//! Redis change written, every audit row on the audit stream). Reading is
+//! bounded by the ingest's window, so under a load that never lets the
+//! persistence settle, reading pauses until it does.
+//!
+//! # Known gaps (ARCHITECTURE.md, "serve")
+//! - Alerts queued for Telegram live in memory: a crash loses the ones not
+//!   yet sent (their audit rows show no Telegram message id). Holding the
+//!   acknowledgement back would not help, since the state that decided them
+//!   is already written; a durable outbox will.
+//! - The calls table (who called which token when) is not in Redis: after
+//!   a restart, calls from before it no longer count toward a chat's
+//!   `min_callers`.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -329,7 +336,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             health::managed_connection(&settings.redis.url, &timeouts)?,
         );
         let counts = Arc::clone(&live);
-        rt.spawn(async move {
+        let reading = rt.spawn(async move {
             while let Some(report) = reports.recv().await {
                 match report {
                     sender::Report::Sent { .. } => {
@@ -349,7 +356,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         });
         *live.sender.lock() = Some(sender.clone());
-        Some((sender, names, task))
+        Some((sender, names, (task, reading)))
     };
 
     // Health checks, every 2 s, for /readyz and /metrics.
@@ -459,7 +466,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                             && let Some(message) = Message::alert(effect, rendered)
                             && handle.block_on(sender.send(message)).is_err()
                         {
-                            tracing::error!("the Telegram sender is closed; alert not queued");
+                            anyhow::bail!("the Telegram sender closed while alerts were flowing");
                         }
                     }
                 }
@@ -555,10 +562,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     live.acked_through.store(recorded, Ordering::Relaxed);
     drop(acker);
     tracing::info!(?stats, "state and audit written");
-    if let Some((sender, _, task)) = telegram {
+    if let Some((sender, _, (task, reading))) = telegram {
         drop(sender);
         *live.sender.lock() = None;
         let closed = rt.block_on(task.close(deadline));
+        // Every report is in once the sender has gone.
+        let _ = rt.block_on(reading);
         if !closed.unsent.is_empty() {
             tracing::warn!(
                 unsent = closed.unsent.len(),

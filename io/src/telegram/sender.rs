@@ -38,7 +38,7 @@
 //! | ok | [`Report::Sent`] with Telegram's message id |
 //! | 429 `retry_after` | that chat waits `retry_after`; 429s for `flood_chats` (2) different chats within a `window` mean the bot as a whole is over the limit, and every chat waits |
 //! | 5xx, network error, timeout | retried after `retry_backoff` doubling up to `max_retry_backoff`, at most `max_attempts` times, then [`Report::Failed`]; `failures_to_open` in a row open the breaker, which pauses all sending |
-//! | blocked, kicked, deactivated, chat not found, migrated | [`Report::Inactive`]: the chat's queued messages are dropped (counted) and its alerts are dropped on arrival for `inactive_ttl`; a reply to it clears that |
+//! | blocked, kicked, deactivated, chat not found, migrated | [`Report::Inactive`]: the chat's queued messages are dropped (counted) and its alerts are dropped on arrival for `inactive_ttl`, each reported as `Inactive` with `dropped: 1`; a reply to it clears that |
 //! | any other refusal (a bad request) | [`Report::Failed`], and the chat's next message goes |
 //!
 //! teloxide waits 10 s inside a request that got a 5xx before it reads the
@@ -914,7 +914,11 @@ impl Scheduler {
                     self.complete(answer).await;
                 }
                 msg = self.inbox.recv(), if !self.inbox_done => match msg {
-                    Some(msg) => self.accept(msg, Instant::now()),
+                    Some(msg) => {
+                        if let Some(report) = self.accept(msg, Instant::now()) {
+                            self.report(report).await;
+                        }
+                    }
                     None => self.inbox_done = true,
                 },
                 () = sleep_until(wake), if wake.is_some() => {}
@@ -956,14 +960,20 @@ impl Scheduler {
         left
     }
 
-    fn accept(&mut self, msg: Message, now: Instant) {
+    /// Queues a message; an alert to a chat known to be unreachable is
+    /// dropped and reported (so whoever waits for it knows).
+    fn accept(&mut self, msg: Message, now: Instant) -> Option<Report> {
         let lane = msg.tag.lane();
         let id = msg.chat_id;
         match lane {
             Lane::Alert if self.unreachable.contains(id, now) => {
                 self.shared.release(lane, 1);
                 bump(&self.shared.counters.dropped_inactive);
-                return;
+                return Some(Report::Inactive {
+                    chat_id: id,
+                    reason: Inactive::Unreachable("still unreachable".to_owned()),
+                    dropped: 1,
+                });
             }
             // The chat's user just wrote to the bot: it is reachable again.
             Lane::Reply => self.unreachable.remove(id),
@@ -974,6 +984,7 @@ impl Scheduler {
         if chat.in_flight.is_none() && chat.next_at <= now {
             self.mark_ready(id);
         }
+        None
     }
 
     /// Puts a chat that may send now in line, by its next message's lane.
