@@ -245,6 +245,12 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         .await
         .unwrap();
     assert_eq!(multipliers.len(), 2, "{multipliers:?}");
+    let calls: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}calls:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 3, "one per channel that called: {calls:?}");
     for p in 0..2 {
         let pending: XPendingSummary = redis::cmd("XPENDING")
             .arg(format!("{prefix}events:{p}"))

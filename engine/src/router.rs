@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
-use crate::shard::{Holding, Restore, RestoreRecord, ShardState, ShardStats};
+use crate::shard::{Holding, Restore, RestoreCall, RestoreRecord, ShardState, ShardStats};
 use crate::token::Token;
 
 /// The shard that owns `token` among `shards`. Fixed forever: stream
@@ -40,6 +40,7 @@ enum Input {
     Event(Envelope),
     Restore(Restore),
     RestoreRecord(RestoreRecord),
+    RestoreCall(RestoreCall),
     /// Trim spare capacity (after a rebuild).
     Compact,
     /// Answer with a chat's tracked entries on this shard.
@@ -258,6 +259,7 @@ fn run_shard(
                 Input::Event(env) => state.apply(env, &mut effects),
                 Input::Restore(r) => state.restore(r),
                 Input::RestoreRecord(r) => state.restore_record(r),
+                Input::RestoreCall(r) => state.restore_call(r),
                 Input::Compact => state.shrink_to_fit(),
                 // The asker may have given up; that is its business.
                 Input::TrackedBy(chat, reply) => {
@@ -347,6 +349,13 @@ impl Router {
         }
         self.flush()?;
         Ok(rx)
+    }
+
+    /// Queues a call loaded from storage, as `restore` does.
+    pub fn restore_call(&mut self, r: RestoreCall) -> Result<(), EngineStopped> {
+        let i = shard_of(&r.token, self.inboxes.len());
+        self.pending[i].push(Input::RestoreCall(r));
+        self.count_pending()
     }
 
     /// Queues a processed record loaded from storage, as `restore` does.

@@ -214,6 +214,15 @@ pub struct RestoreRecord {
     pub checked: Vec<(ChannelId, Nanos)>,
 }
 
+/// A call loaded from storage: `calls[token][channel_id] = at`, as a call
+/// event would leave it, without deciding anything.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RestoreCall {
+    pub token: Token,
+    pub channel_id: ChannelId,
+    pub at: Nanos,
+}
+
 /// A read-only view of one tracked entry, for inspection and tests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackedView {
@@ -542,6 +551,19 @@ impl ShardState {
                 .next_cross = ts.tracked.next_cross(thresholds);
             self.stats.tracked += 1;
         }
+    }
+
+    /// Loads one call into the calls table, as a rebuild from storage does:
+    /// the latest time per channel wins, as with call events.
+    pub fn restore_call(&mut self, r: &RestoreCall) {
+        let slot = self.intern(&r.token);
+        let ts = &mut self.slots[slot];
+        match ts.calls.binary_search_by_key(&r.channel_id, |&(c, _)| c) {
+            Ok(i) => ts.calls[i].1 = ts.calls[i].1.max(r.at),
+            Err(i) => ts.calls.insert(i, (r.channel_id, r.at)),
+        }
+        let keep = self.rules.ttl_nanos.min(limits::MAX_LOOKBACK_NANOS);
+        ts.next_sweep = ts.next_sweep.min(r.at.saturating_add(keep));
     }
 
     /// Loads one processed record, as a rebuild from storage does. It does

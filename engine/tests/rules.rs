@@ -626,6 +626,31 @@ fn restored_processed_records_keep_their_decisions() {
 }
 
 #[test]
+fn restored_calls_count_toward_min_callers() {
+    use engine::shard::RestoreCall;
+    let mut r = Run::new();
+    r.feed(&[chat(1)]);
+    let token: Token = SOL.parse().unwrap();
+    // Channel -1 called 10 minutes in, before a restart.
+    r.shard.restore_call(&RestoreCall {
+        token,
+        channel_id: -1,
+        at: BASE + 10 * 60 * NANOS_PER_SEC,
+    });
+    let a = r.feed(&[call(SOL, -2, 100.0, 20)]);
+    assert_eq!(summary(&a), [(2, 1, "call", 2.0)]);
+    // A call restored from longer ago than the lookback does not count.
+    let jup: Token = JUP.parse().unwrap();
+    r.shard.restore_call(&RestoreCall {
+        token: jup,
+        channel_id: -1,
+        at: BASE,
+    });
+    let a = r.feed(&[call(JUP, -2, 100.0, 90)]);
+    assert_eq!(summary(&a), []);
+}
+
+#[test]
 fn a_chats_tracked_entries_with_their_current_multiple() {
     let mut r = Run::new();
     r.feed(&[

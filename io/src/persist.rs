@@ -172,6 +172,17 @@ impl Persistence {
             && self.wb.stats().pending == 0
     }
 
+    /// Takes a call event, which is state (the calls table) whether or not
+    /// it alerted anyone.
+    pub fn record_call(
+        &self,
+        token: engine::token::Token,
+        channel_id: i64,
+        at: engine::time::Nanos,
+    ) {
+        self.wb.record_call(token, channel_id, at);
+    }
+
     /// The write-behind's counters now.
     pub fn write_behind_stats(&self) -> WriteBehindStats {
         self.wb.stats()

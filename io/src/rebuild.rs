@@ -12,7 +12,7 @@
 
 use engine::EngineConfig;
 use engine::router::{self, EngineStopped};
-use engine::shard::{Restore, RestoreRecord, ShardState, Status};
+use engine::shard::{Restore, RestoreCall, RestoreRecord, ShardState, Status};
 use engine::time;
 use redis::aio::MultiplexedConnection;
 
@@ -25,6 +25,8 @@ pub struct Loaded {
     pub keys: u64,
     /// Of those, processed records.
     pub processed: u64,
+    /// Of those, calls (`calls:{token}:{channel_id}`, callwatch's own).
+    pub calls: u64,
     /// Keys that matched but could not be used (bad key, bad JSON, bad
     /// time); each is also reported to the `skipped` callback.
     pub skipped: u64,
@@ -50,17 +52,31 @@ fn started(timestamp: &str) -> Result<i64, String> {
 pub enum Restored {
     Entry(Restore),
     Record(RestoreRecord),
+    Call(RestoreCall),
 }
 
 /// Whether a key is one a rebuild loads.
 fn wanted(key: &str) -> bool {
-    key.starts_with("multiplier:") || key.starts_with("processed_token:")
+    key.starts_with("multiplier:")
+        || key.starts_with("processed_token:")
+        || key.starts_with("calls:")
 }
 
 /// Turns one key and value into an entry or a processed record.
 pub fn restored_from(key: &str, value: &[u8]) -> Result<Restored, String> {
     if key.starts_with("processed_token:") {
         record_from(key, value).map(Restored::Record)
+    } else if key.starts_with("calls:") {
+        let (token, channel_id) =
+            parse_pair_key("calls", key).ok_or("not a calls:{token}:{channel_id} key")?;
+        let at = std::str::from_utf8(value)
+            .map_err(|_| "the call time is not text".to_owned())
+            .and_then(started)?;
+        Ok(Restored::Call(RestoreCall {
+            token,
+            channel_id,
+            at,
+        }))
     } else {
         restore_from(key, value).map(Restored::Entry)
     }
@@ -137,6 +153,7 @@ fn absorb(
             Ok(r) => {
                 loaded.keys += 1;
                 loaded.processed += u64::from(matches!(r, Restored::Record(_)));
+                loaded.calls += u64::from(matches!(r, Restored::Call(_)));
                 restore(r);
             }
             Err(reason) => {
@@ -285,6 +302,7 @@ pub async fn load_into(
             let queued = match r {
                 Restored::Entry(r) => router.restore(r),
                 Restored::Record(r) => router.restore_record(r),
+                Restored::Call(r) => router.restore_call(r),
             };
             if stopped.is_none()
                 && let Err(e) = queued
@@ -382,5 +400,14 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("maybe"), "{err}");
         assert!(!wanted("subscription:7") && !wanted("channel:1:info"));
+        let Restored::Call(c) =
+            restored_from(&format!("calls:{SOL}:-1001"), b"2026-11-25T10:00:00Z").unwrap()
+        else {
+            panic!("a call")
+        };
+        assert_eq!(
+            (c.channel_id, c.at),
+            (-1001, time::parse_rfc3339("2026-11-25T10:00:00Z").unwrap())
+        );
     }
 }

@@ -30,6 +30,7 @@
 //! | call alert | `multiplier:{token}:{chat}` | the record, expiring at start + ttl |
 //! | call alert | `processed_token:{token}:{chat}` | `accepted`, expiring at call + ttl |
 //! | multiplier alert, progress | `multiplier:{token}:{chat}` | `last_threshold` raised in place, TTL kept |
+//! | a call (`record_call`) | `calls:{token}:{channel_id}` | the latest call time (RFC 3339), expiring at call + ttl; callwatch's own key |
 //!
 //! An accepted processed record is written with a plain SET: accepted may
 //! replace anything, so the upgrade-only rule holds without the script.
@@ -88,6 +89,8 @@ impl Default for WriteBehindConfig {
 enum Kind {
     Multiplier,
     Processed,
+    /// `calls:{token}:{channel_id}`: the key's "chat" is the channel.
+    Call,
 }
 
 type Key = (Kind, Token, i64);
@@ -106,6 +109,8 @@ enum Op {
     Threshold(f64),
     /// An accepted processed record.
     Accepted { at: Nanos, callers: Vec<i64> },
+    /// A channel's latest call of a token.
+    Call(Nanos),
 }
 
 impl Op {
@@ -127,6 +132,7 @@ impl Op {
                 last_threshold: Some(last_threshold.map_or(t, |l| l.max(t))),
             },
             (Op::Threshold(a), Op::Threshold(b)) => Op::Threshold(a.max(b)),
+            (Op::Call(a), Op::Call(b)) => Op::Call(a.max(b)),
             (_, next) => next,
         }
     }
@@ -256,6 +262,13 @@ impl WriteBehind {
                 );
             }
         }
+    }
+
+    /// Takes a call (as it arrived, whether or not it alerted anyone): the
+    /// calls table is state too, and a restart needs it to count earlier
+    /// callers. It lives as long as tracking does.
+    pub fn record_call(&self, token: Token, channel_id: i64, at: Nanos) {
+        self.put((Kind::Call, token, channel_id), Op::Call(at));
     }
 
     fn put(&self, key: Key, op: Op) {
@@ -397,6 +410,7 @@ impl Writer {
         out.extend_from_slice(match kind {
             Kind::Multiplier => b"multiplier:",
             Kind::Processed => b"processed_token:",
+            Kind::Call => b"calls:",
         });
         token.write_to(out);
         out.push(b':');
@@ -462,6 +476,11 @@ impl Writer {
                 }
                 Op::Accepted { at, callers } => {
                     encode_accepted(*at, callers, &mut value);
+                    self.set_until(&mut pipe, &key, &value, *at, now);
+                }
+                Op::Call(at) => {
+                    value.clear();
+                    time::write_rfc3339(*at, &mut value);
                     self.set_until(&mut pipe, &key, &value, *at, now);
                 }
             }

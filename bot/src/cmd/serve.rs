@@ -18,14 +18,15 @@
 //! bounded by the ingest's window, so under a load that never lets the
 //! persistence settle, reading pauses until it does.
 //!
-//! # Known gaps (ARCHITECTURE.md, "serve")
-//! - Alerts queued for Telegram live in memory: a crash loses the ones not
-//!   yet sent (their audit rows show no Telegram message id). Holding the
-//!   acknowledgement back would not help, since the state that decided them
-//!   is already written; a durable outbox will.
-//! - The calls table (who called which token when) is not in Redis: after
-//!   a restart, calls from before it no longer count toward a chat's
-//!   `min_callers`.
+//! Calls are state too (the calls table that `min_callers` counts): each
+//! call event is written behind as `calls:{token}:{channel_id}` and loaded
+//! back by the rebuild.
+//!
+//! # Known gap (ARCHITECTURE.md, "serve")
+//! Alerts queued for Telegram live in memory: a crash loses the ones not
+//! yet sent (their audit rows show no Telegram message id). Holding the
+//! acknowledgement back would not help, since the state that decided them
+//! is already written; a durable outbox will.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ use callwatch_io::telegram::names::{ChannelNames, NamesConfig};
 use callwatch_io::telegram::sender::{self, Message, SenderConfig};
 use callwatch_io::writebehind::WriteBehindConfig;
 use engine::effect::Effect;
+use engine::event::Event;
 use engine::router::{self, ShardGauges};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -525,6 +527,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         'read: while let Some(batch) = rx.blocking_recv() {
             for env in batch.envelopes {
                 last_event = env.seq;
+                if let Event::Call {
+                    token,
+                    channel_id,
+                    at,
+                    ..
+                } = &env.event
+                {
+                    persist.record_call(*token, *channel_id, *at);
+                }
                 if let Err(e) = router.submit(env) {
                     engine_error = Some(e);
                     break 'read;
