@@ -33,20 +33,15 @@ fn database_url() -> String {
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".to_owned())
 }
 
-/// The service process, killed if the test fails before it stops it; the
-/// schema and the keys are removed in any case.
-struct Service {
-    child: Option<Child>,
+/// A test's Redis prefix and PostgreSQL schema (and its config files),
+/// removed when the test ends, also when it fails.
+struct Scratch {
     prefix: String,
     schema: String,
 }
 
-impl Drop for Service {
+impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
         let configs = format!("callwatch-{}", self.prefix);
         if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
             for entry in dir.flatten() {
@@ -121,17 +116,40 @@ fn config(
     path
 }
 
-fn spawn_serve(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_callwatch"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("CALLWATCH_LOG_LEVEL", "warn")
-        .spawn()
-        .unwrap()
+/// A running `callwatch serve`, killed if the test ends without stopping it.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn kill9(mut self) {
+        let mut child = self.0.take().unwrap();
+        child.kill().unwrap(); // SIGKILL: no drain, no goodbye
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_serve(config: &std::path::Path) -> Proc {
+    Proc(Some(
+        Command::new(env!("CARGO_BIN_EXE_callwatch"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CALLWATCH_LOG_LEVEL", "warn")
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 /// SIGTERM, then the exit status within 30 s.
-async fn stop(mut child: Child) -> std::process::ExitStatus {
+async fn stop(mut proc: Proc) -> std::process::ExitStatus {
+    let mut child = proc.0.take().unwrap();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -192,9 +210,8 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
             .unwrap();
     }
 
-    let child = spawn_serve(&config);
-    let mut service = Service {
-        child: Some(child),
+    let running = spawn_serve(&config);
+    let scratch = Scratch {
         prefix: prefix.clone(),
         schema: schema.clone(),
     };
@@ -234,7 +251,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     );
 
     // A clean stop: SIGTERM, exit 0.
-    let exit = stop(service.child.take().unwrap()).await;
+    let exit = stop(running).await;
     assert!(exit.success(), "{exit:?}");
 
     // Redis: the tracking records of both chats; nothing left pending; the
@@ -266,6 +283,15 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         .await
         .unwrap();
     assert_eq!(dead, 2);
+    let outbox: u64 = redis::cmd("XLEN")
+        .arg(format!("{prefix}callwatch:outbox"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox, 0,
+        "every alert answered and deleted from the outbox"
+    );
 
     // PostgreSQL: one audit row per alert.
     let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
@@ -281,7 +307,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 5);
-    drop(service);
+    drop(scratch);
 }
 
 /// Whether every group on the service's input streams has read and
@@ -378,8 +404,7 @@ async fn two_processes_with_half_the_partitions_each_alert_as_one() {
 
     // One process, every partition.
     let (prefix1, schema1) = run("one");
-    let _one = Service {
-        child: None,
+    let _one = Scratch {
         prefix: prefix1.clone(),
         schema: schema1.clone(),
     };
@@ -387,8 +412,7 @@ async fn two_processes_with_half_the_partitions_each_alert_as_one() {
     let single = spawn_serve(&config(&prefix1, &schema1, 4, &[], "solo", None));
     // Two processes, half each, on their own copy of the same events.
     let (prefix2, schema2) = run("two");
-    let _two = Service {
-        child: None,
+    let _two = Scratch {
         prefix: prefix2.clone(),
         schema: schema2.clone(),
     };
@@ -412,4 +436,172 @@ async fn two_processes_with_half_the_partitions_each_alert_as_one() {
     assert!(one.len() > 100, "the market alerted: {}", one.len());
     assert_eq!(one.len(), two.len());
     assert!(one == two, "the same alerts from one process and from two");
+}
+
+/// The alerts the engine decides for `lines`, rendered as serve renders
+/// them (no channel names in Redis, so numeric ids), one per alert.
+fn expected_messages(lines: &[Vec<u8>]) -> Vec<(i64, String)> {
+    use callwatch_io::telegram::format::{Links, alert};
+    let config = engine::EngineConfig {
+        shards: 2,
+        pin_threads: false,
+        ..engine::EngineConfig::default()
+    };
+    let (mut router, mut effects, workers) = engine::router::start(&config).unwrap();
+    let collect = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while let Some(batch) = effects.next_batch().unwrap() {
+            for e in batch {
+                let callers = match &e {
+                    engine::effect::Effect::CallAlert(a) => a.callers.len(),
+                    _ => 0,
+                };
+                if let Some(r) = alert(&e, &vec![None::<&str>; callers], &Links::default()) {
+                    out.push((e.chat_id(), r.text));
+                }
+            }
+        }
+        out
+    });
+    let mut ingest = engine::ingest::Ingest::new();
+    for line in lines {
+        if let engine::ingest::Outcome::Event(env) = ingest.line(line) {
+            router.submit(env).unwrap();
+        }
+    }
+    router.finish().unwrap();
+    workers.join().unwrap();
+    collect.join().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_and_restarted_it_loses_no_alert() {
+    let id = format!("{}_{}", std::process::id(), free_port());
+    let prefix = format!("cw-test-kill-{id}:");
+    let schema = format!("cw_test_kill_{id}");
+    let _cleanup = Scratch {
+        prefix: prefix.clone(),
+        schema: schema.clone(),
+    };
+    let market = engine::sim::Market::new(engine::sim::MarketConfig {
+        tokens: 200,
+        chats: 20,
+        call_share: 0.05,
+        ..engine::sim::MarketConfig::default()
+    });
+    let lines: Vec<Vec<u8>> = market
+        .take(30_000)
+        .map(|e| {
+            let mut out = Vec::new();
+            e.write_json(&mut out);
+            while out.last() == Some(&b'\n') {
+                out.pop();
+            }
+            out
+        })
+        .collect();
+    let expected = expected_messages(&lines);
+    assert!(
+        expected.len() > 100,
+        "the market alerts: {}",
+        expected.len()
+    );
+
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    publish(&mut con, &prefix, 2, &lines).await.unwrap();
+    let path = config(&prefix, &schema, 2, &[], "only", Some(&fake.url()));
+    // Fast limits: the fake does not enforce Telegram's, and the test
+    // wants the kill to land while alerts are flowing.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace(
+        "[telegram]\n",
+        "[telegram]\nper_chat_per_sec = 100.0\nglobal_per_sec = 400.0\n",
+    );
+    std::fs::write(&path, text).unwrap();
+
+    let first = spawn_serve(&path);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.count() < expected.len() / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} sent before the kill",
+            fake.count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill9();
+    let before_restart = fake.count();
+    assert!(
+        before_restart < expected.len(),
+        "the kill landed mid-stream"
+    );
+
+    let second = spawn_serve(&path);
+    let outbox_key = format!("{prefix}callwatch:outbox");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let outbox: u64 = redis::cmd("XLEN")
+            .arg(&outbox_key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if drained(&mut con, &prefix, 2).await && outbox == 0 && fake.count() >= expected.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done: {} of {} sent, outbox {outbox}",
+            fake.count(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exit = stop(second).await;
+    assert!(exit.success(), "{exit:?}");
+
+    // Every alert arrived; nothing arrived that was not an alert; the
+    // duplicates are those the first process had sent and not yet struck
+    // off, bounded by what it had read and not acknowledged.
+    let mut received: Vec<(i64, String)> = fake
+        .received()
+        .into_iter()
+        .map(|r| (r.chat_id, r.text))
+        .collect();
+    let mut want = expected.clone();
+    want.sort();
+    received.sort();
+    let mut missing = Vec::new();
+    let mut rest = received.clone();
+    for w in &want {
+        match rest.iter().position(|r| r == w) {
+            Some(i) => {
+                rest.remove(i);
+            }
+            None => missing.push(w.clone()),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} alerts lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    for extra in &rest {
+        assert!(
+            want.contains(extra),
+            "a message that is no alert: {extra:?}"
+        );
+    }
+    assert!(
+        rest.len() <= before_restart,
+        "{} duplicates, more than the {before_restart} sent before the kill",
+        rest.len()
+    );
+    // The audit: one row per alert, exactly.
+    assert_eq!(audit_rows(&schema).await.len(), expected.len());
 }

@@ -22,13 +22,13 @@
 //! call event is written behind as `calls:{token}:{channel_id}` and loaded
 //! back by the rebuild.
 //!
-//! # Known gap (ARCHITECTURE.md, "serve")
-//! Alerts queued for Telegram live in memory: a crash loses the ones not
-//! yet sent (their audit rows show no Telegram message id). Holding the
-//! acknowledgement back would not help, since the state that decided them
-//! is already written; a durable outbox will.
+//! Alerts go to Telegram through a durable outbox
+//! (`io::telegram::outbox`): appended before they are queued, deleted when
+//! the sender answers for them, queued again at start if still there. So a
+//! crash loses no alert; it may send again those Telegram had answered
+//! and the service had not yet deleted.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use callwatch_io::audit::AlertKind;
 use callwatch_io::health::{self, RedisTimeouts};
 use callwatch_io::migrate::migrate;
 use callwatch_io::ops::{self, Exposition, Readiness, Report};
@@ -45,11 +46,13 @@ use callwatch_io::stream_ingest::{IngestCounters, StreamIngest, StreamIngestConf
 use callwatch_io::telegram::BotToken;
 use callwatch_io::telegram::format::{self, Links};
 use callwatch_io::telegram::names::{ChannelNames, NamesConfig};
+use callwatch_io::telegram::outbox::Outbox;
 use callwatch_io::telegram::sender::{self, Message, SenderConfig};
 use callwatch_io::writebehind::WriteBehindConfig;
 use engine::effect::Effect;
 use engine::event::Event;
 use engine::router::{self, ShardGauges};
+use engine::token::Token;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
@@ -213,6 +216,52 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     done.map_err(|e| anyhow::anyhow!("logging: {e}"))
 }
 
+/// Outbox entry ids of the alerts queued for Telegram, by chat and alert,
+/// so that an answer from the sender deletes the right entry.
+#[derive(Debug, Default)]
+struct Queued {
+    ids: HashMap<(i64, AlertId), VecDeque<String>>,
+}
+
+/// An alert's identity: token, kind, threshold bits, time.
+type AlertId = (Token, AlertKind, u64, i64);
+
+fn alert_id(tag: &sender::Tag) -> Option<AlertId> {
+    match tag {
+        sender::Tag::Alert(k) => Some((k.token, k.kind, k.threshold.to_bits(), k.at)),
+        sender::Tag::Reply(_) => None,
+    }
+}
+
+impl Queued {
+    fn queued(&mut self, chat: i64, tag: &sender::Tag, id: String) {
+        if let Some(a) = alert_id(tag) {
+            self.ids.entry((chat, a)).or_default().push_back(id);
+        }
+    }
+
+    /// The entry to delete for an answered message.
+    fn answered(&mut self, chat: i64, tag: &sender::Tag) -> Vec<String> {
+        let Some(a) = alert_id(tag) else {
+            return Vec::new();
+        };
+        let key = (chat, a);
+        let id = self.ids.get_mut(&key).and_then(VecDeque::pop_front);
+        if self.ids.get(&key).is_some_and(VecDeque::is_empty) {
+            self.ids.remove(&key);
+        }
+        id.into_iter().collect()
+    }
+
+    /// Every entry of a chat whose messages the sender dropped.
+    fn chat_gone(&mut self, chat: i64) -> Vec<String> {
+        let keys: Vec<_> = self.ids.keys().filter(|k| k.0 == chat).copied().collect();
+        keys.into_iter()
+            .flat_map(|k| self.ids.remove(&k).unwrap_or_default())
+            .collect()
+    }
+}
+
 /// Batches handed to the engine: (the last envelope's seq, or the previous
 /// one if the batch had none; the batch's last seq).
 type Submitted = Mutex<VecDeque<(u64, u64)>>;
@@ -314,7 +363,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         started: Instant::now(),
     });
 
-    // Telegram, when there is a token.
+    // Telegram, when there is a token: alerts go through a durable outbox.
+    let outbox = Outbox::new(format!("{prefix}callwatch:outbox"));
+    let outbox_con = health::managed_connection(&settings.redis.url, &timeouts)?;
+    let queued = Arc::new(Mutex::new(Queued::default()));
     let telegram = if settings.telegram.token.is_empty() {
         tracing::warn!("no Telegram token: alerts are decided, kept and audited, not sent");
         None
@@ -338,26 +390,60 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             health::managed_connection(&settings.redis.url, &timeouts)?,
         );
         let counts = Arc::clone(&live);
+        let answered = Arc::clone(&queued);
+        let (deleter, mut con) = (outbox.clone(), outbox_con.clone());
         let reading = rt.spawn(async move {
             while let Some(report) = reports.recv().await {
-                match report {
-                    sender::Report::Sent { .. } => {
+                let done = match report {
+                    sender::Report::Sent { chat_id, tag, .. } => {
                         counts.sent.fetch_add(1, Ordering::Relaxed);
+                        answered.lock().answered(chat_id, &tag)
                     }
-                    sender::Report::Failed { chat_id, error, .. } => {
+                    sender::Report::Failed {
+                        chat_id,
+                        tag,
+                        error,
+                    } => {
                         counts.send_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(chat_id, error = %error, "Telegram message given up");
+                        tracing::error!(chat_id, error = %error, "Telegram message given up");
+                        answered.lock().answered(chat_id, &tag)
                     }
                     sender::Report::Inactive {
                         chat_id, dropped, ..
                     } => {
                         counts.inactive.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(chat_id, dropped, "chat blocked the bot");
+                        tracing::info!(chat_id, dropped, "chat unreachable; its alerts dropped");
+                        answered.lock().chat_gone(chat_id)
                     }
+                };
+                // Deleted at once; if Redis is down, the entry stays and is
+                // sent again after a restart (a duplicate, never a loss).
+                if let Err(e) = deleter.remove(&mut con, &done).await {
+                    tracing::warn!(error = %e, "could not delete answered alerts from the outbox");
                 }
             }
         });
         *live.sender.lock() = Some(sender.clone());
+        // What a crash left unsent, first.
+        let left = rt
+            .block_on(outbox.load(&mut outbox_con.clone()))
+            .context("reading the Telegram outbox")?;
+        let mut broken = Vec::new();
+        for (id, message) in left {
+            match message {
+                Ok(m) => {
+                    queued.lock().queued(m.chat_id, &m.tag, id);
+                    if rt.block_on(sender.send(m)).is_err() {
+                        anyhow::bail!("the Telegram sender closed at start");
+                    }
+                }
+                Err(why) => {
+                    tracing::error!(%id, %why, "unreadable outbox entry deleted");
+                    broken.push(id);
+                }
+            }
+        }
+        rt.block_on(outbox.remove(&mut outbox_con.clone(), &broken))?;
         Some((sender, names, (task, reading)))
     };
 
@@ -449,6 +535,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     }
                     router::Poll::Finished => return Ok(recorded),
                 };
+                let mut messages = Vec::new();
                 for effect in &merged.effects {
                     persist.record(effect)?;
                     match effect {
@@ -458,7 +545,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         }
                         Effect::Progress(_) => continue,
                     };
-                    if let Some((sender, names, _)) = &telegram {
+                    if let Some((_, names, _)) = &telegram {
                         let callers = match effect {
                             Effect::CallAlert(a) => a.callers.clone(),
                             _ => Vec::new(),
@@ -466,8 +553,30 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         let resolved = handle.block_on(names.resolve(&callers));
                         if let Some(rendered) = format::alert(effect, &resolved, &links)
                             && let Some(message) = Message::alert(effect, rendered)
-                            && handle.block_on(sender.send(message)).is_err()
                         {
+                            messages.push(message);
+                        }
+                    }
+                }
+                if let Some((sender, _, _)) = &telegram
+                    && !messages.is_empty()
+                {
+                    // Durable first (retried while Redis is away: an alert
+                    // must not be lost), then queued.
+                    let mut backoff = Duration::from_millis(50);
+                    let ids = loop {
+                        match handle.block_on(outbox.push(&mut outbox_con.clone(), &messages)) {
+                            Ok(ids) => break ids,
+                            Err(e) => {
+                                tracing::warn!(error = %e, ?backoff, "outbox write failed; retrying");
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    };
+                    for (message, id) in messages.into_iter().zip(ids) {
+                        queued.lock().queued(message.chat_id, &message.tag, id);
+                        if handle.block_on(sender.send(message)).is_err() {
                             anyhow::bail!("the Telegram sender closed while alerts were flowing");
                         }
                     }

@@ -27,6 +27,7 @@
 pub mod fake;
 pub mod format;
 pub mod names;
+pub mod outbox;
 pub mod sender;
 
 use std::fmt;

@@ -1,0 +1,161 @@
+//! Alerts on their way to Telegram, kept in a Redis stream until Telegram
+//! has answered for them, so that a crash loses none: the service appends
+//! an alert here before it queues it, deletes it when the sender reports it
+//! sent (or given up), and at start queues again whatever is still here.
+//!
+//! An entry has one field, `alert`: the message as JSON (chat, the alert's
+//! key, the HTML text and the buttons). What is sent twice after a crash is
+//! at most what Telegram had answered and the service had not yet deleted:
+//! the messages in flight and the sender's reports not yet read.
+
+use engine::time::Nanos;
+use engine::token::Token;
+use redis::aio::ConnectionLike;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::format::Button;
+use super::sender::{AlertKey, Message, Tag};
+use crate::audit::AlertKind;
+
+/// The outbox of one deployment: a stream key.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    chat_id: i64,
+    token: String,
+    kind: AlertKind,
+    threshold: f64,
+    at: Nanos,
+    text: String,
+    buttons: Vec<(String, String)>,
+}
+
+/// Entries read per XRANGE at start.
+const LOAD_BATCH: usize = 1_000;
+
+impl Outbox {
+    pub fn new(key: impl Into<String>) -> Outbox {
+        Outbox { key: key.into() }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Appends alert messages (replies are not kept) in one pipeline and
+    /// returns each one's entry id, in order.
+    pub async fn push(
+        &self,
+        con: &mut impl ConnectionLike,
+        messages: &[Message],
+    ) -> redis::RedisResult<Vec<String>> {
+        let mut pipe = redis::pipe();
+        for m in messages {
+            let Tag::Alert(key) = &m.tag else {
+                continue;
+            };
+            let stored = Stored {
+                chat_id: m.chat_id,
+                token: key.token.to_string(),
+                kind: key.kind,
+                threshold: key.threshold,
+                at: key.at,
+                text: m.text.clone(),
+                buttons: m
+                    .buttons
+                    .iter()
+                    .map(|b| (b.text.clone(), b.url.to_string()))
+                    .collect(),
+            };
+            let json = serde_json::to_string(&stored).expect("alerts serialise");
+            pipe.cmd("XADD")
+                .arg(&self.key)
+                .arg("*")
+                .arg("alert")
+                .arg(json);
+        }
+        pipe.query_async(con).await
+    }
+
+    /// Deletes answered entries.
+    pub async fn remove(
+        &self,
+        con: &mut impl ConnectionLike,
+        ids: &[String],
+    ) -> redis::RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: u64 = redis::cmd("XDEL")
+            .arg(&self.key)
+            .arg(ids)
+            .query_async(con)
+            .await?;
+        Ok(())
+    }
+
+    /// Every entry still here, oldest first, with its id. An entry that
+    /// cannot be read back is returned as an error string with its id (and
+    /// should be deleted by the caller after logging it).
+    pub async fn load(
+        &self,
+        con: &mut impl ConnectionLike,
+    ) -> redis::RedisResult<Vec<(String, Result<Message, String>)>> {
+        let mut out = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&self.key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(LOAD_BATCH)
+                .query_async(con)
+                .await?;
+            let n = entries.len();
+            for (id, fields) in entries {
+                start = format!("({id}");
+                let message = fields
+                    .into_iter()
+                    .find(|(f, _)| f == "alert")
+                    .ok_or_else(|| "no `alert` field".to_owned())
+                    .and_then(|(_, v)| decode(&v));
+                out.push((id, message));
+            }
+            if n < LOAD_BATCH {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn decode(json: &str) -> Result<Message, String> {
+    let s: Stored = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let token: Token = s.token.parse().map_err(|e| format!("token: {e}"))?;
+    let buttons = s
+        .buttons
+        .into_iter()
+        .map(|(text, url)| {
+            Ok(Button {
+                text,
+                url: Url::parse(&url).map_err(|e| format!("button url: {e}"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Message {
+        chat_id: s.chat_id,
+        tag: Tag::Alert(AlertKey {
+            token,
+            kind: s.kind,
+            threshold: s.threshold,
+            at: s.at,
+        }),
+        text: s.text,
+        buttons,
+    })
+}
