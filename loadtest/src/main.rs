@@ -11,8 +11,8 @@
 //! - `telegram`: a backlog of alerts through the Telegram sender to a fake
 //!   Bot API that enforces Telegram's limits.
 //! - `jitter`: the machine's own scheduling jitter.
-//! - `pipeline`: needs the service issue; until it lands it says so and
-//!   exits non-zero.
+//! - `pipeline`: a published market through `callwatch serve`, timed until
+//!   every entry is acknowledged.
 //!
 //! # Layout
 //! - `market`: the synthetic market (keys, prices, calls).
@@ -20,6 +20,7 @@
 //! - `seed`: the predecessor's algorithm, for comparison.
 //! - `rebuild_run`: the `rebuild` scenario.
 //! - `audit_run`: the `audit` scenario.
+//! - `pipeline_run`: the `pipeline` scenario.
 //! - `writebehind_run`: the `writebehind` scenario.
 //! - `telegram_run`: the `telegram` scenario.
 //! - `report`: summary table, JSON line, HTML report.
@@ -35,6 +36,7 @@ mod audit_run;
 mod engine_run;
 mod market;
 mod mem;
+mod pipeline_run;
 mod rebuild_run;
 mod report;
 mod seed;
@@ -75,8 +77,9 @@ enum Scenario {
     /// sender delivering them to a fake Bot API that answers 429 to
     /// anything over Telegram's limits.
     Telegram(TelegramArgs),
-    /// The whole service path (needs the service issue).
-    Pipeline(Pending),
+    /// Publish a simulated market to the input streams, run `callwatch
+    /// serve` on it and time it until every entry is acknowledged.
+    Pipeline(PipelineArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -288,12 +291,37 @@ struct TelegramArgs {
 }
 
 #[derive(Debug, clap::Args)]
-struct Pending {
-    /// Accepted for forward compatibility; unused until the scenario exists.
+struct PipelineArgs {
+    /// The Redis server and database for the streams and state (flushed
+    /// first and after).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/7")]
+    redis_url: String,
+    /// Also land audit rows in this PostgreSQL (a schema of its own,
+    /// dropped at the end).
     #[arg(long)]
-    redis_url: Option<String>,
+    database_url: Option<String>,
+    /// Events to publish and run through the service.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Input partitions.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Distinct tokens in the market.
+    #[arg(long, default_value_t = 2_000)]
+    tokens: u64,
+    /// Subscribed chats.
+    #[arg(long, default_value_t = 200)]
+    chats: u64,
+    /// The seed for every random draw.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// The callwatch binary [default: `callwatch` beside this one].
     #[arg(long)]
-    keys: Option<u64>,
+    callwatch: Option<PathBuf>,
+    /// Flush the database even if it already holds keys.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
 }
@@ -317,11 +345,7 @@ fn main() -> ExitCode {
         Scenario::Audit(args) => audit(&args),
         Scenario::Writebehind(args) => writebehind(&args),
         Scenario::Telegram(args) => telegram(&args),
-        Scenario::Pipeline(_) => pending(
-            "pipeline",
-            "it drives the whole service path (stream ingest, Redis and PostgreSQL \
-             writers, Telegram sender), which arrives with the service issue",
-        ),
+        Scenario::Pipeline(args) => pipeline(&args),
     };
     match result {
         Ok(code) => code,
@@ -495,9 +519,35 @@ fn telegram(a: &TelegramArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pending(name: &str, why: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("loadtest {name}: not available yet: {why}.");
-    Ok(ExitCode::from(2))
+fn pipeline(a: &PipelineArgs) -> anyhow::Result<ExitCode> {
+    let callwatch = match &a.callwatch {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("callwatch"))
+            .ok_or_else(|| anyhow::anyhow!("where this binary lives"))?,
+    };
+    let plan = pipeline_run::Plan {
+        redis_url: a.redis_url.clone(),
+        database_url: a.database_url.clone(),
+        events: a.events,
+        partitions: a.partitions,
+        tokens: a.tokens,
+        chats: a.chats,
+        seed: a.seed,
+        callwatch,
+        overwrite: a.overwrite,
+    };
+    eprintln!(
+        "loadtest pipeline: {} events over {} partitions through callwatch serve",
+        a.events, a.partitions
+    );
+    let r = pipeline_run::run(&plan)?;
+    println!("{}", pipeline_run::table(&r));
+    if a.json {
+        println!("{}", pipeline_run::json(&r));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
