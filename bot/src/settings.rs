@@ -438,6 +438,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_lists_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/callwatch.toml");
+        let s = Settings::load_with(Some(&path), &|_| None).unwrap();
+        assert_eq!(s, Settings::default(), "examples/callwatch.toml drifted");
+    }
+
+    #[test]
     fn the_environment_overrides_the_file() {
         let s = load(
             "[redis]\nurl = \"redis://file:6379/1\"\n[ingest]\npartitions = 16\n",
