@@ -443,6 +443,9 @@ impl StreamIngestConfig {
 pub struct EventBatch {
     /// The good events, by `seq`.
     pub envelopes: Vec<Envelope>,
+    /// When each of `envelopes` entered its stream: the entry id's
+    /// milliseconds (Redis's clock), for latency figures.
+    pub entered_ms: Vec<u64>,
     /// The `seq`s these entries took, those of bad ones among them
     /// included: `ack_through(*seqs.end())` covers the batch.
     pub seqs: RangeInclusive<u64>,
@@ -1155,6 +1158,7 @@ impl Reader<'_> {
     ) -> Result<Step, StreamError> {
         let first_seq = self.ingest.seq() + 1;
         let mut envelopes = Vec::with_capacity(fed.len());
+        let mut entered_ms = Vec::with_capacity(fed.len());
         let mut flights = Vec::with_capacity(fed.len());
         let mut dead = Vec::new();
         let mut last_ids = vec![None; self.streams.len()];
@@ -1170,6 +1174,7 @@ impl Reader<'_> {
                             id,
                         });
                         envelopes.push(env);
+                        entered_ms.push(id.ms);
                         continue;
                     }
                     Outcome::Bad { error, .. } => (Some(value), error.to_string()),
@@ -1199,6 +1204,7 @@ impl Reader<'_> {
             self.handed.store(last_seq, Ordering::Release);
             permit.send(EventBatch {
                 envelopes,
+                entered_ms,
                 seqs: first_seq..=last_seq,
             });
             IngestCounters::add(&self.shared.counters.events, n);

@@ -321,6 +321,10 @@ struct PipelineArgs {
     /// Flush the database even if it already holds keys.
     #[arg(long)]
     overwrite: bool,
+    /// Publish at this many events/s while serve runs, and report its
+    /// alert latency, instead of timing it on a backlog.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -537,6 +541,7 @@ fn pipeline(a: &PipelineArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         callwatch,
         overwrite: a.overwrite,
+        rate: a.rate,
     };
     eprintln!(
         "loadtest pipeline: {} events over {} partitions through callwatch serve",

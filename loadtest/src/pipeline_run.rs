@@ -33,6 +33,9 @@ pub struct Plan {
     pub seed: u64,
     pub callwatch: PathBuf,
     pub overwrite: bool,
+    /// Publish at this many events per second while the service runs (the
+    /// latency phase) instead of as a backlog before it starts.
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -41,6 +44,10 @@ pub struct Results {
     pub publish_secs: f64,
     pub secs: f64,
     pub audit_rows: Option<i64>,
+    /// With a rate: the service's alert latency quantiles (seconds), stream
+    /// entry to handed to the sender, as its /metrics reports them.
+    pub latency: Vec<(String, f64)>,
+    pub rate: Option<f64>,
 }
 
 impl Results {
@@ -100,27 +107,27 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         Ok(())
     })?;
 
-    // Publish first, so the service is timed on a backlog.
     let now = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos(),
     )?;
-    let market = Market::new(MarketConfig {
+    let mut market = Market::new(MarketConfig {
         seed: plan.seed,
         tokens: plan.tokens,
         chats: plan.chats,
         start: now,
         ..MarketConfig::default()
     });
-    let pb = ProgressBar::new(plan.events);
-    let started = Instant::now();
-    let mut lines = Vec::with_capacity(10_000);
+    // Publishes up to `n` more events; returns how many.
     let mut left = plan.events;
-    let mut market = market;
-    while left > 0 {
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(10_000);
+    let mut publish_some = |con: &mut redis::aio::MultiplexedConnection,
+                            n: u64,
+                            left: &mut u64|
+     -> anyhow::Result<u64> {
         lines.clear();
-        for event in market.by_ref().take(left.min(10_000) as usize) {
+        for event in market.by_ref().take((*left).min(n) as usize) {
             let mut out = Vec::with_capacity(160);
             event.write_json(&mut out);
             while out.last() == Some(&b'\n') {
@@ -128,12 +135,10 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             }
             lines.push(out);
         }
-        left -= lines.len() as u64;
-        rt.block_on(publish(&mut con, "", plan.partitions, &lines))?;
-        pb.set_position(plan.events - left);
-    }
-    pb.finish_and_clear();
-    let publish_secs = started.elapsed().as_secs_f64();
+        *left -= lines.len() as u64;
+        rt.block_on(publish(con, "", plan.partitions, &lines))?;
+        Ok(lines.len() as u64)
+    };
 
     let schema = format!("loadtest_pipeline_{}", std::process::id());
     let config =
@@ -141,22 +146,72 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let postgres = plan.database_url.as_ref().map_or(String::new(), |url| {
         format!("[postgres]\nurl = \"{url}\"\nschema = \"{schema}\"\n")
     });
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
     std::fs::write(
         &config,
         format!(
-            "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
             plan.redis_url, plan.partitions
         ),
     )?;
-    let started = Instant::now();
-    let mut child = Command::new(&plan.callwatch)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("CALLWATCH_LOG_LEVEL", "warn")
-        .spawn()
-        .with_context(|| format!("starting {}", plan.callwatch.display()))?;
+    let spawn = || {
+        Command::new(&plan.callwatch)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CALLWATCH_LOG_LEVEL", "warn")
+            .spawn()
+            .with_context(|| format!("starting {}", plan.callwatch.display()))
+    };
+
+    let pb = ProgressBar::new(plan.events);
+    let (mut child, started, publish_secs) = match plan.rate {
+        None => {
+            // A backlog first, then the service timed on it.
+            let t = Instant::now();
+            while left > 0 {
+                publish_some(&mut con, 10_000, &mut left)?;
+                pb.set_position(plan.events - left);
+            }
+            let publish_secs = t.elapsed().as_secs_f64();
+            (spawn()?, Instant::now(), publish_secs)
+        }
+        Some(rate) => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            let child = spawn()?;
+            // Ready when /healthz answers.
+            let t = Instant::now();
+            while scrape(port, "/healthz").is_err() {
+                anyhow::ensure!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "serve did not come up"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let started = Instant::now();
+            let tick = Duration::from_millis(10);
+            let per_tick = (rate * tick.as_secs_f64()).max(1.0);
+            let mut due = 0.0f64;
+            let mut next = Instant::now();
+            while left > 0 {
+                due += per_tick;
+                let n = due.floor() as u64;
+                due -= n as f64;
+                publish_some(&mut con, n, &mut left)?;
+                pb.set_position(plan.events - left);
+                next += tick;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let publish_secs = started.elapsed().as_secs_f64();
+            (child, started, publish_secs)
+        }
+    };
+    pb.finish_and_clear();
     let pb = ProgressBar::new_spinner();
-    pb.set_message("serve working through the backlog");
+    pb.set_message("serve working through the events");
     let finished = rt.block_on(async {
         loop {
             if drained(&mut con, plan.partitions).await {
@@ -170,6 +225,18 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         }
     });
     pb.finish_and_clear();
+    let latency = if plan.rate.is_some() {
+        let text = scrape(port, "/metrics").unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("callwatch_alert_latency_seconds{quantile=\""))
+            .filter_map(|l| {
+                let (q, v) = l.split_once("\"} ")?;
+                Some((q.to_owned(), v.trim().parse().ok()?))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -207,21 +274,46 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         publish_secs,
         secs,
         audit_rows,
+        latency,
+        rate: plan.rate,
     })
 }
 
+/// One GET to the service's ops endpoint; the body.
+fn scrape(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(std::io::Error::other("not 200")),
+    }
+}
+
 pub fn table(r: &Results) -> String {
-    format!(
-        "  events                   {}\n  published in             {:.2} s\n  \
+    let latency: String = r
+        .latency
+        .iter()
+        .map(|(q, v)| format!("  alert latency q{q:<6}    {:.1} ms\n", v * 1000.0))
+        .collect();
+    latency
+        + &format!(
+            "  events                   {}\n  published in             {:.2} s\n  \
          serve, start to all acknowledged  {:.2} s\n  \
          through the whole path   {:.0} events/s\n  audit rows               {}\n",
-        r.events,
-        r.publish_secs,
-        r.secs,
-        r.events_per_sec(),
-        r.audit_rows
-            .map_or("(no --database-url)".to_owned(), |n| n.to_string())
-    )
+            r.events,
+            r.publish_secs,
+            r.secs,
+            r.events_per_sec(),
+            r.audit_rows
+                .map_or("(no --database-url)".to_owned(), |n| n.to_string())
+        )
 }
 
 pub fn json(r: &Results) -> String {
@@ -232,6 +324,8 @@ pub fn json(r: &Results) -> String {
         "seconds": (r.secs * 1000.0).round() / 1000.0,
         "events_per_sec": r.events_per_sec().round(),
         "audit_rows": r.audit_rows,
+        "rate": r.rate,
+        "latency_seconds": r.latency.iter().map(|(q, v)| (q.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
     })
     .to_string()
 }

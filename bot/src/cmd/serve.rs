@@ -84,6 +84,8 @@ struct Live {
     persist_pending: AtomicU64,
     redis_ok: AtomicU64,
     redis_latency_us: AtomicU64,
+    /// Stream entry → alert decided, recorded and handed to the sender, µs.
+    alert_latency: Mutex<hdrhistogram::Histogram<u64>>,
     started: Instant,
 }
 
@@ -105,6 +107,22 @@ impl Report for Live {
         let ev = per_shard(|g| &g.events);
         let tr = per_shard(|g| &g.tracked);
         let sender = self.sender.lock().as_ref().map(sender::Sender::stats);
+        let quantiles: Vec<(String, f64)> = {
+            let h = self.alert_latency.lock();
+            [0.5, 0.99, 0.999, 1.0]
+                .iter()
+                .map(|&q| (q.to_string(), h.value_at_quantile(q) as f64 / 1e6))
+                .collect()
+        };
+        let latency_labels: Vec<[(&str, &str); 1]> = quantiles
+            .iter()
+            .map(|(q, _)| [("quantile", q.as_str())])
+            .collect();
+        let latency: Vec<(&[(&str, &str)], f64)> = latency_labels
+            .iter()
+            .zip(&quantiles)
+            .map(|(l, (_, v))| (&l[..], *v))
+            .collect();
         e.counter(
             "callwatch_shard_events_total",
             "Events applied, per shard.",
@@ -180,6 +198,11 @@ impl Report for Live {
             "callwatch_telegram_429_total",
             "429 answers from Telegram.",
             &[(&[], sender.map_or(0.0, |s| s.rate_limited as f64))],
+        )
+        .gauge(
+            "callwatch_alert_latency_seconds",
+            "Stream entry to alert recorded and handed to the sender, by quantile, since start.",
+            &latency,
         )
         .gauge(
             "callwatch_uptime_seconds",
@@ -259,6 +282,37 @@ impl Queued {
         keys.into_iter()
             .flat_map(|k| self.ids.remove(&k).unwrap_or_default())
             .collect()
+    }
+}
+
+/// Records, for each alert of a merged batch, the time from its event's
+/// stream entry to now (it has been recorded and handed to the sender), and
+/// forgets the entry times of every event through `upto_seq`.
+fn record_latency(
+    live: &Live,
+    entered: &Mutex<VecDeque<(u64, u64)>>,
+    effects: &[Effect],
+    upto_seq: u64,
+) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut entered = entered.lock();
+    let mut h = live.alert_latency.lock();
+    for e in effects.iter().filter(|e| e.is_alert()) {
+        let seq = e.order_key().0;
+        while entered.front().is_some_and(|&(s, _)| s < seq) {
+            entered.pop_front();
+        }
+        if let Some(&(s, ms)) = entered.front()
+            && s == seq
+        {
+            let _ = h.record(now_ms.saturating_sub(ms).max(1) * 1000);
+        }
+    }
+    drop(h);
+    while entered.front().is_some_and(|&(s, _)| s <= upto_seq) {
+        entered.pop_front();
     }
 }
 
@@ -360,6 +414,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         persist_pending: AtomicU64::new(0),
         redis_ok: AtomicU64::new(0),
         redis_latency_us: AtomicU64::new(0),
+        alert_latency: Mutex::new(
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        ),
         started: Instant::now(),
     });
 
@@ -509,6 +566,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     let submitted: Submitted = Mutex::new(VecDeque::new());
+    // (seq, the entry's stream time in ms) of events submitted, for the
+    // alert latency.
+    let entered: Mutex<VecDeque<(u64, u64)>> = Mutex::new(VecDeque::new());
     let links = Links::default();
     let handle = rt.handle().clone();
     let effects_acker = acker.clone();
@@ -581,6 +641,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
+                record_latency(&live, &entered, &merged.effects, merged.upto_seq);
                 live.applied_through
                     .store(merged.upto_seq, Ordering::Relaxed);
                 let mut queue = submitted.lock();
@@ -634,6 +695,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let mut last_event = 0u64;
         let mut engine_error = None;
         'read: while let Some(batch) = rx.blocking_recv() {
+            {
+                let mut entered = entered.lock();
+                for (env, ms) in batch.envelopes.iter().zip(&batch.entered_ms) {
+                    entered.push_back((env.seq, *ms));
+                }
+            }
             for env in batch.envelopes {
                 last_event = env.seq;
                 if let Event::Call {
@@ -700,6 +767,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .context("the stream ingest did not finish in time")?
         .context("the stream ingest task")??;
     let _ = rt.block_on(ops_task);
+    {
+        let h = live.alert_latency.lock();
+        if !h.is_empty() {
+            tracing::info!(
+                alerts = h.len(),
+                p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0,
+                p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0,
+                max_ms = h.max() as f64 / 1000.0,
+                "alert latency, stream entry to handed to the sender"
+            );
+        }
+    }
     tracing::info!(
         events = ingest_stats.events,
         dead_lettered = ingest_stats.dead_lettered,
