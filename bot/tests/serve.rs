@@ -10,7 +10,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use callwatch_io::stream_ingest::publish;
+use callwatch_io::stream_ingest::{input_drained, publish};
 use callwatch_io::telegram::fake::FakeBotApi;
 
 const TOKEN: &str = "123456:test-token";
@@ -310,38 +310,25 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     drop(scratch);
 }
 
-/// Whether every group on the service's input streams has read and
-/// acknowledged everything (`XINFO GROUPS`: lag 0, nothing pending).
-async fn drained(
-    con: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-    partitions: u32,
-) -> bool {
-    let mut streams: Vec<String> = (0..partitions)
-        .map(|p| format!("{prefix}events:{p}"))
-        .collect();
-    streams.push(format!("{prefix}events:chats"));
-    for stream in streams {
-        let groups: Vec<std::collections::HashMap<String, redis::Value>> = match redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&stream)
-            .query_async(con)
-            .await
-        {
-            Ok(g) => g,
-            Err(_) => return false,
-        };
-        if groups.is_empty() {
-            return false;
-        }
-        for g in groups {
-            let zero = |k: &str| matches!(g.get(k), Some(redis::Value::Int(0)));
-            if !(zero("pending") && zero("lag")) {
-                return false;
+/// A simulated market's first `events` events as JSON lines.
+fn market_lines(events: usize, tokens: u64, chats: u64) -> Vec<Vec<u8>> {
+    let market = engine::sim::Market::new(engine::sim::MarketConfig {
+        tokens,
+        chats,
+        call_share: 0.05,
+        ..engine::sim::MarketConfig::default()
+    });
+    market
+        .take(events)
+        .map(|e| {
+            let mut out = Vec::new();
+            e.write_json(&mut out);
+            while out.last() == Some(&b'\n') {
+                out.pop();
             }
-        }
-    }
-    true
+            out
+        })
+        .collect()
 }
 
 /// (chat, token, kind, threshold, alert time in µs) of every audit row.
@@ -373,23 +360,7 @@ async fn audit_rows(schema: &str) -> Vec<(i64, String, String, f64, i64)> {
 async fn two_processes_with_half_the_partitions_each_alert_as_one() {
     let id = format!("{}_{}", std::process::id(), free_port());
     // A simulated market, as JSON lines.
-    let market = engine::sim::Market::new(engine::sim::MarketConfig {
-        tokens: 300,
-        chats: 30,
-        call_share: 0.05,
-        ..engine::sim::MarketConfig::default()
-    });
-    let lines: Vec<Vec<u8>> = market
-        .take(20_000)
-        .map(|e| {
-            let mut out = Vec::new();
-            e.write_json(&mut out);
-            while out.last() == Some(&b'\n') {
-                out.pop();
-            }
-            out
-        })
-        .collect();
+    let lines = market_lines(20_000, 300, 30);
     let mut con = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -421,7 +392,9 @@ async fn two_processes_with_half_the_partitions_each_alert_as_one() {
     let b = spawn_serve(&config(&prefix2, &schema2, 4, &[2, 3], "b", None));
 
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !(drained(&mut con, &prefix1, 4).await && drained(&mut con, &prefix2, 4).await) {
+    while !(input_drained(&mut con, &prefix1, 4).await
+        && input_drained(&mut con, &prefix2, 4).await)
+    {
         assert!(
             Instant::now() < deadline,
             "the services did not work through the events"
@@ -483,23 +456,7 @@ async fn killed_mid_stream_and_restarted_it_loses_no_alert() {
         prefix: prefix.clone(),
         schema: schema.clone(),
     };
-    let market = engine::sim::Market::new(engine::sim::MarketConfig {
-        tokens: 200,
-        chats: 20,
-        call_share: 0.05,
-        ..engine::sim::MarketConfig::default()
-    });
-    let lines: Vec<Vec<u8>> = market
-        .take(30_000)
-        .map(|e| {
-            let mut out = Vec::new();
-            e.write_json(&mut out);
-            while out.last() == Some(&b'\n') {
-                out.pop();
-            }
-            out
-        })
-        .collect();
+    let lines = market_lines(30_000, 200, 20);
     let expected = expected_messages(&lines);
     assert!(
         expected.len() > 100,
@@ -550,7 +507,10 @@ async fn killed_mid_stream_and_restarted_it_loses_no_alert() {
             .query_async(&mut con)
             .await
             .unwrap();
-        if drained(&mut con, &prefix, 2).await && outbox == 0 && fake.count() >= expected.len() {
+        if input_drained(&mut con, &prefix, 2).await
+            && outbox == 0
+            && fake.count() >= expected.len()
+        {
             break;
         }
         assert!(

@@ -223,6 +223,42 @@ pub fn dead_letter_key(prefix: &str) -> String {
     format!("{prefix}events:dead")
 }
 
+/// Whether every consumer group on a deployment's input streams (the
+/// `partitions` and the chats stream) has read and acknowledged everything:
+/// nothing pending, no lag. `false` while a stream or its groups do not
+/// exist yet. For load tests and operators waiting for a backlog to clear.
+pub async fn input_drained(
+    con: &mut impl redis::aio::ConnectionLike,
+    prefix: &str,
+    partitions: u32,
+) -> bool {
+    let mut streams: Vec<String> = (0..partitions)
+        .map(|p| stream_key(prefix, Route::Partition(p)))
+        .collect();
+    streams.push(stream_key(prefix, Route::Chats));
+    for stream in streams {
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = match redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(con)
+            .await
+        {
+            Ok(g) => g,
+            Err(_) => return false,
+        };
+        if groups.is_empty() {
+            return false;
+        }
+        for g in groups {
+            let zero = |k: &str| matches!(g.get(k), Some(redis::Value::Int(0)));
+            if !(zero("pending") && zero("lag")) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// Lines per XADD pipeline.
 const PUBLISH_PIPELINE: usize = 4096;
 

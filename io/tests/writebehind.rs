@@ -60,6 +60,20 @@ fn reached(chat_id: i64, token: Token, started: i64, threshold: f64) -> Effect {
     })
 }
 
+/// A write-behind with the default settings under a test's key prefix.
+fn start_under(
+    prefix: &str,
+    con: redis::aio::ConnectionManager,
+) -> (writebehind::WriteBehind, writebehind::Flusher) {
+    writebehind::start(
+        WriteBehindConfig {
+            key_prefix: prefix.to_owned(),
+            ..WriteBehindConfig::default()
+        },
+        con,
+    )
+}
+
 async fn cleanup(con: &mut redis::aio::ConnectionManager, prefix: &str) {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
@@ -78,13 +92,7 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
     let mut check = con.clone();
     let token: Token = SOL.parse().unwrap();
     let at = now();
-    let (wb, flusher) = writebehind::start(
-        WriteBehindConfig {
-            key_prefix: prefix.clone(),
-            ..WriteBehindConfig::default()
-        },
-        con,
-    );
+    let (wb, flusher) = start_under(&prefix, con);
     // Chat 1: a call and two thresholds, folded into one record.
     wb.record(&call(1, token, at, 1234.5678901234567));
     wb.record(&reached(1, token, at, 2.0));
@@ -158,13 +166,7 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
         .await
         .unwrap();
     let con = health::managed_connection(&url(), &RedisTimeouts::default()).unwrap();
-    let (wb, flusher) = writebehind::start(
-        WriteBehindConfig {
-            key_prefix: prefix.clone(),
-            ..WriteBehindConfig::default()
-        },
-        con,
-    );
+    let (wb, flusher) = start_under(&prefix, con);
     wb.record(&reached(2, token, at, 5.0));
     wb.record(&reached(3, token, at, 5.0));
     let stats = flusher.close(Duration::from_secs(10)).await.unwrap();

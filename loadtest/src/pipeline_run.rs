@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use callwatch_io::stream_ingest::publish;
+use callwatch_io::stream_ingest::{input_drained, publish};
 use engine::sim::{Market, MarketConfig};
 use indicatif::ProgressBar;
 
@@ -54,34 +54,6 @@ impl Results {
     pub fn events_per_sec(&self) -> f64 {
         self.events as f64 / self.secs.max(1e-9)
     }
-}
-
-/// Whether every group on the input streams has read and acknowledged
-/// everything.
-async fn drained(con: &mut redis::aio::MultiplexedConnection, partitions: u32) -> bool {
-    let mut streams: Vec<String> = (0..partitions).map(|p| format!("events:{p}")).collect();
-    streams.push("events:chats".to_owned());
-    for stream in streams {
-        let groups: Vec<std::collections::HashMap<String, redis::Value>> = match redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&stream)
-            .query_async(con)
-            .await
-        {
-            Ok(g) => g,
-            Err(_) => return false,
-        };
-        if groups.is_empty() {
-            return false;
-        }
-        for g in groups {
-            let zero = |k: &str| matches!(g.get(k), Some(redis::Value::Int(0)));
-            if !(zero("pending") && zero("lag")) {
-                return false;
-            }
-        }
-    }
-    true
 }
 
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
@@ -214,7 +186,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     pb.set_message("serve working through the events");
     let finished = rt.block_on(async {
         loop {
-            if drained(&mut con, plan.partitions).await {
+            if input_drained(&mut con, "", plan.partitions).await {
                 return Ok(started.elapsed().as_secs_f64());
             }
             if let Some(status) = child.try_wait()? {
