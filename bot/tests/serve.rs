@@ -250,6 +250,48 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
             .all(|r| r.parse_mode.as_deref() == Some("HTML"))
     );
 
+    // Its metrics, from the address in its settings.
+    let settings = std::fs::read_to_string(&config).unwrap();
+    let listen = settings
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    let scrape = move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&listen).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let wanted = [
+        "callwatch_alerts_total{kind=\"call\"} 2",
+        "callwatch_alerts_total{kind=\"multiplier\"} 3",
+        "callwatch_postgres_up 1",
+        "callwatch_redis_up 1",
+        "callwatch_shard_inbox_depth{shard=\"1\"}",
+        "callwatch_telegram_messages_total{outcome=\"sent\"} 5",
+        "callwatch_alert_latency_seconds{quantile=\"0.99\"}",
+    ];
+    // The sender's reports are read a moment after Telegram answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let scrape = scrape.clone();
+        let metrics = tokio::task::spawn_blocking(scrape).await.unwrap();
+        let missing: Vec<_> = wanted.iter().filter(|l| !metrics.contains(*l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing:?} missing from:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A clean stop: SIGTERM, exit 0.
     let exit = stop(running).await;
     assert!(exit.success(), "{exit:?}");

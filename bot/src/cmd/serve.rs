@@ -84,6 +84,11 @@ struct Live {
     persist_pending: AtomicU64,
     redis_ok: AtomicU64,
     redis_latency_us: AtomicU64,
+    /// 1 up, 0 down; absent (u64::MAX) without PostgreSQL.
+    postgres_ok: AtomicU64,
+    postgres_latency_us: AtomicU64,
+    /// Batches waiting in each shard's inbox, sampled by the reader.
+    inbox_depth: Vec<AtomicU64>,
     /// Stream entry → alert decided, recorded and handed to the sender, µs.
     alert_latency: Mutex<hdrhistogram::Histogram<u64>>,
     started: Instant,
@@ -105,6 +110,13 @@ impl Report for Live {
                 .collect()
         };
         let ev = per_shard(|g| &g.events);
+        let inbox: Vec<(&[(&str, &str)], f64)> = self
+            .inbox_depth
+            .iter()
+            .zip(&labels)
+            .map(|(d, l)| (&l[..], d.load(Ordering::Relaxed) as f64))
+            .collect();
+        let pg = self.postgres_ok.load(Ordering::Relaxed);
         let tr = per_shard(|g| &g.tracked);
         let sender = self.sender.lock().as_ref().map(sender::Sender::stats);
         let quantiles: Vec<(String, f64)> = {
@@ -171,6 +183,29 @@ impl Report for Live {
             &[(&[], get(&self.persist_pending))],
         )
         .gauge(
+            "callwatch_shard_inbox_depth",
+            "Batches waiting in each shard's inbox.",
+            &inbox,
+        )
+        .gauge(
+            "callwatch_postgres_up",
+            "Whether the last PostgreSQL health check answered (absent without PostgreSQL).",
+            &if pg == u64::MAX {
+                vec![]
+            } else {
+                vec![(&[][..], pg as f64)]
+            },
+        )
+        .gauge(
+            "callwatch_postgres_latency_seconds",
+            "The last PostgreSQL health check's round trip.",
+            &if pg == u64::MAX {
+                vec![]
+            } else {
+                vec![(&[][..], get(&self.postgres_latency_us) / 1e6)]
+            },
+        )
+        .gauge(
             "callwatch_redis_up",
             "Whether the last Redis health check answered.",
             &[(&[], get(&self.redis_ok))],
@@ -214,13 +249,27 @@ impl Report for Live {
 
     fn readiness(&self) -> Readiness {
         let redis = self.redis_ok.load(Ordering::Relaxed) == 1;
+        let mut detail = vec![format!(
+            "redis {} ({:.2} ms)",
+            if redis { "ok" } else { "down" },
+            self.redis_latency_us.load(Ordering::Relaxed) as f64 / 1000.0
+        )];
+        let pg = self.postgres_ok.load(Ordering::Relaxed);
+        if pg != u64::MAX {
+            detail.push(format!(
+                "postgres {} ({:.2} ms)",
+                if pg == 1 {
+                    "ok"
+                } else {
+                    "down (audit rows wait in their queue)"
+                },
+                self.postgres_latency_us.load(Ordering::Relaxed) as f64 / 1000.0
+            ));
+        }
+        // PostgreSQL down delays audit rows but loses none: still ready.
         Readiness {
             ready: redis,
-            detail: vec![format!(
-                "redis {} ({:.2} ms)",
-                if redis { "ok" } else { "down" },
-                self.redis_latency_us.load(Ordering::Relaxed) as f64 / 1000.0
-            )],
+            detail,
         }
     }
 }
@@ -283,6 +332,30 @@ impl Queued {
             .flat_map(|k| self.ids.remove(&k).unwrap_or_default())
             .collect()
     }
+}
+
+/// `SELECT 1` within a second, connecting first if needed.
+async fn pg_ping(url: &str, client: &mut Option<tokio_postgres::Client>) -> bool {
+    let attempt = async {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            *client = Some(c);
+        }
+        client
+            .as_ref()
+            .expect("connected above")
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Records, for each alert of a merged batch, the time from its event's
@@ -414,6 +487,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         persist_pending: AtomicU64::new(0),
         redis_ok: AtomicU64::new(0),
         redis_latency_us: AtomicU64::new(0),
+        postgres_ok: AtomicU64::new(u64::MAX),
+        postgres_latency_us: AtomicU64::new(0),
+        inbox_depth: (0..engine_config.shards)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
         alert_latency: Mutex::new(
             hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
         ),
@@ -510,8 +588,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let live = Arc::clone(&live);
         let mut con = health::managed_connection(&settings.redis.url, &timeouts)?;
         let mut stop = stop_rx.clone();
+        let pg_url = (!settings.postgres.url.is_empty()).then(|| settings.postgres.url.clone());
         rt.spawn(async move {
+            let mut pg: Option<tokio_postgres::Client> = None;
             loop {
+                if let Some(url) = &pg_url {
+                    let t = Instant::now();
+                    let ok = pg_ping(url, &mut pg).await;
+                    live.postgres_ok.store(u64::from(ok), Ordering::Relaxed);
+                    live.postgres_latency_us
+                        .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
                 let ping = health::ping(&mut con, Duration::from_secs(1)).await;
                 live.redis_ok.store(u64::from(ping.ok), Ordering::Relaxed);
                 live.redis_latency_us
@@ -721,6 +808,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             if let Err(e) = router.flush() {
                 engine_error = Some(e);
                 break;
+            }
+            for (gauge, depth) in live.inbox_depth.iter().zip(router.inbox_depths()) {
+                gauge.store(depth as u64, Ordering::Relaxed);
             }
         }
         // Stopped (or the engine failed): let every event applied so far
