@@ -414,12 +414,13 @@ mod tests {
     use super::*;
 
     fn load(toml_text: &str, env: &[(&str, &str)]) -> anyhow::Result<Settings> {
-        let dir = std::env::temp_dir().join(format!("callwatch-settings-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Tests run in parallel: a file of each call's own.
+        // Tests run in parallel: a file of each call's own, removed after.
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("{n}.toml"));
+        let path = std::env::temp_dir().join(format!(
+            "callwatch-settings-{}-{n}.toml",
+            std::process::id()
+        ));
         std::fs::write(&path, toml_text).unwrap();
         let env: HashMap<String, String> = env
             .iter()
