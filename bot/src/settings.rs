@@ -280,14 +280,7 @@ impl Settings {
         {
             problems.push("postgres.url is not a PostgreSQL connection string".to_owned());
         }
-        let schema_ok = !self.postgres.schema.is_empty()
-            && self.postgres.schema.len() <= 63
-            && self
-                .postgres
-                .schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && !self.postgres.schema.as_bytes()[0].is_ascii_digit();
+        let schema_ok = callwatch_io::migrate::valid_schema_name(&self.postgres.schema);
         if !schema_ok {
             problems.push(format!(
                 "postgres.schema `{}`: use 1 to 63 lowercase letters, digits or underscores",

@@ -63,15 +63,21 @@ pub fn pg_detail(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// A schema name safe to splice into SQL (it cannot be a bind parameter).
-fn check_schema(schema: &str) -> Result<(), MigrateError> {
-    let ok = !schema.is_empty()
+/// Whether `schema` is a name callwatch accepts: 1 to 63 lowercase letters,
+/// digits or underscores, not starting with a digit, so it is safe to splice
+/// into SQL (it cannot be a bind parameter).
+pub fn valid_schema_name(schema: &str) -> bool {
+    !schema.is_empty()
         && schema.len() <= 63
         && schema
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !schema.as_bytes()[0].is_ascii_digit();
-    if ok {
+        && !schema.as_bytes()[0].is_ascii_digit()
+}
+
+/// A schema name safe to splice into SQL (it cannot be a bind parameter).
+fn check_schema(schema: &str) -> Result<(), MigrateError> {
+    if valid_schema_name(schema) {
         Ok(())
     } else {
         Err(MigrateError::SchemaName(schema.to_owned()))

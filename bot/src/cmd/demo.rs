@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use callwatch_io::migrate::migrate;
 use callwatch_io::persist::{PersistConfig, Persistence};
 use callwatch_io::writebehind::WriteBehindConfig;
 use engine::effect::Effect;
@@ -62,16 +61,7 @@ fn persistence(
         return Ok(None);
     };
     if let Some(url) = &args.database_url {
-        rt.block_on(async {
-            let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .context("cannot connect to PostgreSQL (check --database-url)")?;
-            let driver = tokio::spawn(conn);
-            migrate(&mut client, &args.schema).await?;
-            drop(client);
-            let _ = driver.await;
-            anyhow::Ok(())
-        })?;
+        super::migrate_database(rt, url, &args.schema, "--database-url")?;
     }
     let config = PersistConfig {
         redis_url: redis_url.clone(),

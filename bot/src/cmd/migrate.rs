@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use callwatch_io::migrate::{MIGRATIONS, migrate};
+use callwatch_io::migrate::MIGRATIONS;
 
 /// Apply pending PostgreSQL migrations (each once; safe to run again).
 #[derive(Debug, clap::Args)]
@@ -23,17 +23,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let applied = rt.block_on(async {
-        let (mut client, conn) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
-            .await
-            // The URL may hold a password: the error names the server only.
-            .context("cannot connect to PostgreSQL (check --database-url / DATABASE_URL)")?;
-        let driver = tokio::spawn(conn);
-        let applied = migrate(&mut client, &args.schema).await;
-        drop(client);
-        let _ = driver.await;
-        applied.map_err(anyhow::Error::from)
-    })?;
+    let applied = super::migrate_database(
+        &rt,
+        &args.database_url,
+        &args.schema,
+        "--database-url / DATABASE_URL",
+    )?;
     if applied.is_empty() {
         println!(
             "schema {} is up to date ({} migration(s))",

@@ -12,6 +12,28 @@ pub mod rebuild;
 pub mod replay;
 pub mod serve;
 
+/// Connects to PostgreSQL at `url` and applies the migrations `schema`
+/// lacks, returning their versions; `hint` says where the URL came from,
+/// for the error when it does not connect.
+pub fn migrate_database(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    schema: &str,
+    hint: &str,
+) -> anyhow::Result<Vec<i32>> {
+    rt.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            // The URL may hold a password: the error names the server only.
+            .with_context(|| format!("cannot connect to PostgreSQL (check {hint})"))?;
+        let driver = tokio::spawn(conn);
+        let applied = callwatch_io::migrate::migrate(&mut client, schema).await;
+        drop(client);
+        let _ = driver.await;
+        Ok(applied?)
+    })
+}
+
 /// Engine flags common to the commands that run the engine.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use callwatch_io::audit::AlertKind;
 use callwatch_io::health::{self, RedisTimeouts};
-use callwatch_io::migrate::migrate;
 use callwatch_io::ops::{self, Exposition, Readiness, Report};
 use callwatch_io::persist::{PersistConfig, Persistence};
 use callwatch_io::rebuild::{bulk_connection_config, load_into};
@@ -422,16 +421,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let database = (!settings.postgres.url.is_empty()).then(|| settings.postgres.url.clone());
     if let Some(url) = &database {
-        let applied = rt.block_on(async {
-            let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .context("cannot connect to PostgreSQL (postgres.url / DATABASE_URL)")?;
-            let driver = tokio::spawn(conn);
-            let applied = migrate(&mut client, &settings.postgres.schema).await?;
-            drop(client);
-            let _ = driver.await;
-            anyhow::Ok(applied)
-        })?;
+        let applied = super::migrate_database(
+            &rt,
+            url,
+            &settings.postgres.schema,
+            "postgres.url / DATABASE_URL",
+        )?;
         tracing::info!(?applied, schema = %settings.postgres.schema, "migrations");
     }
 
