@@ -183,9 +183,9 @@ impl Persistence {
         self.wb.record_call(token, channel_id, at);
     }
 
-    /// The write-behind's counters now.
-    pub fn write_behind_stats(&self) -> WriteBehindStats {
-        self.wb.stats()
+    /// The write-behind, for its counters.
+    pub fn write_behind(&self) -> &WriteBehind {
+        &self.wb
     }
 
     /// Writes everything held, pushes every audit row, lets the sink land

@@ -47,7 +47,7 @@ use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Script};
 use tokio::sync::Notify;
 
-use crate::health::{Breaker, BreakerConfig, BreakerState};
+use crate::health::{Breaker, BreakerConfig};
 #[cfg(doc)]
 use crate::store::{MultiplierRecord, ProcessedRecord};
 
@@ -310,11 +310,6 @@ impl WriteBehind {
             breaker_opened: c.breaker_opened.load(Ordering::Relaxed),
             pending: (held + c.in_flight.load(Ordering::Relaxed)) as u64,
         }
-    }
-
-    /// The breaker's state now.
-    pub fn breaker(&self) -> BreakerState {
-        self.shared.breaker.lock().state(Instant::now())
     }
 
     /// Takes up to `n` held keys for a pipeline, leaving those of
@@ -643,11 +638,6 @@ impl Flusher {
             });
         }
         Ok(self.handle.stats())
-    }
-
-    /// The producer handle of this flusher.
-    pub fn handle(&self) -> &WriteBehind {
-        &self.handle
     }
 }
 

@@ -47,7 +47,7 @@ use callwatch_io::telegram::format::{self, Links};
 use callwatch_io::telegram::names::{ChannelNames, NamesConfig};
 use callwatch_io::telegram::outbox::Outbox;
 use callwatch_io::telegram::sender::{self, Message, SenderConfig};
-use callwatch_io::writebehind::WriteBehindConfig;
+use callwatch_io::writebehind::{WriteBehind, WriteBehindConfig};
 use engine::effect::Effect;
 use engine::event::Event;
 use engine::router::{self, ShardGauges};
@@ -76,11 +76,9 @@ struct Live {
     alerts_multiplier: AtomicU64,
     applied_through: AtomicU64,
     acked_through: AtomicU64,
-    sent: AtomicU64,
-    send_failed: AtomicU64,
-    inactive: AtomicU64,
+    /// The sender's own counters are the Telegram figures.
     sender: Mutex<Option<sender::Sender>>,
-    persist_pending: AtomicU64,
+    write_behind: WriteBehind,
     redis_ok: AtomicU64,
     redis_latency_us: AtomicU64,
     /// 1 up, 0 down; absent (u64::MAX) without PostgreSQL.
@@ -179,7 +177,7 @@ impl Report for Live {
         .gauge(
             "callwatch_write_behind_pending",
             "Redis changes not yet written.",
-            &[(&[], get(&self.persist_pending))],
+            &[(&[], self.write_behind.stats().pending as f64)],
         )
         .gauge(
             "callwatch_shard_inbox_depth",
@@ -218,9 +216,18 @@ impl Report for Live {
             "callwatch_telegram_messages_total",
             "Telegram messages, by outcome.",
             &[
-                (&[("outcome", "sent")], get(&self.sent)),
-                (&[("outcome", "failed")], get(&self.send_failed)),
-                (&[("outcome", "chat_inactive")], get(&self.inactive)),
+                (
+                    &[("outcome", "sent")],
+                    sender.map_or(0.0, |s| s.sent as f64),
+                ),
+                (
+                    &[("outcome", "failed")],
+                    sender.map_or(0.0, |s| s.failed as f64),
+                ),
+                (
+                    &[("outcome", "chat_inactive")],
+                    sender.map_or(0.0, |s| s.dropped_inactive as f64),
+                ),
             ],
         )
         .gauge(
@@ -475,11 +482,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         alerts_multiplier: AtomicU64::new(0),
         applied_through: AtomicU64::new(0),
         acked_through: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        send_failed: AtomicU64::new(0),
-        inactive: AtomicU64::new(0),
+
         sender: Mutex::new(None),
-        persist_pending: AtomicU64::new(0),
+        write_behind: persist.write_behind().clone(),
         redis_ok: AtomicU64::new(0),
         redis_latency_us: AtomicU64::new(0),
         postgres_ok: AtomicU64::new(u64::MAX),
@@ -519,14 +524,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             },
             health::managed_connection(&settings.redis.url, &timeouts)?,
         );
-        let counts = Arc::clone(&live);
         let answered = Arc::clone(&queued);
         let (deleter, mut con) = (outbox.clone(), outbox_con.clone());
         let reading = rt.spawn(async move {
             while let Some(report) = reports.recv().await {
                 let done = match report {
                     sender::Report::Sent { chat_id, tag, .. } => {
-                        counts.sent.fetch_add(1, Ordering::Relaxed);
                         answered.lock().answered(chat_id, &tag)
                     }
                     sender::Report::Failed {
@@ -534,14 +537,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         tag,
                         error,
                     } => {
-                        counts.send_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(chat_id, error = %error, "Telegram message given up");
                         answered.lock().answered(chat_id, &tag)
                     }
                     sender::Report::Inactive {
                         chat_id, dropped, ..
                     } => {
-                        counts.inactive.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(chat_id, dropped, "chat unreachable; its alerts dropped");
                         answered.lock().chat_gone(chat_id)
                     }
@@ -669,8 +670,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 let merged = match effects.poll_merged()? {
                     router::Poll::Ready(m) => m,
                     router::Poll::Pending => {
-                        live.persist_pending
-                            .store(persist.write_behind_stats().pending, Ordering::Relaxed);
                         ack_when_settled(recorded);
                         std::thread::sleep(Duration::from_millis(2));
                         continue;

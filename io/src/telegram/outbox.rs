@@ -43,10 +43,6 @@ impl Outbox {
         Outbox { key: key.into() }
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// Appends alert messages (replies are not kept) in one pipeline and
     /// returns each one's entry id, in order.
     pub async fn push(
