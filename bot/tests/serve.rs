@@ -258,15 +258,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         .and_then(|l| l.strip_suffix('"'))
         .unwrap()
         .to_owned();
-    let scrape = move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&listen).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let scrape = move || callwatch_io::ops::get(&listen, "/metrics").unwrap().1;
     let wanted = [
         "callwatch_alerts_total{kind=\"call\"} 2",
         "callwatch_alerts_total{kind=\"multiplier\"} 3",

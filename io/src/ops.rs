@@ -122,6 +122,30 @@ fn route(report: &dyn Report, path: &str) -> Response<Full<Bytes>> {
     }
 }
 
+/// One plain GET of an endpoint at `addr` (`host:port`), as a load test or
+/// an operator's script asks: the status code and the body. Blocking, with
+/// a 5 s limit on each read.
+pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP header"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    Ok((status, body.to_owned()))
+}
+
 /// Binds `listen` and returns the bound address (port 0 picks one).
 pub async fn bind(listen: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(listen).await?;
@@ -161,8 +185,6 @@ pub async fn serve(
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use super::*;
 
     struct Fixed(AtomicBool);
@@ -182,16 +204,10 @@ mod tests {
         }
     }
 
-    async fn get(addr: SocketAddr, path: &str) -> String {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+    async fn fetch(addr: SocketAddr, path: &'static str) -> (u16, String) {
+        tokio::task::spawn_blocking(move || get(&addr.to_string(), path).unwrap())
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -200,15 +216,18 @@ mod tests {
         let report = Arc::new(Fixed(AtomicBool::new(false)));
         let (stop_tx, stop) = watch::channel(false);
         let server = tokio::spawn(serve(listener, report.clone(), stop));
-        let metrics = get(addr, "/metrics").await;
-        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        let (status, metrics) = fetch(addr, "/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
         assert!(metrics.ends_with("callwatch_up 1\n"), "{metrics}");
-        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
-        let not_ready = get(addr, "/readyz").await;
-        assert!(not_ready.starts_with("HTTP/1.1 503") && not_ready.contains("redis down"));
+        assert_eq!(fetch(addr, "/healthz").await.0, 200);
+        let (status, not_ready) = fetch(addr, "/readyz").await;
+        assert!(
+            status == 503 && not_ready.contains("redis down"),
+            "{not_ready}"
+        );
         report.0.store(true, Ordering::Relaxed);
-        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        assert_eq!(fetch(addr, "/readyz").await.0, 200);
+        assert_eq!(fetch(addr, "/nope").await.0, 404);
         stop_tx.send(true).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), server)
             .await

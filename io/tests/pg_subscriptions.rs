@@ -181,15 +181,7 @@ async fn a_failed_redis_copy_is_reported_and_repaired_from_postgres() {
     let prefix = format!("{}:", unique("cw-test-subs"));
     let store = SubscriptionStore::new(&schema.0, &prefix);
     // Nothing listens on port 1: the copy fails after the commit.
-    let mut down = callwatch_io::health::managed_connection(
-        "redis://127.0.0.1:1/0",
-        &callwatch_io::health::RedisTimeouts {
-            connect: Duration::from_millis(100),
-            retries: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut down = support::unreachable_redis();
     let err = store
         .credit(&mut pg, &mut down, &paid(9, "sig-z", 30), SystemTime::now())
         .await

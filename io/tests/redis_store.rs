@@ -5,23 +5,16 @@
 //! The server comes from `CALLWATCH_TEST_REDIS_URL`, by default
 //! `redis://127.0.0.1:6379/12` (`scripts/test` starts Redis if needed).
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use callwatch_io::store::{ProcessedRecord, ProcessedWriter, processed_key};
 use engine::token::Token;
 use redis::aio::MultiplexedConnection;
 
-fn url() -> String {
-    std::env::var("CALLWATCH_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/12".to_owned())
-}
-
 async fn connect() -> MultiplexedConnection {
-    redis::Client::open(url())
-        .expect("a valid Redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("Redis at `{}`: {e} (scripts/test starts it)", url()))
+    support::connect_redis(12).await
 }
 
 /// A token no other test or run uses.

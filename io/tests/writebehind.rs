@@ -2,6 +2,8 @@
 //! Against the machine's Redis, database 12 (or `CALLWATCH_TEST_REDIS_URL`),
 //! each test under a key prefix of its own that it deletes at the end.
 
+mod support;
+
 use std::time::Duration;
 
 use callwatch_io::health::{self, BreakerConfig, RedisTimeouts};
@@ -14,8 +16,7 @@ use engine::token::Token;
 const SOL: &str = "So11111111111111111111111111111111111111112";
 
 fn url() -> String {
-    std::env::var("CALLWATCH_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/12".to_owned())
+    support::redis_url(12)
 }
 
 fn prefix(test: &str) -> String {
@@ -188,15 +189,7 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
 #[tokio::test]
 async fn a_full_buffer_drops_new_keys_and_counts_them() {
     // Nothing listens on port 1: every flush fails and keys stay held.
-    let con = health::managed_connection(
-        "redis://127.0.0.1:1/0",
-        &RedisTimeouts {
-            connect: Duration::from_millis(50),
-            retries: 0,
-            ..RedisTimeouts::default()
-        },
-    )
-    .unwrap();
+    let con = support::unreachable_redis();
     let (wb, flusher) = writebehind::start(
         WriteBehindConfig {
             capacity: 10,
@@ -236,15 +229,7 @@ async fn health_check_measures_latency_and_reports_a_dead_server() {
     let ok = health::ping(&mut up, Duration::from_secs(2)).await;
     assert!(ok.ok && ok.error.is_none(), "{ok:?}");
     assert!(ok.latency > Duration::ZERO && ok.latency < Duration::from_secs(2));
-    let mut down = health::managed_connection(
-        "redis://127.0.0.1:1/0",
-        &RedisTimeouts {
-            connect: Duration::from_millis(50),
-            retries: 0,
-            ..RedisTimeouts::default()
-        },
-    )
-    .unwrap();
+    let mut down = support::unreachable_redis();
     let bad = health::ping(&mut down, Duration::from_millis(500)).await;
     assert!(!bad.ok, "{bad:?}");
     assert!(bad.error.is_some());

@@ -251,20 +251,11 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     })
 }
 
-/// One GET to the service's ops endpoint; the body.
+/// One GET to the service's ops endpoint; the body if it answered 200.
 fn scrape(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    match out.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-        _ => Err(std::io::Error::other("not 200")),
+    match callwatch_io::ops::get(&format!("127.0.0.1:{port}"), path)? {
+        (200, body) => Ok(body),
+        (status, _) => Err(std::io::Error::other(format!("{path} answered {status}"))),
     }
 }
 

@@ -36,6 +36,20 @@ pub async fn connect_redis(db: u8) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis at `{url}`: {e} (scripts/test starts it)"))
 }
 
+/// A managed connection to a Redis that is not there (nothing listens on
+/// port 1): every command fails fast, for outage tests.
+pub fn unreachable_redis() -> redis::aio::ConnectionManager {
+    callwatch_io::health::managed_connection(
+        "redis://127.0.0.1:1/0",
+        &callwatch_io::health::RedisTimeouts {
+            connect: std::time::Duration::from_millis(50),
+            retries: 0,
+            ..Default::default()
+        },
+    )
+    .expect("a valid URL")
+}
+
 /// `what` made unique to this process and call.
 pub fn unique(what: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
