@@ -9,14 +9,18 @@
 //! - [`token`], [`time`]: token addresses and RFC 3339 times, parsed and printed.
 //! - [`event`]: the typed input events; [`parse`]: JSON line → event;
 //!   [`ingest`]: numbering, stateful checks and the stream clock.
+//! - [`calls`]: one token's calls table, with each call's value and peak.
 //! - [`chat`]: subscriptions, settings and followers, copied on every shard.
 //! - [`tracked`]: one token's tracked entries, ordered by next crossing.
 //! - [`shard`]: one shard's state and the rules, as a pure `apply`.
 //! - [`router`]: the sharded runtime: pinned threads, bounded inboxes,
 //!   ordered effects out.
+//! - [`board`]: the channel leaderboard, from the calls' peaks.
 //! - [`effect`]: alerts and their JSON form; [`config`]: the settings.
 //! - [`sim`]: a seeded synthetic market for the demo, benches and load test.
 
+pub mod board;
+pub mod calls;
 pub mod chat;
 pub mod config;
 pub mod effect;

@@ -25,7 +25,10 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
-use crate::shard::{Holding, Restore, RestoreCall, RestoreRecord, ShardState, ShardStats};
+use crate::shard::{
+    CallOutcome, Holding, Restore, RestoreCall, RestoreRecord, ShardState, ShardStats,
+};
+use crate::time::Nanos;
 use crate::token::Token;
 
 /// The shard that owns `token` among `shards`. Fixed forever: stream
@@ -44,7 +47,9 @@ enum Input {
     /// Trim spare capacity (after a rebuild).
     Compact,
     /// Answer with a chat's tracked entries on this shard.
-    TrackedBy(i64, crossbeam_channel::Sender<Vec<Holding>>),
+    TrackedBy(i64, Sender<Vec<Holding>>),
+    /// Answer with this shard's calls made since a time, with their peaks.
+    CallOutcomes(Nanos, Sender<Vec<CallOutcome>>),
 }
 
 struct Batch {
@@ -265,6 +270,9 @@ fn run_shard(
                 Input::TrackedBy(chat, reply) => {
                     let _ = reply.send(state.tracked_by(*chat));
                 }
+                Input::CallOutcomes(since, reply) => {
+                    let _ = reply.send(state.call_outcomes(*since));
+                }
             }
         }
         // Sweeping a few token slots per batch keeps expiry incremental:
@@ -339,13 +347,29 @@ impl Router {
     /// Asks every shard for a chat's tracked entries, in order with the
     /// events submitted before; the answers (one per shard) arrive on the
     /// returned channel once the shards reach this point.
-    pub fn tracked_by(
+    pub fn tracked_by(&mut self, chat_id: i64) -> Result<Receiver<Vec<Holding>>, EngineStopped> {
+        self.ask_every_shard(|reply| Input::TrackedBy(chat_id, reply))
+    }
+
+    /// Asks every shard for its calls made at or after `since` (with a
+    /// known value at the call) and their peaks, as `tracked_by` asks: one
+    /// answer per shard, in order with the events submitted before.
+    pub fn call_outcomes(
         &mut self,
-        chat_id: i64,
-    ) -> Result<crossbeam_channel::Receiver<Vec<Holding>>, EngineStopped> {
-        let (tx, rx) = crossbeam_channel::bounded(self.pending.len());
+        since: Nanos,
+    ) -> Result<Receiver<Vec<CallOutcome>>, EngineStopped> {
+        self.ask_every_shard(|reply| Input::CallOutcomes(since, reply))
+    }
+
+    /// Queues `question` for every shard and hands the batch on; the
+    /// channel has room for every answer, so no shard waits on the asker.
+    fn ask_every_shard<T>(
+        &mut self,
+        question: impl Fn(Sender<T>) -> Input,
+    ) -> Result<Receiver<T>, EngineStopped> {
+        let (tx, rx) = bounded(self.pending.len());
         for p in &mut self.pending {
-            p.push(Input::TrackedBy(chat_id, tx.clone()));
+            p.push(question(tx.clone()));
         }
         self.flush()?;
         Ok(rx)

@@ -8,6 +8,7 @@
 //! clock or logs.
 
 use crate::FlatMap;
+use crate::calls::Calls;
 use crate::chat::{ChatIdx, Chats};
 use crate::config::Rules;
 use crate::effect::{CallAlert, Effect, MultiplierAlert, Progress};
@@ -77,8 +78,9 @@ impl Record {
 #[derive(Debug, Clone, Copy)]
 struct Hot {
     slot: u32,
-    /// Copy of `tracked.next_cross()`: no price below it crosses anything.
-    next_cross: f64,
+    /// Copy of `TokenState::next_change()`: a price below it crosses no
+    /// threshold and raises no call's peak.
+    next_change: f64,
     /// The current FDV (latest call or price).
     fdv_usd: f64,
 }
@@ -88,9 +90,7 @@ struct Hot {
 struct TokenState {
     token: Token,
     live: bool,
-    /// `calls[T][c]`: the latest call time of each channel, sorted by
-    /// channel so that the callers drawn from it come out sorted too.
-    calls: Vec<(ChannelId, Nanos)>,
+    calls: Calls,
     records: FlatMap<ChatIdx, Record>,
     tracked: Tracked,
     /// No call, record or entry of this token can expire before this
@@ -105,10 +105,19 @@ impl TokenState {
             token,
             next_sweep: Nanos::MAX,
             live: true,
-            calls: Vec::new(),
+            calls: Calls::default(),
             records: FlatMap::default(),
             tracked: Tracked::default(),
         }
+    }
+
+    /// The lowest price that has more to do than set the current FDV: the
+    /// next threshold crossing or the lowest call peak, whichever is lower.
+    /// One field for both keeps the quiet price update at one comparison.
+    fn next_change(&self, thresholds: &[f64]) -> f64 {
+        self.tracked
+            .next_cross(thresholds)
+            .min(self.calls.peak_floor())
     }
 }
 
@@ -221,6 +230,13 @@ pub struct RestoreCall {
     pub token: Token,
     pub channel_id: ChannelId,
     pub at: Nanos,
+    /// The FDV at the call. A value that is not finite and > 0 means
+    /// unknown: the call still counts for the contract's rules, but not on
+    /// the leaderboard.
+    pub fdv_at_call: f64,
+    /// The highest FDV since the call; unknown (as above) or lower than
+    /// `fdv_at_call` means `fdv_at_call`.
+    pub peak_fdv: f64,
 }
 
 /// A read-only view of one tracked entry, for inspection and tests.
@@ -247,6 +263,21 @@ impl Holding {
     pub fn multiple(&self) -> f64 {
         self.fdv_usd / self.tracked.fdv_at_call
     }
+}
+
+/// How one channel's latest call of a token has done so far, for the
+/// channel leaderboard ([`crate::board`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallOutcome {
+    pub token: Token,
+    pub channel_id: ChannelId,
+    /// `calls[token][channel_id]`.
+    pub at: Nanos,
+    /// The FDV at that call (finite and > 0).
+    pub fdv_at_call: f64,
+    /// The highest FDV of the token since that call, counting every later
+    /// call and price; never below `fdv_at_call`.
+    pub peak_fdv: f64,
 }
 
 /// One shard: its tokens, its copy of the chats, its clock.
@@ -340,7 +371,7 @@ impl ShardState {
             *token,
             Hot {
                 slot,
-                next_cross: f64::INFINITY,
+                next_change: f64::INFINITY,
                 fdv_usd: 0.0,
             },
         );
@@ -371,10 +402,10 @@ impl ShardState {
             ..
         } = self;
         let ts = &mut slots[slot];
-        match ts.calls.binary_search_by_key(&channel, |&(c, _)| c) {
-            Ok(i) => ts.calls[i].1 = ts.calls[i].1.max(t),
-            Err(i) => ts.calls.insert(i, (channel, t)),
-        }
+        // The call is a new current FDV for the calls before it, then a
+        // call of its own (whose peak starts at its value).
+        ts.calls.raise_peaks(fdv_usd);
+        ts.calls.record(channel, t, fdv_usd, fdv_usd);
         let ttl = rules.ttl_nanos;
         // Records checked below get `last_check = t` and entries `started =
         // t`: nothing this call touches expires before the earlier of these.
@@ -394,15 +425,16 @@ impl ShardState {
             match chat.follow.as_deref() {
                 Some(follow) if follow.len() < ts.calls.len() => {
                     callers.extend(follow.iter().filter_map(|&c| {
-                        let i = ts.calls.binary_search_by_key(&c, |&(k, _)| k).ok()?;
-                        let at = ts.calls[i].1;
+                        let at = ts.calls.at(c)?;
                         (at >= since).then_some((c, at))
                     }));
                 }
                 _ => callers.extend(
                     ts.calls
+                        .as_slice()
                         .iter()
-                        .filter(|&&(c, at)| at >= since && chat.follows(c)),
+                        .filter(|c| c.at >= since && chat.follows(c.channel))
+                        .map(|c| (c.channel, c.at)),
                 ),
             }
             let rec = ts.records.entry(u).or_insert_with(|| {
@@ -453,7 +485,7 @@ impl ShardState {
         }
         let hot = index.get_mut(token).expect("interned above");
         hot.fdv_usd = fdv_usd;
-        hot.next_cross = ts.tracked.next_cross(&rules.thresholds);
+        hot.next_change = ts.next_change(&rules.thresholds);
     }
 
     fn on_price(&mut self, seq: u64, token: &Token, fdv_usd: f64, t: Nanos, out: &mut Vec<Effect>) {
@@ -464,10 +496,11 @@ impl ShardState {
             return;
         };
         hot.fdv_usd = fdv_usd;
-        if fdv_usd < hot.next_cross {
+        if fdv_usd < hot.next_change {
             return;
         }
         let ts = &mut self.slots[hot.slot as usize];
+        ts.calls.raise_peaks(fdv_usd);
         let thresholds = &self.rules.thresholds;
         let ttl = self.rules.ttl_nanos;
         self.crossed.clear();
@@ -519,7 +552,7 @@ impl ShardState {
                 ts.tracked.push(e, thresholds);
             }
         }
-        hot.next_cross = ts.tracked.next_cross(thresholds);
+        hot.next_change = ts.next_change(thresholds);
     }
 
     /// Loads one tracked entry, as a rebuild from storage does. Produces no
@@ -548,7 +581,7 @@ impl ShardState {
             self.index
                 .get_mut(&r.token)
                 .expect("interned above")
-                .next_cross = ts.tracked.next_cross(thresholds);
+                .next_change = ts.next_change(thresholds);
             self.stats.tracked += 1;
         }
     }
@@ -558,10 +591,12 @@ impl ShardState {
     pub fn restore_call(&mut self, r: &RestoreCall) {
         let slot = self.intern(&r.token);
         let ts = &mut self.slots[slot];
-        match ts.calls.binary_search_by_key(&r.channel_id, |&(c, _)| c) {
-            Ok(i) => ts.calls[i].1 = ts.calls[i].1.max(r.at),
-            Err(i) => ts.calls.insert(i, (r.channel_id, r.at)),
-        }
+        ts.calls
+            .record(r.channel_id, r.at, r.fdv_at_call, r.peak_fdv);
+        self.index
+            .get_mut(&r.token)
+            .expect("interned above")
+            .next_change = ts.next_change(&self.rules.thresholds);
         let keep = self.rules.ttl_nanos.min(limits::MAX_LOOKBACK_NANOS);
         ts.next_sweep = ts.next_sweep.min(r.at.saturating_add(keep));
     }
@@ -638,9 +673,9 @@ impl ShardState {
             let before = ts.records.len();
             ts.records.retain(|_, r| !r.dead(clock, ttl));
             self.stats.records -= (before - ts.records.len()) as u64;
-            ts.calls.retain(|&(_, at)| at >= oldest_call);
+            ts.calls.retain_since(oldest_call);
             if let Some(hot) = self.index.get_mut(&ts.token) {
-                hot.next_cross = ts.tracked.next_cross(&self.rules.thresholds);
+                hot.next_change = ts.next_change(&self.rules.thresholds);
             }
             ts.next_sweep = ts
                 .tracked
@@ -650,8 +685,9 @@ impl ShardState {
                 .chain(ts.records.values().map(|r| r.dead_at(ttl)))
                 .chain(
                     ts.calls
+                        .as_slice()
                         .iter()
-                        .map(|&(_, at)| at.saturating_add(limits::MAX_LOOKBACK_NANOS)),
+                        .map(|c| c.at.saturating_add(limits::MAX_LOOKBACK_NANOS)),
                 )
                 .min()
                 .unwrap_or(Nanos::MAX);
@@ -711,6 +747,29 @@ impl ShardState {
             .map(|(ts, tracked)| Holding {
                 tracked,
                 fdv_usd: self.index.get(&ts.token).map_or(0.0, |h| h.fdv_usd),
+            })
+            .collect()
+    }
+
+    /// Every call on this shard made at or after `since` whose value at the
+    /// call is known, with its peak so far. A scan of every token's calls:
+    /// for commands, not the hot path.
+    pub fn call_outcomes(&self, since: Nanos) -> Vec<CallOutcome> {
+        self.slots
+            .iter()
+            .filter(|ts| ts.live)
+            .flat_map(|ts| {
+                ts.calls
+                    .as_slice()
+                    .iter()
+                    .filter(move |c| c.at >= since && c.known())
+                    .map(|c| CallOutcome {
+                        token: ts.token,
+                        channel_id: c.channel,
+                        at: c.at,
+                        fdv_at_call: c.fdv_at_call,
+                        peak_fdv: c.peak_fdv,
+                    })
             })
             .collect()
     }

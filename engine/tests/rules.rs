@@ -636,6 +636,8 @@ fn restored_calls_count_toward_min_callers() {
         token,
         channel_id: -1,
         at: BASE + 10 * 60 * NANOS_PER_SEC,
+        fdv_at_call: 90.0,
+        peak_fdv: 120.0,
     });
     let a = r.feed(&[call(SOL, -2, 100.0, 20)]);
     assert_eq!(summary(&a), [(2, 1, "call", 2.0)]);
@@ -645,6 +647,8 @@ fn restored_calls_count_toward_min_callers() {
         token: jup,
         channel_id: -1,
         at: BASE,
+        fdv_at_call: f64::NAN,
+        peak_fdv: f64::NAN,
     });
     let a = r.feed(&[call(JUP, -2, 100.0, 90)]);
     assert_eq!(summary(&a), []);

@@ -72,10 +72,14 @@ pub fn restored_from(key: &str, value: &[u8]) -> Result<Restored, String> {
         let at = std::str::from_utf8(value)
             .map_err(|_| "the call time is not text".to_owned())
             .and_then(started)?;
+        // The key keeps only the call's time: its value and peak are
+        // unknown, so the call counts for the rules but not the leaderboard.
         Ok(Restored::Call(RestoreCall {
             token,
             channel_id,
             at,
+            fdv_at_call: f64::NAN,
+            peak_fdv: f64::NAN,
         }))
     } else {
         restore_from(key, value).map(Restored::Entry)
