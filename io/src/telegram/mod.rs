@@ -24,6 +24,7 @@
 //! (teloxide puts the token in request URLs, and reqwest's errors name the
 //! URL).
 
+pub mod commands;
 pub mod fake;
 pub mod format;
 pub mod names;
