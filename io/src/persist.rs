@@ -179,8 +179,9 @@ impl Persistence {
         token: engine::token::Token,
         channel_id: i64,
         at: engine::time::Nanos,
+        fdv_usd: f64,
     ) {
-        self.wb.record_call(token, channel_id, at);
+        self.wb.record_call(token, channel_id, at, fdv_usd);
     }
 
     /// The write-behind, for its counters.

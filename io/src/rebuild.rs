@@ -69,20 +69,36 @@ pub fn restored_from(key: &str, value: &[u8]) -> Result<Restored, String> {
     } else if key.starts_with("calls:") {
         let (token, channel_id) =
             parse_pair_key("calls", key).ok_or("not a calls:{token}:{channel_id} key")?;
-        let at = std::str::from_utf8(value)
-            .map_err(|_| "the call time is not text".to_owned())
-            .and_then(started)?;
-        // The key keeps only the call's time: its value and peak are
-        // unknown, so the call counts for the rules but not the leaderboard.
+        let (at, fdv_at_call) = call_from(value)?;
+        // The peak before the restart is not kept: it starts again at the
+        // value at the call.
         Ok(Restored::Call(RestoreCall {
             token,
             channel_id,
             at,
-            fdv_at_call: f64::NAN,
+            fdv_at_call,
             peak_fdv: f64::NAN,
         }))
     } else {
         restore_from(key, value).map(Restored::Entry)
+    }
+}
+
+/// A `calls:` value: `{"at": …, "fdv_usd": …}`, or the bare time an
+/// earlier version wrote (value unknown: NaN, off the leaderboard).
+fn call_from(value: &[u8]) -> Result<(time::Nanos, f64), String> {
+    #[derive(serde::Deserialize)]
+    struct Stored<'a> {
+        at: &'a str,
+        fdv_usd: f64,
+    }
+    let text = std::str::from_utf8(value).map_err(|_| "the call is not text".to_owned())?;
+    if text.trim_start().starts_with('{') {
+        let stored: Stored<'_> =
+            serde_json::from_str(text).map_err(|e| format!("the call is not valid JSON: {e}"))?;
+        Ok((started(stored.at)?, stored.fdv_usd))
+    } else {
+        Ok((started(text)?, f64::NAN))
     }
 }
 
@@ -413,5 +429,15 @@ mod tests {
             (c.channel_id, c.at),
             (-1001, time::parse_rfc3339("2026-11-25T10:00:00Z").unwrap())
         );
+        assert!(c.fdv_at_call.is_nan(), "an old bare time has no value");
+        let Restored::Call(c) = restored_from(
+            &format!("calls:{SOL}:-1001"),
+            br#"{"at":"2026-11-25T10:00:00Z","fdv_usd":125000.0}"#,
+        )
+        .unwrap() else {
+            panic!("a call")
+        };
+        assert_eq!((c.at % 1_000_000_000, c.fdv_at_call), (0, 125_000.0));
+        assert!(restored_from(&format!("calls:{SOL}:-1001"), b"{\"at\":1}").is_err());
     }
 }

@@ -30,7 +30,7 @@
 //! | call alert | `multiplier:{token}:{chat}` | the record, expiring at start + ttl |
 //! | call alert | `processed_token:{token}:{chat}` | `accepted`, expiring at call + ttl |
 //! | multiplier alert, progress | `multiplier:{token}:{chat}` | `last_threshold` raised in place, TTL kept |
-//! | a call (`record_call`) | `calls:{token}:{channel_id}` | the latest call time (RFC 3339), expiring at call + ttl; callwatch's own key |
+//! | a call (`record_call`) | `calls:{token}:{channel_id}` | `{"at": RFC 3339, "fdv_usd": value at the call}` of the latest call, expiring at call + ttl; callwatch's own key |
 //!
 //! An accepted processed record is written with a plain SET: accepted may
 //! replace anything, so the upgrade-only rule holds without the script.
@@ -109,8 +109,8 @@ enum Op {
     Threshold(f64),
     /// An accepted processed record.
     Accepted { at: Nanos, callers: Vec<i64> },
-    /// A channel's latest call of a token.
-    Call(Nanos),
+    /// A channel's latest call of a token: its time and the value at it.
+    Call { at: Nanos, fdv_usd: f64 },
 }
 
 impl Op {
@@ -132,7 +132,11 @@ impl Op {
                 last_threshold: Some(last_threshold.map_or(t, |l| l.max(t))),
             },
             (Op::Threshold(a), Op::Threshold(b)) => Op::Threshold(a.max(b)),
-            (Op::Call(a), Op::Call(b)) => Op::Call(a.max(b)),
+            // The engine keeps the latest call; at the same time, the one
+            // that came later.
+            (Op::Call { at: a, fdv_usd }, Op::Call { at: b, .. }) if a > b => {
+                Op::Call { at: a, fdv_usd }
+            }
             (_, next) => next,
         }
     }
@@ -267,8 +271,8 @@ impl WriteBehind {
     /// Takes a call (as it arrived, whether or not it alerted anyone): the
     /// calls table is state too, and a restart needs it to count earlier
     /// callers. It lives as long as tracking does.
-    pub fn record_call(&self, token: Token, channel_id: i64, at: Nanos) {
-        self.put((Kind::Call, token, channel_id), Op::Call(at));
+    pub fn record_call(&self, token: Token, channel_id: i64, at: Nanos, fdv_usd: f64) {
+        self.put((Kind::Call, token, channel_id), Op::Call { at, fdv_usd });
     }
 
     fn put(&self, key: Key, op: Op) {
@@ -473,9 +477,13 @@ impl Writer {
                     encode_accepted(*at, callers, &mut value);
                     self.set_until(&mut pipe, &key, &value, *at, now);
                 }
-                Op::Call(at) => {
+                Op::Call { at, fdv_usd } => {
                     value.clear();
+                    value.extend_from_slice(b"{\"at\":\"");
                     time::write_rfc3339(*at, &mut value);
+                    value.extend_from_slice(b"\",\"fdv_usd\":");
+                    number(*fdv_usd, &mut value);
+                    value.push(b'}');
                     self.set_until(&mut pipe, &key, &value, *at, now);
                 }
             }
@@ -739,5 +747,10 @@ mod tests {
                 last_threshold: Some(20.0)
             }
         );
+        // Calls keep the latest, as the engine does; a tie goes to the newer.
+        let call = |at, fdv_usd| Op::Call { at, fdv_usd };
+        assert_eq!(call(9, 1.0).then(call(7, 2.0)), call(9, 1.0));
+        assert_eq!(call(7, 1.0).then(call(9, 2.0)), call(9, 2.0));
+        assert_eq!(call(9, 1.0).then(call(9, 3.0)), call(9, 3.0));
     }
 }
