@@ -7,6 +7,13 @@
 //! script of misbehaviour: 429 with `retry_after` for one chat or for any,
 //! 5xx, slow answers, 403 "bot was blocked by the user".
 //!
+//! It also plays the receiving side, for the dispatcher's tests: messages
+//! queued with [`FakeBotApi::push_text`] come out of `getUpdates` (long
+//! polling with `offset`, `timeout` and `limit`, as Telegram's), and
+//! `setWebhook` / `deleteWebhook` / `getWebhookInfo` keep the webhook's URL
+//! and secret. Like Telegram, it refuses `getUpdates` (409) while a webhook
+//! is set; it never calls the webhook itself.
+//!
 //! It watches the limits on its own clock: [`FakeBotApi::max_in_window`]
 //! is the most requests it received in any window (sliding), overall and
 //! per chat. With [`Limits`] it also enforces them, as Telegram would: a
@@ -31,6 +38,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 /// One misbehaviour, for the next request(s) it applies to.
@@ -97,6 +105,13 @@ pub struct WindowMax {
     pub chat_id: Option<i64>,
 }
 
+/// The webhook as the last `setWebhook` left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    pub secret_token: Option<String>,
+}
+
 #[derive(Default)]
 struct State {
     received: Vec<Received>,
@@ -109,12 +124,18 @@ struct State {
     next_message_id: i32,
     too_many: u64,
     enforced: u64,
+    /// Updates not yet confirmed (an `offset` above their id), in id order.
+    updates: VecDeque<(i64, Value)>,
+    next_update_id: i64,
+    webhook: Option<Webhook>,
 }
 
 /// The running fake. Stops when dropped.
 pub struct FakeBotApi {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// Wakes the long polls when an update is queued.
+    pushed: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -140,10 +161,13 @@ impl FakeBotApi {
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             next_message_id: 1,
+            next_update_id: 1,
             ..State::default()
         }));
+        let pushed = Arc::new(Notify::new());
         let epoch = Instant::now();
         let served = Arc::clone(&state);
+        let wake = Arc::clone(&pushed);
         let token: Arc<str> = Arc::from(token);
         let task = tokio::spawn(async move {
             // Dropped (aborting every connection) when the fake is.
@@ -153,9 +177,11 @@ impl FakeBotApi {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let (state, token) = (Arc::clone(&served), Arc::clone(&token));
+                        let wake = Arc::clone(&wake);
                         connections.spawn(async move {
                             let service = service_fn(move |req| {
-                                handle(req, Arc::clone(&state), Arc::clone(&token), epoch)
+                                let (state, token) = (Arc::clone(&state), Arc::clone(&token));
+                                handle(req, state, token, Arc::clone(&wake), epoch)
                             });
                             let _ = http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
@@ -166,7 +192,12 @@ impl FakeBotApi {
                 }
             }
         });
-        Ok(FakeBotApi { addr, state, task })
+        Ok(FakeBotApi {
+            addr,
+            state,
+            pushed,
+            task,
+        })
     }
 
     /// The base URL to give the client (`SenderConfig::api_url`).
@@ -193,6 +224,50 @@ impl FakeBotApi {
             .lock()
             .for_any
             .extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Queues a text message from `user_id` in `chat_id` (a private chat
+    /// when positive, a group when negative) for `getUpdates`; its
+    /// `update_id`.
+    pub fn push_text(&self, chat_id: i64, user_id: i64, text: &str) -> i64 {
+        let message_id = {
+            let mut state = self.state.lock();
+            state.next_message_id += 1;
+            state.next_message_id - 1
+        };
+        self.push(json!({"message": {
+            "message_id": message_id,
+            "date": 1_700_000_000,
+            "chat": chat_json(chat_id),
+            "from": {"id": user_id, "is_bot": false, "first_name": "fake"},
+            "text": text,
+        }}))
+    }
+
+    /// Queues any update: `update` is its body without `update_id` (for
+    /// example `{"message": {…, "sticker": {…}}}`); its `update_id`.
+    pub fn push(&self, mut update: Value) -> i64 {
+        let id = {
+            let mut state = self.state.lock();
+            let id = state.next_update_id;
+            state.next_update_id += 1;
+            update["update_id"] = json!(id);
+            state.updates.push_back((id, update));
+            id
+        };
+        self.pushed.notify_waiters();
+        id
+    }
+
+    /// Updates queued and not yet confirmed by a `getUpdates` with a
+    /// higher `offset`.
+    pub fn unconfirmed(&self) -> usize {
+        self.state.lock().updates.len()
+    }
+
+    /// The webhook set, if any (`deleteWebhook` clears it).
+    pub fn webhook(&self) -> Option<Webhook> {
+        self.state.lock().webhook.clone()
     }
 
     /// Every `sendMessage` received so far, in the order received.
@@ -276,9 +351,16 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<Mutex<State>>,
     token: Arc<str>,
+    pushed: Arc<Notify>,
     epoch: Instant,
 ) -> Result<Reply, Infallible> {
     let path = req.uri().path().to_owned();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -299,18 +381,149 @@ async fn handle(
     }
     // Telegram's method names are case-insensitive (teloxide sends
     // `SendMessage`).
-    match method.to_ascii_lowercase().as_str() {
+    let method = method.to_ascii_lowercase();
+    match method.as_str() {
         "getme" => Ok(reply(
             StatusCode::OK,
             &json!({"ok": true, "result": {
                 "id": 1, "is_bot": true, "first_name": "fake", "username": "fake_bot",
                 "can_join_groups": false, "can_read_all_group_messages": false,
-                "supports_inline_queries": false
+                "supports_inline_queries": false, "can_connect_to_business": false,
+                "has_main_web_app": false
             }}),
         )),
         "sendmessage" => Ok(send_message(&body, &state, epoch).await),
+        "getupdates" => Ok(get_updates(&body, &state, &pushed).await),
+        "setwebhook" | "deletewebhook" | "getwebhookinfo" => {
+            // setWebhook comes as a form (it may carry a certificate).
+            let Some(params) = form_fields(&content_type, &body) else {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: unreadable form",
+                ));
+            };
+            Ok(webhook(&method, &params, &state))
+        }
         _ => Ok(error(StatusCode::NOT_FOUND, "Not Found")),
     }
+}
+
+/// `getUpdates`: confirms the updates below `offset` (a negative one keeps
+/// only the last `-offset`), then answers with up to `limit` (1–100,
+/// default 100) of the rest, waiting up to `timeout` seconds for one.
+async fn get_updates(body: &[u8], state: &Mutex<State>, pushed: &Notify) -> Reply {
+    let params = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(p) => p,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "Bad Request: not JSON"),
+        }
+    };
+    let offset = params["offset"].as_i64().unwrap_or(0);
+    let limit = params["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
+    let timeout = Duration::from_secs(params["timeout"].as_u64().unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        // Registered before looking, so a push in between still wakes it.
+        let woken = pushed.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        {
+            let mut s = state.lock();
+            if s.webhook.is_some() {
+                return error(
+                    StatusCode::CONFLICT,
+                    "Conflict: can't use getUpdates method while webhook is active; \
+                     use deleteWebhook to delete the webhook first",
+                );
+            }
+            if offset < 0 {
+                let keep = offset.unsigned_abs() as usize;
+                let drop = s.updates.len().saturating_sub(keep);
+                s.updates.drain(..drop);
+            } else {
+                while s.updates.front().is_some_and(|(id, _)| *id < offset) {
+                    s.updates.pop_front();
+                }
+            }
+            if !s.updates.is_empty() || tokio::time::Instant::now() >= deadline {
+                let result: Vec<&Value> = s.updates.iter().take(limit).map(|(_, u)| u).collect();
+                return reply(StatusCode::OK, &json!({"ok": true, "result": result}));
+            }
+        }
+        // Timing out only ends the wait: the loop answers (empty) then.
+        let _ = tokio::time::timeout_at(deadline, woken).await;
+    }
+}
+
+/// `setWebhook`, `deleteWebhook` (each honouring `drop_pending_updates`)
+/// and `getWebhookInfo`; `method` in lower case.
+fn webhook(method: &str, params: &HashMap<String, String>, state: &Mutex<State>) -> Reply {
+    let mut s = state.lock();
+    let info = |s: &State| {
+        let url = s.webhook.as_ref().map_or("", |w| w.url.as_str());
+        json!({"url": url, "has_custom_certificate": false, "pending_update_count": s.updates.len()})
+    };
+    if method == "getwebhookinfo" {
+        return reply(StatusCode::OK, &json!({"ok": true, "result": info(&s)}));
+    }
+    if params.get("drop_pending_updates").map(String::as_str) == Some("true") {
+        s.updates.clear();
+    }
+    if method == "deletewebhook" {
+        s.webhook = None;
+    } else {
+        let Some(url) = params.get("url").filter(|u| !u.is_empty()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: bad webhook: URL is empty",
+            );
+        };
+        s.webhook = Some(Webhook {
+            url: url.clone(),
+            secret_token: params.get("secret_token").cloned(),
+        });
+    }
+    reply(StatusCode::OK, &json!({"ok": true, "result": true}))
+}
+
+/// A request's parameters as text, from a `multipart/form-data` body or a
+/// JSON object (numbers and booleans as they print); `None` if it is
+/// neither.
+fn form_fields(content_type: &str, body: &[u8]) -> Option<HashMap<String, String>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let Some(boundary) = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+    else {
+        if text.trim().is_empty() {
+            return Some(HashMap::new());
+        }
+        let Value::Object(fields) = serde_json::from_str::<Value>(text).ok()? else {
+            return None;
+        };
+        let as_text = |v: Value| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        return Some(fields.into_iter().map(|(k, v)| (k, as_text(v))).collect());
+    };
+    let delimiter = format!("--{}", boundary.trim_matches('"'));
+    let mut fields = HashMap::new();
+    // Each part: `\r\n` headers `\r\n\r\n` value `\r\n`; the last is `--`.
+    for part in text.split(delimiter.as_str()).skip(1) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let name = head
+            .split_once("name=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(name, _)| name)?;
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.insert(name.to_owned(), value.to_owned());
+    }
+    Some(fields)
 }
 
 async fn send_message(body: &[u8], state: &Mutex<State>, epoch: Instant) -> Reply {
@@ -444,15 +657,10 @@ impl State {
             self.taken_all.clear();
             self.taken_chat.clear();
         }
-        let chat_json = if chat < 0 {
-            json!({"id": chat, "type": "supergroup", "title": "fake group"})
-        } else {
-            json!({"id": chat, "type": "private", "first_name": "fake"})
-        };
         let result = json!({
             "message_id": message_id,
             "date": 1_700_000_000,
-            "chat": chat_json,
+            "chat": chat_json(chat),
             "text": text,
         });
         (
@@ -462,9 +670,40 @@ impl State {
     }
 }
 
+/// A chat as Telegram shows it: private for a user's id, a supergroup for
+/// `-100…` ids, a group for other negative ones.
+fn chat_json(chat: i64) -> Value {
+    const SUPERGROUP_BELOW: i64 = -1_000_000_000_000;
+    if chat <= SUPERGROUP_BELOW {
+        json!({"id": chat, "type": "supergroup", "title": "fake supergroup"})
+    } else if chat < 0 {
+        json!({"id": chat, "type": "group", "title": "fake group"})
+    } else {
+        json!({"id": chat, "type": "private", "first_name": "fake"})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_are_read_from_a_form_or_from_json() {
+        let form = "--XyZ\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\n\
+                    https://h/p\r\n--XyZ\r\nContent-Disposition: form-data; \
+                    name=\"secret_token\"\r\nContent-Type: text/plain\r\n\r\nabc\r\n--XyZ--\r\n";
+        let fields = form_fields("multipart/form-data; boundary=XyZ", form.as_bytes()).unwrap();
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields["url"], "https://h/p");
+        assert_eq!(fields["secret_token"], "abc");
+        let fields = form_fields("application/json", br#"{"a":"x","b":true,"c":3}"#).unwrap();
+        assert_eq!(
+            (&*fields["a"], &*fields["b"], &*fields["c"]),
+            ("x", "true", "3")
+        );
+        assert_eq!(form_fields("", b""), Some(HashMap::new()));
+        assert_eq!(form_fields("application/json", b"[1]"), None);
+    }
 
     #[test]
     fn the_window_count_is_half_open_and_sliding() {

@@ -16,6 +16,9 @@
 //!   teloxide: one message per chat per second, 30 per second overall, a
 //!   priority lane for replies, `retry_after` for what it applies to,
 //!   retries with backoff, reports of what was sent and who blocked the bot.
+//! - [`updates`]: receiving the bot's messages (commands) through
+//!   teloxide's dispatcher, by long polling or a webhook behind axum, in
+//!   order per chat, with a graceful shutdown.
 //! - [`fake`]: a fake Bot API server (a test double) with a script of
 //!   misbehaviour, for the tests and the load test.
 //!
@@ -30,6 +33,7 @@ pub mod format;
 pub mod names;
 pub mod outbox;
 pub mod sender;
+pub mod updates;
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,295 @@
+//! Receiving: the bot's incoming messages (commands from subscribers), by
+//! long polling or by a webhook, handed one at a time per chat to the
+//! caller's handler.
+//!
+//! Built on teloxide's `Dispatcher` rather than a loop of our own: it
+//! already keeps Telegram's `offset` (an update is confirmed only once the
+//! next `getUpdates` asks past it, so one that arrived while the process
+//! stopped comes again), backs off when the Bot API fails, and runs one
+//! worker per chat. The webhook is teloxide's axum server (the
+//! `webhooks-axum` feature): it calls `setWebhook` with our secret, refuses
+//! requests whose `X-Telegram-Bot-Api-Secret-Token` is missing or wrong
+//! (401), and calls `deleteWebhook` when it stops.
+//!
+//! # Order and bounds
+//! Updates of one chat reach the handler in order, one at a time: the
+//! dispatcher's default distribution keys them by chat, and each chat has
+//! one worker task that awaits the handler before taking the next update.
+//! Different chats run in parallel. A chat's worker holds at most
+//! [`WORKER_QUEUE`] updates waiting; when one chat's handler falls that far
+//! behind, the dispatcher waits for room, which holds back every chat
+//! (and, by polling, confirming them to Telegram) rather than buffering
+//! without end.
+//!
+//! # What is not delivered
+//! Updates that are not messages, and messages without text (photos,
+//! stickers, joins), are dropped without a word: the bot answers commands
+//! only. Polling asks Telegram for messages alone.
+
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teloxide::Bot;
+use teloxide::dispatching::{Dispatcher, UpdateFilterExt};
+use teloxide::error_handlers::ErrorHandler;
+use teloxide::types::{Message, Update};
+use teloxide::update_listeners::{Polling, UpdateListener, webhooks};
+
+use super::BotToken;
+
+/// How long one `getUpdates` long poll waits for an update. Below
+/// teloxide's HTTP client timeout (17 s), as it must be.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Updates held waiting for one chat's handler before the dispatcher
+/// waits for room (teloxide's default).
+pub const WORKER_QUEUE: usize = 64;
+
+/// One text message to the bot, in a private chat or a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub chat_id: i64,
+    /// The sender; `None` for messages on behalf of a channel or group.
+    pub user_id: Option<i64>,
+    pub message_id: i32,
+    pub text: String,
+}
+
+impl Incoming {
+    /// The text message in `message`; `None` if it has no text.
+    fn of(message: &Message) -> Option<Incoming> {
+        Some(Incoming {
+            chat_id: message.chat.id.0,
+            user_id: message
+                .from
+                .as_ref()
+                .and_then(|u| i64::try_from(u.id.0).ok()),
+            message_id: message.id.0,
+            text: message.text()?.to_owned(),
+        })
+    }
+}
+
+/// Where updates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Long polling with `getUpdates` (any webhook set is deleted first:
+    /// Telegram refuses to poll while one is set).
+    Polling,
+    /// Telegram posts updates to `public_url`, which must reach `listen`
+    /// (through a proxy or directly); Telegram sends `secret_token` with
+    /// each, and a request without it is refused. The route is
+    /// `public_url`'s path. Telegram wants `https` on port 443, 80, 88 or
+    /// 8443; `run` leaves that to Telegram's answer to `setWebhook`.
+    Webhook {
+        listen: SocketAddr,
+        public_url: url::Url,
+        secret_token: String,
+    },
+}
+
+/// Why receiving could not start (or its server failed). Texts are
+/// scrubbed of the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdatesError {
+    #[error(
+        "telegram updates: the webhook secret token must be 1 to 256 characters \
+         of A-Z, a-z, 0-9, _ and - ({0})"
+    )]
+    BadSecret(&'static str),
+    #[error("telegram updates: HTTP client: {0}")]
+    Client(String),
+    #[error("telegram updates: cannot listen on {addr}: {detail}")]
+    Listen { addr: SocketAddr, detail: String },
+    #[error("telegram updates: setWebhook failed: {0}")]
+    SetWebhook(String),
+    /// The first call, `getMe`, failed (a bad token, the API unreachable).
+    #[error("telegram updates: getMe failed: {0}")]
+    Start(String),
+    #[error("telegram updates: the webhook server failed: {0}")]
+    Serve(String),
+}
+
+/// Receives updates until `shutdown` completes, calling `handler` with
+/// each text message: one at a time and in order within a chat, chats in
+/// parallel (see the module's docs for the bound).
+///
+/// On `shutdown` it stops taking updates, lets the handlers running and
+/// the updates already queued for them finish, confirms what it took to
+/// Telegram (polling) or deletes the webhook (webhook mode), and returns
+/// `Ok` (so a handler that never returns holds the shutdown up: bound it).
+/// A shutdown during start-up abandons it. Errors of the listener
+/// while running (a failed `getUpdates`) are logged, scrubbed of the
+/// token, and retried with teloxide's backoff; only start-up errors and a
+/// failed webhook server come back.
+pub async fn run<H, F>(
+    api_url: &url::Url,
+    token: &BotToken,
+    mode: Mode,
+    handler: H,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UpdatesError>
+where
+    H: Fn(Incoming) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send,
+{
+    if let Mode::Webhook { secret_token, .. } = &mode {
+        check_secret(secret_token)?;
+    }
+    let client = teloxide::net::default_reqwest_settings()
+        .build()
+        .map_err(|e| UpdatesError::Client(token.scrub(&e.to_string())))?;
+    let bot = Bot::with_client(token.expose(), client).set_api_url(api_url.clone());
+    let scrub = |e: &dyn Display| token.scrub(&e.to_string());
+
+    let schema = Update::filter_message()
+        .filter_map(|message: Message| Incoming::of(&message))
+        .endpoint(move |incoming: Incoming| {
+            let handler = handler.clone();
+            async move {
+                handler(incoming).await;
+                Ok::<(), Infallible>(())
+            }
+        });
+    let mut dispatcher = Dispatcher::builder(bot.clone(), schema)
+        .default_handler(|_| async {})
+        .worker_queue_size(WORKER_QUEUE)
+        .build();
+    let stop_dispatching = dispatcher.shutdown_token();
+    let errors = Arc::new(LogScrubbed(token.clone()));
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    match mode {
+        Mode::Polling => {
+            let start = Polling::builder(bot).timeout(POLL_TIMEOUT).delete_webhook();
+            let listener = tokio::select! {
+                builder = start => builder.build(),
+                () = &mut shutdown => return Ok(()),
+            };
+            let dispatch = dispatcher.try_dispatch_with_listener(listener, errors);
+            until_shutdown(dispatch, stop_dispatching, shutdown)
+                .await
+                .map_err(|e| UpdatesError::Start(scrub(&e)))
+        }
+        Mode::Webhook {
+            listen,
+            public_url,
+            secret_token,
+        } => {
+            // Bound before Telegram is told to send here, so a busy port is
+            // an error rather than updates sent to nothing.
+            let socket =
+                tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| UpdatesError::Listen {
+                        addr: listen,
+                        detail: e.to_string(),
+                    })?;
+            let options = webhooks::Options::new(listen, public_url).secret_token(secret_token);
+            let (mut listener, stopped, router) = tokio::select! {
+                set = webhooks::axum_to_router(bot, options) => {
+                    set.map_err(|e| UpdatesError::SetWebhook(scrub(&e)))?
+                }
+                () = &mut shutdown => return Ok(()),
+            };
+            // The server stops (after deleteWebhook) once the listener is
+            // stopped; if it fails first, it stops the listener, which ends
+            // the dispatcher.
+            let stop_listener = listener.stop_token();
+            let stop_on_failure = stop_listener.clone();
+            let server = tokio::spawn(async move {
+                let served = axum::serve(socket, router)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+                if served.is_err() {
+                    stop_on_failure.stop();
+                }
+                served
+            });
+            let dispatch = dispatcher.try_dispatch_with_listener(listener, errors);
+            let dispatched = until_shutdown(dispatch, stop_dispatching, shutdown)
+                .await
+                .map_err(|e| UpdatesError::Start(scrub(&e)));
+            // Stopped already after a graceful shutdown; not if getMe
+            // failed or the shutdown came before dispatching began.
+            stop_listener.stop();
+            let served = server
+                .await
+                .map_err(|e| UpdatesError::Serve(scrub(&e)))?
+                .map_err(|e| UpdatesError::Serve(scrub(&e)));
+            dispatched.and(served)
+        }
+    }
+}
+
+/// Runs `dispatch` until it ends by itself or `shutdown` completes; then
+/// shuts the dispatcher down gracefully and lets it finish.
+async fn until_shutdown<E>(
+    dispatch: impl Future<Output = Result<(), E>>,
+    token: teloxide::dispatching::ShutdownToken,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), E> {
+    let mut dispatch = std::pin::pin!(dispatch);
+    tokio::select! {
+        biased;
+        done = &mut dispatch => return done,
+        () = shutdown => {}
+    }
+    // Only polling `dispatch` changes the dispatcher's state, so `Idle`
+    // here means it has not started (it is still at `getMe`): nothing was
+    // taken, and dropping it loses nothing.
+    match token.shutdown() {
+        Ok(_) => dispatch.await,
+        Err(_idle) => Ok(()),
+    }
+}
+
+/// Logs the update listener's errors (failed `getUpdates`) without the
+/// token; teloxide retries them with backoff.
+struct LogScrubbed(BotToken);
+
+impl<E: Display + Send + 'static> ErrorHandler<E> for LogScrubbed {
+    fn handle_error(self: Arc<Self>, error: E) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let error = self.0.scrub(&error.to_string());
+        tracing::warn!(%error, "telegram updates: receiving failed; retrying");
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Telegram's rule for a webhook's secret token: 1 to 256 characters of
+/// `A-Z`, `a-z`, `0-9`, `_` and `-` (teloxide panics on others).
+fn check_secret(secret: &str) -> Result<(), UpdatesError> {
+    if !(1..=256).contains(&secret.len()) {
+        return Err(UpdatesError::BadSecret("length"));
+    }
+    if !secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(UpdatesError::BadSecret("a character outside them"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_secret_follows_telegrams_rule() {
+        assert_eq!(check_secret("aZ09_-"), Ok(()));
+        assert_eq!(check_secret(&"x".repeat(256)), Ok(()));
+        assert_eq!(check_secret(""), Err(UpdatesError::BadSecret("length")));
+        assert_eq!(
+            check_secret(&"x".repeat(257)),
+            Err(UpdatesError::BadSecret("length"))
+        );
+        for bad in ["with space", "ümlaut", "a:b", "a\nb"] {
+            assert!(check_secret(bad).is_err(), "{bad:?}");
+        }
+    }
+}
