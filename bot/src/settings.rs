@@ -10,6 +10,7 @@
 //! | `REDIS_URL` | `redis.url` |
 //! | `DATABASE_URL` | `postgres.url` |
 //! | `TELOXIDE_TOKEN` | `telegram.token` |
+//! | `CALLWATCH_WEBHOOK_SECRET` | `telegram.webhook_secret` |
 //! | `CALLWATCH_SCHEMA` | `postgres.schema` |
 //! | `CALLWATCH_PARTITIONS` | `ingest.partitions` |
 //! | `CALLWATCH_OWNED_PARTITIONS` | `ingest.owned` (e.g. `0,1,2` or `0-7`) |
@@ -78,8 +79,21 @@ pub struct TelegramSection {
     pub api_url: String,
     pub per_chat_per_sec: f64,
     pub global_per_sec: f64,
-    /// Chat ids allowed the admin commands.
+    /// Telegram user ids allowed the admin commands (`/grant`, `/stats`).
     pub admins: Vec<i64>,
+    /// How commands reach the bot: `polling`, `webhook` or `off` (a
+    /// process that only sends; run exactly one process that receives).
+    pub updates: String,
+    /// The bot's @username without the `@`, so `/status@name` is taken
+    /// and a command for another bot in a group is not. Empty: any.
+    pub bot_username: String,
+    /// Webhook mode: the public HTTPS URL Telegram posts updates to.
+    pub webhook_url: String,
+    /// Webhook mode: where the webhook server listens.
+    pub webhook_listen: String,
+    /// Webhook mode: the secret Telegram sends in
+    /// `X-Telegram-Bot-Api-Secret-Token` (1 to 256 of A-Z a-z 0-9 _ -).
+    pub webhook_secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +168,11 @@ impl Default for TelegramSection {
             per_chat_per_sec: 1.0,
             global_per_sec: 30.0,
             admins: Vec::new(),
+            updates: "polling".to_owned(),
+            bot_username: String::new(),
+            webhook_url: String::new(),
+            webhook_listen: "0.0.0.0:8443".to_owned(),
+            webhook_secret: String::new(),
         }
     }
 }
@@ -243,6 +262,10 @@ impl Settings {
         set("REDIS_URL", &mut self.redis.url);
         set("DATABASE_URL", &mut self.postgres.url);
         set("TELOXIDE_TOKEN", &mut self.telegram.token);
+        set(
+            "CALLWATCH_WEBHOOK_SECRET",
+            &mut self.telegram.webhook_secret,
+        );
         set("CALLWATCH_SCHEMA", &mut self.postgres.schema);
         set("CALLWATCH_CONSUMER", &mut self.ingest.consumer);
         set("CALLWATCH_HTTP_LISTEN", &mut self.http.listen);
@@ -299,6 +322,36 @@ impl Settings {
         }
         if !t.token.is_empty() && !t.token.contains(':') {
             problems.push("telegram.token does not look like a bot token (id:secret)".to_owned());
+        }
+        match t.updates.as_str() {
+            "polling" | "off" => {}
+            "webhook" => {
+                if !t.webhook_url.starts_with("https://") {
+                    problems.push(
+                        "telegram.webhook_url must be an https URL in webhook mode".to_owned(),
+                    );
+                }
+                if t.webhook_listen.parse::<SocketAddr>().is_err() {
+                    problems.push(format!(
+                        "telegram.webhook_listen `{}` is not an address:port",
+                        t.webhook_listen
+                    ));
+                }
+                let secret_ok = (1..=256).contains(&t.webhook_secret.len())
+                    && t.webhook_secret
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !secret_ok {
+                    problems.push(
+                        "telegram.webhook_secret (or CALLWATCH_WEBHOOK_SECRET) must be 1 to 256 \
+                         of A-Z a-z 0-9 _ - in webhook mode"
+                            .to_owned(),
+                    );
+                }
+            }
+            other => problems.push(format!(
+                "telegram.updates `{other}`: use `polling`, `webhook` or `off`"
+            )),
         }
         let i = &self.ingest;
         if i.partitions == 0 || i.partitions > 4096 {
@@ -370,6 +423,9 @@ impl Settings {
         s.postgres.url = mask_url(&s.postgres.url);
         if !s.telegram.token.is_empty() {
             s.telegram.token = "<set, masked>".to_owned();
+        }
+        if !s.telegram.webhook_secret.is_empty() {
+            s.telegram.webhook_secret = "<set, masked>".to_owned();
         }
         s
     }
@@ -466,6 +522,17 @@ mod tests {
         for needle in ["engine:", "partition 7", "http.listen", "log.format"] {
             assert!(text.contains(needle), "{needle} in {text}");
         }
+        let hook = load(
+            "[telegram]\nupdates = \"webhook\"\nwebhook_url = \"http://x\"\nwebhook_secret = \"a b\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = format!("{hook:#}");
+        for needle in ["webhook_url must be an https URL", "webhook_secret"] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        let mode = load("[telegram]\nupdates = \"push\"\n", &[]).unwrap_err();
+        assert!(format!("{mode:#}").contains("use `polling`, `webhook` or `off`"));
         let unknown = load("[redis]\nurll = \"x\"\n", &[]).unwrap_err();
         assert!(format!("{unknown:#}").contains("urll"), "{unknown:#}");
     }
@@ -477,11 +544,18 @@ mod tests {
             &[
                 ("REDIS_URL", "redis://default:s3cret@cache:6379/0"),
                 ("TELOXIDE_TOKEN", "123456:AAE-very-secret"),
+                ("CALLWATCH_WEBHOOK_SECRET", "hook-secret_1"),
             ],
         )
         .unwrap();
         let printed = s.to_masked_toml();
-        for secret in ["hunter2", "s3cret", "AAE-very-secret", "123456:"] {
+        for secret in [
+            "hunter2",
+            "s3cret",
+            "AAE-very-secret",
+            "123456:",
+            "hook-secret_1",
+        ] {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }
         assert!(printed.contains("redis://default:***@cache:6379/0"));

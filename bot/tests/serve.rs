@@ -14,6 +14,8 @@ use callwatch_io::stream_ingest::{input_drained, publish};
 use callwatch_io::telegram::fake::FakeBotApi;
 
 const TOKEN: &str = "123456:test-token";
+/// The Telegram user allowed the admin commands.
+const ADMIN: i64 = 7;
 
 /// XPENDING's summary: count, lowest id, highest id, per-consumer counts.
 type XPendingSummary = (
@@ -97,7 +99,7 @@ fn config(
 ) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("callwatch-{prefix}{consumer}.toml"));
     let telegram = telegram.map_or(String::new(), |url| {
-        format!("[telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{url}\"\n")
+        format!("[telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{url}\"\nadmins = [{ADMIN}]\n")
     });
     std::fs::write(
         &path,
@@ -598,4 +600,193 @@ async fn killed_mid_stream_and_restarted_it_loses_no_alert() {
     );
     // The audit: one row per alert, exactly.
     assert_eq!(audit_rows(&schema).await.len(), expected.len());
+}
+
+/// Sends `text` as `user` in chat `chat` and waits for the bot's next
+/// message to that chat.
+async fn command(fake: &FakeBotApi, chat: i64, user: i64, text: &str) -> String {
+    let before = fake.received().iter().filter(|r| r.chat_id == chat).count();
+    fake.push_text(chat, user, text);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let to_chat: Vec<_> = fake
+            .received()
+            .into_iter()
+            .filter(|r| r.chat_id == chat)
+            .collect();
+        if to_chat.len() > before {
+            return to_chat[before].text.clone();
+        }
+        assert!(Instant::now() < deadline, "no reply to {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_change_settings_through_the_stream_and_answer_from_the_engine() {
+    let id = format!("{}_{}", std::process::id(), free_port());
+    let prefix = format!("cw-test-cmd-{id}:");
+    let schema = format!("cw_test_cmd_{id}");
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
+    let scratch = Scratch {
+        prefix: prefix.clone(),
+        schema: schema.clone(),
+    };
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let at = |secs: i64| engine::time::format_rfc3339(now + secs * 1_000_000_000);
+    let token = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
+    publish(
+        &mut con,
+        &prefix,
+        2,
+        &[format!(
+            r#"{{"type":"subscribe","at":"{}","chat_id":42,"expires_at":"{}"}}"#,
+            at(-60),
+            at(86_400)
+        )],
+    )
+    .await
+    .unwrap();
+    let running = spawn_serve(&config);
+
+    // Settings: one caller is enough, and only channel -1001 counts.
+    let r = command(&fake, 42, 42, "/min_callers 1").await;
+    assert!(r.contains("Done"), "{r}");
+    let r = command(&fake, 42, 42, "/follow -1001").await;
+    assert!(r.contains("You follow 1 channel"), "{r}");
+    let r = command(&fake, 42, 42, "/lookback 0").await;
+    assert!(r.contains("Usage: <code>/lookback MINUTES</code>"), "{r}");
+
+    // A call by a channel the chat does not follow alerts nothing; one by
+    // -1001 alerts at once (one caller), and the price then triples.
+    let event = |kind: &str, channel: Option<i64>, fdv: f64, secs: i64| {
+        let channel = channel.map_or(String::new(), |c| format!(r#","channel_id":{c}"#));
+        format!(
+            r#"{{"type":"{kind}","at":"{}","token":"{token}"{channel},"fdv_usd":{fdv}}}"#,
+            at(secs)
+        )
+    };
+    publish(
+        &mut con,
+        &prefix,
+        2,
+        &[
+            event("call", Some(-1002), 90_000.0, 0),
+            event("call", Some(-1001), 100_000.0, 1),
+            event("price", None, 300_000.0, 2),
+        ],
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.received().iter().filter(|r| r.chat_id == 42).count() < 5 {
+        assert!(Instant::now() < deadline, "{:#?}", fake.received());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alerts: Vec<String> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.chat_id == 42)
+        .skip(3)
+        .map(|r| r.text)
+        .collect();
+    assert!(
+        alerts[0].contains(token) && alerts[1].contains("2x"),
+        "{alerts:#?}"
+    );
+
+    // Questions for the engine.
+    let r = command(&fake, 42, 42, "/tracked").await;
+    assert!(r.contains("$100K → $300K <b>3x</b>"), "{r}");
+    let r = command(&fake, 42, 42, "/top").await;
+    assert!(
+        r.contains("2. -1001 (<code>-1001</code>): 1 · 100% · 3x"),
+        "{r}"
+    );
+    assert!(
+        r.contains("1. -1002 (<code>-1002</code>): 1 · 100% · 3.3x"),
+        "{r}"
+    );
+    let r = command(&fake, 42, 42, "/status").await;
+    assert!(
+        r.contains("Tracked tokens: 1") && r.contains("Callers needed: 1"),
+        "{r}"
+    );
+
+    // Admin commands: refused to others; a grant is a payment of record
+    // and a subscribe event.
+    let r = command(&fake, 42, 42, "/grant 99 30").await;
+    assert!(r.contains("for the bot's admins"), "{r}");
+    let r = command(&fake, ADMIN, ADMIN, "/grant 99 30").await;
+    assert!(r.contains("Granted 30 days to <code>99</code>"), "{r}");
+    let r = command(&fake, ADMIN, ADMIN, "/stats").await;
+    assert!(r.contains("tracked keys: <b>1</b>"), "{r}");
+
+    let exit = stop(running).await;
+    assert!(exit.success(), "{exit:?}");
+
+    // The chats stream holds the settings as engine events.
+    let chats: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{prefix}events:chats"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = chats.iter().map(|(_, f)| f[0].1.as_str()).collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(lines[1].contains(r#""type":"settings""#) && lines[1].contains(r#""min_callers":1"#));
+    assert!(lines[2].contains(r#""follow":[-1001]"#), "{lines:#?}");
+    assert!(
+        lines[3].contains(r#""type":"subscribe""#) && lines[3].contains(r#""chat_id":99"#),
+        "{lines:#?}"
+    );
+
+    // PostgreSQL: the grant with its admin, and every command logged.
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let grant = client
+        .query_one(
+            &format!("SELECT chat_id, payment_method, granted_by, days FROM \"{schema}\".payments"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            grant.get::<_, i64>(0),
+            grant.get::<_, String>(1),
+            grant.get::<_, Option<i64>>(2),
+            grant.get::<_, i32>(3)
+        ),
+        (99, "grant".to_owned(), Some(ADMIN), 30)
+    );
+    let logged: Vec<String> = client
+        .query(
+            &format!("SELECT activity_type FROM \"{schema}\".activity_log ORDER BY created_at"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(logged.len(), 9, "{logged:?}");
+    assert!(
+        logged.contains(&"command:grant".to_owned())
+            && logged.contains(&"command:invalid".to_owned()),
+        "{logged:?}"
+    );
+    drop(scratch);
 }

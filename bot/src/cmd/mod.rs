@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
 
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod generate;

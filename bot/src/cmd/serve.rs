@@ -41,7 +41,7 @@ use callwatch_io::health::{self, RedisTimeouts};
 use callwatch_io::ops::{self, Exposition, Readiness, Report};
 use callwatch_io::persist::{PersistConfig, Persistence};
 use callwatch_io::rebuild::{bulk_connection_config, load_into};
-use callwatch_io::stream_ingest::{IngestCounters, StreamIngest, StreamIngestConfig};
+use callwatch_io::stream_ingest::{EventBatch, IngestCounters, StreamIngest, StreamIngestConfig};
 use callwatch_io::telegram::BotToken;
 use callwatch_io::telegram::format::{self, Links};
 use callwatch_io::telegram::names::{ChannelNames, NamesConfig};
@@ -55,6 +55,7 @@ use engine::token::Token;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
+use super::commands::EngineQuery;
 use crate::settings::Settings;
 
 /// Run the service (see `callwatch config` for its settings).
@@ -89,6 +90,54 @@ struct Live {
     /// Stream entry → alert decided, recorded and handed to the sender, µs.
     alert_latency: Mutex<hdrhistogram::Histogram<u64>>,
     started: Instant,
+}
+
+impl Live {
+    /// The figures `/stats` shows admins.
+    fn stats_rows(&self) -> Vec<(String, String)> {
+        let sum = |f: fn(&ShardGauges) -> &AtomicU64| -> u64 {
+            self.gauges
+                .iter()
+                .map(|g| f(g).load(Ordering::Relaxed))
+                .sum()
+        };
+        let ingest = self.ingest.stats();
+        let up = |a: &AtomicU64| match a.load(Ordering::Relaxed) {
+            1 => "up",
+            0 => "down",
+            _ => "not configured",
+        };
+        let mut rows = vec![
+            (
+                "uptime".to_owned(),
+                format!("{} s", self.started.elapsed().as_secs()),
+            ),
+            ("events read".to_owned(), ingest.events.to_string()),
+            ("dead-lettered".to_owned(), ingest.dead_lettered.to_string()),
+            ("tokens held".to_owned(), sum(|g| &g.tokens).to_string()),
+            ("tracked keys".to_owned(), sum(|g| &g.tracked).to_string()),
+            (
+                "processed records".to_owned(),
+                sum(|g| &g.records).to_string(),
+            ),
+            (
+                "call alerts".to_owned(),
+                self.alerts_call.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "multiplier alerts".to_owned(),
+                self.alerts_multiplier.load(Ordering::Relaxed).to_string(),
+            ),
+            ("Redis".to_owned(), up(&self.redis_ok).to_owned()),
+            ("PostgreSQL".to_owned(), up(&self.postgres_ok).to_owned()),
+        ];
+        if let Some(s) = self.sender.lock().as_ref().map(sender::Sender::stats) {
+            rows.push(("Telegram sent".to_owned(), s.sent.to_string()));
+            rows.push(("Telegram queue".to_owned(), s.queued.to_string()));
+            rows.push(("Telegram 429s".to_owned(), s.rate_limited.to_string()));
+        }
+        rows
+    }
 }
 
 impl Report for Live {
@@ -517,13 +566,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 ..SenderConfig::default()
             },
         )?;
-        let names = ChannelNames::new(
+        let names = Arc::new(ChannelNames::new(
             NamesConfig {
                 key_prefix: prefix.clone(),
                 ..NamesConfig::default()
             },
             health::managed_connection(&settings.redis.url, &timeouts)?,
-        );
+        ));
         let answered = Arc::clone(&queued);
         let (deleter, mut con) = (outbox.clone(), outbox_con.clone());
         let reading = rt.spawn(async move {
@@ -648,6 +697,30 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         });
     }
 
+    // Commands, when there is a bot and this process receives for it.
+    let (queries_tx, queries_rx) = mpsc::channel(64);
+    let updates_task = match &telegram {
+        Some((sender, names, _)) if settings.telegram.updates != "off" => {
+            let stats_live = Arc::clone(&live);
+            Some(super::commands::start(
+                &rt,
+                &settings,
+                super::commands::Parts {
+                    sender: sender.clone(),
+                    names: Arc::clone(names),
+                    queries: queries_tx,
+                    stats: Box::new(move || stats_live.stats_rows()),
+                    redis: health::managed_connection(&settings.redis.url, &timeouts)?,
+                },
+                stop_rx.clone(),
+            )?)
+        }
+        _ => {
+            drop(queries_tx);
+            None
+        }
+    };
+
     let submitted: Submitted = Mutex::new(VecDeque::new());
     // (seq, the entry's stream time in ms) of events submitted, for the
     // alert latency.
@@ -770,12 +843,24 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "rebuilt from Redis; reading events"
         );
 
-        // Read events until stopped.
-        let (tx, mut rx) = mpsc::channel(4);
+        // Read events (and the commands' questions, in turn with them)
+        // until stopped.
+        let (tx, rx) = mpsc::channel(4);
         let ingest_task = rt.spawn(ingest.run(tx, stop_rx.clone()));
+        let mut feed = feed(&rt, rx, queries_rx);
         let mut last_event = 0u64;
         let mut engine_error = None;
-        'read: while let Some(batch) = rx.blocking_recv() {
+        'read: while let Some(input) = feed.blocking_recv() {
+            let batch = match input {
+                Feed::Batch(b) => b,
+                Feed::Query(q) => {
+                    if let Err(e) = answer(&mut router, &handle, q) {
+                        engine_error = Some(e);
+                        break 'read;
+                    }
+                    continue;
+                }
+            };
             {
                 let mut entered = entered.lock();
                 for (env, ms) in batch.envelopes.iter().zip(&batch.entered_ms) {
@@ -788,10 +873,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     token,
                     channel_id,
                     at,
-                    ..
+                    fdv_usd,
                 } = &env.event
                 {
-                    persist.record_call(*token, *channel_id, *at);
+                    persist.record_call(*token, *channel_id, *at, *fdv_usd);
                 }
                 if let Err(e) = router.submit(env) {
                     engine_error = Some(e);
@@ -810,7 +895,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         // Stopped (or the engine failed): let every event applied so far
         // through, in order.
         let _ = stop_tx.send(true);
-        drop(rx);
+        drop(feed);
         let finished = router.finish();
         let recorded = effects_side
             .join()
@@ -833,6 +918,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     live.acked_through.store(recorded, Ordering::Relaxed);
     drop(acker);
     tracing::info!(?stats, "state and audit written");
+    if let Some(task) = updates_task {
+        // The dispatcher holds the sender for its replies: it goes first.
+        match rt.block_on(async { tokio::time::timeout(deadline, task).await }) {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "receiving commands failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the command dispatcher panicked"),
+            Err(_) => tracing::warn!("the command dispatcher did not stop in time"),
+        }
+    }
     if let Some((sender, _, (task, reading))) = telegram {
         drop(sender);
         *live.sender.lock() = None;
@@ -871,6 +965,81 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the reading thread takes, in turn.
+enum Feed {
+    Batch(EventBatch),
+    Query(EngineQuery),
+}
+
+/// One channel of event batches and engine questions, so that the thread
+/// feeding the router takes both in turn. Ends when the ingest ends.
+fn feed(
+    rt: &tokio::runtime::Runtime,
+    mut batches: mpsc::Receiver<EventBatch>,
+    mut queries: mpsc::Receiver<EngineQuery>,
+) -> mpsc::Receiver<Feed> {
+    let (tx, rx) = mpsc::channel(4);
+    rt.spawn(async move {
+        let mut asking = true;
+        loop {
+            let next = tokio::select! {
+                biased;
+                b = batches.recv() => match b {
+                    Some(b) => Feed::Batch(b),
+                    None => return,
+                },
+                q = queries.recv(), if asking => match q {
+                    Some(q) => Feed::Query(q),
+                    None => {
+                        asking = false;
+                        continue;
+                    }
+                },
+            };
+            if tx.send(next).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Puts a question to the shards, in order with the events submitted
+/// before it; a blocking task gathers the shards' answers.
+fn answer(
+    router: &mut router::Router,
+    handle: &tokio::runtime::Handle,
+    query: EngineQuery,
+) -> Result<(), router::EngineStopped> {
+    fn gather<T: Send + 'static>(
+        handle: &tokio::runtime::Handle,
+        shards: usize,
+        answers: crossbeam_channel::Receiver<Vec<T>>,
+        reply: tokio::sync::oneshot::Sender<Vec<T>>,
+    ) {
+        handle.spawn_blocking(move || {
+            let mut all = Vec::new();
+            for _ in 0..shards {
+                match answers.recv_timeout(Duration::from_secs(10)) {
+                    Ok(part) => all.extend(part),
+                    Err(_) => return,
+                }
+            }
+            let _ = reply.send(all);
+        });
+    }
+    let shards = router.shards();
+    match query {
+        EngineQuery::Tracked { chat_id, reply } => {
+            gather(handle, shards, router.tracked_by(chat_id)?, reply);
+        }
+        EngineQuery::Outcomes { since, reply } => {
+            gather(handle, shards, router.call_outcomes(since)?, reply);
+        }
+    }
+    Ok(())
 }
 
 type IngestTask = tokio::task::JoinHandle<
