@@ -20,6 +20,9 @@
 //!   coalesced, pipelined, from a bounded buffer, through outages.
 //! - [`subscriptions`]: credits of plans, committed in PostgreSQL first,
 //!   then copied to Redis.
+//! - [`payments`]: subscriptions paid in SOL: quotes, the watcher that
+//!   verifies transfers through Solana JSON-RPC and credits each once,
+//!   unmatched payments for an admin, expiry reminders, a fake RPC.
 //! - [`persist`]: the write-behind and the audit queue and sink, started
 //!   and closed together for a command that runs the engine.
 //! - [`ops`]: `/metrics` (Prometheus text), `/healthz` and `/readyz`.
@@ -36,6 +39,7 @@ pub mod health;
 pub mod lines;
 pub mod migrate;
 pub mod ops;
+pub mod payments;
 pub mod persist;
 pub mod rebuild;
 pub mod replay;

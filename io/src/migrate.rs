@@ -18,11 +18,18 @@ pub struct Migration {
 
 /// Every migration, in order. A test checks this list against the files in
 /// `migrations/`, so a new file cannot be forgotten here.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_schema.sql",
-    sql: include_str!("../../migrations/0001_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_schema.sql",
+        sql: include_str!("../../migrations/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_payments.sql",
+        sql: include_str!("../../migrations/0002_payments.sql"),
+    },
+];
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]

@@ -76,7 +76,7 @@ pub struct SubscriptionStore {
     key_prefix: String,
 }
 
-fn nanos_of(t: SystemTime) -> Nanos {
+pub(crate) fn nanos_of(t: SystemTime) -> Nanos {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX),
         Err(e) => -Nanos::try_from(e.duration().as_nanos()).unwrap_or(Nanos::MAX),
@@ -210,7 +210,7 @@ impl SubscriptionStore {
     }
 
     /// The predecessor's `subscription:{chat_id}` JSON, for a year.
-    async fn write_copy(
+    pub(crate) async fn write_copy(
         &self,
         redis: &mut impl redis::aio::ConnectionLike,
         chat_id: i64,

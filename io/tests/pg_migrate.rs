@@ -63,8 +63,13 @@ async fn migrate_applies_each_migration_once() {
             "alert_audit",
             "calls",
             "callwatch_migrations",
+            "payment_cursor",
+            "payment_quotes",
             "payments",
-            "subscriptions"
+            "payments_announced",
+            "subscription_reminders",
+            "subscriptions",
+            "unmatched_payments"
         ]
     );
 }
