@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use callwatch_io::payments::config::PaymentsConfig;
 use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,8 @@ pub struct Settings {
     pub ingest: IngestSection,
     pub http: HttpSection,
     pub log: LogSection,
+    /// Subscriptions paid in SOL; off while `receiving_address` is empty.
+    pub payments: PaymentsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,6 +356,17 @@ impl Settings {
                 "telegram.updates `{other}`: use `polling`, `webhook` or `off`"
             )),
         }
+        if self.payments_enabled() {
+            if let Err(e) = self.payments.check() {
+                problems.push(e.to_string());
+            }
+            if self.postgres.url.is_empty() {
+                problems.push(
+                    "payments need PostgreSQL (postgres.url or DATABASE_URL), their system of record"
+                        .to_owned(),
+                );
+            }
+        }
         let i = &self.ingest;
         if i.partitions == 0 || i.partitions > 4096 {
             problems.push("ingest.partitions must be between 1 and 4096".to_owned());
@@ -407,6 +421,11 @@ impl Settings {
         Ok(cfg)
     }
 
+    /// Payments are on once a receiving address is set.
+    pub fn payments_enabled(&self) -> bool {
+        !self.payments.receiving_address.is_empty()
+    }
+
     /// The partitions this process reads.
     pub fn owned_partitions(&self) -> Vec<u32> {
         if self.ingest.owned.is_empty() {
@@ -423,6 +442,17 @@ impl Settings {
         s.postgres.url = mask_url(&s.postgres.url);
         if !s.telegram.token.is_empty() {
             s.telegram.token = "<set, masked>".to_owned();
+        }
+        // An RPC provider's key may sit anywhere in the URL: keep the host.
+        if s.payments.rpc_url != PaymentsConfig::default().rpc_url {
+            s.payments.rpc_url = match s.payments.rpc_url.split_once("://") {
+                Some((scheme, rest)) => {
+                    let host = rest.split(['/', '?']).next().unwrap_or_default();
+                    let host = host.rsplit('@').next().unwrap_or_default();
+                    format!("{scheme}://{host}/<masked>")
+                }
+                None => "<set, masked>".to_owned(),
+            };
         }
         if !s.telegram.webhook_secret.is_empty() {
             s.telegram.webhook_secret = "<set, masked>".to_owned();
@@ -531,6 +561,12 @@ mod tests {
         for needle in ["webhook_url must be an https URL", "webhook_secret"] {
             assert!(text.contains(needle), "{needle} in {text}");
         }
+        let pay = load("[payments]\nreceiving_address = \"nope\"\n", &[]).unwrap_err();
+        let text = format!("{pay:#}");
+        assert!(
+            text.contains("receiving_address") && text.contains("payments need PostgreSQL"),
+            "{text}"
+        );
         let mode = load("[telegram]\nupdates = \"push\"\n", &[]).unwrap_err();
         assert!(format!("{mode:#}").contains("use `polling`, `webhook` or `off`"));
         let unknown = load("[redis]\nurll = \"x\"\n", &[]).unwrap_err();
@@ -548,13 +584,27 @@ mod tests {
             ],
         )
         .unwrap();
+        let s = Settings {
+            payments: PaymentsConfig {
+                rpc_url: "https://user:pw@rpc.example.com/v2/KEY123?api-key=KEY456".to_owned(),
+                ..PaymentsConfig::default()
+            },
+            ..s
+        };
         let printed = s.to_masked_toml();
+        assert!(
+            printed.contains("https://rpc.example.com/<masked>"),
+            "{printed}"
+        );
         for secret in [
             "hunter2",
             "s3cret",
             "AAE-very-secret",
             "123456:",
             "hook-secret_1",
+            "KEY123",
+            "KEY456",
+            "pw@",
         ] {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }

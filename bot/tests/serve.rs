@@ -790,3 +790,123 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
     );
     drop(scratch);
 }
+
+/// Waits for a message to `chat` that contains `needle`; returns it.
+async fn message_with(fake: &FakeBotApi, chat: i64, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(r) = fake
+            .received()
+            .into_iter()
+            .find(|r| r.chat_id == chat && r.text.contains(needle))
+        {
+            return r.text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message with {needle:?} to {chat}: {:#?}",
+            fake.received()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
+    use callwatch_io::payments::fake::{FakeRpc, pubkey, transfer};
+
+    let id = format!("{}_{}", std::process::id(), free_port());
+    let prefix = format!("cw-test-pay-{id}:");
+    let schema = format!("cw_test_pay_{id}");
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let rpc = FakeRpc::start().await.unwrap();
+    let (us, payer) = (pubkey(1), pubkey(2));
+    let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[payments]\nrpc_url = \"{}\"\nreceiving_address = \"{us}\"\npoll_interval_ms = 100\nretry_min_ms = 50\n",
+        rpc.url()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let scratch = Scratch {
+        prefix: prefix.clone(),
+        schema: schema.clone(),
+    };
+    let running = spawn_serve(&config);
+
+    let r = command(&fake, 42, 42, "/subscribe").await;
+    assert!(r.contains("<b>week</b>: 7 days for 0.25 SOL"), "{r}");
+    let r = command(&fake, 42, 42, "/subscribe week").await;
+    let reference = r
+        .split("reference key\n<code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</code>").next())
+        .unwrap_or_else(|| panic!("no reference in {r}"))
+        .to_owned();
+    assert!(r.contains(&format!("<code>{us}</code>")), "{r}");
+    let r = command(&fake, 42, 42, "/min_callers 1").await;
+    assert!(r.contains("Done"), "{r}");
+
+    // Paid in full: credited, confirmed, and the engine alerts the chat.
+    let signature = rpc.add(transfer(&payer, &us, 250_000_000).reference(&reference));
+    let r = message_with(&fake, 42, "Payment received").await;
+    assert!(r.contains("0.25 SOL for <b>week</b> (7 days)"), "{r}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    publish(
+        &mut con,
+        &prefix,
+        2,
+        &[format!(
+            r#"{{"type":"call","at":"{}","token":"JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN","channel_id":-1001,"fdv_usd":50000}}"#,
+            engine::time::format_rfc3339(now)
+        )],
+    )
+    .await
+    .unwrap();
+    message_with(&fake, 42, "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN").await;
+
+    // A transfer that names no quote: kept, the admin told, then resolved.
+    let stray = rpc.add(transfer(&payer, &us, 800_000_000));
+    let r = message_with(&fake, ADMIN, "Unmatched payment").await;
+    assert!(r.contains(&stray), "{r}");
+    let r = command(&fake, ADMIN, ADMIN, "/unmatched").await;
+    assert!(r.contains(&format!("<code>{stray}</code>\n0.8 SOL")), "{r}");
+    let r = command(&fake, ADMIN, ADMIN, &format!("/resolve {stray} 43 month")).await;
+    assert!(r.contains("Credited to <code>43</code> as month"), "{r}");
+    let r = command(&fake, ADMIN, ADMIN, &format!("/resolve {stray} 43 month")).await;
+    assert!(r.contains("already resolved by 7"), "{r}");
+
+    let exit = stop(running).await;
+    assert!(exit.success(), "{exit:?}");
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            &format!("SELECT chat_id, signature, plan FROM \"{schema}\".payments ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (42, signature, "week".to_owned()),
+            (43, stray, "month".to_owned())
+        ]
+    );
+    drop(scratch);
+}

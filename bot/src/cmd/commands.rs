@@ -11,13 +11,18 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use callwatch_io::audit::{Activity, AuditQueue, QueueRow};
+use callwatch_io::payments::config::lamports_to_sol;
+use callwatch_io::payments::expiry::ReminderKind;
+use callwatch_io::payments::unmatched::{Resolution, Resolved};
+use callwatch_io::payments::watcher::{Outcome, Watcher};
+use callwatch_io::payments::{Ledger, PaymentError, solana_pay_url};
 use callwatch_io::store::subscription_key;
 use callwatch_io::stream_ingest;
 use callwatch_io::subscriptions::{Credit, CreditError, Credited, Source, SubscriptionStore};
 use callwatch_io::telegram::BotToken;
 use callwatch_io::telegram::commands::{
     Backend, BackendError, ChatSettings, Commands, PlanView, QuoteView, Request, SettingsStore,
-    Subscription,
+    Subscription, UnmatchedView, esc, when,
 };
 use callwatch_io::telegram::names::ChannelNames;
 use callwatch_io::telegram::sender::{self, Message, Tag};
@@ -63,6 +68,8 @@ pub struct ServiceBackend {
     pub engine: mpsc::Sender<EngineQuery>,
     pub names: Arc<ChannelNames>,
     pub stats: StatsFn,
+    /// Payments, when configured.
+    pub payments: Option<Ledger>,
 }
 
 impl std::fmt::Debug for ServiceBackend {
@@ -135,6 +142,27 @@ impl ServiceBackend {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    fn ledger(&self) -> Result<&Ledger, BackendError> {
+        self.payments.as_ref().ok_or_else(|| {
+            BackendError::Refused(
+                "Payments are not open yet. An admin can /grant you days.".to_owned(),
+            )
+        })
+    }
+
+    /// A payments error as the user sees it; a PostgreSQL failure drops the
+    /// connection so the next command makes a new one.
+    fn payment_failed(
+        &self,
+        pg: &mut Option<tokio_postgres::Client>,
+        e: PaymentError,
+    ) -> BackendError {
+        if matches!(e, PaymentError::Postgres(_) | PaymentError::PgConnect(_)) {
+            *pg = None;
+        }
+        unavailable("payments", e)
     }
 
     async fn postgres(
@@ -279,18 +307,115 @@ impl Backend for ServiceBackend {
     }
 
     fn plans(&self) -> Vec<PlanView> {
-        Vec::new()
+        self.payments.as_ref().map_or_else(Vec::new, |ledger| {
+            ledger
+                .config()
+                .plans
+                .iter()
+                .map(|p| PlanView {
+                    name: p.name.clone(),
+                    days: p.days,
+                    price_sol: p.price_sol.clone(),
+                })
+                .collect()
+        })
     }
 
     async fn quote(
         &self,
-        _chat_id: ChatId,
-        _plan: &str,
-        _now: Nanos,
+        chat_id: ChatId,
+        plan: &str,
+        now: Nanos,
     ) -> Result<QuoteView, BackendError> {
-        Err(BackendError::Refused(
-            "Payments are not open yet. An admin can /grant you days.".to_owned(),
-        ))
+        let ledger = self.ledger()?;
+        let mut pg = self.postgres().await?;
+        let client = pg.as_mut().expect("connected above");
+        let quote = match ledger
+            .create_quote(client, chat_id, plan, system_time(now))
+            .await
+        {
+            Ok(q) => q,
+            Err(PaymentError::UnknownPlan(name)) => {
+                return Err(BackendError::Refused(format!(
+                    "There is no plan \"{name}\"; /subscribe lists them."
+                )));
+            }
+            Err(e) => return Err(self.payment_failed(&mut pg, e)),
+        };
+        Ok(QuoteView {
+            pay_url: solana_pay_url(&quote),
+            amount_sol: quote.amount_sol(),
+            plan: quote.plan,
+            days: quote.days,
+            address: quote.receiving_address,
+            reference: quote.reference,
+            expires_at: quote.expires_at,
+        })
+    }
+
+    async fn unmatched(&self) -> Result<Vec<UnmatchedView>, BackendError> {
+        let ledger = self.ledger()?;
+        let mut pg = self.postgres().await?;
+        let client = pg.as_mut().expect("connected above");
+        match ledger.list_unmatched(client).await {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|u| UnmatchedView {
+                    signature: u.signature,
+                    reason: u.reason.to_string(),
+                    received_sol: if u.received_lamports < 0 {
+                        format!("-{}", lamports_to_sol(u.received_lamports.unsigned_abs()))
+                    } else {
+                        lamports_to_sol(u.received_lamports.unsigned_abs())
+                    },
+                    chat_id: u.chat_id,
+                })
+                .collect()),
+            Err(e) => Err(self.payment_failed(&mut pg, e)),
+        }
+    }
+
+    async fn resolve(
+        &self,
+        admin: i64,
+        signature: &str,
+        chat_id: ChatId,
+        plan: &str,
+        now: Nanos,
+    ) -> Result<Nanos, BackendError> {
+        let ledger = self.ledger()?;
+        let mut pg = self.postgres().await?;
+        let client = pg.as_mut().expect("connected above");
+        let resolution = Resolution {
+            signature,
+            chat_id,
+            plan,
+            admin_chat_id: admin,
+        };
+        let resolved = ledger
+            .resolve_unmatched(
+                client,
+                &mut self.redis.clone(),
+                &resolution,
+                system_time(now),
+            )
+            .await;
+        match resolved {
+            Ok(Resolved::Credited { expires_at }) => Ok(expires_at),
+            Ok(Resolved::AlreadyResolved {
+                resolved_by,
+                chat_id,
+            }) => Err(BackendError::Refused(format!(
+                "That payment was already resolved by {resolved_by}, for chat {chat_id}."
+            ))),
+            Err(PaymentError::NotFound(sig)) => Err(BackendError::Refused(format!(
+                "No unmatched payment has the signature {sig}."
+            ))),
+            Err(PaymentError::UnknownPlan(name)) => Err(BackendError::Refused(format!(
+                "There is no plan \"{name}\"."
+            ))),
+            Err(e) => Err(self.payment_failed(&mut pg, e)),
+        }
     }
 }
 
@@ -322,6 +447,28 @@ pub fn start(
     let t = &settings.telegram;
     let prefix = settings.redis.key_prefix.clone();
     let database_url = (!settings.postgres.url.is_empty()).then(|| settings.postgres.url.clone());
+    let payments = match &database_url {
+        Some(url) if settings.payments_enabled() => {
+            let ledger = Ledger::new(
+                settings.payments.clone(),
+                &settings.postgres.schema,
+                &prefix,
+                settings.ingest.partitions,
+            )
+            .context("payments")?;
+            start_payments(
+                rt,
+                &ledger,
+                url,
+                &parts.redis,
+                &parts.sender,
+                &t.admins,
+                stop.clone(),
+            )?;
+            Some(ledger)
+        }
+        _ => None,
+    };
     let backend = ServiceBackend {
         redis: parts.redis.clone(),
         prefix: prefix.clone(),
@@ -333,6 +480,7 @@ pub fn start(
         engine: parts.queries,
         names: parts.names,
         stats: parts.stats,
+        payments,
     };
     let username = (!t.bot_username.is_empty()).then(|| t.bot_username.clone());
     let commands = Arc::new(Commands::new(backend, t.admins.clone(), username));
@@ -407,4 +555,166 @@ pub fn start(
     };
     let _entered = rt.enter();
     Ok(rt.spawn(async move { updates::run(&api_url, &token, mode, handler, shutdown).await }))
+}
+
+/// Ids for the messages the service sends on its own (confirmations,
+/// reminders), apart from the update ids replies carry.
+static NOTICE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 48);
+
+async fn notify(sender: &sender::Sender, chat_id: ChatId, text: String) {
+    let id = NOTICE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if sender
+        .send(Message {
+            chat_id,
+            tag: Tag::Reply(id),
+            text,
+            buttons: Vec::new(),
+        })
+        .await
+        .is_err()
+    {
+        tracing::warn!(chat_id, "notice not queued: the sender has closed");
+    }
+}
+
+/// How often reminders and expiry are looked for.
+const REMINDER_EVERY: Duration = Duration::from_secs(60);
+
+/// Starts the payment watcher (credits, then a confirmation to the chat;
+/// what matches nothing, a note to the admins) and the reminder loop (3
+/// days and 1 day before expiry, and at expiry). Both stop with `stop`.
+fn start_payments(
+    rt: &tokio::runtime::Runtime,
+    ledger: &Ledger,
+    database_url: &str,
+    redis: &ConnectionManager,
+    sender: &sender::Sender,
+    admins: &[i64],
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let watcher = Watcher::new(ledger.clone()).context("payments")?;
+    let (tx, mut outcomes) = mpsc::channel(64);
+    {
+        let (url, redis, stop) = (database_url.to_owned(), redis.clone(), stop.clone());
+        rt.spawn(async move {
+            if let Err(e) = watcher.run(&url, redis, tx, stop).await {
+                tracing::error!(error = %e, "the payment watcher stopped");
+            }
+        });
+    }
+    {
+        let (sender, admins) = (sender.clone(), admins.to_vec());
+        rt.spawn(async move {
+            while let Some(outcome) = outcomes.recv().await {
+                match outcome {
+                    Outcome::Credited {
+                        chat_id,
+                        plan,
+                        days,
+                        expires_at,
+                        signature,
+                        lamports,
+                    } => {
+                        tracing::info!(chat_id, %plan, %signature, lamports, "payment credited");
+                        let text = format!(
+                            "Payment received: {} SOL for <b>{}</b> ({days} days). You are \
+                             subscribed until {}. Thank you!",
+                            lamports_to_sol(lamports),
+                            esc(&plan),
+                            when(expires_at)
+                        );
+                        notify(&sender, chat_id, text).await;
+                    }
+                    Outcome::Unmatched {
+                        signature,
+                        reason,
+                        chat_id,
+                    } => {
+                        tracing::warn!(%signature, %reason, ?chat_id, "payment matched no quote");
+                        if let Some(chat_id) = chat_id {
+                            let text = format!(
+                                "Your payment <code>{signature}</code> could not be credited \
+                                 ({}). An admin will look at it.",
+                                esc(&reason.to_string())
+                            );
+                            notify(&sender, chat_id, text).await;
+                        }
+                        for &admin in &admins {
+                            let text = format!(
+                                "Unmatched payment <code>{signature}</code>: {}. /unmatched \
+                                 lists them; /resolve credits one.",
+                                esc(&reason.to_string())
+                            );
+                            notify(&sender, admin, text).await;
+                        }
+                    }
+                    Outcome::Pending { signature } => {
+                        tracing::debug!(%signature, "payment not yet finalized");
+                    }
+                    Outcome::AlreadySeen { .. } | Outcome::Ignored { .. } => {}
+                }
+            }
+        });
+    }
+    let (ledger, url, mut redis, sender, mut stop) = (
+        ledger.clone(),
+        database_url.to_owned(),
+        redis.clone(),
+        sender.clone(),
+        stop,
+    );
+    rt.spawn(async move {
+        let mut pg: Option<tokio_postgres::Client> = None;
+        loop {
+            if let Err(e) = remind(&ledger, &url, &mut pg, &mut redis, &sender).await {
+                tracing::warn!(error = %e, "reminders not sent this round");
+                pg = None;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(REMINDER_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One round of reminders and expiry notices.
+async fn remind(
+    ledger: &Ledger,
+    url: &str,
+    pg: &mut Option<tokio_postgres::Client>,
+    redis: &mut ConnectionManager,
+    sender: &sender::Sender,
+) -> anyhow::Result<()> {
+    if pg.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| anyhow::anyhow!(callwatch_io::migrate::pg_detail(&e)))?;
+        tokio::spawn(connection);
+        *pg = Some(client);
+    }
+    let client = pg.as_mut().expect("connected above");
+    let now = SystemTime::now();
+    for r in ledger.due_reminders(client, now).await? {
+        let left = match r.kind {
+            ReminderKind::ThreeDays => "3 days",
+            ReminderKind::OneDay => "1 day",
+        };
+        let text = format!(
+            "Your subscription ends in less than {left}, on {}. /subscribe to renew: the \
+             time you have left is kept.",
+            when(r.expires_at)
+        );
+        notify(sender, r.chat_id, text).await;
+    }
+    for chat_id in ledger.expire_due(client, redis, now).await? {
+        notify(
+            sender,
+            chat_id,
+            "Your subscription has ended, so alerts have stopped. /subscribe to renew.".to_owned(),
+        )
+        .await;
+    }
+    Ok(())
 }

@@ -70,11 +70,22 @@ pub enum Command {
     },
     /// Admins: the service's figures.
     Stats,
+    /// Admins: payments that matched no quote.
+    Unmatched,
+    /// Admins: credit an unmatched payment to a chat as a plan.
+    Resolve {
+        signature: String,
+        chat_id: ChatId,
+        plan: String,
+    },
 }
 
 impl Command {
     fn admin_only(&self) -> bool {
-        matches!(self, Command::Grant { .. } | Command::Stats)
+        matches!(
+            self,
+            Command::Grant { .. } | Command::Stats | Command::Unmatched | Command::Resolve { .. }
+        )
     }
 
     /// The name for the activity log.
@@ -95,6 +106,8 @@ impl Command {
             Command::Subscribe(_) => "subscribe",
             Command::Grant { .. } => "grant",
             Command::Stats => "stats",
+            Command::Unmatched => "unmatched",
+            Command::Resolve { .. } => "resolve",
         }
     }
 }
@@ -166,6 +179,32 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, String> {
         "tracked" => none(Command::Tracked),
         "top" => none(Command::Top),
         "stats" => none(Command::Stats),
+        "unmatched" => none(Command::Unmatched),
+        "resolve" => {
+            let usage = "Usage: <code>/resolve SIGNATURE CHAT PLAN</code>: credit an unmatched \
+                         payment (see /unmatched) to a chat as a plan.";
+            let [signature, chat, plan] = args else {
+                return Err(usage.to_owned());
+            };
+            let signature_ok = (32..=100).contains(&signature.len())
+                && signature.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !signature_ok {
+                return Err(format!(
+                    "{} is not a transaction signature.\n{usage}",
+                    esc(signature)
+                ));
+            }
+            let chat_id = chat
+                .parse::<i64>()
+                .ok()
+                .filter(|c| *c != 0)
+                .ok_or_else(|| format!("{} is not a chat id.\n{usage}", esc(chat)))?;
+            Ok(Command::Resolve {
+                signature: (*signature).to_owned(),
+                chat_id,
+                plan: plan.to_ascii_lowercase(),
+            })
+        }
         "min_callers" => one_number(
             args,
             limits::MIN_CALLERS,
@@ -321,7 +360,8 @@ fn parse_usd(text: &str) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-fn esc(text: &str) -> String {
+/// `text` escaped for Telegram's HTML.
+pub fn esc(text: &str) -> String {
     let mut out = String::new();
     format::escape(text, &mut out);
     out
@@ -340,7 +380,7 @@ fn multiple(v: f64) -> String {
 }
 
 /// A time for people: `2026-12-25 10:00 UTC`.
-fn when(t: Nanos) -> String {
+pub fn when(t: Nanos) -> String {
     let s = engine::time::format_rfc3339(t);
     match (s.get(..10), s.get(11..16)) {
         (Some(d), Some(hm)) => format!("{d} {hm} UTC"),
@@ -433,6 +473,18 @@ pub struct QuoteView {
     pub pay_url: String,
 }
 
+/// A payment kept for an admin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnmatchedView {
+    pub signature: String,
+    /// Why it credited nothing, in words.
+    pub reason: String,
+    /// What arrived, decimal SOL.
+    pub received_sol: String,
+    /// The chat of the quote it named, if any.
+    pub chat_id: Option<ChatId>,
+}
+
 /// Why the backend could not answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BackendError {
@@ -508,6 +560,20 @@ pub trait Backend: Send + Sync {
         plan: &str,
         now: Nanos,
     ) -> impl Future<Output = Result<QuoteView, BackendError>> + Send;
+
+    /// Payments that matched nothing, oldest first.
+    fn unmatched(&self) -> impl Future<Output = Result<Vec<UnmatchedView>, BackendError>> + Send;
+
+    /// Credits the unmatched payment `signature` to `chat_id` as `plan`,
+    /// recorded as decided by `admin`; the new expiry.
+    fn resolve(
+        &self,
+        admin: i64,
+        signature: &str,
+        chat_id: ChatId,
+        plan: &str,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Nanos, BackendError>> + Send;
 }
 
 /// One message to the bot.
@@ -871,6 +937,45 @@ impl<B: Backend> Commands<B> {
                 Reply::text(format!(
                     "Granted {days} day{} to <code>{chat_id}</code>: subscribed until {}.",
                     if days == 1 { "" } else { "s" },
+                    when(expires_at)
+                ))
+            }
+            Command::Unmatched => {
+                let list = b.unmatched().await?;
+                if list.is_empty() {
+                    return Ok(Reply::text("No unmatched payments."));
+                }
+                let mut text = format!("<b>Unmatched payments</b> ({})\n", list.len());
+                for (i, u) in list.iter().enumerate() {
+                    if format::units(&text) > LIST_BUDGET {
+                        let _ = writeln!(text, "…and {} more.", list.len() - i);
+                        break;
+                    }
+                    let _ = write!(
+                        text,
+                        "<code>{}</code>\n{} SOL, {}",
+                        esc(&u.signature),
+                        esc(&u.received_sol),
+                        esc(&u.reason)
+                    );
+                    if let Some(c) = u.chat_id {
+                        let _ = write!(text, ", quote of chat <code>{c}</code>");
+                    }
+                    text.push_str("\n\n");
+                }
+                text.push_str("Credit one with /resolve SIGNATURE CHAT PLAN.");
+                Reply::text(text)
+            }
+            Command::Resolve {
+                signature,
+                chat_id,
+                plan,
+            } => {
+                let admin = req.user_id.unwrap_or(chat);
+                let expires_at = b.resolve(admin, &signature, chat_id, &plan, now).await?;
+                Reply::text(format!(
+                    "Credited to <code>{chat_id}</code> as {}: subscribed until {}.",
+                    esc(&plan),
                     when(expires_at)
                 ))
             }

@@ -30,6 +30,8 @@ struct Fake {
     names: HashMap<ChannelId, String>,
     grants: Vec<(i64, ChatId, u32)>,
     plans: Vec<PlanView>,
+    unmatched: Vec<UnmatchedView>,
+    resolved: Vec<(i64, String, ChatId, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +145,45 @@ impl Backend for Mem {
             expires_at: now + 30 * 60 * NANOS_PER_SEC,
             pay_url: format!("solana:Recv?amount={}&reference=Ref{chat_id}", p.price_sol),
         })
+    }
+
+    async fn unmatched(&self) -> Result<Vec<UnmatchedView>, BackendError> {
+        self.check()?;
+        Ok(self.0.lock().unmatched.clone())
+    }
+
+    async fn resolve(
+        &self,
+        admin: i64,
+        signature: &str,
+        chat_id: ChatId,
+        plan: &str,
+        now: Nanos,
+    ) -> Result<Nanos, BackendError> {
+        self.check()?;
+        self.resolve_one(admin, signature, chat_id, plan)?;
+        Ok(now + 30 * DAY)
+    }
+}
+
+impl Mem {
+    fn resolve_one(
+        &self,
+        admin: i64,
+        signature: &str,
+        chat_id: ChatId,
+        plan: &str,
+    ) -> Result<(), BackendError> {
+        let mut f = self.0.lock();
+        let Some(i) = f.unmatched.iter().position(|u| u.signature == signature) else {
+            return Err(BackendError::Refused(format!(
+                "No unmatched payment has the signature {signature}."
+            )));
+        };
+        f.unmatched.remove(i);
+        f.resolved
+            .push((admin, signature.to_owned(), chat_id, plan.to_owned()));
+        Ok(())
     }
 }
 
@@ -640,4 +681,58 @@ fn replies_stay_under_telegrams_limit_for_the_longest_lists() {
     ask(&c, &format!("/follow {}", many.join(" ")));
     let r = ask(&c, "/following");
     assert!(units(&r) <= 4096, "{} units", units(&r));
+}
+
+#[test]
+fn unmatched_and_resolve_are_for_admins_and_credit_the_named_payment() {
+    let c = bot();
+    let sig = "5".repeat(88);
+    c.backend().0.lock().unmatched = vec![UnmatchedView {
+        signature: sig.clone(),
+        reason: "underpaid: 1 lamports of 2".to_owned(),
+        received_sol: "0.2".to_owned(),
+        chat_id: Some(42),
+    }];
+    assert!(ask(&c, "/unmatched").contains("for the bot's admins"));
+    assert!(ask(&c, &format!("/resolve {sig} 42 week")).contains("for the bot's admins"));
+    let r = ask_as(&c, ADMIN, "/unmatched").expect("reply").text;
+    assert!(
+        r.contains(&format!(
+            "<code>{sig}</code>\n0.2 SOL, underpaid: 1 lamports of 2, quote of chat <code>42</code>"
+        )),
+        "{r}"
+    );
+    let r = ask_as(&c, ADMIN, &format!("/resolve {sig} 42 WEEK"))
+        .expect("reply")
+        .text;
+    assert!(
+        r.contains("Credited to <code>42</code> as week: subscribed until 2025-12-25 10:00 UTC"),
+        "{r}"
+    );
+    assert_eq!(
+        c.backend().0.lock().resolved,
+        vec![(ADMIN, sig.clone(), 42, "week".to_owned())]
+    );
+    let r = ask_as(&c, ADMIN, &format!("/resolve {sig} 42 week"))
+        .expect("reply")
+        .text;
+    assert!(r.contains("No unmatched payment"), "{r}");
+    assert!(
+        ask_as(&c, ADMIN, "/unmatched")
+            .expect("reply")
+            .text
+            .contains("No unmatched payments.")
+    );
+    for bad in [
+        "/resolve",
+        "/resolve short 42 week",
+        &format!("/resolve {sig} x week"),
+        &format!("/resolve {sig} 42"),
+    ] {
+        let r = ask_as(&c, ADMIN, bad).expect("reply").text;
+        assert!(
+            r.contains("Usage: <code>/resolve SIGNATURE CHAT PLAN</code>"),
+            "{bad}: {r}"
+        );
+    }
 }
