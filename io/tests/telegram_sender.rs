@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callwatch_io::audit::AlertKind;
@@ -542,31 +541,10 @@ async fn close_sends_what_it_can_and_hands_back_the_rest_in_order() {
     ));
 }
 
-/// A subscriber that writes every event, at every level, into a buffer.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_token_never_shows_in_errors_or_logs() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // A current-thread runtime: the sender's tasks log on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = support::capture_logs();
 
     // Nothing listens on a port the fake just gave back: every request
     // fails with a network error, whose text names the URL (and so the
@@ -617,7 +595,7 @@ async fn the_token_never_shows_in_errors_or_logs() {
     task.close(Duration::from_secs(1)).await;
     task2.close(Duration::from_secs(5)).await;
     drop((sender, sender2));
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("will retry"), "the retry was logged: {logs}");
     assert!(logs.contains("/SendMessage"), "a URL was logged: {logs}");
     texts.push(logs);
