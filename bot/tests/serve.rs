@@ -910,3 +910,80 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
     );
     drop(scratch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_webhook_mode_only_updates_with_the_secret_are_answered() {
+    use callwatch_io::telegram::fake::{deliver_update, text_update};
+
+    let id = format!("{}_{}", std::process::id(), free_port());
+    let prefix = format!("cw-test-hook-{id}:");
+    let schema = format!("cw_test_hook_{id}");
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let secret = "hook_Secret-1";
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("admins = [{ADMIN}]\n"),
+        &format!(
+            "admins = [{ADMIN}]\nupdates = \"webhook\"\nwebhook_url = \"https://bot.example.test/tg\"\n\
+             webhook_listen = \"{listen}\"\nwebhook_secret = \"{secret}\"\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let scratch = Scratch {
+        prefix: prefix.clone(),
+        schema: schema.clone(),
+    };
+    let running = spawn_serve(&config);
+
+    // serve tells Telegram where to post, with the secret.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let hook = loop {
+        if let Some(hook) = fake.webhook() {
+            break hook;
+        }
+        assert!(Instant::now() < deadline, "setWebhook never called");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(hook.url, "https://bot.example.test/tg");
+    assert_eq!(hook.secret_token.as_deref(), Some(secret));
+
+    // Without the secret, or with a wrong one: refused, and never answered.
+    let forged = text_update(1, 42, 42, "/min_callers 1");
+    assert_eq!(
+        deliver_update(listen, "/tg", None, &forged).await.unwrap(),
+        401
+    );
+    assert_eq!(
+        deliver_update(listen, "/tg", Some("guess"), &forged)
+            .await
+            .unwrap(),
+        401
+    );
+    // With it: answered.
+    let real = text_update(2, 42, 42, "/help");
+    assert_eq!(
+        deliver_update(listen, "/tg", Some(secret), &real)
+            .await
+            .unwrap(),
+        200
+    );
+    let r = message_with(&fake, 42, "Commands").await;
+    assert!(r.contains("/min_callers N"), "{r}");
+
+    let exit = stop(running).await;
+    assert!(exit.success(), "{exit:?}");
+    let to_42: Vec<String> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.chat_id == 42)
+        .map(|r| r.text)
+        .collect();
+    assert_eq!(
+        to_42.len(),
+        1,
+        "only the update with the secret: {to_42:#?}"
+    );
+    assert_eq!(fake.webhook(), None, "the webhook is deleted at stop");
+    drop(scratch);
+}

@@ -15,10 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callwatch_io::telegram::BotToken;
-use callwatch_io::telegram::fake::{FakeBotApi, Webhook};
+use callwatch_io::telegram::fake::{FakeBotApi, Webhook, deliver_update, text_update};
 use callwatch_io::telegram::updates::{self, Incoming, Mode, UpdatesError};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -272,40 +271,17 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// POSTs `body` as JSON to `path` on `addr`, with the secret header when
-/// given, as Telegram would; the answer's status.
+/// POSTs an update to the webhook; the answer's status.
 async fn post_update(addr: SocketAddr, path: &str, secret: Option<&str>, body: &str) -> u16 {
-    let secret = secret.map_or(String::new(), |s| {
-        format!("X-Telegram-Bot-Api-Secret-Token: {s}\r\n")
-    });
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n{secret}\r\n{body}",
-        body.len()
-    );
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await?;
-        std::io::Result::Ok(answer)
-    };
-    let answer = timeout(LIMIT, exchange)
+    let update: serde_json::Value = serde_json::from_str(body).unwrap();
+    timeout(LIMIT, deliver_update(addr, path, secret, &update))
         .await
         .expect("the webhook answered")
-        .unwrap();
-    let status = answer.split(' ').nth(1).unwrap_or_default();
-    status.parse().unwrap_or_else(|_| panic!("{answer:?}"))
+        .unwrap()
 }
 
 fn update_json(update_id: i64, chat: i64, text: &str) -> String {
-    json!({"update_id": update_id, "message": {
-        "message_id": update_id, "date": 1_700_000_000,
-        "chat": {"id": chat, "type": "private", "first_name": "u"},
-        "from": {"id": chat, "is_bot": false, "first_name": "u"},
-        "text": text,
-    }})
-    .to_string()
+    text_update(update_id, chat, chat, text).to_string()
 }
 
 #[tokio::test]

@@ -312,6 +312,45 @@ impl FakeBotApi {
     }
 }
 
+/// Delivers one update to a webhook as Telegram does: a JSON POST to `path`
+/// on `addr`, with the secret header when given. The answer's status.
+pub async fn deliver_update(
+    addr: SocketAddr,
+    path: &str,
+    secret: Option<&str>,
+    update: &Value,
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = update.to_string();
+    let secret = secret.map_or(String::new(), |s| {
+        format!("X-Telegram-Bot-Api-Secret-Token: {s}\r\n")
+    });
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n{secret}\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {answer:?}")))
+}
+
+/// A text message from `user` in `chat`, as an update of Telegram's shape.
+pub fn text_update(update_id: i64, chat: i64, user: i64, text: &str) -> Value {
+    json!({"update_id": update_id, "message": {
+        "message_id": update_id, "date": 1_700_000_000,
+        "chat": {"id": chat, "type": if chat > 0 { "private" } else { "group" }, "first_name": "u"},
+        "from": {"id": user, "is_bot": false, "first_name": "u"},
+        "text": text,
+    }})
+}
+
 /// The most of `times` (ascending) that fall in one half-open window
 /// `[t, t + window)`.
 pub fn max_in_window(times: impl Iterator<Item = Duration>, window: Duration) -> usize {
