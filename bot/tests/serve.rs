@@ -86,6 +86,17 @@ impl Drop for Scratch {
     }
 }
 
+impl Scratch {
+    /// A fresh prefix and schema for a test of `kind`.
+    fn new(kind: &str) -> Scratch {
+        let id = format!("{}_{}", std::process::id(), free_port());
+        Scratch {
+            prefix: format!("cw-test-{kind}-{id}:"),
+            schema: format!("cw_test_{kind}_{id}"),
+        }
+    }
+}
+
 /// The service's settings for a test: its Redis prefix and PostgreSQL
 /// schema, partitions, the ones it owns, its consumer name, and the fake
 /// Bot API if it sends.
@@ -177,9 +188,8 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
-    let id = format!("{}_{}", std::process::id(), free_port());
-    let prefix = format!("cw-test-serve-{id}:");
-    let schema = format!("cw_test_serve_{id}");
+    let scratch = Scratch::new("serve");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
 
@@ -213,10 +223,6 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     }
 
     let running = spawn_serve(&config);
-    let scratch = Scratch {
-        prefix: prefix.clone(),
-        schema: schema.clone(),
-    };
 
     // Five alerts (CONTRACT.md's worked example): chat 42 gets 1 call and
     // 2 multiplier alerts, chat 7 one of each.
@@ -485,13 +491,8 @@ fn expected_messages(lines: &[Vec<u8>]) -> Vec<(i64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_stream_and_restarted_it_loses_no_alert() {
-    let id = format!("{}_{}", std::process::id(), free_port());
-    let prefix = format!("cw-test-kill-{id}:");
-    let schema = format!("cw_test_kill_{id}");
-    let _cleanup = Scratch {
-        prefix: prefix.clone(),
-        schema: schema.clone(),
-    };
+    let _cleanup = Scratch::new("kill");
+    let (prefix, schema) = (_cleanup.prefix.clone(), _cleanup.schema.clone());
     let lines = market_lines(30_000, 200, 20);
     let expected = expected_messages(&lines);
     assert!(
@@ -624,15 +625,10 @@ async fn command(fake: &FakeBotApi, chat: i64, user: i64, text: &str) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_change_settings_through_the_stream_and_answer_from_the_engine() {
-    let id = format!("{}_{}", std::process::id(), free_port());
-    let prefix = format!("cw-test-cmd-{id}:");
-    let schema = format!("cw_test_cmd_{id}");
+    let scratch = Scratch::new("cmd");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
-    let scratch = Scratch {
-        prefix: prefix.clone(),
-        schema: schema.clone(),
-    };
     let mut con = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -815,9 +811,8 @@ async fn message_with(fake: &FakeBotApi, chat: i64, needle: &str) -> String {
 async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
     use callwatch_io::payments::fake::{FakeRpc, pubkey, transfer};
 
-    let id = format!("{}_{}", std::process::id(), free_port());
-    let prefix = format!("cw-test-pay-{id}:");
-    let schema = format!("cw_test_pay_{id}");
+    let scratch = Scratch::new("pay");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let rpc = FakeRpc::start().await.unwrap();
     let (us, payer) = (pubkey(1), pubkey(2));
@@ -828,10 +823,6 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
         rpc.url()
     ));
     std::fs::write(&config, text).unwrap();
-    let scratch = Scratch {
-        prefix: prefix.clone(),
-        schema: schema.clone(),
-    };
     let running = spawn_serve(&config);
 
     let r = command(&fake, 42, 42, "/subscribe").await;
@@ -915,9 +906,8 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
 async fn in_webhook_mode_only_updates_with_the_secret_are_answered() {
     use callwatch_io::telegram::fake::{deliver_update, text_update};
 
-    let id = format!("{}_{}", std::process::id(), free_port());
-    let prefix = format!("cw-test-hook-{id}:");
-    let schema = format!("cw_test_hook_{id}");
+    let scratch = Scratch::new("hook");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
     let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -930,10 +920,6 @@ async fn in_webhook_mode_only_updates_with_the_secret_are_answered() {
         ),
     );
     std::fs::write(&config, text).unwrap();
-    let scratch = Scratch {
-        prefix: prefix.clone(),
-        schema: schema.clone(),
-    };
     let running = spawn_serve(&config);
 
     // serve tells Telegram where to post, with the secret.
