@@ -139,6 +139,20 @@ const HELP: &[(&str, &str)] = &[
     ("/subscribe [PLAN]", "plans, and how to pay in SOL"),
 ];
 
+/// The admins' commands, which `/help` lists to admins only.
+const ADMIN_HELP: &[(&str, &str)] = &[
+    (
+        "/grant CHAT DAYS",
+        "give a chat days, recorded as your grant",
+    ),
+    ("/stats", "the service's figures"),
+    ("/unmatched", "payments that matched no quote"),
+    (
+        "/resolve SIGNATURE CHAT PLAN",
+        "credit an unmatched payment to a chat",
+    ),
+];
+
 /// A message's text as a command: `None` when it is not a command at all
 /// (the bot stays quiet), `Some(Err(reply))` when it is one written wrong.
 /// `bot_username` drops the `@name` Telegram appends in groups; a command
@@ -625,6 +639,10 @@ impl<B: Backend> Commands<B> {
         &self.backend
     }
 
+    fn is_admin(&self, req: &Request) -> bool {
+        req.user_id.is_some_and(|u| self.admins.contains(&u))
+    }
+
     /// The parsed command of a message, if it is one of ours.
     pub fn parse(&self, text: &str) -> Option<Result<Command, String>> {
         parse(text, self.bot_username.as_deref())
@@ -637,7 +655,7 @@ impl<B: Backend> Commands<B> {
             Ok(c) => c,
             Err(usage) => return Some(Reply::text(usage)),
         };
-        if command.admin_only() && !req.user_id.is_some_and(|u| self.admins.contains(&u)) {
+        if command.admin_only() && !self.is_admin(req) {
             return Some(Reply::text("That command is for the bot's admins."));
         }
         Some(match self.answer(req, command, now).await {
@@ -683,6 +701,12 @@ impl<B: Backend> Commands<B> {
             Command::Help => {
                 let mut text = String::from("<b>Commands</b>\n");
                 help(&mut text);
+                if self.is_admin(req) {
+                    text.push_str("\n<b>Admins</b>\n");
+                    for (usage, what) in ADMIN_HELP {
+                        let _ = writeln!(text, "{} — {what}", esc(usage));
+                    }
+                }
                 Reply::text(text)
             }
             Command::Status => {

@@ -275,6 +275,15 @@ fn help_lists_every_user_command_and_escapes_its_usage() {
         r.contains("/follow CHANNEL…") && !r.contains("/grant"),
         "{r}"
     );
+    let r = ask_as(&bot(), ADMIN, "/help").expect("reply").text;
+    for cmd in [
+        "/grant CHAT DAYS",
+        "/stats",
+        "/unmatched",
+        "/resolve SIGNATURE CHAT PLAN",
+    ] {
+        assert!(r.contains(cmd), "{cmd} missing for an admin: {r}");
+    }
 }
 
 #[test]
