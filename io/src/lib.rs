@@ -1,11 +1,8 @@
 //! callwatch's I/O side: everything that talks to the world, each part
 //! talking to the engine only through its channels.
 //!
-//! Today it holds the JSON Lines path that `replay` uses, the PostgreSQL
-//! migrations and the first part of the Redis store (key layout, records,
-//! the processed-record upgrade); write-behind, rebuild, the PostgreSQL
-//! writer, the stream ingest and the Telegram sender land here as their
-//! issues do.
+//! `callwatch serve` composes these parts; `replay`, `demo`, `migrate` and
+//! `rebuild` use some of them on their own.
 //!
 //! # Layout
 //! - [`lines`]: a bounded line reader (long lines are measured, not held).
@@ -32,7 +29,8 @@
 //!   chat events to every process), acknowledged after their effects are
 //!   durably queued; bad entries to a dead-letter stream.
 //! - [`telegram`]: alert messages (HTML, escaped, capped), channel names
-//!   cached over Redis, the rate-limited sender, and a fake Bot API.
+//!   cached over Redis, the rate-limited sender, the bot's commands and the
+//!   dispatcher that receives them, and a fake Bot API.
 
 pub mod audit;
 pub mod health;

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`format`]: an alert → HTML text and URL buttons (pure, escaped,
+//! - [`format`](mod@format): an alert → HTML text and URL buttons (pure, escaped,
 //!   capped at Telegram's 4,096 characters).
 //! - [`names`]: channel names, in process (TTL, LRU) over Redis
 //!   `channel:{id}:info`.
@@ -16,6 +16,9 @@
 //!   teloxide: one message per chat per second, 30 per second overall, a
 //!   priority lane for replies, `retry_after` for what it applies to,
 //!   retries with backoff, reports of what was sent and who blocked the bot.
+//! - [`commands`]: the bot's commands, parsed with helpful replies for
+//!   bad arguments, answered over a backend; settings commands become
+//!   `settings` events on the chats stream.
 //! - [`updates`]: receiving the bot's messages (commands) through
 //!   teloxide's dispatcher, by long polling or a webhook behind axum, in
 //!   order per chat, with a graceful shutdown.
