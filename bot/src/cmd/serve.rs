@@ -984,8 +984,9 @@ fn feed(
     rt.spawn(async move {
         let mut asking = true;
         loop {
+            // Not biased: under a backlog batches are always ready, and a
+            // question must still get its turn.
             let next = tokio::select! {
-                biased;
                 b = batches.recv() => match b {
                     Some(b) => Feed::Batch(b),
                     None => return,
