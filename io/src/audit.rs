@@ -50,7 +50,7 @@
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use engine::effect::Effect;
 use engine::time::Nanos;
@@ -62,6 +62,8 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Transaction};
+
+use crate::clock::system_time;
 
 /// What an alert audit row records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -560,15 +562,6 @@ const STAGING_SQL: &str = "
     CREATE TEMP TABLE activity_in (
         event_id text, chat_id bigint, activity_type text, metadata text, created_at timestamptz
     ) ON COMMIT DELETE ROWS;";
-
-fn system_time(at: Nanos) -> SystemTime {
-    let d = Duration::from_nanos(at.unsigned_abs());
-    if at >= 0 {
-        UNIX_EPOCH + d
-    } else {
-        UNIX_EPOCH - d
-    }
-}
 
 /// The PostgreSQL side of the sink: one connection, made again after any
 /// failure.
@@ -1326,14 +1319,5 @@ mod tests {
         assert_eq!(waits, [100, 200, 350, 350]);
         b.reset();
         assert_eq!(b.step(), (1, Duration::from_millis(100)));
-    }
-
-    #[test]
-    fn timestamps_convert_on_both_sides_of_the_epoch() {
-        assert_eq!(system_time(1_500), UNIX_EPOCH + Duration::from_nanos(1_500));
-        assert_eq!(
-            system_time(-1_500),
-            UNIX_EPOCH - Duration::from_nanos(1_500)
-        );
     }
 }

@@ -5,6 +5,7 @@
 //! `rebuild` use some of them on their own.
 //!
 //! # Layout
+//! - [`clock`]: wall-clock times as the engine counts them, and back.
 //! - [`lines`]: a bounded line reader (long lines are measured, not held).
 //! - [`replay`]: file or stdin events → sharded engine → JSON Lines alerts.
 //! - [`migrate`]: the SQL files of `migrations/`, applied once each.
@@ -33,6 +34,7 @@
 //!   dispatcher that receives them, and a fake Bot API.
 
 pub mod audit;
+pub mod clock;
 pub mod health;
 pub mod lines;
 pub mod migrate;

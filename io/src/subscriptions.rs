@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use engine::time::{self, Nanos};
 use tokio_postgres::Client;
 
+use crate::clock::nanos_of;
 use crate::store::SUBSCRIPTION_TTL_SECS;
 
 /// Who pays: a Solana transfer, or an admin's grant.
@@ -74,13 +75,6 @@ pub enum CreditError {
 pub struct SubscriptionStore {
     schema: String,
     key_prefix: String,
-}
-
-pub(crate) fn nanos_of(t: SystemTime) -> Nanos {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX),
-        Err(e) => -Nanos::try_from(e.duration().as_nanos()).unwrap_or(Nanos::MAX),
-    }
 }
 
 impl SubscriptionStore {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use callwatch_io::health::{self, RedisTimeouts};
 use callwatch_io::store::{MultiplierRecord, ProcessedRecord, parse_pair_key};
@@ -81,11 +81,6 @@ impl Drop for OwnRedis {
     }
 }
 
-fn now_nanos() -> i64 {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    i64::try_from(d.as_nanos()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_ends_equal_to_the_engine() {
     let pid = std::process::id();
@@ -131,7 +126,7 @@ async fn redis_killed_mid_run_ends_equal_to_the_engine() {
         channels: 30,
         call_share: 0.05,
         step_nanos: 1_000_000,
-        start: now_nanos(),
+        start: callwatch_io::clock::now(),
         ..MarketConfig::default()
     });
     let (mut engine, mut effects, workers) = router::start(&config).unwrap();

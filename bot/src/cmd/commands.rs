@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use callwatch_io::audit::{Activity, AuditQueue, QueueRow};
+use callwatch_io::clock::{self, system_time};
 use callwatch_io::payments::config::lamports_to_sol;
 use callwatch_io::payments::expiry::ReminderKind;
 use callwatch_io::payments::unmatched::{Resolution, Resolved};
@@ -82,14 +83,6 @@ impl std::fmt::Debug for ServiceBackend {
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(format!("{what}: {e}"))
-}
-
-fn system_time(t: Nanos) -> SystemTime {
-    if t >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(t as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_nanos(t.unsigned_abs())
-    }
 }
 
 impl ServiceBackend {
@@ -428,13 +421,6 @@ pub struct Parts {
     pub redis: ConnectionManager,
 }
 
-/// The wall clock as the engine counts time.
-fn now_nanos() -> Nanos {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX))
-}
-
 /// Starts receiving commands (long polling or the webhook, as configured):
 /// each is answered through the sender's reply lane and written to the
 /// activity log. The task ends when `stop` turns true.
@@ -508,7 +494,7 @@ pub fn start(
             redis.clone(),
         );
         async move {
-            let now = now_nanos();
+            let now = clock::now();
             let req = Request {
                 chat_id: msg.chat_id,
                 user_id: msg.user_id,

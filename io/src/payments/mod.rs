@@ -36,14 +36,15 @@ pub mod rpc;
 pub mod unmatched;
 pub mod watcher;
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use engine::time::{self, Nanos};
 use tokio_postgres::Client;
 
+use crate::clock::nanos_of;
 use crate::migrate::{pg_detail, valid_schema_name};
 use crate::stream_ingest::{Publisher, StreamError};
-use crate::subscriptions::{Credit, CreditError, Credited, SubscriptionStore, nanos_of};
+use crate::subscriptions::{Credit, CreditError, Credited, SubscriptionStore};
 use config::{PaymentsConfig, lamports_to_sol};
 
 /// Why a payments operation failed.
@@ -268,16 +269,6 @@ impl Ledger {
     }
 }
 
-/// A Nanos time as PostgreSQL takes it.
-fn system_time(t: Nanos) -> SystemTime {
-    let magnitude = Duration::from_nanos(t.unsigned_abs());
-    if t >= 0 {
-        SystemTime::UNIX_EPOCH + magnitude
-    } else {
-        SystemTime::UNIX_EPOCH - magnitude
-    }
-}
-
 fn to_i32(days: u32) -> Result<i32> {
     i32::try_from(days).map_err(|_| PaymentError::Config(format!("{days} days is too long")))
 }
@@ -307,12 +298,5 @@ mod tests {
             solana_pay_url(&quote),
             "solana:Us1?amount=0.25&reference=Ref1&label=callwatch"
         );
-    }
-
-    #[test]
-    fn nanos_convert_to_system_time_and_back() {
-        for t in [0, 1, -1_500_000_000, 1_800_000_000_123_456_789] {
-            assert_eq!(nanos_of(system_time(t)), t);
-        }
     }
 }

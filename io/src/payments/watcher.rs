@@ -20,8 +20,9 @@ use tokio_postgres::{Client, NoTls};
 use super::config::lamports_to_sol;
 use super::matching::{Reason, Verdict, judge, received};
 use super::rpc::{Backoff, RpcClient, SignatureInfo, SignaturesQuery, Transaction};
-use super::{Ledger, PaymentError, Quote, Result, system_time, to_i64};
-use crate::subscriptions::{Credit, Source, nanos_of};
+use super::{Ledger, PaymentError, Quote, Result, to_i64};
+use crate::clock::{nanos_of, system_time};
+use crate::subscriptions::{Credit, Source};
 
 /// At most this many pages of signatures per poll; more is a
 /// [`PaymentError::Backlog`] (the oldest cannot be reached, and the cursor
