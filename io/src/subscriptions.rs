@@ -19,6 +19,31 @@ use tokio_postgres::Client;
 
 use crate::clock::nanos_of;
 use crate::store::SUBSCRIPTION_TTL_SECS;
+use crate::stream_ingest::{self, StreamError};
+
+/// Tells the engine that `chat_id`'s subscription now runs until
+/// `expires_at`: the `subscribe` event, stamped `now`, appended to the chats
+/// stream under `prefix`. Every credit, paid or granted, ends with it.
+pub async fn announce(
+    con: &mut impl redis::aio::ConnectionLike,
+    prefix: &str,
+    partitions: u32,
+    chat_id: i64,
+    plan: &str,
+    expires_at: Nanos,
+    now: Nanos,
+) -> Result<(), StreamError> {
+    let mut line = Vec::new();
+    engine::Event::Subscribe {
+        chat_id,
+        at: now,
+        expires_at,
+        plan: Some(plan.into()),
+    }
+    .write_json(&mut line);
+    stream_ingest::publish(con, prefix, partitions, &[line.trim_ascii_end()]).await?;
+    Ok(())
+}
 
 /// Who pays: a Solana transfer, or an admin's grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +88,9 @@ pub enum CreditError {
     /// missing, and `sync_redis` restores it.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A Redis copy that does not read as the predecessor's JSON.
+    #[error("{key} is unreadable: {why}")]
+    BadCopy { key: String, why: String },
     #[error("committed in PostgreSQL, but the Redis copy failed: {error}")]
     RedisCopy {
         credited: Credited,
@@ -201,6 +229,33 @@ impl SubscriptionStore {
             return Err(CreditError::RedisCopy { credited, error });
         }
         Ok(credited)
+    }
+
+    /// The plan and expiry in a chat's Redis copy; `None` without one.
+    pub async fn read_copy(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        chat_id: i64,
+    ) -> Result<Option<(String, Nanos)>, CreditError> {
+        #[derive(serde::Deserialize)]
+        struct Copy {
+            #[serde(default)]
+            plan: String,
+            expires_at: String,
+        }
+        let key = self.key(chat_id);
+        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(redis).await?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let bad = |why: String| CreditError::BadCopy {
+            key: key.clone(),
+            why,
+        };
+        let copy: Copy = serde_json::from_str(&value).map_err(|e| bad(e.to_string()))?;
+        let expires_at =
+            time::parse_rfc3339(&copy.expires_at).map_err(|e| bad(format!("expires_at: {e}")))?;
+        Ok(Some((copy.plan, expires_at)))
     }
 
     /// The predecessor's `subscription:{chat_id}` JSON, for a year.

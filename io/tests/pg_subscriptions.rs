@@ -147,6 +147,22 @@ async fn a_signature_credits_once_and_renewals_extend() {
         .unwrap();
     assert!(ttl > 364 * 24 * 3600, "the seed's one-year TTL: {ttl}");
     assert_eq!(
+        store.read_copy(&mut con, 7).await.unwrap(),
+        Some((
+            "7d".to_owned(),
+            time::parse_rfc3339("2027-01-01T10:00:00Z").unwrap()
+        ))
+    );
+    assert_eq!(store.read_copy(&mut con, 6).await.unwrap(), None);
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}subscription:6"))
+        .arg("{\"plan\":\"x\"}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let bad = store.read_copy(&mut con, 6).await.unwrap_err().to_string();
+    assert!(bad.contains("subscription:6 is unreadable"), "{bad}");
+    assert_eq!(
         store.expires_at(&pg, 7).await.unwrap(),
         Some(time::parse_rfc3339("2027-01-01T10:00:00Z").unwrap())
     );
@@ -170,6 +186,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
     let _: i64 = redis::cmd("DEL")
         .arg(format!("{prefix}subscription:7"))
         .arg(format!("{prefix}subscription:8"))
+        .arg(format!("{prefix}subscription:6"))
         .query_async(&mut con)
         .await
         .unwrap();

@@ -17,9 +17,9 @@ use callwatch_io::payments::expiry::ReminderKind;
 use callwatch_io::payments::unmatched::{Resolution, Resolved};
 use callwatch_io::payments::watcher::{Outcome, Watcher};
 use callwatch_io::payments::{Ledger, PaymentError, solana_pay_url};
-use callwatch_io::store::subscription_key;
-use callwatch_io::stream_ingest;
-use callwatch_io::subscriptions::{Credit, CreditError, Credited, Source, SubscriptionStore};
+use callwatch_io::subscriptions::{
+    Credit, CreditError, Credited, Source, SubscriptionStore, announce,
+};
 use callwatch_io::telegram::BotToken;
 use callwatch_io::telegram::commands::{
     Backend, BackendError, ChatSettings, Commands, PlanView, QuoteView, Request, SettingsStore,
@@ -29,9 +29,9 @@ use callwatch_io::telegram::names::ChannelNames;
 use callwatch_io::telegram::sender::{self, Message, Tag};
 use callwatch_io::telegram::updates::{self, Incoming, Mode};
 use engine::board::{self, ChannelScore};
-use engine::event::{ChannelId, ChatId, Event, SettingsPatch};
+use engine::event::{ChannelId, ChatId, SettingsPatch};
 use engine::shard::{CallOutcome, Holding};
-use engine::time::{self, Nanos};
+use engine::time::Nanos;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
@@ -105,26 +105,26 @@ impl ServiceBackend {
     /// Appends the engine's `subscribe` event for a new expiry, retried a
     /// few times: the credit is already committed, so giving up here only
     /// delays the engine until the chat's next credit or a re-publish.
-    pub async fn publish_subscribe(
+    async fn publish_subscribe(
         &self,
         chat_id: ChatId,
         plan: &str,
         expires_at: Nanos,
         now: Nanos,
     ) -> Result<(), BackendError> {
-        let mut line = Vec::new();
-        Event::Subscribe {
-            chat_id,
-            at: now,
-            expires_at,
-            plan: Some(plan.into()),
-        }
-        .write_json(&mut line);
-        let line = line.trim_ascii_end();
         let mut backoff = Duration::from_millis(100);
         for attempt in 1.. {
             let mut con = self.redis.clone();
-            match stream_ingest::publish(&mut con, &self.prefix, self.partitions, &[line]).await {
+            let announced = announce(
+                &mut con,
+                &self.prefix,
+                self.partitions,
+                chat_id,
+                plan,
+                expires_at,
+                now,
+            );
+            match announced.await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < 4 => {
                     tracing::warn!(chat_id, error = %e, "subscribe event not published; retrying");
@@ -200,29 +200,12 @@ impl Backend for ServiceBackend {
     }
 
     async fn subscription(&self, chat_id: ChatId) -> Result<Option<Subscription>, BackendError> {
-        let key = format!("{}{}", self.prefix, subscription_key(chat_id));
-        let value: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut self.redis.clone())
+        let copy = self
+            .subscriptions
+            .read_copy(&mut self.redis.clone(), chat_id)
             .await
-            .map_err(|e| unavailable("Redis", e))?;
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        #[derive(serde::Deserialize)]
-        struct Copy {
-            #[serde(default)]
-            plan: String,
-            expires_at: String,
-        }
-        let copy: Copy = serde_json::from_str(&value)
-            .map_err(|e| unavailable(&format!("{key} is unreadable"), e))?;
-        let expires_at = time::parse_rfc3339(&copy.expires_at)
-            .map_err(|e| unavailable(&format!("{key} has a bad expires_at"), e))?;
-        Ok(Some(Subscription {
-            plan: copy.plan,
-            expires_at,
-        }))
+            .map_err(|e| unavailable("subscription", e))?;
+        Ok(copy.map(|(plan, expires_at)| Subscription { plan, expires_at }))
     }
 
     async fn tracked(&self, chat_id: ChatId) -> Result<Vec<Holding>, BackendError> {

@@ -38,13 +38,13 @@ pub mod watcher;
 
 use std::time::SystemTime;
 
-use engine::time::{self, Nanos};
+use engine::time::Nanos;
 use tokio_postgres::Client;
 
 use crate::clock::nanos_of;
 use crate::migrate::{pg_detail, valid_schema_name};
 use crate::stream_ingest::{Publisher, StreamError};
-use crate::subscriptions::{Credit, CreditError, Credited, SubscriptionStore};
+use crate::subscriptions::{Credit, CreditError, Credited, SubscriptionStore, announce};
 use config::{PaymentsConfig, lamports_to_sol};
 
 /// Why a payments operation failed.
@@ -228,18 +228,14 @@ impl Ledger {
             Credited::New { expires_at, .. } => expires_at,
             Credited::AlreadyCredited => self.copy_from_record(pg, redis, credit.chat_id).await?,
         };
-        let event = serde_json::json!({
-            "type": "subscribe",
-            "at": time::format_rfc3339(nanos_of(now)),
-            "chat_id": credit.chat_id,
-            "expires_at": time::format_rfc3339(expires_at),
-            "plan": credit.plan,
-        });
-        crate::stream_ingest::publish(
+        announce(
             redis,
             &self.key_prefix,
             self.partitions,
-            &[event.to_string()],
+            credit.chat_id,
+            &credit.plan,
+            expires_at,
+            nanos_of(now),
         )
         .await?;
         Ok(expires_at)
