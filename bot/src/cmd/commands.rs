@@ -167,17 +167,9 @@ impl ServiceBackend {
             ));
         };
         let mut pg = self.pg.lock().await;
-        if pg.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| unavailable("PostgreSQL", callwatch_io::migrate::pg_detail(&e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "PostgreSQL connection for commands ended");
-                }
-            });
-            *pg = Some(client);
-        }
+        super::connected(url, &mut pg)
+            .await
+            .map_err(|e| unavailable("PostgreSQL", callwatch_io::migrate::pg_detail(&e)))?;
         Ok(pg)
     }
 }
@@ -656,14 +648,9 @@ async fn remind(
     redis: &mut ConnectionManager,
     sender: &sender::Sender,
 ) -> anyhow::Result<()> {
-    if pg.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| anyhow::anyhow!(callwatch_io::migrate::pg_detail(&e)))?;
-        tokio::spawn(connection);
-        *pg = Some(client);
-    }
-    let client = pg.as_mut().expect("connected above");
+    let client = super::connected(url, pg)
+        .await
+        .map_err(|e| anyhow::anyhow!(callwatch_io::migrate::pg_detail(&e)))?;
     let now = SystemTime::now();
     for r in ledger.due_reminders(client, now).await? {
         let left = match r.kind {

@@ -35,6 +35,22 @@ pub fn migrate_database(
     })
 }
 
+/// The client in `slot`, connecting to `url` first when there is none or
+/// it has closed: for the service's tasks that keep one PostgreSQL
+/// connection and make it again after a failure.
+pub async fn connected<'a>(
+    url: &str,
+    slot: &'a mut Option<tokio_postgres::Client>,
+) -> Result<&'a mut tokio_postgres::Client, tokio_postgres::Error> {
+    if slot.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        // Its error reaches the caller through the client's next call.
+        tokio::spawn(connection);
+        *slot = Some(client);
+    }
+    Ok(slot.as_mut().expect("connected above"))
+}
+
 /// Engine flags common to the commands that run the engine.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {

@@ -392,17 +392,8 @@ impl Queued {
 /// `SELECT 1` within a second, connecting first if needed.
 async fn pg_ping(url: &str, client: &mut Option<tokio_postgres::Client>) -> bool {
     let attempt = async {
-        if client
-            .as_ref()
-            .is_none_or(tokio_postgres::Client::is_closed)
-        {
-            let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
-            *client = Some(c);
-        }
-        client
-            .as_ref()
-            .expect("connected above")
+        super::connected(url, client)
+            .await?
             .simple_query("SELECT 1")
             .await
             .map(|_| ())
