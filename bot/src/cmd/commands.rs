@@ -22,7 +22,7 @@ use callwatch_io::subscriptions::{
 };
 use callwatch_io::telegram::BotToken;
 use callwatch_io::telegram::commands::{
-    Backend, BackendError, ChatSettings, Commands, PlanView, QuoteView, Request, SettingsStore,
+    Backend, BackendError, ChatSettings, Commands, PlanView, QuoteView, SettingsStore,
     Subscription, UnmatchedView, esc, when,
 };
 use callwatch_io::telegram::names::ChannelNames;
@@ -470,36 +470,27 @@ pub fn start(
         );
         async move {
             let now = clock::now();
-            let req = Request {
-                chat_id: msg.chat_id,
-                user_id: msg.user_id,
-                text: msg.text,
-            };
-            let Some(reply) = commands.handle(&req, now).await else {
+            let Some((name, reply)) = commands.handle(&msg, now).await else {
                 return;
             };
-            let name = match commands.parse(&req.text) {
-                Some(Ok(c)) => c.name(),
-                _ => "invalid",
-            };
             let message = Message {
-                chat_id: req.chat_id,
+                chat_id: msg.chat_id,
                 tag: Tag::Reply(u64::from(msg.message_id.unsigned_abs())),
                 text: reply.text,
                 buttons: reply.buttons,
             };
             if replies.send(message).await.is_err() {
                 tracing::warn!(
-                    chat_id = req.chat_id,
+                    chat_id = msg.chat_id,
                     "reply not queued: the sender has closed"
                 );
             }
             let activity = Activity {
-                chat_id: req.chat_id,
+                chat_id: msg.chat_id,
                 activity_type: format!("command:{name}"),
                 metadata: serde_json::json!({
-                    "user_id": req.user_id,
-                    "text": req.text.chars().take(256).collect::<String>(),
+                    "user_id": msg.user_id,
+                    "text": msg.text.chars().take(256).collect::<String>(),
                 }),
                 created_at: now,
             };

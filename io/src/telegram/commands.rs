@@ -25,6 +25,7 @@ use engine::time::{NANOS_PER_SEC, Nanos};
 use serde::{Deserialize, Serialize};
 
 use super::format::{self, Button, Links};
+use super::updates::Incoming;
 use crate::stream_ingest::{EVENT_FIELD, Route, stream_key};
 
 /// The most channels one chat may follow by name.
@@ -208,11 +209,7 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, String> {
                     esc(signature)
                 ));
             }
-            let chat_id = chat
-                .parse::<i64>()
-                .ok()
-                .filter(|c| *c != 0)
-                .ok_or_else(|| format!("{} is not a chat id.\n{usage}", esc(chat)))?;
+            let chat_id = chat_id_arg(chat, usage)?;
             Ok(Command::Resolve {
                 signature: (*signature).to_owned(),
                 chat_id,
@@ -321,11 +318,7 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, String> {
             let [chat, days] = args else {
                 return Err(usage.to_owned());
             };
-            let chat_id = chat
-                .parse::<i64>()
-                .ok()
-                .filter(|c| *c != 0)
-                .ok_or_else(|| format!("{} is not a chat id.\n{usage}", esc(chat)))?;
+            let chat_id = chat_id_arg(chat, usage)?;
             let days = days
                 .parse::<u32>()
                 .ok()
@@ -343,6 +336,14 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, String> {
             esc(other)
         )),
     }
+}
+
+/// A chat id argument (any non-zero integer).
+fn chat_id_arg(arg: &str, usage: &str) -> Result<ChatId, String> {
+    arg.parse::<i64>()
+        .ok()
+        .filter(|c| *c != 0)
+        .ok_or_else(|| format!("{} is not a chat id.\n{usage}", esc(arg)))
 }
 
 /// The one argument of a command that takes a number in `range`.
@@ -590,15 +591,6 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<Nanos, BackendError>> + Send;
 }
 
-/// One message to the bot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub chat_id: ChatId,
-    /// The sender; `None` for channel posts.
-    pub user_id: Option<i64>,
-    pub text: String,
-}
-
 /// A reply: HTML text and URL buttons.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
@@ -639,26 +631,28 @@ impl<B: Backend> Commands<B> {
         &self.backend
     }
 
-    fn is_admin(&self, req: &Request) -> bool {
+    fn is_admin(&self, req: &Incoming) -> bool {
         req.user_id.is_some_and(|u| self.admins.contains(&u))
     }
 
     /// The parsed command of a message, if it is one of ours.
-    pub fn parse(&self, text: &str) -> Option<Result<Command, String>> {
+    fn parse(&self, text: &str) -> Option<Result<Command, String>> {
         parse(text, self.bot_username.as_deref())
     }
 
-    /// The reply to one message; `None` for text that is not a command.
-    /// Never fails: what goes wrong becomes the reply.
-    pub async fn handle(&self, req: &Request, now: Nanos) -> Option<Reply> {
+    /// The reply to one message, with the command's name for the activity
+    /// log (`invalid` for a command written wrong); `None` for text that is
+    /// not a command. Never fails: what goes wrong becomes the reply.
+    pub async fn handle(&self, req: &Incoming, now: Nanos) -> Option<(&'static str, Reply)> {
         let command = match self.parse(&req.text)? {
             Ok(c) => c,
-            Err(usage) => return Some(Reply::text(usage)),
+            Err(usage) => return Some(("invalid", Reply::text(usage))),
         };
+        let name = command.name();
         if command.admin_only() && !self.is_admin(req) {
-            return Some(Reply::text("That command is for the bot's admins."));
+            return Some((name, Reply::text("That command is for the bot's admins.")));
         }
-        Some(match self.answer(req, command, now).await {
+        let reply = match self.answer(req, command, now).await {
             Ok(reply) => reply,
             Err(BackendError::Refused(why)) => Reply::text(esc(&why)),
             Err(BackendError::Unavailable(why)) => {
@@ -668,12 +662,13 @@ impl<B: Backend> Commands<B> {
                      Please try again in a minute.",
                 )
             }
-        })
+        };
+        Some((name, reply))
     }
 
     async fn answer(
         &self,
-        req: &Request,
+        req: &Incoming,
         command: Command,
         now: Nanos,
     ) -> Result<Reply, BackendError> {

@@ -196,15 +196,17 @@ fn bot() -> Commands<Mem> {
 }
 
 fn ask_as(c: &Commands<Mem>, user: i64, text: &str) -> Option<Reply> {
-    let req = Request {
+    let req = Incoming {
         chat_id: CHAT,
         user_id: Some(user),
+        message_id: 1,
         text: text.to_owned(),
     };
     tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime")
         .block_on(c.handle(&req, NOW))
+        .map(|(_, reply)| reply)
 }
 
 fn ask(c: &Commands<Mem>, text: &str) -> String {
