@@ -26,7 +26,7 @@ use callwatch_io::telegram::commands::{
     Subscription, UnmatchedView, esc, when,
 };
 use callwatch_io::telegram::names::ChannelNames;
-use callwatch_io::telegram::sender::{self, Message, Tag};
+use callwatch_io::telegram::sender::{self, Message};
 use callwatch_io::telegram::updates::{self, Incoming, Mode};
 use engine::board::{self, ChannelScore};
 use engine::event::{ChannelId, ChatId, SettingsPatch};
@@ -473,12 +473,11 @@ pub fn start(
             let Some((name, reply)) = commands.handle(&msg, now).await else {
                 return;
             };
-            let message = Message {
-                chat_id: msg.chat_id,
-                tag: Tag::Reply(u64::from(msg.message_id.unsigned_abs())),
-                text: reply.text,
-                buttons: reply.buttons,
-            };
+            let message = Message::reply(
+                msg.chat_id,
+                u64::from(msg.message_id.unsigned_abs()),
+                reply.text,
+            );
             if replies.send(message).await.is_err() {
                 tracing::warn!(
                     chat_id = msg.chat_id,
@@ -516,12 +515,7 @@ static NOTICE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 async fn notify(sender: &sender::Sender, chat_id: ChatId, text: String) {
     let id = NOTICE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if sender
-        .send(Message {
-            chat_id,
-            tag: Tag::Reply(id),
-            text,
-            buttons: Vec::new(),
-        })
+        .send(Message::reply(chat_id, id, text))
         .await
         .is_err()
     {

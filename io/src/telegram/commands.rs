@@ -24,7 +24,7 @@ use engine::shard::Holding;
 use engine::time::{NANOS_PER_SEC, Nanos};
 use serde::{Deserialize, Serialize};
 
-use super::format::{self, Button, Links};
+use super::format::{self, Links};
 use super::updates::Incoming;
 use crate::stream_ingest::{EVENT_FIELD, Route, stream_key};
 
@@ -591,19 +591,15 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<Nanos, BackendError>> + Send;
 }
 
-/// A reply: HTML text and URL buttons.
-#[derive(Debug, Clone, PartialEq)]
+/// A reply, in Telegram's HTML.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub text: String,
-    pub buttons: Vec<Button>,
 }
 
 impl Reply {
     fn text(text: impl Into<String>) -> Reply {
-        Reply {
-            text: text.into(),
-            buttons: Vec::new(),
-        }
+        Reply { text: text.into() }
     }
 }
 
