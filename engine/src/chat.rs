@@ -151,6 +151,25 @@ impl Chats {
         }
     }
 
+    /// Starts loading chat `idx` into the cache (see [`crate::prefetch`]).
+    pub(crate) fn prefetch(&self, idx: ChatIdx) {
+        if let Some(chat) = self.list.get(idx as usize) {
+            crate::prefetch::prefetch(chat);
+        }
+    }
+
+    /// Starts loading chat `idx`'s follow list, which lives apart from the
+    /// chat. Reads the chat, so it pays only once that is cached.
+    pub(crate) fn prefetch_follow(&self, idx: ChatIdx) {
+        if let Some(follow) = self
+            .list
+            .get(idx as usize)
+            .and_then(|c| c.follow.as_deref())
+        {
+            crate::prefetch::prefetch(&follow[0]);
+        }
+    }
+
     /// Every chat that follows `channel`, in no particular order: those
     /// that name it and those that follow everything (the two never
     /// overlap).

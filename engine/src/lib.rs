@@ -27,6 +27,7 @@ pub mod effect;
 pub mod event;
 pub mod ingest;
 pub mod parse;
+mod prefetch;
 pub mod router;
 pub mod shard;
 pub mod sim;

@@ -121,6 +121,11 @@ impl TokenState {
     }
 }
 
+/// How many followers ahead a call asks for a chat to be loaded, and for
+/// its follow list (which needs the chat, so it comes later).
+const CHAT_AHEAD: usize = 16;
+const FOLLOW_AHEAD: usize = 8;
+
 /// Whether `e` is the chat's current tracking of this token, not one a
 /// restart has replaced. The processed record names the entry it started;
 /// a record that started none (or no record) means the entry was restored
@@ -293,6 +298,8 @@ pub struct ShardState {
     sweep_cursor: usize,
     callers: Vec<(ChannelId, Nanos)>,
     merged: Vec<(ChannelId, Nanos)>,
+    /// The followers of the channel a call is being decided for.
+    fanout: Vec<ChatIdx>,
     crossed: Vec<Entry>,
     stats: ShardStats,
 }
@@ -313,6 +320,7 @@ impl ShardState {
             sweep_cursor: 0,
             callers: Vec::new(),
             merged: Vec::new(),
+            fanout: Vec::new(),
             crossed: Vec::new(),
             stats: ShardStats::default(),
         }
@@ -397,6 +405,7 @@ impl ShardState {
             slots,
             callers,
             merged,
+            fanout,
             stats,
             clock,
             ..
@@ -412,7 +421,21 @@ impl ShardState {
         ts.next_sweep = ts
             .next_sweep
             .min(t.saturating_add(ttl.min(limits::MAX_LOOKBACK_NANOS)));
-        for u in chats.followers_of(channel) {
+        // Each follower's chat and follow list are a cache miss apart from
+        // the last one's: ask for them a few followers ahead, so that the
+        // misses overlap instead of adding up.
+        fanout.clear();
+        fanout.extend(chats.followers_of(channel));
+        for &u in fanout.iter().take(CHAT_AHEAD) {
+            chats.prefetch(u);
+        }
+        for (i, &u) in fanout.iter().enumerate() {
+            if let Some(&ahead) = fanout.get(i + CHAT_AHEAD) {
+                chats.prefetch(ahead);
+            }
+            if let Some(&ahead) = fanout.get(i + FOLLOW_AHEAD) {
+                chats.prefetch_follow(ahead);
+            }
             let chat = chats.get(u);
             if !chat.is_active(t) {
                 continue;
