@@ -13,6 +13,7 @@ use crate::chat::{ChatIdx, Chats};
 use crate::config::Rules;
 use crate::effect::{CallAlert, Effect, MultiplierAlert, Progress};
 use crate::event::{ChannelId, Envelope, Event, limits};
+use crate::records::Records;
 use crate::time::Nanos;
 use crate::token::Token;
 use crate::tracked::{Entry, Tracked};
@@ -42,7 +43,7 @@ pub struct Record {
 }
 
 impl Record {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Record {
             status: Status::None,
             last_check: Nanos::MIN,
@@ -91,7 +92,7 @@ struct TokenState {
     token: Token,
     live: bool,
     calls: Calls,
-    records: FlatMap<ChatIdx, Record>,
+    records: Records,
     tracked: Tracked,
     /// No call, record or entry of this token can expire before this
     /// stream time (a lower bound, tightened by each sweep), so a sweep
@@ -106,7 +107,7 @@ impl TokenState {
             next_sweep: Nanos::MAX,
             live: true,
             calls: Calls::default(),
-            records: FlatMap::default(),
+            records: Records::default(),
             tracked: Tracked::default(),
         }
     }
@@ -130,9 +131,9 @@ const FOLLOW_AHEAD: usize = 8;
 /// restart has replaced. The processed record names the entry it started;
 /// a record that started none (or no record) means the entry was restored
 /// from storage, and is current.
-fn current(records: &FlatMap<ChatIdx, Record>, e: &Entry) -> bool {
+fn current(records: &Records, e: &Entry) -> bool {
     records
-        .get(&e.chat)
+        .get(e.chat)
         .and_then(|r| r.tracking_started)
         .is_none_or(|s| s == e.started)
 }
@@ -435,6 +436,7 @@ impl ShardState {
             }
             if let Some(&ahead) = fanout.get(i + FOLLOW_AHEAD) {
                 chats.prefetch_follow(ahead);
+                ts.records.prefetch(ahead);
             }
             let chat = chats.get(u);
             if !chat.is_active(t) {
@@ -460,10 +462,8 @@ impl ShardState {
                         .map(|c| (c.channel, c.at)),
                 ),
             }
-            let rec = ts.records.entry(u).or_insert_with(|| {
-                stats.records += 1;
-                Record::new()
-            });
+            let (rec, made) = ts.records.get_or_insert_with(u, Record::new);
+            stats.records += u64::from(made);
             if rec.expired(*clock, ttl) {
                 rec.status = Status::None;
                 rec.checked.clear();
@@ -694,7 +694,7 @@ impl ShardState {
             self.stats.tracked -= dropped;
             self.stats.expired_tracked += dropped;
             let before = ts.records.len();
-            ts.records.retain(|_, r| !r.dead(clock, ttl));
+            ts.records.retain(|r| !r.dead(clock, ttl));
             self.stats.records -= (before - ts.records.len()) as u64;
             ts.calls.retain_since(oldest_call);
             if let Some(hot) = self.index.get_mut(&ts.token) {
@@ -801,7 +801,7 @@ impl ShardState {
     pub fn record(&self, token: &Token, chat_id: i64) -> Option<&Record> {
         let slot = self.index.get(token)?.slot;
         let chat = self.chats.lookup(chat_id)?;
-        self.slots[slot as usize].records.get(&chat)
+        self.slots[slot as usize].records.get(chat)
     }
 
     /// The current FDV of a token this shard holds.
