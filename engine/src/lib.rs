@@ -12,7 +12,8 @@
 //! - [`calls`]: one token's calls table, with each call's value and peak.
 //! - [`chat`]: subscriptions, settings and followers, copied on every shard.
 //! - [`tracked`]: one token's tracked entries, ordered by next crossing.
-//! - [`records`]: one token's processed records, by chat.
+//! - [`table`]: the shard's flat tables that can prefetch (token index,
+//!   processed records).
 //! - [`shard`]: one shard's state and the rules, as a pure `apply`.
 //! - [`router`]: the sharded runtime: pinned threads, bounded inboxes,
 //!   ordered effects out.
@@ -29,10 +30,10 @@ pub mod event;
 pub mod ingest;
 pub mod parse;
 mod prefetch;
-pub mod records;
 pub mod router;
 pub mod shard;
 pub mod sim;
+pub mod table;
 pub mod time;
 pub mod token;
 pub mod tracked;

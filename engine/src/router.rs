@@ -26,7 +26,8 @@ use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
 use crate::shard::{
-    CallOutcome, Holding, Restore, RestoreCall, RestoreRecord, ShardState, ShardStats,
+    CallOutcome, Holding, PREFETCH_AHEAD, Restore, RestoreCall, RestoreRecord, ShardState,
+    ShardStats,
 };
 use crate::time::Nanos;
 use crate::token::Token;
@@ -259,7 +260,10 @@ fn run_shard(
 ) {
     while let Ok(mut batch) = recv_polling(inbox, polls) {
         let mut effects = Vec::new();
-        for item in &batch.items {
+        for (i, item) in batch.items.iter().enumerate() {
+            if let Some(Input::Event(ahead)) = batch.items.get(i + PREFETCH_AHEAD) {
+                state.prefetch(ahead);
+            }
             match item {
                 Input::Event(env) => state.apply(env, &mut effects),
                 Input::Restore(r) => state.restore(r),
