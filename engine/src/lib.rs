@@ -12,6 +12,7 @@
 //! - [`calls`]: one token's calls table, with each call's value and peak.
 //! - [`chat`]: subscriptions, settings and followers, copied on every shard.
 //! - [`tracked`]: one token's tracked entries, ordered by next crossing.
+//! - [`prefetch`]: the cache hint the big tables and the call loop use.
 //! - [`table`]: the shard's flat tables that can prefetch (token index,
 //!   processed records).
 //! - [`shard`]: one shard's state and the rules, as a pure `apply`.
@@ -29,7 +30,7 @@ pub mod effect;
 pub mod event;
 pub mod ingest;
 pub mod parse;
-mod prefetch;
+pub mod prefetch;
 pub mod router;
 pub mod shard;
 pub mod sim;

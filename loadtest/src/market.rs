@@ -43,6 +43,15 @@ pub enum Tick {
     },
 }
 
+impl Tick {
+    /// The index of the token it is about.
+    pub fn token(&self) -> u32 {
+        match *self {
+            Tick::Price { token, .. } | Tick::Call { token, .. } => token,
+        }
+    }
+}
+
 /// Tokens, their starting values and how many keys each has.
 #[derive(Debug)]
 pub struct Market {
