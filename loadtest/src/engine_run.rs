@@ -69,6 +69,8 @@ pub struct Results {
     pub shard_noncrossing_per_sec: f64,
     pub shard_noncrossing_alerts: u64,
     pub shard_mixed_per_sec: f64,
+    /// Time to apply one call on shard 0 alone, the stream's calls again.
+    pub call_cost: Option<Histogram<u64>>,
     pub timeline: Vec<(f64, f64)>,
     pub baseline: Option<BaselineResults>,
 }
@@ -471,6 +473,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
 
     // One shard on this thread: pre-parsed prices, no router, no channels.
     let (noncross, alerts, mixed) = shard_alone(&mut states[0], &market, plan.shards, &pool);
+    res.call_cost = Some(call_cost(
+        &mut states[0],
+        &market,
+        plan.shards,
+        &pool,
+        at + NANOS_PER_SEC,
+    ));
     res.shard_noncrossing_per_sec = noncross;
     res.shard_noncrossing_alerts = alerts;
     res.shard_mixed_per_sec = mixed;
@@ -561,6 +570,36 @@ fn shard_alone(
     apply_all(state, &ours, &mut out);
     let mixed = ours.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
     (noncross, alerts, mixed)
+}
+
+/// Applies the stream's calls of shard 0's tokens to its state once more,
+/// one at a time, and times each: the pause a call puts between the events
+/// queued behind it. They come after everything applied so far (from
+/// `from` on), so each re-checks every follower.
+fn call_cost(
+    state: &mut ShardState,
+    market: &Market,
+    shards: usize,
+    pool: &[Tick],
+    from: Nanos,
+) -> Histogram<u64> {
+    let mut hist = histogram();
+    let mut out = Vec::new();
+    let step = step_nanos(market.spec.tokens);
+    let mut at = from;
+    for tick in pool {
+        if let Tick::Call { token, .. } = *tick
+            && shard_of(&market.tokens[token as usize], shards) == 0
+        {
+            at += step;
+            let env = envelope(tick, &market.tokens, market.spec.channels, 1, at);
+            let start = Instant::now();
+            state.apply(&env, &mut out);
+            hist.saturating_record(start.elapsed().as_nanos() as u64);
+            out.clear();
+        }
+    }
+    hist
 }
 
 /// Applies `envs` in order as a shard thread applies a batch: each event's

@@ -77,6 +77,14 @@ pub fn table(r: &Results) -> String {
                 r.shard_mixed_per_sec / 1e6
             ),
         ),
+        (
+            "one call, shard 0 alone",
+            format!(
+                "{} ({} calls)",
+                percentiles(r.call_cost.as_ref()),
+                r.call_cost.as_ref().map_or(0, Histogram::len)
+            ),
+        ),
     ];
     let mut rows = rows;
     if let Some(b) = &r.baseline {
@@ -109,6 +117,7 @@ pub fn table(r: &Results) -> String {
 pub fn json(r: &Results) -> String {
     let lat = r.latency.as_ref();
     let lat_max = r.latency_at_max.as_ref();
+    let cost = r.call_cost.as_ref();
     let mut v = serde_json::json!({
         "scenario": "engine",
         "tracked_keys": r.tracked_keys,
@@ -133,6 +142,9 @@ pub fn json(r: &Results) -> String {
         "shard_noncrossing_updates_per_sec": r.shard_noncrossing_per_sec.round(),
         "shard_noncrossing_alerts": r.shard_noncrossing_alerts,
         "shard_stream_updates_per_sec": r.shard_mixed_per_sec.round(),
+        "call_ns_p50": pct(cost, 0.5),
+        "call_ns_p99": pct(cost, 0.99),
+        "calls_timed": cost.map_or(0, Histogram::len),
     });
     if let Some(b) = &r.baseline {
         let o = v.as_object_mut().expect("an object");
