@@ -192,6 +192,23 @@ fn settle(router: &Router, shared: &Shared) {
     }
 }
 
+/// Drains on this thread until every batch handed out so far is merged.
+fn drain_all(
+    router: &Router,
+    effects: &mut Effects,
+    drain: &mut Drain,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    while shared.batches_done.load(Ordering::Acquire) < router.batches() {
+        match effects.poll_merged()? {
+            Poll::Ready(merged) => drain.take(&merged, shared),
+            Poll::Pending => std::hint::spin_loop(),
+            Poll::Finished => break,
+        }
+    }
+    Ok(())
+}
+
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
@@ -361,6 +378,15 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let step = step_nanos(spec.tokens);
     let mut at = T0 + NANOS_PER_SEC;
 
+    // From here this thread drains the effects itself, between batches: a
+    // consumer thread would be woken for every batch, and on two cores
+    // every wake-up takes time from the driver or the shard.
+    shared
+        .stop_after
+        .store(router.batches() + 1, Ordering::Release);
+    router.flush()?; // an empty cut wakes the consumer to see the stop
+    let (mut drain, mut effects) = consumer.join().expect("consumer does not panic")?;
+
     // Phase 1: as fast as the engine takes them.
     let pb = bar(plan.updates, "full speed");
     shared.timeline_from.store(seq.max(1), Ordering::Release);
@@ -376,7 +402,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             res.calls += 1;
         }
         shared.stamp(seq, Instant::now);
+        let batches = router.batches();
         router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
+        if router.batches() != batches {
+            while let Poll::Ready(merged) = effects.poll_merged()? {
+                drain.take(&merged, &shared);
+            }
+        }
         sent += 1;
         if sent.is_multiple_of(65_536) {
             pb.set_position(sent);
@@ -386,21 +418,15 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         }
     }
     router.flush()?;
-    settle(&router, &shared);
+    drain_all(&router, &mut effects, &mut drain, &shared)?;
     let secs = phase_start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     res.updates = sent;
     res.updates_per_sec = sent as f64 / secs;
 
     // Phase 2: paced at half that rate, batches cut at least every
-    // `max_delay`, for latency. This thread now drains the effects too
-    // while it waits for the next event's time: one thread fewer to share
-    // two cores.
-    shared
-        .stop_after
-        .store(router.batches() + 1, Ordering::Release);
-    router.flush()?; // an empty cut wakes the consumer to see the stop
-    let (mut drain, mut effects) = consumer.join().expect("consumer does not panic")?;
+    // `max_delay`, for latency. This thread drains the effects while it
+    // waits for the next event's time.
     res.half_rate = plan.latency_rate.unwrap_or(res.updates_per_sec / 2.0);
     res.half_updates = sent / 2;
     let pb = bar(res.half_updates, "half speed");
@@ -451,13 +477,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         }
     }
     router.flush()?;
-    while shared.batches_done.load(Ordering::Acquire) < router.batches() {
-        match effects.poll_merged()? {
-            Poll::Ready(merged) => drain.take(&merged, &shared),
-            Poll::Pending => std::hint::spin_loop(),
-            Poll::Finished => break,
-        }
-    }
+    drain_all(&router, &mut effects, &mut drain, &shared)?;
     res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
     pb.finish_and_clear();
 
