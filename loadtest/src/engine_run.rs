@@ -45,6 +45,9 @@ pub struct Plan {
     pub pool: usize,
     /// The paced phase's rate; half the full-speed rate when `None`.
     pub latency_rate: Option<f64>,
+    /// The engine's batch size and inbox depth, when not its defaults.
+    pub batch_events: Option<usize>,
+    pub inbox_batches: Option<usize>,
 }
 
 /// Everything measured, as printed and as JSON.
@@ -278,10 +281,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         shards: plan.shards,
         ..Results::default()
     };
+    let defaults = EngineConfig::default();
     let config = EngineConfig {
         shards: plan.shards,
         pin_threads: plan.pin,
-        ..EngineConfig::default()
+        batch_events: plan.batch_events.unwrap_or(defaults.batch_events),
+        inbox_batches: plan.inbox_batches.unwrap_or(defaults.inbox_batches),
+        ..defaults
     };
     // The harness's own ring is allocated (and touched) before the memory
     // baseline, so that bytes per key counts the engine alone.

@@ -149,6 +149,14 @@ struct EngineArgs {
     /// Distinct stream events generated (then cycled).
     #[arg(long, default_value_t = 4_000_000)]
     pool: usize,
+    /// Events the router hands a shard per channel operation [default:
+    /// the engine's, 1024].
+    #[arg(long)]
+    batch_events: Option<usize>,
+    /// Batches an inbox holds before the router waits [default: the
+    /// engine's, 64].
+    #[arg(long)]
+    inbox_batches: Option<usize>,
     /// Also run a baseline design on the same keys and prices.
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
@@ -601,6 +609,8 @@ fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
         baseline_limit: Duration::from_secs_f64(a.baseline_secs),
         pool: a.pool,
         latency_rate: a.latency_rate,
+        batch_events: a.batch_events,
+        inbox_batches: a.inbox_batches,
     };
     eprintln!(
         "loadtest engine: {} tracked keys over {} tokens and {} chats, {} shard(s), seed {}",
