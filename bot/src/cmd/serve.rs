@@ -367,6 +367,11 @@ impl Queued {
         }
     }
 
+    /// Whether an alert like this one is queued for the chat already.
+    fn holds(&self, chat: i64, tag: &sender::Tag) -> bool {
+        alert_id(tag).is_some_and(|a| self.ids.contains_key(&(chat, a)))
+    }
+
     /// The entry to delete for an answered message.
     fn answered(&mut self, chat: i64, tag: &sender::Tag) -> Vec<String> {
         let Some(a) = alert_id(tag) else {
@@ -438,6 +443,12 @@ fn record_latency(
 /// Batches handed to the engine: (the last envelope's seq, or the previous
 /// one if the batch had none; the batch's last seq).
 type Submitted = Mutex<VecDeque<(u64, u64)>>;
+
+/// A call event read but not yet written behind: (seq, token, channel, at,
+/// fdv). The calls table in Redis must not run ahead of the records and
+/// alerts: a restart that rebuilt a later call would count it as a caller
+/// when an earlier, unacknowledged call is applied again.
+type PendingCalls = Mutex<VecDeque<(u64, Token, i64, engine::time::Nanos, f64)>>;
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(args.config.as_deref())?;
@@ -713,6 +724,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
 
     let submitted: Submitted = Mutex::new(VecDeque::new());
+    let pending_calls: PendingCalls = Mutex::new(VecDeque::new());
     // (seq, the entry's stream time in ms) of events submitted, for the
     // alert latency.
     let entered: Mutex<VecDeque<(u64, u64)>> = Mutex::new(VecDeque::new());
@@ -740,9 +752,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     }
                     router::Poll::Finished => return Ok(recorded),
                 };
+                // Alerts reach the outbox before their state changes reach
+                // the write-behind: a crash in between must leave an alert
+                // to send, not a record that says it was sent. (The other
+                // way round, the unacknowledged event is applied again at
+                // restart against state that already holds its change, and
+                // its alert is never made again.)
                 let mut messages = Vec::new();
                 for effect in &merged.effects {
-                    persist.record(effect)?;
                     match effect {
                         Effect::CallAlert(_) => live.alerts_call.fetch_add(1, Ordering::Relaxed),
                         Effect::MultiplierAlert(_) => {
@@ -758,6 +775,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         let resolved = handle.block_on(names.resolve(&callers));
                         if let Some(rendered) = format::alert(effect, &resolved, &links)
                             && let Some(message) = Message::alert(effect, rendered)
+                            // Already in the outbox from before a restart,
+                            // and queued from there.
+                            && !queued.lock().holds(message.chat_id, &message.tag)
                         {
                             messages.push(message);
                         }
@@ -784,6 +804,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         if handle.block_on(sender.send(message)).is_err() {
                             anyhow::bail!("the Telegram sender closed while alerts were flowing");
                         }
+                    }
+                }
+                for effect in &merged.effects {
+                    persist.record(effect)?;
+                }
+                // Calls join the stored state only now, in input order,
+                // with the effects of every event up to them.
+                {
+                    let mut calls = pending_calls.lock();
+                    while let Some(&(seq, token, channel, at, fdv)) = calls.front()
+                        && seq <= merged.upto_seq
+                    {
+                        persist.record_call(token, channel, at, fdv);
+                        calls.pop_front();
                     }
                 }
                 record_latency(&live, &entered, &merged.effects, merged.upto_seq);
@@ -867,7 +901,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     fdv_usd,
                 } = &env.event
                 {
-                    persist.record_call(*token, *channel_id, *at, *fdv_usd);
+                    pending_calls
+                        .lock()
+                        .push_back((env.seq, *token, *channel_id, *at, *fdv_usd));
                 }
                 if let Err(e) = router.submit(env) {
                     engine_error = Some(e);
