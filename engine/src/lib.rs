@@ -42,7 +42,10 @@ pub mod tracked;
 /// The flat hash map every shard uses: hashbrown with ahash. The hasher is
 /// zero-sized (ahash draws its keys once per process), which keeps the
 /// per-token maps small; nothing in the output depends on map order.
-pub type FlatMap<K, V> = hashbrown::HashMap<K, V, std::hash::BuildHasherDefault<ahash::AHasher>>;
+pub type FlatMap<K, V> = hashbrown::HashMap<K, V, FlatHasher>;
+
+/// The hasher of [`FlatMap`] and of [`table::Table`].
+pub type FlatHasher = std::hash::BuildHasherDefault<ahash::AHasher>;
 
 pub use config::{EngineConfig, Rules};
 pub use effect::Effect;

@@ -126,7 +126,8 @@ impl TokenState {
 pub const PREFETCH_AHEAD: usize = 4;
 
 /// How many followers ahead a call asks for a chat to be loaded, and for
-/// its follow list (which needs the chat, so it comes later).
+/// its follow list (which needs the chat, so it comes later) and its
+/// processed record.
 const CHAT_AHEAD: usize = 16;
 const FOLLOW_AHEAD: usize = 8;
 
@@ -348,6 +349,17 @@ impl ShardState {
         }
     }
 
+    /// Applies `envs` in order, as a shard thread applies a batch: each
+    /// event's index entry asked for [`PREFETCH_AHEAD`] events early.
+    pub fn apply_all(&mut self, envs: &[Envelope], out: &mut Vec<Effect>) {
+        for (i, env) in envs.iter().enumerate() {
+            if let Some(ahead) = envs.get(i + PREFETCH_AHEAD) {
+                self.prefetch(ahead);
+            }
+            self.apply(env, out);
+        }
+    }
+
     /// Applies one event and appends its alerts to `out`, sorted by chat.
     pub fn apply(&mut self, env: &Envelope, out: &mut Vec<Effect>) {
         self.clock = self.clock.max(env.clock);
@@ -435,8 +447,8 @@ impl ShardState {
         ts.next_sweep = ts
             .next_sweep
             .min(t.saturating_add(ttl.min(limits::MAX_LOOKBACK_NANOS)));
-        // Each follower's chat and follow list are a cache miss apart from
-        // the last one's: ask for them a few followers ahead, so that the
+        // Each follower's chat, follow list and record are a cache miss
+        // apart from the last one's: ask for them a few followers ahead, so that the
         // misses overlap instead of adding up.
         fanout.clear();
         fanout.extend(chats.followers_of(channel));

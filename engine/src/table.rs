@@ -19,10 +19,8 @@ use crate::shard::Record;
 /// One token's processed records, by chat.
 pub type Records = Table<ChatIdx, Record>;
 
-type Hasher = std::hash::BuildHasherDefault<ahash::AHasher>;
-
 fn hash<K: Hash>(key: &K) -> u64 {
-    Hasher::default().hash_one(key)
+    crate::FlatHasher::default().hash_one(key)
 }
 
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use engine::EngineConfig;
 use engine::effect::Effect;
 use engine::event::{Envelope, Event, SettingsPatch};
 use engine::router::{self, Effects, Merged, Poll, Router, shard_of};
-use engine::shard::{PREFETCH_AHEAD, Restore, ShardState};
+use engine::shard::{Restore, ShardState};
 use engine::time::{NANOS_PER_SEC, Nanos};
 use engine::token::Token;
 use hdrhistogram::Histogram;
@@ -460,8 +460,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             }
             now = Instant::now();
         }
-        prefetch_token(&market, &pool, i as usize % pool.len());
-        let tick = &pool[(i as usize) % pool.len()];
+        let k = i as usize % pool.len();
+        prefetch_token(&market, &pool, k);
+        let tick = &pool[k];
         seq += 1;
         at += step;
         shared.stamp(seq, || now);
@@ -567,7 +568,7 @@ fn shard_alone(
     let rounds = 10;
     let start = Instant::now();
     for _ in 0..rounds {
-        apply_all(state, &calm, &mut out);
+        state.apply_all(&calm, &mut out);
     }
     let noncross = (rounds * calm.len()) as f64 / start.elapsed().as_secs_f64();
     let alerts = out.len() as u64;
@@ -593,7 +594,7 @@ fn shard_alone(
         .collect();
     out.clear();
     let start = Instant::now();
-    apply_all(state, &ours, &mut out);
+    state.apply_all(&ours, &mut out);
     let mixed = ours.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
     (noncross, alerts, mixed)
 }
@@ -626,17 +627,6 @@ fn call_cost(
         }
     }
     hist
-}
-
-/// Applies `envs` in order as a shard thread applies a batch: each event's
-/// index entry asked for a few events ahead.
-fn apply_all(state: &mut ShardState, envs: &[Envelope], out: &mut Vec<Effect>) {
-    for (i, env) in envs.iter().enumerate() {
-        if let Some(ahead) = envs.get(i + PREFETCH_AHEAD) {
-            state.prefetch(ahead);
-        }
-        state.apply(env, out);
-    }
 }
 
 /// The seed's design on the same keys and prices, on one thread, for at
