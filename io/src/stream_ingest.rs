@@ -42,6 +42,13 @@
 //!   on the chats stream, named `{group}:{consumer}`. A process with a new
 //!   name reads the chats stream from its start; a retired name's chat group
 //!   is removed with `XGROUP DESTROY`.
+//! - The chats stream is where chat state (subscriptions, settings) is
+//!   kept: no other store holds it. So at every start, before anything
+//!   else, the chat events this group delivered and saw acknowledged are
+//!   handed out again, in id order ([`IngestStats::replayed`]); its pending
+//!   chat entries are not among them, they come with the other pending
+//!   entries. A restarted process thus holds the chat state its
+//!   acknowledged position implies, as a process with a new name does.
 //! - Groups are made at the start of their stream (`XGROUP CREATE … 0
 //!   MKSTREAM`): entries added before callwatch first ran are read too.
 //! - On start, entries of the owned partitions pending for longer than
@@ -113,13 +120,15 @@
 //!
 //! # Not done here
 //!
-//! callwatch never trims or deletes entries of the input streams: trim them
-//! with `XTRIM … MINID` below the oldest entry still pending. On Redis
+//! callwatch never trims or deletes entries of the input streams: trim the
+//! partitions with `XTRIM … MINID` below the oldest entry still pending.
+//! Never trim the chats stream: it is the chat state, read in full at
+//! every start (a few hundred bytes per subscription or settings change). On Redis
 //! Cluster, one `MULTI` needs all of a process's streams in one slot; there
 //! the read splits into one per node, and the order across nodes is exact
 //! only up to one read.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -527,6 +536,7 @@ pub struct IngestCounters {
     reconnects: AtomicU64,
     skipped: AtomicU64,
     in_flight: AtomicU64,
+    replayed: AtomicU64,
 }
 
 /// A reading of [`IngestCounters`].
@@ -549,6 +559,10 @@ pub struct IngestStats {
     pub skipped: u64,
     /// Events handed out and not yet acknowledged.
     pub in_flight: u64,
+    /// Chat events acknowledged in an earlier run and handed out again at
+    /// start, ahead of everything else: the chats stream is where chat
+    /// state is kept (see "Groups and consumers").
+    pub replayed: u64,
     /// At the end of a run: events handed out and never acknowledged; they
     /// stay pending for the next start.
     pub left_pending: u64,
@@ -566,6 +580,7 @@ impl IngestCounters {
             reconnects: get(&self.reconnects),
             skipped: get(&self.skipped),
             in_flight: get(&self.in_flight),
+            replayed: get(&self.replayed),
             left_pending: 0,
         }
     }
@@ -678,6 +693,7 @@ impl StreamIngest {
             handed: &handed,
             streams: vec![Position::default(); layout.keys.len()],
             held: Vec::new(),
+            history: None,
             backoff: Breaker::new(backoff.clone()),
         };
         let reading = async {
@@ -891,7 +907,30 @@ struct Reader<'a> {
     streams: Vec<Position>,
     /// Read, in no order, waiting to be handed out.
     held: Vec<Entry>,
+    /// The chats stream's history still to hand out again, at start.
+    history: Option<History>,
     backoff: Breaker,
+}
+
+/// The chats stream's entries that this consumer's group delivered and
+/// that were acknowledged: the chat state a restarted process must learn
+/// again before anything else. Its pending chat entries are left out; they
+/// are read again with the partitions' pending ones, in their order.
+#[derive(Debug)]
+struct History {
+    /// The last entry taken from the history.
+    after: Option<EntryId>,
+    /// The group's last delivered entry: later ones are new.
+    through: EntryId,
+    /// This consumer's pending chat entries.
+    pending: HashSet<EntryId>,
+}
+
+/// Whether entries go out for the first time or again from the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handing {
+    Read,
+    Replay,
 }
 
 impl Reader<'_> {
@@ -995,10 +1034,104 @@ impl Reader<'_> {
                 }
             }
         }
+        if claim {
+            self.history = self.chat_history().await?;
+        }
         for s in &mut self.streams {
             s.cursor = Cursor::Pending(EntryId::ZERO);
         }
         Ok(())
+    }
+
+    /// The chat group's last delivered entry and pending entries, which
+    /// bound the history to hand out again; `None` if it delivered nothing.
+    async fn chat_history(&mut self) -> Result<Option<History>, StreamError> {
+        let key = &self.layout.keys[0];
+        let groups: Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(key)
+            .query_async(&mut self.con)
+            .await?;
+        let through = last_delivered(groups, &self.layout.chat_group)?;
+        if through == EntryId::ZERO {
+            return Ok(None);
+        }
+        let mut pending = HashSet::new();
+        let mut start = "-".to_owned();
+        loop {
+            let reply: Value = redis::cmd("XPENDING")
+                .arg(key)
+                .arg(&self.layout.chat_group)
+                .arg(&start)
+                .arg("+")
+                .arg(self.config.batch)
+                .query_async(&mut self.con)
+                .await?;
+            let Value::Array(rows) = reply else {
+                return Err(StreamError::Reply("XPENDING answered no array"));
+            };
+            let n = rows.len();
+            for row in rows {
+                let id = match row {
+                    Value::Array(parts) => parts.into_iter().next().and_then(text),
+                    _ => None,
+                }
+                .and_then(|t| EntryId::parse(&t))
+                .ok_or(StreamError::Reply(
+                    "XPENDING answered an entry without an id",
+                ))?;
+                start = format!("({id}");
+                pending.insert(id);
+            }
+            if n < self.config.batch {
+                break;
+            }
+        }
+        Ok(Some(History {
+            after: None,
+            through,
+            pending,
+        }))
+    }
+
+    /// Hands out the next part of the chats stream's history.
+    async fn replay(
+        &mut self,
+        out: &mpsc::Sender<EventBatch>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Step, StreamError> {
+        let Some(History { after, through, .. }) = self.history else {
+            return Ok(Step::Go);
+        };
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&self.layout.keys[0])
+            .arg(after.map_or("-".to_owned(), |a| format!("({a}")))
+            .arg(through)
+            .arg("COUNT")
+            .arg(self.config.batch)
+            .query_async(&mut self.con)
+            .await?;
+        let Value::Array(entries) = reply else {
+            return Err(StreamError::Reply("XRANGE answered no array"));
+        };
+        let done = entries.len() < self.config.batch;
+        let mut fed = Vec::with_capacity(entries.len());
+        let history = self.history.as_mut().expect("checked above");
+        for entry in entries {
+            let (id, fields) = entry_of(entry)?;
+            history.after = Some(id);
+            if !history.pending.contains(&id) {
+                fed.push(Entry {
+                    stream: 0,
+                    id,
+                    body: Body::of(fields),
+                });
+            }
+        }
+        if done {
+            self.history = None;
+        }
+        self.hand_out(fed, Handing::Replay, out, stop).await
     }
 
     /// One read, and what it lets go out.
@@ -1007,6 +1140,9 @@ impl Reader<'_> {
         out: &mpsc::Sender<EventBatch>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Step, StreamError> {
+        if self.history.is_some() {
+            return self.replay(out, stop).await;
+        }
         let pending = self
             .streams
             .iter()
@@ -1034,7 +1170,7 @@ impl Reader<'_> {
                 // Held entries fill the window and no acknowledgement will
                 // make room: let them go out of strict order.
                 let fed = take_ordered(&mut self.held, None);
-                return self.hand_out(fed, out, stop).await;
+                return self.hand_out(fed, Handing::Read, out, stop).await;
             }
             tokio::select! {
                 () = self.shared.room.notified() => {}
@@ -1049,7 +1185,7 @@ impl Reader<'_> {
             return self.wait_for_entries(stop).await;
         }
         let fed = take_ordered(&mut self.held, limit);
-        self.hand_out(fed, out, stop).await
+        self.hand_out(fed, Handing::Read, out, stop).await
     }
 
     /// One MULTI of XREADGROUPs over the `included` streams, `count` entries
@@ -1185,10 +1321,13 @@ impl Reader<'_> {
     }
 
     /// Numbers and checks `fed` (in hand-out order), dead-letters the bad
-    /// entries and acknowledges them, then sends the good ones out.
+    /// entries and acknowledges them, then sends the good ones out. Entries
+    /// replayed from the chats stream's history were acknowledged (or
+    /// dead-lettered) in an earlier run: they go out again and that is all.
     async fn hand_out(
         &mut self,
         fed: Vec<Entry>,
+        handing: Handing,
         out: &mpsc::Sender<EventBatch>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Step, StreamError> {
@@ -1198,7 +1337,10 @@ impl Reader<'_> {
         let mut flights = Vec::with_capacity(fed.len());
         let mut dead = Vec::new();
         let mut last_ids = vec![None; self.streams.len()];
-        IngestCounters::add(&self.shared.counters.read, fed.len());
+        let replay = handing == Handing::Replay;
+        if !replay {
+            IngestCounters::add(&self.shared.counters.read, fed.len());
+        }
         for Entry { stream, id, body } in fed {
             last_ids[stream as usize] = Some(id);
             let (event, reason) = match body {
@@ -1218,7 +1360,9 @@ impl Reader<'_> {
                 },
                 Body::Bad { event, reason } => (event, reason),
             };
-            dead.push((stream, id, event, reason));
+            if !replay {
+                dead.push((stream, id, event, reason));
+            }
         }
         if !dead.is_empty() {
             self.dead_letter(&dead).await?;
@@ -1235,18 +1379,32 @@ impl Reader<'_> {
             };
             let last_seq = self.ingest.seq();
             let n = envelopes.len();
-            self.shared.window.lock().entries.extend(flights);
-            IngestCounters::add(&self.shared.counters.in_flight, n);
+            let counters = &self.shared.counters;
+            if !replay {
+                self.shared.window.lock().entries.extend(flights);
+                IngestCounters::add(&counters.in_flight, n);
+            }
             self.handed.store(last_seq, Ordering::Release);
             permit.send(EventBatch {
                 envelopes,
                 entered_ms,
                 seqs: first_seq..=last_seq,
             });
-            IngestCounters::add(&self.shared.counters.events, n);
+            IngestCounters::add(
+                if replay {
+                    &counters.replayed
+                } else {
+                    &counters.events
+                },
+                n,
+            );
         }
-        for (pos, last) in self.streams.iter_mut().zip(last_ids) {
-            pos.handed = pos.handed.max(last);
+        // The history's entries are not the read position: pending ones
+        // after them are still to be read.
+        if !replay {
+            for (pos, last) in self.streams.iter_mut().zip(last_ids) {
+                pos.handed = pos.handed.max(last);
+            }
         }
         Ok(Step::Go)
     }
@@ -1396,6 +1554,40 @@ fn text(v: Value) -> Option<Vec<u8>> {
         Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     }
+}
+
+/// The `last-delivered-id` of `group` in an XINFO GROUPS reply (RESP2's
+/// flat arrays or RESP3's maps).
+fn last_delivered(reply: Value, group: &str) -> Result<EntryId, StreamError> {
+    let Value::Array(groups) = reply else {
+        return Err(StreamError::Reply("XINFO GROUPS answered no array"));
+    };
+    for g in groups {
+        let pairs: Vec<(Value, Value)> = match g {
+            Value::Map(pairs) => pairs,
+            Value::Array(flat) => {
+                let mut flat = flat.into_iter();
+                std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+            }
+            _ => continue,
+        };
+        let field = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| text(k.clone()).as_deref() == Some(name.as_bytes()))
+                .and_then(|(_, v)| text(v.clone()))
+        };
+        if field("name").as_deref() == Some(group.as_bytes()) {
+            return field("last-delivered-id")
+                .and_then(|t| EntryId::parse(&t))
+                .ok_or(StreamError::Reply(
+                    "XINFO GROUPS answered no last-delivered-id",
+                ));
+        }
+    }
+    Err(StreamError::Reply(
+        "XINFO GROUPS does not list the chat group",
+    ))
 }
 
 /// A stream's key and entries in a read reply.

@@ -669,41 +669,87 @@ async fn a_dead_consumers_entries_are_claimed_by_another_after_min_idle() {
 }
 
 #[tokio::test]
-async fn a_restart_under_the_same_name_reads_its_pending_entries_first() {
+async fn a_restart_under_the_same_name_replays_the_acked_chat_history_then_reads_its_pending_entries()
+ {
     let prefix = Prefix::new("restart");
     let mut con = connect().await;
     let partitions = 3;
-    let before: Vec<String> = [subscribe(1, 0), call(1, -5, 1e5, 1), price(2, 3e5, 2)]
-        .into_iter()
-        .chain((3..8).map(|i| price(i, 1e5, i)))
-        .collect();
-    publish(&mut con, &prefix.0, partitions, &before)
-        .await
-        .unwrap();
+    // Acknowledged: a subscribe, a call, a settings change. Pending: a
+    // price, a settings change, more prices.
+    let before: Vec<String> = [
+        subscribe(1, 0),
+        call(1, -5, 1e5, 1),
+        settings(1, 2, 3),
+        price(2, 3e5, 3),
+        settings(1, 4, 4),
+    ]
+    .into_iter()
+    .chain((5..9).map(|i| price(i, 1e5, i)))
+    .collect();
+    // One millisecond each, so that they come out in this order.
+    for line in &before {
+        publish(&mut con, &prefix.0, partitions, &[line])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let mut a = start(config(&prefix, "a", partitions, &[]));
     let first = a.take(before.len()).await;
     // The effects of the first three are durable; the rest never were.
     a.acker.ack_through(first[2].seq);
     until("three acks", async || a.counters.stats().acked == 3).await;
     let stats = a.finish(false).await;
-    assert_eq!(stats.left_pending, 5);
+    assert_eq!(stats.left_pending, 6);
+    let chat_events = |events: &[Envelope]| -> Vec<Event> {
+        events
+            .iter()
+            .map(|e| e.event.clone())
+            .filter(|e| matches!(e, Event::Subscribe { .. } | Event::Settings { .. }))
+            .collect()
+    };
 
-    let after: Vec<String> = (8..11).map(|i| price(i, 2e5, i)).collect();
+    let after: Vec<String> = (9..12).map(|i| price(i, 2e5, i)).collect();
     let published = publish(&mut con, &prefix.0, partitions, &after)
         .await
         .unwrap();
     let mut again = start(config(&prefix, "a", partitions, &[]));
-    let got = again.take(5 + after.len()).await;
-    let events: Vec<Event> = got.into_iter().map(|e| e.event).collect();
+    let got = again.take(2 + 6 + after.len()).await;
+    let events: Vec<Event> = got.iter().map(|e| e.event.clone()).collect();
+    // The chat state first: the acknowledged chat events, which no other
+    // store holds, and not the pending one.
+    assert_eq!(
+        events[..2],
+        chat_events(&first[..3]),
+        "the chat history first"
+    );
     let pending_events: Vec<Event> = first[3..].iter().map(|e| e.event.clone()).collect();
-    assert_eq!(events[..5], pending_events, "the pending ones first");
+    assert_eq!(
+        events[2..8],
+        pending_events,
+        "then the pending ones, in order"
+    );
     let new_events: Vec<Event> = ingested(in_documented_order(&published, &after))
         .into_iter()
         .map(|e| e.event)
         .collect();
-    assert_eq!(events[5..], new_events);
+    assert_eq!(events[8..], new_events);
+    again.nothing_within(Duration::from_millis(300)).await;
     let stats = again.finish(true).await;
-    assert_eq!((stats.claimed, stats.acked), (0, 8));
+    assert_eq!(
+        (stats.claimed, stats.replayed, stats.events, stats.acked),
+        (0, 2, 9, 9)
+    );
+
+    // Everything acknowledged: a start replays every chat event, once.
+    let mut third = start(config(&prefix, "a", partitions, &[]));
+    let got = third.take(3).await;
+    assert_eq!(
+        got.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        chat_events(&first)
+    );
+    third.nothing_within(Duration::from_millis(300)).await;
+    let stats = third.finish(true).await;
+    assert_eq!((stats.replayed, stats.events, stats.acked), (3, 0, 0));
 }
 
 #[tokio::test]
