@@ -4,11 +4,14 @@
 //! one [`Persistence`], hands it every effect, and closes it at the end.
 //!
 //! Audit rows go from [`Persistence::record`] through a bounded channel to
-//! a task that pushes them in pipelines. That channel is the one place the
+//! a task that pushes them in pipelines. That channel is one place the
 //! engine's output can wait on Redis: when `audit_buffer` rows are waiting
 //! (Redis down for that long), `record` blocks rather than lose a row of
-//! the system of record. The write-behind never blocks (see
-//! [`crate::writebehind`] for its bound).
+//! the system of record. [`Persistence::record_all`], for a service that
+//! applies unacknowledged events again after a crash, pushes a batch's rows
+//! itself, retrying while Redis is away, before the batch's state changes.
+//! The write-behind never blocks (see [`crate::writebehind`] for its
+//! bound).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,6 +167,35 @@ impl Persistence {
         Ok(())
     }
 
+    /// Takes a batch of effects with their audit rows durable first: the
+    /// rows are on the audit stream (pushed now, retried until they are)
+    /// before the Redis changes reach the write-behind. A crash in between
+    /// then leaves rows whose state was not kept, and the unacknowledged
+    /// events, applied again, make the same alerts and rows (landed once:
+    /// the sink ignores a row it has). The other way round, state that says
+    /// an alert was made would be rebuilt without its row, and the row
+    /// would never be made again. Call from a plain thread.
+    pub fn record_all(&self, effects: &[Effect]) {
+        if self.audit_tx.is_some() {
+            let mut rows: Vec<QueueRow> = effects
+                .iter()
+                .filter_map(AuditRow::from_effect)
+                .map(QueueRow::Audit)
+                .collect();
+            if !rows.is_empty() {
+                self.handle.block_on(push_until_done(
+                    &self.queue,
+                    &mut self.con.clone(),
+                    &mut rows,
+                    || {},
+                ));
+            }
+        }
+        for effect in effects {
+            self.wb.record(effect);
+        }
+    }
+
     /// Whether everything recorded so far is durable: every Redis change
     /// written and every audit row on the stream. Read a position before
     /// asking: if this says yes, everything recorded up to it is durable.
@@ -268,6 +300,33 @@ fn log_sink_event(event: SinkEvent) {
     }
 }
 
+/// Pushes `rows` in one pipeline, retried (with backoff) until it succeeds.
+/// A row the stream cannot carry (a non-finite number) would be refused
+/// forever: it is reported, taken out of `rows`, and `dropped` is called.
+async fn push_until_done(
+    queue: &AuditQueue,
+    con: &mut redis::aio::ConnectionManager,
+    rows: &mut Vec<QueueRow>,
+    mut dropped: impl FnMut(),
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match queue.push_batch(con, rows).await {
+            Ok(()) => return,
+            Err(crate::audit::AuditError::Invalid { index, reason }) => {
+                tracing::error!(%reason, "audit row dropped: it cannot be encoded");
+                rows.remove(index);
+                dropped();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "pushing audit rows failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Pushes audit rows in pipelines until the channel closes; a failed push
 /// is retried (with backoff) until it succeeds, so no row is dropped.
 async fn push_loop(
@@ -282,25 +341,11 @@ async fn push_loop(
         if rx.recv_many(&mut rows, PUSH_BATCH).await == 0 {
             return Ok(pushed);
         }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match queue.push_batch(&mut con, &rows).await {
-                Ok(()) => break,
-                Err(crate::audit::AuditError::Invalid { index, reason }) => {
-                    // A row the stream cannot carry (a non-finite number)
-                    // would be refused forever: report it and drop that row.
-                    tracing::error!(%reason, "audit row dropped: it cannot be encoded");
-                    rows.remove(index);
-                    // Handled, if not pushed: `settled` must not wait for it.
-                    pushed_count.fetch_add(1, Ordering::Release);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "pushing audit rows failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        // Handled, if not pushed: `settled` must not wait for it.
+        push_until_done(&queue, &mut con, &mut rows, || {
+            pushed_count.fetch_add(1, Ordering::Release);
+        })
+        .await;
         pushed += rows.len() as u64;
         pushed_count.fetch_add(rows.len() as u64, Ordering::Release);
         rows.clear();

@@ -806,9 +806,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                for effect in &merged.effects {
-                    persist.record(effect)?;
-                }
+                // Audit rows too are durable before the state.
+                persist.record_all(&merged.effects);
                 // Calls join the stored state only now, in input order,
                 // with the effects of every event up to them.
                 {
