@@ -34,8 +34,16 @@ use crate::token::Token;
 
 /// The shard that owns `token` among `shards`. Fixed forever: stream
 /// partitions and stored state rely on it.
+#[inline]
 pub fn shard_of(token: &Token, shards: usize) -> usize {
-    (token.route_hash() % shards as u64) as usize
+    let n = shards as u64;
+    // The same value as `%` for a power of two, without a division (tens
+    // of cycles, on every event routed).
+    if n.is_power_of_two() {
+        (token.route_hash() & (n - 1)) as usize
+    } else {
+        (token.route_hash() % n) as usize
+    }
 }
 
 /// What a shard's inbox carries: input events, and entries loaded from
@@ -322,6 +330,7 @@ impl Router {
 
     /// Queues one event; hands a batch to every shard when enough are
     /// queued. Blocks while an inbox is full.
+    #[inline]
     pub fn submit(&mut self, env: Envelope) -> Result<(), EngineStopped> {
         self.last_seq = self.last_seq.max(env.seq);
         match env.event.token() {
@@ -402,6 +411,7 @@ impl Router {
         self.flush()
     }
 
+    #[inline]
     fn count_pending(&mut self) -> Result<(), EngineStopped> {
         self.pending_events += 1;
         if self.pending_events >= self.batch_events {
