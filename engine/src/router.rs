@@ -26,8 +26,8 @@ use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
 use crate::shard::{
-    CallOutcome, Holding, PREFETCH_AHEAD, Restore, RestoreCall, RestoreRecord, ShardState,
-    ShardStats,
+    AheadHashes, CallOutcome, Holding, PREFETCH_AHEAD, Restore, RestoreCall, RestoreRecord,
+    ShardState, ShardStats,
 };
 use crate::time::Nanos;
 use crate::token::Token;
@@ -268,12 +268,13 @@ fn run_shard(
 ) {
     while let Ok(mut batch) = recv_polling(inbox, polls) {
         let mut effects = Vec::new();
+        let mut ahead = AheadHashes::default();
         for (i, item) in batch.items.iter().enumerate() {
-            if let Some(Input::Event(ahead)) = batch.items.get(i + PREFETCH_AHEAD) {
-                state.prefetch(ahead);
+            if let Some(Input::Event(next)) = batch.items.get(i + PREFETCH_AHEAD) {
+                ahead.put(i + PREFETCH_AHEAD, state.prefetch(next));
             }
             match item {
-                Input::Event(env) => state.apply(env, &mut effects),
+                Input::Event(env) => state.apply_hashed(env, ahead.take(i), &mut effects),
                 Input::Restore(r) => state.restore(r),
                 Input::RestoreRecord(r) => state.restore_record(r),
                 Input::RestoreCall(r) => state.restore_call(r),

@@ -125,6 +125,28 @@ impl TokenState {
 /// [`ShardState::prefetch`].
 pub const PREFETCH_AHEAD: usize = 4;
 
+/// The token hashes computed when events were prefetched, kept until the
+/// events are applied: by position in the batch, in a ring longer than
+/// [`PREFETCH_AHEAD`].
+#[derive(Debug, Default)]
+pub struct AheadHashes([(usize, Option<u64>); 8]);
+
+impl AheadHashes {
+    /// Keeps the hash of the event at `position` (`None`: no token).
+    pub fn put(&mut self, position: usize, hash: Option<u64>) {
+        const { assert!(PREFETCH_AHEAD < 8) };
+        self.0[position % 8] = (position, hash);
+    }
+
+    /// The hash kept for the event at `position`, if any.
+    pub fn take(&self, position: usize) -> Option<u64> {
+        match self.0[position % 8] {
+            (p, hash) if p == position => hash,
+            _ => None,
+        }
+    }
+}
+
 /// How many followers ahead a call asks for a chat to be loaded, and for
 /// its follow list (which needs the chat, so it comes later) and its
 /// processed record.
@@ -343,25 +365,35 @@ impl ShardState {
     /// that crosses nothing reads only that entry, and in a shard of
     /// 100,000 tokens it is a cache miss; asked for [`PREFETCH_AHEAD`]
     /// events early, the misses of a batch overlap instead of adding up.
-    pub fn prefetch(&self, env: &Envelope) {
-        if let Some(token) = env.event.token() {
-            self.index.prefetch(token);
-        }
+    /// Returns the token's hash, which [`ShardState::apply_hashed`] can
+    /// use instead of hashing it again.
+    pub fn prefetch(&self, env: &Envelope) -> Option<u64> {
+        let token = env.event.token()?;
+        let hash = Table::<Token, Hot>::hash_of(token);
+        self.index.prefetch_hashed(hash);
+        Some(hash)
     }
 
     /// Applies `envs` in order, as a shard thread applies a batch: each
     /// event's index entry asked for [`PREFETCH_AHEAD`] events early.
     pub fn apply_all(&mut self, envs: &[Envelope], out: &mut Vec<Effect>) {
+        let mut ahead = AheadHashes::default();
         for (i, env) in envs.iter().enumerate() {
-            if let Some(ahead) = envs.get(i + PREFETCH_AHEAD) {
-                self.prefetch(ahead);
+            if let Some(next) = envs.get(i + PREFETCH_AHEAD) {
+                ahead.put(i + PREFETCH_AHEAD, self.prefetch(next));
             }
-            self.apply(env, out);
+            self.apply_hashed(env, ahead.take(i), out);
         }
     }
 
     /// Applies one event and appends its alerts to `out`, sorted by chat.
     pub fn apply(&mut self, env: &Envelope, out: &mut Vec<Effect>) {
+        self.apply_hashed(env, None, out);
+    }
+
+    /// [`ShardState::apply`] with the hash of the event's token, if
+    /// [`ShardState::prefetch`] gave it.
+    pub fn apply_hashed(&mut self, env: &Envelope, hash: Option<u64>, out: &mut Vec<Effect>) {
         self.clock = self.clock.max(env.clock);
         self.stats.events += 1;
         let start = out.len();
@@ -379,7 +411,7 @@ impl ShardState {
                 at,
             } => self.on_call(env.seq, token, *channel_id, *fdv_usd, *at, out),
             Event::Price { token, fdv_usd, at } => {
-                self.on_price(env.seq, token, *fdv_usd, *at, out);
+                self.on_price(env.seq, token, hash, *fdv_usd, *at, out);
             }
         }
         if out.len() - start > 1 {
@@ -536,11 +568,23 @@ impl ShardState {
         hot.next_change = ts.next_change(&rules.thresholds);
     }
 
-    fn on_price(&mut self, seq: u64, token: &Token, fdv_usd: f64, t: Nanos, out: &mut Vec<Effect>) {
+    fn on_price(
+        &mut self,
+        seq: u64,
+        token: &Token,
+        hash: Option<u64>,
+        fdv_usd: f64,
+        t: Nanos,
+        out: &mut Vec<Effect>,
+    ) {
         self.stats.prices += 1;
         // A token nobody called has nothing to decide; interning it would
         // let a price feed grow the shard without bound.
-        let Some(hot) = self.index.get_mut(token) else {
+        let hot = match hash {
+            Some(h) => self.index.get_mut_hashed(h, token),
+            None => self.index.get_mut(token),
+        };
+        let Some(hot) = hot else {
             return;
         };
         hot.fdv_usd = fdv_usd;
@@ -842,7 +886,20 @@ impl ShardState {
 
 #[cfg(test)]
 mod tests {
-    use super::merge_checked;
+    use super::{AheadHashes, merge_checked};
+
+    #[test]
+    fn ahead_hashes_give_back_only_the_position_they_were_kept_for() {
+        let mut ahead = AheadHashes::default();
+        assert_eq!(ahead.take(0), None, "nothing kept yet");
+        ahead.put(4, Some(44));
+        ahead.put(5, None);
+        assert_eq!(ahead.take(4), Some(44));
+        assert_eq!(ahead.take(5), None, "an event without a token");
+        assert_eq!(ahead.take(12), None, "same slot, another position");
+        ahead.put(12, Some(1212));
+        assert_eq!((ahead.take(4), ahead.take(12)), (None, Some(1212)));
+    }
 
     #[test]
     fn merge_checked_is_the_contracts_recheck() {

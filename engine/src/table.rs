@@ -51,6 +51,18 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
             .map(|(_, v)| v)
     }
 
+    /// The hash the table files `key` under, to look it up more than once
+    /// for the price of one hashing.
+    pub fn hash_of(key: &K) -> u64 {
+        hash(key)
+    }
+
+    /// [`Table::get_mut`] with `key`'s hash already known.
+    pub fn get_mut_hashed(&mut self, hash: u64, key: &K) -> Option<&mut V> {
+        debug_assert_eq!(hash, Self::hash_of(key));
+        self.table.find_mut(hash, |(k, _)| k == key).map(|(_, v)| v)
+    }
+
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.table
             .find_mut(hash(key), |(k, _)| k == key)
@@ -105,9 +117,14 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
     /// whose control byte matches). Reads only control bytes: no key is
     /// compared, so nothing waits on the bucket itself.
     pub fn prefetch(&self, key: &K) {
+        self.prefetch_hashed(hash(key));
+    }
+
+    /// [`Table::prefetch`] with the key's hash already known.
+    pub fn prefetch_hashed(&self, hash: u64) {
         if let Some(entry) = self
             .table
-            .iter_hash_buckets(hash(key))
+            .iter_hash_buckets(hash)
             .next()
             .and_then(|i| self.table.get_bucket(i))
         {
