@@ -64,9 +64,7 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
     }
 
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.table
-            .find_mut(hash(key), |(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.get_mut_hashed(hash(key), key)
     }
 
     /// The key's value, made by `new` if there is none; and whether it
