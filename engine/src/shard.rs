@@ -16,6 +16,7 @@ use crate::table::{Records, Table};
 use crate::time::Nanos;
 use crate::token::Token;
 use crate::tracked::{Entry, Tracked};
+use smallvec::SmallVec;
 
 /// Where a processed record stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,19 +27,31 @@ pub enum Status {
     Accepted,
 }
 
-/// The processed record of one (token, chat) pair.
+/// The processed record of one (token, chat) pair: one cache line, since a
+/// call reads one of these for each of hundreds of followers, each a miss.
 #[derive(Debug, Clone, PartialEq)]
+#[repr(align(64))]
 pub struct Record {
     pub status: Status,
     /// `at` of the latest check that found new channels.
     pub last_check: Nanos,
-    /// When the tracking that this record started began, if it did. Kept
-    /// across an expiry of the record itself, so that a restart can find
-    /// the entry it replaces.
-    pub tracking_started: Option<Nanos>,
+    /// See [`Record::tracking_started`]; `Nanos::MIN` for none (an `Option`
+    /// would take the record past one cache line).
+    tracking_started: Nanos,
     /// Channels checked so far, with the call time seen for each; sorted by
     /// channel, so a re-check is one merge with the (sorted) callers.
-    pub checked: Vec<(ChannelId, Nanos)>,
+    pub checked: Checked,
+}
+
+/// A record's checked channels. Most records name one or two, and a call
+/// reads the list of each of hundreds of followers: kept inline, it comes
+/// with the record's own cache line instead of a miss of its own.
+pub type Checked = SmallVec<[(ChannelId, Nanos); 2]>;
+
+impl Default for Record {
+    fn default() -> Self {
+        Record::new()
+    }
 }
 
 impl Record {
@@ -46,9 +59,16 @@ impl Record {
         Record {
             status: Status::None,
             last_check: Nanos::MIN,
-            tracking_started: None,
-            checked: Vec::new(),
+            tracking_started: Nanos::MIN,
+            checked: Checked::new(),
         }
+    }
+
+    /// When the tracking that this record started began, if it did. Kept
+    /// across an expiry of the record itself, so that a restart can find
+    /// the entry it replaces.
+    pub fn tracking_started(&self) -> Option<Nanos> {
+        (self.tracking_started != Nanos::MIN).then_some(self.tracking_started)
     }
 
     /// The record counts as absent once `ttl` has passed since its last
@@ -65,9 +85,7 @@ impl Record {
 
     /// The stream time from which the record is dead.
     fn dead_at(&self, ttl: Nanos) -> Nanos {
-        let newest = self
-            .last_check
-            .max(self.tracking_started.unwrap_or(Nanos::MIN));
+        let newest = self.last_check.max(self.tracking_started);
         newest.saturating_add(ttl)
     }
 }
@@ -147,9 +165,9 @@ impl AheadHashes {
     }
 }
 
-/// How many followers ahead a call asks for a chat to be loaded, and for
-/// its follow list (which needs the chat, so it comes later) and its
-/// processed record.
+/// How many followers ahead a call asks for a chat and the home bucket of
+/// its processed record to be loaded, and then for its follow list and
+/// the record itself (which need those, so they come later).
 const CHAT_AHEAD: usize = 16;
 const FOLLOW_AHEAD: usize = 8;
 
@@ -160,7 +178,7 @@ const FOLLOW_AHEAD: usize = 8;
 fn current(records: &Records, e: &Entry) -> bool {
     records
         .get(&e.chat)
-        .and_then(|r| r.tracking_started)
+        .and_then(Record::tracking_started)
         .is_none_or(|s| s == e.started)
 }
 
@@ -170,7 +188,7 @@ fn current(records: &Records, e: &Entry) -> bool {
 /// leaves `checked` alone. One merge, O(|callers| + |checked|); `scratch`
 /// keeps its allocation between calls.
 fn merge_checked(
-    checked: &mut Vec<(ChannelId, Nanos)>,
+    checked: &mut Checked,
     callers: &[(ChannelId, Nanos)],
     scratch: &mut Vec<(ChannelId, Nanos)>,
 ) -> bool {
@@ -486,10 +504,12 @@ impl ShardState {
         fanout.extend(chats.followers_of(channel));
         for &u in fanout.iter().take(CHAT_AHEAD) {
             chats.prefetch(u);
+            ts.records.prefetch_home(&u);
         }
         for (i, &u) in fanout.iter().enumerate() {
             if let Some(&ahead) = fanout.get(i + CHAT_AHEAD) {
                 chats.prefetch(ahead);
+                ts.records.prefetch_home(&ahead);
             }
             if let Some(&ahead) = fanout.get(i + FOLLOW_AHEAD) {
                 chats.prefetch_follow(ahead);
@@ -558,7 +578,7 @@ impl ShardState {
                 // token's heap, on a popular token thousands of entries.
                 ts.tracked.push(entry, &rules.thresholds);
                 stats.tracked += 1;
-                rec.tracking_started = Some(t);
+                rec.tracking_started = t;
             } else {
                 rec.status = Status::Rejected;
             }
@@ -709,8 +729,8 @@ impl ShardState {
         let record = Record {
             status: r.status,
             last_check: r.last_check,
-            tracking_started: None,
-            checked,
+            tracking_started: Nanos::MIN,
+            checked: Checked::from_slice(&checked),
         };
         if ts.records.insert(chat, record).is_none() {
             self.stats.records += 1;
@@ -886,7 +906,7 @@ impl ShardState {
 
 #[cfg(test)]
 mod tests {
-    use super::{AheadHashes, merge_checked};
+    use super::{AheadHashes, Checked, Record, merge_checked};
 
     #[test]
     fn ahead_hashes_give_back_only_the_position_they_were_kept_for() {
@@ -902,27 +922,32 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_one_cache_line() {
+        assert_eq!((size_of::<Record>(), align_of::<Record>()), (64, 64));
+    }
+
+    #[test]
     fn merge_checked_is_the_contracts_recheck() {
         let mut scratch = Vec::new();
-        let mut checked = vec![(1, 10), (3, 10)];
+        let mut checked = Checked::from_slice(&[(1, 10), (3, 10)]);
         // Nothing new: same channels, same or older call times.
         assert!(!merge_checked(
             &mut checked,
             &[(1, 10), (3, 9)],
             &mut scratch
         ));
-        assert_eq!(checked, [(1, 10), (3, 10)]);
+        assert_eq!(checked[..], [(1, 10), (3, 10)]);
         // A later call of a checked channel is new.
         assert!(merge_checked(&mut checked, &[(3, 11)], &mut scratch));
-        assert_eq!(checked, [(1, 10), (3, 11)]);
+        assert_eq!(checked[..], [(1, 10), (3, 11)]);
         // A channel not yet checked is new, and lands in order.
         assert!(merge_checked(
             &mut checked,
             &[(0, 5), (2, 5), (4, 5)],
             &mut scratch
         ));
-        assert_eq!(checked, [(0, 5), (1, 10), (2, 5), (3, 11), (4, 5)]);
-        let mut empty = Vec::new();
+        assert_eq!(checked[..], [(0, 5), (1, 10), (2, 5), (3, 11), (4, 5)]);
+        let mut empty = Checked::new();
         assert!(!merge_checked(&mut empty, &[], &mut scratch));
     }
 }

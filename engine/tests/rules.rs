@@ -232,7 +232,7 @@ fn recheck_only_when_there_are_new_channels() {
     r.feed(&[call(SOL, -1, 100.0, 4)]);
     let rec = r.shard.record(&token, 1).unwrap();
     assert_eq!(rec.last_check, BASE + 4 * 60 * NANOS_PER_SEC);
-    assert_eq!(rec.checked, [(-1, BASE + 4 * 60 * NANOS_PER_SEC)]);
+    assert_eq!(rec.checked[..], [(-1, BASE + 4 * 60 * NANOS_PER_SEC)]);
 }
 
 #[test]
