@@ -5,6 +5,8 @@
 //! identical copy, and chat indices (`u32`, in order of first appearance)
 //! are the same on every shard.
 
+use smallvec::SmallVec;
+
 use crate::FlatMap;
 use crate::event::{ChannelId, ChatId, SettingsPatch};
 use crate::time::{NANOS_PER_SEC, Nanos};
@@ -12,34 +14,41 @@ use crate::time::{NANOS_PER_SEC, Nanos};
 /// A chat's index inside a shard.
 pub type ChatIdx = u32;
 
-/// One chat's state: one cache line, since a call reads the chat of each of
-/// hundreds of followers, each a miss.
+/// A chat's follow list: sorted, and empty when it follows every channel.
+/// Up to three channels are kept inline, in the chat's own cache line.
+pub type Follow = SmallVec<[ChannelId; 3]>;
+
+/// What a call reads of each follower, in one cache line: a call reads it
+/// for each of hundreds of followers, each a miss, and a follow list of up
+/// to three channels comes with it. The chat's id, needed only for an
+/// alert, is kept apart ([`Chats::id`]).
 #[derive(Debug, Clone, PartialEq)]
 #[repr(align(64))]
 pub struct Chat {
-    pub id: ChatId,
     /// `expires_at` of the latest `subscribe`; `Nanos::MIN` before any (an
     /// `Option` would take the chat past one cache line).
     pub expires_at: Nanos,
-    pub min_callers: u32,
-    pub lookback_nanos: Nanos,
     pub min_fdv_usd: f64,
     pub max_fdv_usd: f64,
-    /// Sorted; `None` follows every channel.
-    pub follow: Option<Box<[ChannelId]>>,
+    pub lookback_minutes: u32,
+    pub min_callers: u32,
+    pub follow: Follow,
 }
 
 impl Chat {
-    fn new(id: ChatId) -> Self {
+    fn new() -> Self {
         Chat {
-            id,
             expires_at: Nanos::MIN,
-            min_callers: 2,
-            lookback_nanos: 60 * 60 * NANOS_PER_SEC,
             min_fdv_usd: 0.0,
             max_fdv_usd: f64::INFINITY,
-            follow: None,
+            lookback_minutes: 60,
+            min_callers: 2,
+            follow: Follow::new(),
         }
+    }
+
+    pub fn lookback_nanos(&self) -> Nanos {
+        i64::from(self.lookback_minutes) * 60 * NANOS_PER_SEC
     }
 
     /// Active at `t`: the latest subscription expires after `t`.
@@ -48,9 +57,7 @@ impl Chat {
     }
 
     pub fn follows(&self, channel: ChannelId) -> bool {
-        self.follow
-            .as_ref()
-            .is_none_or(|list| list.binary_search(&channel).is_ok())
+        self.follow.is_empty() || self.follow.binary_search(&channel).is_ok()
     }
 
     pub fn fdv_in_range(&self, fdv_usd: f64) -> bool {
@@ -63,6 +70,8 @@ impl Chat {
 pub struct Chats {
     index: FlatMap<ChatId, ChatIdx>,
     list: Vec<Chat>,
+    /// Each chat's id, by index.
+    ids: Vec<ChatId>,
     /// Chats with an empty follow list (they follow every channel).
     follow_all: Vec<ChatIdx>,
     /// For each channel, the chats that name it in their follow list.
@@ -72,6 +81,10 @@ pub struct Chats {
 impl Chats {
     pub fn get(&self, idx: ChatIdx) -> &Chat {
         &self.list[idx as usize]
+    }
+
+    pub fn id(&self, idx: ChatIdx) -> ChatId {
+        self.ids[idx as usize]
     }
 
     pub fn len(&self) -> usize {
@@ -94,7 +107,8 @@ impl Chats {
         }
         let idx = ChatIdx::try_from(self.list.len()).expect("fewer than 2^32 chats");
         self.index.insert(id, idx);
-        self.list.push(Chat::new(id));
+        self.list.push(Chat::new());
+        self.ids.push(id);
         self.follow_all.push(idx);
         idx
     }
@@ -111,7 +125,7 @@ impl Chats {
             chat.min_callers = v;
         }
         if let Some(v) = patch.lookback_minutes {
-            chat.lookback_nanos = i64::from(v) * 60 * NANOS_PER_SEC;
+            chat.lookback_minutes = v;
         }
         if let Some(v) = patch.min_fdv_usd {
             chat.min_fdv_usd = v;
@@ -120,37 +134,33 @@ impl Chats {
             chat.max_fdv_usd = v;
         }
         if let Some(follow) = &patch.follow {
-            let new = (!follow.is_empty()).then(|| follow.clone().into_boxed_slice());
-            let old = std::mem::replace(&mut chat.follow, new);
-            self.unlink(idx, old.as_deref());
+            let old = std::mem::replace(&mut chat.follow, Follow::from_slice(follow));
+            self.unlink(idx, &old);
             self.link(idx);
         }
     }
 
-    fn unlink(&mut self, idx: ChatIdx, follow: Option<&[ChannelId]>) {
-        match follow {
-            None => self.follow_all.retain(|&c| c != idx),
-            Some(list) => {
-                for ch in list {
-                    if let Some(v) = self.followers.get_mut(ch) {
-                        v.retain(|&c| c != idx);
-                        if v.is_empty() {
-                            self.followers.remove(ch);
-                        }
-                    }
+    fn unlink(&mut self, idx: ChatIdx, follow: &[ChannelId]) {
+        if follow.is_empty() {
+            self.follow_all.retain(|&c| c != idx);
+        }
+        for ch in follow {
+            if let Some(v) = self.followers.get_mut(ch) {
+                v.retain(|&c| c != idx);
+                if v.is_empty() {
+                    self.followers.remove(ch);
                 }
             }
         }
     }
 
     fn link(&mut self, idx: ChatIdx) {
-        match &self.list[idx as usize].follow {
-            None => self.follow_all.push(idx),
-            Some(list) => {
-                for &ch in list.iter() {
-                    self.followers.entry(ch).or_default().push(idx);
-                }
-            }
+        let follow = &self.list[idx as usize].follow;
+        if follow.is_empty() {
+            self.follow_all.push(idx);
+        }
+        for &ch in follow {
+            self.followers.entry(ch).or_default().push(idx);
         }
     }
 
@@ -161,15 +171,13 @@ impl Chats {
         }
     }
 
-    /// Starts loading chat `idx`'s follow list, which lives apart from the
-    /// chat. Reads the chat, so it pays only once that is cached.
+    /// Starts loading chat `idx`'s follow list if it is too long to live
+    /// in the chat. Reads the chat, so it pays only once that is cached.
     pub(crate) fn prefetch_follow(&self, idx: ChatIdx) {
-        if let Some(follow) = self
-            .list
-            .get(idx as usize)
-            .and_then(|c| c.follow.as_deref())
+        if let Some(chat) = self.list.get(idx as usize)
+            && chat.follow.spilled()
         {
-            crate::prefetch::prefetch(&follow[0]);
+            crate::prefetch::prefetch(&chat.follow[0]);
         }
     }
 
@@ -221,5 +229,25 @@ mod tests {
         assert!(chats.get(0).follows(99));
         chats.apply_settings(2, &follow(vec![5]));
         assert_eq!(chats.followers_of(30).collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn long_follow_lists_live_apart_and_read_the_same() {
+        let mut chats = Chats::default();
+        let follow = |v: Vec<i64>| SettingsPatch {
+            follow: Some(v),
+            ..SettingsPatch::default()
+        };
+        chats.apply_settings(7, &follow(vec![1, 2, 3, 4, 5]));
+        assert!(chats.get(0).follow.spilled());
+        assert_eq!(chats.id(0), 7);
+        assert!((1..=5).all(|c| chats.get(0).follows(c)) && !chats.get(0).follows(6));
+        assert_eq!(chats.followers_of(5).collect::<Vec<_>>(), [0]);
+        chats.prefetch_follow(0);
+        chats.apply_settings(7, &follow(vec![2, 6]));
+        assert!(!chats.get(0).follow.spilled());
+        assert_eq!(chats.followers_of(5).count(), 0);
+        assert_eq!(chats.followers_of(6).collect::<Vec<_>>(), [0]);
+        assert!(chats.get(0).follows(2) && !chats.get(0).follows(1));
     }
 }

@@ -519,13 +519,13 @@ impl ShardState {
             if !chat.is_active(t) {
                 continue;
             }
-            let since = t.saturating_sub(chat.lookback_nanos);
+            let since = t.saturating_sub(chat.lookback_nanos());
             callers.clear();
             // Walk whichever list is shorter: a chat naming 3 channels need
             // not look at the hundreds that called a popular token. Both
             // lists are sorted by channel, so callers come out sorted.
-            match chat.follow.as_deref() {
-                Some(follow) if follow.len() < ts.calls.len() => {
+            match &chat.follow {
+                follow if !follow.is_empty() && follow.len() < ts.calls.len() => {
                     callers.extend(follow.iter().filter_map(|&c| {
                         let at = ts.calls.at(c)?;
                         (at >= since).then_some((c, at))
@@ -557,7 +557,7 @@ impl ShardState {
                 let ids: Vec<ChannelId> = callers.iter().map(|&(c, _)| c).collect();
                 out.push(Effect::CallAlert(CallAlert {
                     seq,
-                    chat_id: chat.id,
+                    chat_id: chats.id(u),
                     token: *token,
                     at: t,
                     fdv_usd,
@@ -637,7 +637,7 @@ impl ShardState {
                 if chat.is_active(t) {
                     out.push(Effect::MultiplierAlert(MultiplierAlert {
                         seq,
-                        chat_id: chat.id,
+                        chat_id: self.chats.id(e.chat),
                         token: *token,
                         at: t,
                         threshold: thresholds[k],
@@ -650,7 +650,7 @@ impl ShardState {
                 } else if self.rules.report_silent {
                     out.push(Effect::Progress(Progress {
                         seq,
-                        chat_id: chat.id,
+                        chat_id: self.chats.id(e.chat),
                         token: *token,
                         threshold: thresholds[k],
                         tracking_started: e.started,
@@ -836,7 +836,7 @@ impl ShardState {
             .map(|(ts, e)| {
                 let view = TrackedView {
                     token: ts.token,
-                    chat_id: self.chats.get(e.chat).id,
+                    chat_id: self.chats.id(e.chat),
                     fdv_at_call: e.fdv_at_call,
                     started: e.started,
                     last_threshold: e
