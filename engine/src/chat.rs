@@ -194,6 +194,13 @@ impl Chats {
 mod tests {
     use super::*;
 
+    fn follow(list: Vec<i64>) -> SettingsPatch {
+        SettingsPatch {
+            follow: Some(list),
+            ..SettingsPatch::default()
+        }
+    }
+
     #[test]
     fn a_chat_is_one_cache_line() {
         assert_eq!((size_of::<Chat>(), align_of::<Chat>()), (64, 64));
@@ -212,10 +219,6 @@ mod tests {
     #[test]
     fn empty_follow_list_means_every_channel() {
         let mut chats = Chats::default();
-        let follow = |v: Vec<i64>| SettingsPatch {
-            follow: Some(v),
-            ..SettingsPatch::default()
-        };
         chats.apply_settings(1, &follow(vec![10, 20]));
         chats.apply_settings(2, &SettingsPatch::default());
         let mut f: Vec<_> = chats.followers_of(10).collect();
@@ -234,10 +237,6 @@ mod tests {
     #[test]
     fn long_follow_lists_live_apart_and_read_the_same() {
         let mut chats = Chats::default();
-        let follow = |v: Vec<i64>| SettingsPatch {
-            follow: Some(v),
-            ..SettingsPatch::default()
-        };
         chats.apply_settings(7, &follow(vec![1, 2, 3, 4, 5]));
         assert!(chats.get(0).follow.spilled());
         assert_eq!(chats.id(0), 7);
