@@ -24,8 +24,10 @@ use crate::market::{Market, T0, Tick};
 use crate::mem::rss_bytes;
 use crate::seed::{Gate, SeedTracker};
 
-/// Every `SAMPLE`-th event is timed.
-const SAMPLE: u64 = 16;
+/// Every `SAMPLE`-th event is timed. At 30 million events a second, a
+/// clock read for every 16th took 8 % of the driver's time (perf); one in
+/// 64 still gives 300,000 samples at full speed and 150,000 at half.
+const SAMPLE: u64 = 64;
 /// Slots of the submit-time ring; far more than can be in flight.
 const RING: usize = 1 << 20;
 
