@@ -119,14 +119,10 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
         self.table.shrink_to_fit(|(k, _)| hash(k));
     }
 
-    /// Starts loading the bucket that most likely holds `key` (the first
-    /// whose control byte matches). Reads only control bytes: no key is
-    /// compared, so nothing waits on the bucket itself.
-    pub fn prefetch(&self, key: &K) {
-        self.prefetch_hashed(hash(key));
-    }
-
-    /// [`Table::prefetch`] with the key's hash already known.
+    /// Starts loading the bucket that most likely holds the key filed
+    /// under `hash` (the first whose control byte matches). Reads only
+    /// control bytes: no key is compared, so nothing waits on the bucket
+    /// itself.
     pub fn prefetch_hashed(&self, hash: u64) {
         if let Some(entry) = self
             .table
