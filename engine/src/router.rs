@@ -172,10 +172,12 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
         let (in_tx, in_rx) = bounded::<Batch>(config.inbox_batches);
         let (out_tx, out_rx) = bounded::<Output>(config.inbox_batches);
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-        let polls = if config.shards <= cores.len() {
-            EXCLUSIVE_CORE_POLLS
+        let wait = if config.shards <= cores.len() {
+            Wait::Spin(EXCLUSIVE_CORE_POLLS)
+        } else if !cores.is_empty() {
+            Wait::Yield(SHARED_CORE_YIELDS)
         } else {
-            0
+            Wait::Park
         };
         let rules = config.rules();
         let gauges = Arc::clone(&gauges);
@@ -188,7 +190,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
                     let _ = core_affinity::set_for_current(core);
                 }
                 let mut state = ShardState::new(rules);
-                run_shard(&mut state, &in_rx, &out_tx, &spare_tx, &gauges[i], polls);
+                run_shard(&mut state, &in_rx, &out_tx, &spare_tx, &gauges[i], wait);
                 state
             })
             .expect("spawning a shard thread");
@@ -233,20 +235,37 @@ fn shard_cores(config: &EngineConfig) -> Vec<core_affinity::CoreId> {
         .map_or_else(Vec::new, <[_]>::to_vec)
 }
 
-/// Polls before blocking: a parked thread takes tens of microseconds to
-/// wake (hundreds on a virtual machine whose idle vCPU halts), which would
-/// dominate latency when batches arrive every few microseconds. A shard
-/// that has a core of its own spins on `try_recv` for up to `polls` tries
-/// (a few hundred microseconds) before it blocks as usual, so an idle
-/// engine still costs no CPU; shards that share a core never spin, since
-/// the spin would only delay the shard they share it with.
-fn recv_polling<T>(rx: &Receiver<T>, polls: u32) -> Result<T, crossbeam_channel::RecvError> {
-    for _ in 0..polls {
+/// How a shard waits for its next batch. A parked thread takes tens of
+/// microseconds to wake (hundreds on a virtual machine whose idle vCPU
+/// halts), which would dominate latency when batches arrive every few
+/// microseconds, so a shard polls its inbox for a while before it parks
+/// as usual (an idle engine still costs no CPU):
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// With a core of its own: spin on `try_recv` for up to this many
+    /// tries (a few hundred microseconds).
+    Spin(u32),
+    /// Pinned to a core it shares with other shards: between tries, yield
+    /// the core (to a shard that has work) for up to this many tries. A
+    /// spin would only delay the shard it shares the core with.
+    Yield(u32),
+    /// Unpinned: park at once; the scheduler places the threads.
+    Park,
+}
+
+fn recv_waiting<T>(rx: &Receiver<T>, wait: Wait) -> Result<T, crossbeam_channel::RecvError> {
+    let (tries, yielding) = match wait {
+        Wait::Spin(n) => (n, false),
+        Wait::Yield(n) => (n, true),
+        Wait::Park => (0, false),
+    };
+    for _ in 0..tries {
         match rx.try_recv() {
             Ok(v) => return Ok(v),
             Err(crossbeam_channel::TryRecvError::Disconnected) => {
                 return Err(crossbeam_channel::RecvError);
             }
+            Err(crossbeam_channel::TryRecvError::Empty) if yielding => std::thread::yield_now(),
             Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
         }
     }
@@ -256,6 +275,10 @@ fn recv_polling<T>(rx: &Receiver<T>, polls: u32) -> Result<T, crossbeam_channel:
 /// Spin budget of a shard with a core to itself.
 const EXCLUSIVE_CORE_POLLS: u32 = 50_000;
 
+/// Yield budget of a shard that shares its core (a yield is a system
+/// call, about a microsecond: a few milliseconds in all).
+const SHARED_CORE_YIELDS: u32 = 2_000;
+
 /// A shard's loop: take a batch, apply it, tidy a little, hand on the
 /// effects. Returns when the router is gone.
 fn run_shard(
@@ -264,9 +287,9 @@ fn run_shard(
     outbox: &Sender<Output>,
     spare: &Sender<Vec<Input>>,
     gauges: &ShardGauges,
-    polls: u32,
+    wait: Wait,
 ) {
-    while let Ok(mut batch) = recv_polling(inbox, polls) {
+    while let Ok(mut batch) = recv_waiting(inbox, wait) {
         let mut effects = Vec::new();
         let mut ahead = AheadHashes::default();
         for (i, item) in batch.items.iter().enumerate() {
