@@ -196,7 +196,8 @@ impl<V: Default> ChatTable<V> {
     }
 
     fn find(&self, key: ChatIdx) -> Option<usize> {
-        if self.len == 0 {
+        // `EMPTY` is never held; probing for it would "find" an empty bucket.
+        if self.len == 0 || key == Self::EMPTY {
             return None;
         }
         self.probe(key).ok()
@@ -434,7 +435,7 @@ mod tests {
             values.sort_unstable();
             want.sort_unstable();
             prop_assert_eq!(values, want);
-            for k in 0..64 {
+            for k in (0..64).chain([ChatTable::<u16>::EMPTY]) {
                 prop_assert_eq!(table.get(&k), model.get(&k));
             }
         }
