@@ -75,15 +75,6 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
         self.get_mut_hashed(hash(key), key)
     }
 
-    /// The key's value, made by `new` if there is none; and whether it
-    /// was made.
-    pub fn get_or_insert_with(&mut self, key: K, new: impl FnOnce() -> V) -> (&mut V, bool) {
-        match self.entry(&key) {
-            Entry::Occupied(held) => (&mut held.into_mut().1, false),
-            Entry::Vacant(free) => (&mut free.insert((key, new())).into_mut().1, true),
-        }
-    }
-
     /// Sets the key's value; returns the one it replaces.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.entry(&key) {
@@ -105,14 +96,6 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
     fn entry(&mut self, key: &K) -> Entry<'_, (K, V)> {
         self.table
             .entry(hash(key), |(k, _)| k == key, |(k, _)| hash(k))
-    }
-
-    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        self.table.retain(|(_, v)| keep(v));
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.table.iter().map(|(_, v)| v)
     }
 
     pub fn shrink_to_fit(&mut self) {
@@ -205,10 +188,6 @@ impl<V: Default> ChatTable<V> {
 
     pub fn get(&self, key: &ChatIdx) -> Option<&V> {
         self.find(*key).map(|i| &self.values[i])
-    }
-
-    pub fn get_mut(&mut self, key: &ChatIdx) -> Option<&mut V> {
-        self.find(*key).map(|i| &mut self.values[i])
     }
 
     /// The key's value, made by `new` if there is none; and whether it was
@@ -428,7 +407,6 @@ mod tests {
             }
             for (k, v) in &model {
                 prop_assert_eq!(table.get(k), Some(v));
-                prop_assert_eq!(table.get_mut(k).copied(), Some(*v));
             }
             let mut values: Vec<u16> = table.values().copied().collect();
             let mut want: Vec<u16> = model.values().copied().collect();
