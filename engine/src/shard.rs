@@ -723,14 +723,14 @@ impl ShardState {
         ts.next_sweep = ts
             .next_sweep
             .min(r.last_check.saturating_add(self.rules.ttl_nanos));
-        let mut checked = r.checked.clone();
+        let mut checked = Checked::from_slice(&r.checked);
         checked.sort_unstable_by_key(|&(c, at)| (c, std::cmp::Reverse(at)));
         checked.dedup_by_key(|&mut (c, _)| c);
         let record = Record {
             status: r.status,
             last_check: r.last_check,
             tracking_started: Nanos::MIN,
-            checked: Checked::from_slice(&checked),
+            checked,
         };
         if ts.records.insert(chat, record).is_none() {
             self.stats.records += 1;
