@@ -1,4 +1,4 @@
-//! A hint to start loading a value's cache line before it is read.
+//! Hints to start loading a cache line before it is read or written.
 //!
 //! A call walks hundreds of followers whose chats sit far apart in memory;
 //! each first read is a cache miss. Asking for the line a few followers
@@ -22,4 +22,34 @@ pub fn prefetch<T>(value: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
+}
+
+/// Starts fetching, for writing, the cache line(s) of the `T`-sized slot at
+/// `slot`: the line arrives owned, so the store that follows does not wait
+/// for another core to give it up. Only a hint, like [`prefetch`]; `slot`
+/// may be any address, valid or not.
+#[inline(always)]
+pub fn prefetch_for_write<T>(slot: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let first = slot.cast::<u8>();
+        let last = first.wrapping_add(size_of::<T>().saturating_sub(1));
+        // `_mm_prefetch` with a write hint emits no PREFETCHW unless the
+        // build targets a CPU that has it, so the instruction is named
+        // here. Every x86-64 CPU of the last decade has it, and older ones
+        // decode it as a no-op.
+        // SAFETY: a hint that reads nothing architecturally and cannot
+        // fault, whatever the address.
+        unsafe {
+            core::arch::asm!(
+                "prefetchw [{a}]",
+                "prefetchw [{b}]",
+                a = in(reg) first,
+                b = in(reg) last,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
 }
