@@ -292,6 +292,11 @@ fn run_shard(
     while let Ok(mut batch) = recv_waiting(inbox, wait) {
         let mut effects = Vec::new();
         let mut ahead = AheadHashes::default();
+        for (i, item) in batch.items.iter().enumerate().take(PREFETCH_AHEAD) {
+            if let Input::Event(env) = item {
+                ahead.put(i, state.prefetch(env));
+            }
+        }
         for (i, item) in batch.items.iter().enumerate() {
             if let Some(Input::Event(next)) = batch.items.get(i + PREFETCH_AHEAD) {
                 ahead.put(i + PREFETCH_AHEAD, state.prefetch(next));
