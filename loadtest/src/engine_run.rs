@@ -21,13 +21,18 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::market::{Market, T0, Tick};
-use crate::mem::rss_bytes;
+use crate::mem::{own_run_queue_wait, rss_bytes, run_queue_waits};
 use crate::seed::{Gate, SeedTracker};
 
 /// Every `SAMPLE`-th event is timed. At 30 million events a second, a
 /// clock read for every 16th took 8 % of the driver's time (perf); one in
 /// 64 still gives 300,000 samples at full speed and 150,000 at half.
 const SAMPLE: u64 = 64;
+/// The shard threads' names, as /proc gives them (cut to 15 bytes).
+const SHARD_THREADS: &str = "callwatch-shard";
+/// In the paced phase, the driver looks for finished batches every this
+/// many events (at 20 million a second, every 0.8 µs).
+const DRAIN_EVERY: u64 = 16;
 /// Slots of the submit-time ring; far more than can be in flight.
 const RING: usize = 1 << 20;
 
@@ -70,6 +75,11 @@ pub struct Results {
     pub half_rate: f64,
     pub half_updates: u64,
     pub half_achieved_per_sec: f64,
+    /// How long, in the paced phase, the driver and the most delayed shard
+    /// waited for a CPU that another task held: the machine's share of the
+    /// latency tail. `None` where /proc does not say.
+    pub half_driver_wait_ns: Option<u64>,
+    pub half_shard_wait_ns: Option<u64>,
     pub latency: Option<Histogram<u64>>,
     pub shard_noncrossing_per_sec: f64,
     pub shard_noncrossing_alerts: u64,
@@ -445,23 +455,28 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     res.half_updates = sent / 2;
     let pb = bar(res.half_updates, "half speed");
     shared.half_from_seq.store(seq + 1, Ordering::Release);
+    let driver_wait = own_run_queue_wait();
+    let shard_waits = run_queue_waits(SHARD_THREADS);
     let phase_start = Instant::now();
-    let per_event = Duration::from_secs_f64(1.0 / res.half_rate);
+    let nanos_per_event = 1e9 / res.half_rate;
     let mut oldest_pending: Option<Instant> = None;
+    // The clock is read for pacing only once the schedule has caught up
+    // with the last reading: behind schedule, the events already due go
+    // out back to back, as they would from a reader catching up. A clock
+    // read per event held this phase below the rate it was asked for. A
+    // timed event is stamped when it is submitted (ingest, for this
+    // harness), with a reading of its own.
+    let mut now = phase_start;
     for i in 0..res.half_updates {
-        let due = phase_start + per_event.mul_f64(i as f64);
-        let mut now = Instant::now();
+        let due = phase_start + Duration::from_nanos((i as f64 * nanos_per_event) as u64);
         // Cut a batch once its oldest event has waited `max_delay`: often
         // enough for latency, rarely enough that a batch carries tens of
         // events rather than one (a channel operation per event would eat
         // the rate this phase is meant to hold).
-        loop {
+        while now < due {
             if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
                 router.flush()?;
                 oldest_pending = None;
-            }
-            if now >= due {
-                break;
             }
             if let Poll::Ready(merged) = effects.poll_merged()? {
                 drain.take(&merged, &shared);
@@ -473,13 +488,16 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         let tick = &pool[k];
         seq += 1;
         at += step;
-        shared.stamp(seq, || now);
+        shared.stamp(seq, Instant::now);
         let batches = router.batches();
-        // Drain whatever is ready before every event, not only while ahead
-        // of schedule: an effect counts as out when it is ready, and a
-        // consumer that looked only when idle would add its own delay.
-        while let Poll::Ready(merged) = effects.poll_merged()? {
-            drain.take(&merged, &shared);
+        // Drain what is ready every few events, not only while ahead of
+        // schedule: an effect counts as out when it is ready, and a
+        // consumer that looked only when idle would add its own delay. A
+        // look is a read of a line a shard writes, so not every event.
+        if i.is_multiple_of(DRAIN_EVERY) {
+            while let Poll::Ready(merged) = effects.poll_merged()? {
+                drain.take(&merged, &shared);
+            }
         }
         router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
         if router.batches() != batches {
@@ -494,6 +512,16 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     router.flush()?;
     drain_all(&router, &mut effects, &mut drain, &shared)?;
     res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
+    res.half_driver_wait_ns = own_run_queue_wait()
+        .zip(driver_wait)
+        .map(|(after, before)| after - before);
+    res.half_shard_wait_ns = run_queue_waits(SHARD_THREADS)
+        .iter()
+        .filter_map(|(tid, after)| {
+            let (_, before) = shard_waits.iter().find(|(t, _)| t == tid)?;
+            Some(after - before)
+        })
+        .max();
     pb.finish_and_clear();
 
     router.finish()?;

@@ -67,6 +67,17 @@ pub fn table(r: &Results) -> String {
             ),
         ),
         ("latency at half speed", percentiles(lat)),
+        (
+            "waits for a CPU",
+            match (r.half_driver_wait_ns, r.half_shard_wait_ns) {
+                (Some(d), Some(s)) => format!(
+                    "in the half-speed phase, driver {:.2} ms, busiest-waiting shard {:.2} ms",
+                    d as f64 / 1e6,
+                    s as f64 / 1e6
+                ),
+                _ => "not known (no /proc)".to_owned(),
+            },
+        ),
         ("alerts", format!("{}", r.alerts)),
         (
             "one shard, pre-parsed",
@@ -132,6 +143,8 @@ pub fn json(r: &Results) -> String {
         "latency_ns_p999": pct(lat, 0.999),
         "latency_rate_per_sec": r.half_rate.round(),
         "latency_achieved_per_sec": r.half_achieved_per_sec.round(),
+        "latency_driver_cpu_wait_ns": r.half_driver_wait_ns,
+        "latency_shard_cpu_wait_ns": r.half_shard_wait_ns,
         "latency_at_max_ns_p50": pct(lat_max, 0.5),
         "latency_at_max_ns_p99": pct(lat_max, 0.99),
         "latency_at_max_ns_p999": pct(lat_max, 0.999),
