@@ -514,12 +514,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
     res.half_driver_wait_ns = own_run_queue_wait()
         .zip(driver_wait)
-        .map(|(after, before)| after - before);
+        .map(|(after, before)| after.saturating_sub(before));
     res.half_shard_wait_ns = run_queue_waits(SHARD_THREADS)
         .iter()
         .filter_map(|(tid, after)| {
             let (_, before) = shard_waits.iter().find(|(t, _)| t == tid)?;
-            Some(after - before)
+            Some(after.saturating_sub(*before))
         })
         .max();
     pb.finish_and_clear();

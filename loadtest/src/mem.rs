@@ -53,3 +53,23 @@ fn schedstat_wait(dir: &std::path::Path) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_queue_waits_find_the_named_threads_and_no_others() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let waiter = std::thread::Builder::new()
+            .name("cw-test-waiter".into())
+            .spawn(move || rx.recv())
+            .expect("spawning a thread");
+        let found = run_queue_waits("cw-test-waiter");
+        assert_eq!(found.len(), 1, "exactly the one named thread: {found:?}");
+        assert!(run_queue_waits("no-such-thread").is_empty());
+        assert!(own_run_queue_wait().is_some());
+        tx.send(()).expect("the waiter is alive");
+        waiter.join().expect("no panic").expect("a message");
+    }
+}

@@ -71,7 +71,8 @@ pub fn table(r: &Results) -> String {
             "waits for a CPU",
             match (r.half_driver_wait_ns, r.half_shard_wait_ns) {
                 (Some(d), Some(s)) => format!(
-                    "in the half-speed phase, driver {:.2} ms, busiest-waiting shard {:.2} ms",
+                    "in the half-speed phase, driver {:.2} ms, most-waiting shard {:.2} ms \
+                     (shards that share a core count their waits for each other)",
                     d as f64 / 1e6,
                     s as f64 / 1e6
                 ),
