@@ -61,10 +61,17 @@ mod tests {
     #[test]
     fn run_queue_waits_find_the_named_threads_and_no_others() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
+        // A thread takes its name as it starts running, so the test waits
+        // until it has.
         let waiter = std::thread::Builder::new()
             .name("cw-test-waiter".into())
-            .spawn(move || rx.recv())
+            .spawn(move || {
+                ready_tx.send(()).expect("the test is waiting");
+                rx.recv()
+            })
             .expect("spawning a thread");
+        ready.recv().expect("the waiter started");
         let found = run_queue_waits("cw-test-waiter");
         assert_eq!(found.len(), 1, "exactly the one named thread: {found:?}");
         assert!(run_queue_waits("no-such-thread").is_empty());
