@@ -26,8 +26,7 @@ use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
 use crate::shard::{
-    AheadHashes, CallOutcome, Holding, PREFETCH_AHEAD, Restore, RestoreCall, RestoreRecord,
-    ShardState, ShardStats,
+    AheadHashes, CallOutcome, Holding, Restore, RestoreCall, RestoreRecord, ShardState, ShardStats,
 };
 use crate::time::Nanos;
 use crate::token::Token;
@@ -292,15 +291,11 @@ fn run_shard(
     while let Ok(mut batch) = recv_waiting(inbox, wait) {
         let mut effects = Vec::new();
         let mut ahead = AheadHashes::default();
-        for (i, item) in batch.items.iter().enumerate().take(PREFETCH_AHEAD) {
-            if let Input::Event(env) = item {
-                ahead.put(i, state.prefetch(env));
-            }
-        }
         for (i, item) in batch.items.iter().enumerate() {
-            if let Some(Input::Event(next)) = batch.items.get(i + PREFETCH_AHEAD) {
-                ahead.put(i + PREFETCH_AHEAD, state.prefetch(next));
-            }
+            ahead.prefetch(state, i, |j| match batch.items.get(j) {
+                Some(Input::Event(env)) => Some(env),
+                _ => None,
+            });
             match item {
                 Input::Event(env) => state.apply_hashed(env, ahead.take(i), &mut effects),
                 Input::Restore(r) => state.restore(r),

@@ -157,8 +157,29 @@ const AHEAD_RING: usize = 32;
 pub struct AheadHashes([(usize, Option<u64>); AHEAD_RING]);
 
 impl AheadHashes {
+    /// Before the item at `position` of a batch is applied: asks `state`
+    /// for what the event [`PREFETCH_AHEAD`] positions later will read, and
+    /// at the batch's start for the events before it too, keeping their
+    /// hashes. `event(j)` is the event at position `j`, if one is there.
+    pub fn prefetch<'a>(
+        &mut self,
+        state: &ShardState,
+        position: usize,
+        event: impl Fn(usize) -> Option<&'a Envelope>,
+    ) {
+        let mut ask = |j: usize| {
+            if let Some(env) = event(j) {
+                self.put(j, state.prefetch(env));
+            }
+        };
+        if position == 0 {
+            (0..PREFETCH_AHEAD).for_each(&mut ask);
+        }
+        ask(position + PREFETCH_AHEAD);
+    }
+
     /// Keeps the hash of the event at `position` (`None`: no token).
-    pub fn put(&mut self, position: usize, hash: Option<u64>) {
+    fn put(&mut self, position: usize, hash: Option<u64>) {
         const { assert!(PREFETCH_AHEAD < AHEAD_RING) };
         self.0[position % AHEAD_RING] = (position, hash);
     }
@@ -404,13 +425,8 @@ impl ShardState {
     /// first ones all at once, before the first is applied).
     pub fn apply_all(&mut self, envs: &[Envelope], out: &mut Vec<Effect>) {
         let mut ahead = AheadHashes::default();
-        for (i, env) in envs.iter().enumerate().take(PREFETCH_AHEAD) {
-            ahead.put(i, self.prefetch(env));
-        }
         for (i, env) in envs.iter().enumerate() {
-            if let Some(next) = envs.get(i + PREFETCH_AHEAD) {
-                ahead.put(i + PREFETCH_AHEAD, self.prefetch(next));
-            }
+            ahead.prefetch(self, i, |j| envs.get(j));
             self.apply_hashed(env, ahead.take(i), out);
         }
     }
@@ -917,7 +933,43 @@ impl ShardState {
 
 #[cfg(test)]
 mod tests {
-    use super::{AHEAD_RING, AheadHashes, Checked, Record, merge_checked};
+    use super::{
+        AHEAD_RING, AheadHashes, Checked, PREFETCH_AHEAD, Record, ShardState, merge_checked,
+    };
+    use crate::config::Rules;
+    use crate::event::{Envelope, Event};
+    use crate::token::Token;
+
+    #[test]
+    fn ahead_hashes_prefetch_a_batchs_start_at_once_then_one_event_a_step() {
+        let state = ShardState::new(Rules::default());
+        let envs: Vec<Envelope> = (0..40u8)
+            .map(|n| Envelope {
+                seq: u64::from(n) + 1,
+                clock: 0,
+                event: Event::Price {
+                    token: Token::solana([n; 32]),
+                    fdv_usd: 1.0,
+                    at: 0,
+                },
+            })
+            .collect();
+        let hash = |j: usize| state.prefetch(&envs[j]);
+        let mut ahead = AheadHashes::default();
+        ahead.prefetch(&state, 0, |j| envs.get(j));
+        for j in 0..=PREFETCH_AHEAD {
+            assert_eq!(ahead.take(j), hash(j), "position {j}, at the start");
+        }
+        assert_eq!(ahead.take(PREFETCH_AHEAD + 1), None);
+        ahead.prefetch(&state, 1, |j| envs.get(j));
+        assert_eq!(ahead.take(PREFETCH_AHEAD + 1), hash(PREFETCH_AHEAD + 1));
+        assert_eq!(ahead.take(PREFETCH_AHEAD + 2), None, "one event a step");
+        // Past the batch's end nothing is asked for, and positions without
+        // an event keep nothing.
+        ahead.prefetch(&state, envs.len(), |j| envs.get(j));
+        ahead.prefetch(&state, 2, |_| None);
+        assert_eq!(ahead.take(PREFETCH_AHEAD + 2), None);
+    }
 
     #[test]
     fn ahead_hashes_give_back_only_the_position_they_were_kept_for() {

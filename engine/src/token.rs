@@ -70,8 +70,9 @@ pub struct Token {
 
 /// One word for the hasher: the address's four 8-byte words, rotated apart
 /// and folded, with the chain. A shard hashes the token of every event,
-/// and feeding the hasher 33 bytes took a fifth of a shard's time. Addresses are hash-like
-/// already (keys, or digests of them), so the fold keeps them apart.
+/// and feeding the hasher 33 bytes took a fifth of a shard's time.
+/// Addresses are hash-like already (keys, or digests of them), so the fold
+/// keeps them apart.
 impl std::hash::Hash for Token {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let word = |i: usize| {
