@@ -158,6 +158,12 @@ pub struct Workers {
     handles: Vec<JoinHandle<ShardState>>,
 }
 
+/// Shard threads are named this, then `-` and the shard's number. The
+/// name is 15 bytes, so it survives Linux's cut of thread names to 15
+/// (in `/proc/*/task/*/comm`, `top -H`, `perf`) whole.
+pub const SHARD_THREAD_NAME: &str = "callwatch-shard";
+const _: () = assert!(SHARD_THREAD_NAME.len() <= 15);
+
 /// Starts the shard threads.
 pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), ConfigError> {
     config.validate()?;
@@ -182,7 +188,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
         let gauges = Arc::clone(&gauges);
         let spare_tx = spare_tx.clone();
         let handle = std::thread::Builder::new()
-            .name(format!("callwatch-shard-{i}"))
+            .name(format!("{SHARD_THREAD_NAME}-{i}"))
             .spawn(move || {
                 if let Some(core) = core {
                     // Best effort: a container may forbid pinning.

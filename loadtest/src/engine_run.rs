@@ -28,8 +28,6 @@ use crate::seed::{Gate, SeedTracker};
 /// clock read for every 16th took 8 % of the driver's time (perf); one in
 /// 64 still gives 300,000 samples at full speed and 150,000 at half.
 const SAMPLE: u64 = 64;
-/// The shard threads' names, as /proc gives them (cut to 15 bytes).
-const SHARD_THREADS: &str = "callwatch-shard";
 /// In the paced phase, the driver looks for finished batches every this
 /// many events (at 20 million a second, every 0.8 µs).
 const DRAIN_EVERY: u64 = 16;
@@ -456,7 +454,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let pb = bar(res.half_updates, "half speed");
     shared.half_from_seq.store(seq + 1, Ordering::Release);
     let driver_wait = own_run_queue_wait();
-    let shard_waits = run_queue_waits(SHARD_THREADS);
+    let shard_waits = run_queue_waits(router::SHARD_THREAD_NAME);
     let phase_start = Instant::now();
     let nanos_per_event = 1e9 / res.half_rate;
     let mut oldest_pending: Option<Instant> = None;
@@ -515,7 +513,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     res.half_driver_wait_ns = own_run_queue_wait()
         .zip(driver_wait)
         .map(|(after, before)| after.saturating_sub(before));
-    res.half_shard_wait_ns = run_queue_waits(SHARD_THREADS)
+    res.half_shard_wait_ns = run_queue_waits(router::SHARD_THREAD_NAME)
         .iter()
         .filter_map(|(tid, after)| {
             let (_, before) = shard_waits.iter().find(|(t, _)| t == tid)?;
