@@ -120,9 +120,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 ";
 
-/// The upgrade-only write of processed records. `redis::Script` sends
-/// EVALSHA and falls back to loading the script when the server answers
-/// NOSCRIPT (after a restart or SCRIPT FLUSH).
+/// The upgrade-only write of processed records. Sends EVALSHA, and when the
+/// server answers NOSCRIPT (after a restart or SCRIPT FLUSH) sends the
+/// script's text with EVAL, which caches it again. Not `SCRIPT LOAD` and
+/// EVALSHA again, as `redis::Script` does: the cache can be emptied again
+/// between those two, and the write would fail.
 #[derive(Debug, Clone)]
 pub struct ProcessedWriter {
     script: Script,
@@ -151,14 +153,25 @@ impl ProcessedWriter {
         ttl_secs: u64,
     ) -> redis::RedisResult<bool> {
         let json = serde_json::to_string(record).expect("records serialise");
-        let written: i64 = self
-            .script
-            .key(key)
-            .arg(json)
-            .arg(ttl_secs)
-            .arg(&record.status)
-            .invoke_async(con)
-            .await?;
+        let call = |command: &str, script: &str| {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(script)
+                .arg(1)
+                .arg(key)
+                .arg(&json)
+                .arg(ttl_secs)
+                .arg(&record.status);
+            cmd
+        };
+        let written: i64 = match call("EVALSHA", self.script.get_hash())
+            .query_async(con)
+            .await
+        {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                call("EVAL", UPGRADE_LUA).query_async(con).await?
+            }
+            other => other?,
+        };
         Ok(written == 1)
     }
 }

@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -439,7 +438,7 @@ struct OwnCluster {
 }
 
 fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
+    let out = support::server_command(program)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("`{program}` could not run: {e}"));
@@ -462,7 +461,7 @@ impl OwnCluster {
                  PostgreSQL's server with Debian's cluster tools (apt-get install postgresql)"
             )
         };
-        if Command::new("pg_createcluster")
+        if support::server_command("pg_createcluster")
             .arg("--version")
             .output()
             .is_err()
@@ -522,7 +521,7 @@ impl OwnCluster {
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
-        let _ = Command::new("pg_dropcluster")
+        let _ = support::server_command("pg_dropcluster")
             .args(["--stop", &self.version, &self.name])
             .output();
     }

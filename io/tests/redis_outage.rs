@@ -5,9 +5,9 @@
 //! port and data, and checks that Redis ends equal to the engine's state.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod support;
 
 use callwatch_io::health::{self, RedisTimeouts};
 use callwatch_io::store::{MultiplierRecord, ProcessedRecord, parse_pair_key};
@@ -18,81 +18,11 @@ use engine::router;
 use engine::shard::Status;
 use engine::sim::{Market, MarketConfig};
 use engine::time;
-
-/// A `redis-server` of the test's own, killed and its folder removed on drop.
-struct OwnRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16, dir: PathBuf) -> Self {
-        std::fs::create_dir_all(&dir).expect("a temporary folder");
-        let mut r = OwnRedis {
-            port,
-            dir,
-            child: None,
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("this test runs redis-server of its own and could not start it: {e}; install Redis (Debian/Ubuntu: apt-get install redis-server)")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL to redis-server");
-            child.wait().expect("redis-server reaped");
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use support::OwnRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_ends_equal_to_the_engine() {
-    let pid = std::process::id();
-    // A free port near one derived from the process id.
-    let mut port = 40_000 + u16::try_from(pid % 20_000).unwrap();
-    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        port += 1;
-    }
-    let mut redis = OwnRedis::start(
-        port,
-        std::env::temp_dir().join(format!("callwatch-redis-outage-{pid}")),
-    );
+    let mut redis = OwnRedis::start("outage");
     let con = health::managed_connection(
         &redis.url(),
         &RedisTimeouts {

@@ -170,11 +170,18 @@ async fn same_status_updates_and_upgrades_are_written() {
     del(&mut con, &key).await;
 }
 
+/// On a server of its own: `SCRIPT FLUSH` on the shared one would make the
+/// other tests' scripts vanish under them.
 #[tokio::test]
 async fn upgrade_still_works_after_the_script_cache_is_flushed() {
+    let server = support::OwnRedis::start("script-flush");
     let key = processed_key(&fresh_token(), 9);
     let writer = ProcessedWriter::new();
-    let mut con = connect().await;
+    let mut con = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     assert!(
         writer
             .write(&mut con, &key, &record("accepted", &[-1]), 60)
@@ -280,4 +287,51 @@ async fn rebuild_loads_seed_records_and_reports_bad_ones() {
     for key in keys {
         del(&mut con, &key).await;
     }
+}
+
+/// Regression: a write that met NOSCRIPT loaded the script and sent EVALSHA
+/// again, which failed when the cache was emptied in between (another
+/// `SCRIPT FLUSH`, or a restart). On a server of its own, flushed over and
+/// over while 16 writers write: every write must succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_survive_a_script_cache_flushed_over_and_over() {
+    let server = support::OwnRedis::start("script-flush-storm");
+    let client = redis::Client::open(server.url()).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut flushes = 0u64;
+            while !done.load(Ordering::Acquire) {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                flushes += 1;
+            }
+            flushes
+        })
+    };
+    let writer = ProcessedWriter::new();
+    let mut tasks = Vec::new();
+    for w in 0..16i64 {
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = processed_key(&fresh_token(), w);
+            for i in 0..200 {
+                writer
+                    .write(&mut con, &key, &record("rejected", &[-i]), 60)
+                    .await
+                    .unwrap_or_else(|e| panic!("write {i} of writer {w}: {e}"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, Ordering::Release);
+    assert!(flusher.await.unwrap() > 10, "the cache was flushed often");
 }

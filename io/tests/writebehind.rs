@@ -86,8 +86,11 @@ async fn cleanup(con: &mut redis::aio::ConnectionManager, prefix: &str) {
     }
 }
 
+/// On a server of its own, since it runs `SCRIPT FLUSH`.
 #[tokio::test]
 async fn records_are_the_seeds_and_thresholds_rise_in_place() {
+    let server = support::OwnRedis::start("records");
+    let url = || server.url();
     let prefix = prefix("records");
     let con = health::managed_connection(&url(), &RedisTimeouts::default()).unwrap();
     let mut check = con.clone();
