@@ -194,11 +194,13 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
 
     // The quickstart's events: two chats, one token called by three
-    // channels, two price moves, and two bad lines.
+    // channels, two price moves, and two bad lines; moved to end an hour
+    // ago, since the service keeps its state in Redis for a week from the
+    // events' own times (the file's fixed dates would expire at once).
     let lines: Vec<String> = include_str!("../../examples/quickstart.jsonl")
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
+        .map(|l| dated_to_end_an_hour_ago(l, "2026-11-25T11:02:00Z"))
         .collect();
     let (good, bad): (Vec<&String>, Vec<&String>) = lines
         .iter()
@@ -352,13 +354,46 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     drop(scratch);
 }
 
-/// A simulated market's first `events` events as JSON lines.
+/// Nanoseconds since the epoch, by the wall clock.
+fn wall_clock_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap()
+}
+
+/// `line` with every time in it (`at`, `expires_at`) moved by one offset,
+/// the one that puts `last` an hour before now. A line that is not a JSON
+/// object (the quickstart's bad lines may be anything) is kept as it is.
+fn dated_to_end_an_hour_ago(line: &str, last: &str) -> String {
+    use engine::time::{NANOS_PER_SEC, format_rfc3339, parse_rfc3339};
+    let shift = wall_clock_now() - 3600 * NANOS_PER_SEC - parse_rfc3339(last).unwrap();
+    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
+        return line.to_owned();
+    };
+    for field in ["at", "expires_at"] {
+        if let Some(serde_json::Value::String(t)) = event.get_mut(field) {
+            *t = format_rfc3339(parse_rfc3339(t).unwrap() + shift);
+        }
+    }
+    serde_json::Value::Object(event).to_string()
+}
+
+/// A simulated market's first `events` events as JSON lines, the last of
+/// them dated now: the service keeps state in Redis for a week from the
+/// events' own times, so a market in the past would expire as it lands.
 fn market_lines(events: usize, tokens: u64, chats: u64) -> Vec<Vec<u8>> {
+    let defaults = engine::sim::MarketConfig::default();
+    let span = defaults.step_nanos * i64::try_from(events).unwrap();
     let market = engine::sim::Market::new(engine::sim::MarketConfig {
         tokens,
         chats,
         call_share: 0.05,
-        ..engine::sim::MarketConfig::default()
+        start: wall_clock_now() - span,
+        ..defaults
     });
     market
         .take(events)

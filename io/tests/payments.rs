@@ -27,11 +27,6 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 const MONTH: u64 = 800_000_000;
 const WEEK: u64 = 250_000_000;
 
-fn at(s: &str) -> SystemTime {
-    let n = time::parse_rfc3339(s).unwrap();
-    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap())
-}
-
 fn nanos(t: SystemTime) -> Nanos {
     Nanos::try_from(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()).unwrap()
 }
@@ -40,9 +35,18 @@ fn unix_secs(t: SystemTime) -> i64 {
     nanos(t) / NANOS_PER_SEC
 }
 
-/// The test's clock starts here.
+/// The test's clock starts here: now (to the second, the same for every
+/// call in this process), since quotes, credits and their Redis copies
+/// outlive the test by the servers' own clocks.
 fn t0() -> SystemTime {
-    at("2026-11-25T10:00:00Z")
+    static T0: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
+    *T0.get_or_init(|| {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    })
 }
 
 /// A Redis key prefix whose keys are deleted on drop (also when a test

@@ -16,9 +16,17 @@ type PaymentRow = (i64, String, Option<String>, Option<i64>, Option<String>);
 
 const DAY: i64 = 24 * 3600 * NANOS_PER_SEC;
 
-fn at(s: &str) -> SystemTime {
-    let n = time::parse_rfc3339(s).unwrap();
-    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap())
+/// Now, to the second (RFC 3339 copies keep no more).
+fn now_in_whole_seconds() -> SystemTime {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn nanos(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()).unwrap()
 }
 
 fn paid(chat_id: i64, signature: &str, days: u32) -> Credit {
@@ -50,7 +58,11 @@ async fn a_signature_credits_once_and_renewals_extend() {
     let prefix = format!("{}:", unique("cw-test-subs"));
     let store = SubscriptionStore::new(&schema.0, &prefix);
     let mut con = redis().await;
-    let now = at("2026-11-25T10:00:00Z");
+    // Dated from the wall clock: the Redis copy lives a year from when it
+    // is written, by the server's clock, so fixed dates would age out.
+    let now = now_in_whole_seconds();
+    let later = |d: i64| now + Duration::from_nanos(u64::try_from(d).unwrap());
+    let rfc = |t: SystemTime| time::format_rfc3339(nanos(t));
 
     let first = store
         .credit(&mut pg, &mut con, &paid(7, "sig-a", 30), now)
@@ -59,19 +71,10 @@ async fn a_signature_credits_once_and_renewals_extend() {
     let Credited::New { expires_at, .. } = first else {
         panic!("{first:?}")
     };
-    assert_eq!(
-        time::format_rfc3339(expires_at),
-        "2026-12-25T10:00:00Z",
-        "30 days from now"
-    );
+    assert_eq!(expires_at, nanos(later(30 * DAY)), "30 days from now");
     // The same transaction again, even later: nothing changes.
     let again = store
-        .credit(
-            &mut pg,
-            &mut con,
-            &paid(7, "sig-a", 30),
-            at("2026-11-26T10:00:00Z"),
-        )
+        .credit(&mut pg, &mut con, &paid(7, "sig-a", 30), later(DAY))
         .await
         .unwrap();
     assert_eq!(again, Credited::AlreadyCredited);
@@ -81,14 +84,14 @@ async fn a_signature_credits_once_and_renewals_extend() {
             &mut pg,
             &mut con,
             &paid(7, "sig-b", 7),
-            at("2026-12-01T00:00:00Z"),
+            later(5 * DAY + DAY / 2),
         )
         .await
         .unwrap();
     let Credited::New { expires_at, .. } = renewed else {
         panic!("{renewed:?}")
     };
-    assert_eq!(time::format_rfc3339(expires_at), "2027-01-01T10:00:00Z");
+    assert_eq!(expires_at, nanos(later(37 * DAY)));
     // A grant is a payment row too, with who granted it.
     let grant = Credit {
         source: Source::Grant { granted_by: 99 },
@@ -138,7 +141,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
         .unwrap();
     assert_eq!(
         copy7,
-        serde_json::json!({"plan": "7d", "expires_at": "2027-01-01T10:00:00Z", "status": "active"})
+        serde_json::json!({"plan": "7d", "expires_at": rfc(later(37 * DAY)), "status": "active"})
     );
     let ttl: i64 = redis::cmd("TTL")
         .arg(format!("{prefix}subscription:7"))
@@ -148,10 +151,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
     assert!(ttl > 364 * 24 * 3600, "the seed's one-year TTL: {ttl}");
     assert_eq!(
         store.read_copy(&mut con, 7).await.unwrap(),
-        Some((
-            "7d".to_owned(),
-            time::parse_rfc3339("2027-01-01T10:00:00Z").unwrap()
-        ))
+        Some(("7d".to_owned(), nanos(later(37 * DAY))))
     );
     assert_eq!(store.read_copy(&mut con, 6).await.unwrap(), None);
     let _: () = redis::cmd("SET")
@@ -164,25 +164,17 @@ async fn a_signature_credits_once_and_renewals_extend() {
     assert!(bad.contains("subscription:6 is unreadable"), "{bad}");
     assert_eq!(
         store.expires_at(&pg, 7).await.unwrap(),
-        Some(time::parse_rfc3339("2027-01-01T10:00:00Z").unwrap())
+        Some(nanos(later(37 * DAY)))
     );
     // A lapsed subscription renews from now.
     let lapsed = store
-        .credit(
-            &mut pg,
-            &mut con,
-            &paid(7, "sig-c", 1),
-            at("2027-03-01T00:00:00Z"),
-        )
+        .credit(&mut pg, &mut con, &paid(7, "sig-c", 1), later(96 * DAY))
         .await
         .unwrap();
     let Credited::New { expires_at, .. } = lapsed else {
         panic!()
     };
-    assert_eq!(
-        expires_at,
-        time::parse_rfc3339("2027-03-01T00:00:00Z").unwrap() + DAY
-    );
+    assert_eq!(expires_at, nanos(later(97 * DAY)));
     let _: i64 = redis::cmd("DEL")
         .arg(format!("{prefix}subscription:7"))
         .arg(format!("{prefix}subscription:8"))

@@ -84,12 +84,19 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos(),
     )?;
+    // The market ends now: the service keeps state in Redis for a week from
+    // the events' own times, and an event dated ahead of its arrival is not
+    // what a producer sends.
+    let defaults = MarketConfig::default();
+    let span = defaults
+        .step_nanos
+        .saturating_mul(i64::try_from(plan.events).unwrap_or(i64::MAX));
     let mut market = Market::new(MarketConfig {
         seed: plan.seed,
         tokens: plan.tokens,
         chats: plan.chats,
-        start: now,
-        ..MarketConfig::default()
+        start: now.saturating_sub(span),
+        ..defaults
     });
     // Publishes up to `n` more events; returns how many.
     let mut left = plan.events;

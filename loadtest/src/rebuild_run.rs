@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use callwatch_io::rebuild::{bulk_connection_config, into_fresh_engine};
 use engine::EngineConfig;
+use engine::time::NANOS_PER_SEC;
 use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;
 
@@ -116,12 +117,19 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await?;
         let pb = ProgressBar::new(plan.market.keys);
         let names: Vec<String> = market.tokens.iter().map(ToString::to_string).collect();
+        // Tracking that started now, written the way the predecessor
+        // (Python's isoformat) wrote it.
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let timestamp = engine::time::format_rfc3339(i64::try_from(now_secs)? * NANOS_PER_SEC)
+            .replace('Z', ".000000+00:00");
         let started = Instant::now();
         let mut pipe = redis::pipe();
         let mut n = 0u64;
         for (t, chat, fdv) in market.keys() {
             let value = format!(
-                "{{\"channel_id\": {}, \"fdv_at_call\": {fdv}, \"timestamp\": \"2026-11-25T10:00:00.000000+00:00\"}}",
+                "{{\"channel_id\": {}, \"fdv_at_call\": {fdv}, \"timestamp\": \"{timestamp}\"}}",
                 Market::channel_id(u64::from(t) % plan.market.channels)
             );
             pipe.cmd("SET")
