@@ -17,7 +17,7 @@ use engine::effect::Effect;
 use engine::ingest::{Ingest, Outcome};
 use engine::router;
 use engine::sim::Market;
-use engine::time::{NANOS_PER_SEC, format_rfc3339};
+use engine::time::{NANOS_PER_SEC, Nanos, format_rfc3339, parse_rfc3339};
 
 use super::EngineArgs;
 use super::generate::MarketArgs;
@@ -49,6 +49,26 @@ pub struct Args {
     /// The PostgreSQL schema for --database-url.
     #[arg(long, default_value = "callwatch")]
     schema: String,
+    /// Time of the first simulated event (RFC 3339, e.g.
+    /// 2026-11-25T10:00:00Z). By default the market is dated to end now:
+    /// the state kept with --redis-url expires a week after the events' own
+    /// times, so a market in the past would expire as it is written.
+    #[arg(long, value_parser = parse_start)]
+    start: Option<Nanos>,
+}
+
+fn parse_start(s: &str) -> Result<Nanos, String> {
+    parse_rfc3339(s).map_err(|e| format!("not an RFC 3339 time ({e})"))
+}
+
+/// The stream time of the first event: `--start`, or the one that makes
+/// the last of `events` events, `step_nanos` apart, fall on now.
+fn first_event_time(start: Option<Nanos>, events: u64, step_nanos: Nanos) -> anyhow::Result<Nanos> {
+    if let Some(start) = start {
+        return Ok(start);
+    }
+    let span = step_nanos.saturating_mul(i64::try_from(events)?);
+    Ok(callwatch_io::clock::now().saturating_sub(span))
 }
 
 /// Starts the persistence the flags ask for, if any.
@@ -87,7 +107,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let persist = persistence(args, cfg.ttl_nanos, &rt)?;
-    let market = Market::new(args.market.config(args.seed)?);
+    let mut market_config = args.market.config(args.seed)?;
+    market_config.start = first_event_time(args.start, args.events, market_config.step_nanos)?;
+    let market = Market::new(market_config);
     println!(
         "callwatch demo: {} simulated events ({} tokens, {} channels, {} chats, seed {}) on {} shard(s)\n",
         args.events,
@@ -255,6 +277,17 @@ fn money(usd: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_market_ends_now_unless_told_when_it_starts() {
+        let step = NANOS_PER_SEC / 20;
+        let before = callwatch_io::clock::now();
+        let start = first_event_time(None, 1_000, step).unwrap();
+        let after = callwatch_io::clock::now();
+        assert!((before - 1_000 * step..=after - 1_000 * step).contains(&start));
+        assert_eq!(first_event_time(Some(5), 1_000, step).unwrap(), 5);
+        assert!(parse_start("yesterday").is_err());
+    }
 
     #[test]
     fn money_reads_well() {
