@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::io;
 
 use callwatch_benches::market_lines;
-use callwatch_io::replay::{ReplayOptions, run};
+use callwatch_ingest::replay::{ReplayOptions, run};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use engine::EngineConfig;
 use serde::Deserialize;

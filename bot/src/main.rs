@@ -12,14 +12,15 @@
 //! - `cmd/rebuild.rs`: load the tracked entries from Redis, timed.
 //! - `cmd/serve.rs`: the live service.
 //! - `cmd/config.rs`: the service's resolved configuration, secrets masked.
-//! - `settings.rs`: that configuration (TOML file, environment, checks).
+//!
+//! Everything else is in the library crates under `io/`; this binary parses
+//! flags, installs logging and calls them.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod cmd;
-mod settings;
 
 // mimalloc: the shards allocate little, but the writer and the parser's
 // occasional allocations contend less than with the system allocator.
@@ -45,6 +46,18 @@ enum Command {
     Serve(cmd::serve::Args),
 }
 
+/// A write to a closed pipe (`callwatch demo | head`) ends the process
+/// quietly, as it does for other command-line tools, instead of a panic in
+/// the middle of printing: Rust ignores SIGPIPE unless told otherwise.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default at the start of
+    // main, before any thread is spawned, races with nothing.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -60,6 +73,14 @@ fn main() -> ExitCode {
             };
         }
     };
+    restore_sigpipe();
+    // serve sets its own level and format from its settings.
+    if !matches!(cli.command, Command::Serve(_))
+        && let Err(e) = cmd::init_logging("warn", false)
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         Command::Replay(args) => cmd::replay::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),

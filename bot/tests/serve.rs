@@ -10,8 +10,8 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use callwatch_io::stream_ingest::{input_drained, publish};
-use callwatch_io::telegram::fake::FakeBotApi;
+use callwatch_ingest::stream::{input_drained, publish};
+use callwatch_testkit::fake_bot::FakeBotApi;
 
 const TOKEN: &str = "123456:test-token";
 /// The Telegram user allowed the admin commands.
@@ -268,7 +268,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         .and_then(|l| l.strip_suffix('"'))
         .unwrap()
         .to_owned();
-    let scrape = move || callwatch_io::ops::get(&listen, "/metrics").unwrap().1;
+    let scrape = move || callwatch_service::ops::get(&listen, "/metrics").unwrap().1;
     let wanted = [
         "callwatch_alerts_total{kind=\"call\"} 2",
         "callwatch_alerts_total{kind=\"multiplier\"} 3",
@@ -491,7 +491,7 @@ async fn two_processes_with_half_the_partitions_each_alert_as_one() {
 /// The alerts the engine decides for `lines`, rendered as serve renders
 /// them (no channel names in Redis, so numeric ids), one per alert.
 fn expected_messages(lines: &[Vec<u8>]) -> Vec<(i64, String)> {
-    use callwatch_io::telegram::format::{Links, alert};
+    use callwatch_telegram::format::{Links, alert};
     let config = engine::EngineConfig {
         shards: 2,
         pin_threads: false,
@@ -899,7 +899,7 @@ async fn message_with(fake: &FakeBotApi, chat: i64, needle: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
-    use callwatch_io::payments::fake::{FakeRpc, pubkey, transfer};
+    use callwatch_testkit::fake_rpc::{FakeRpc, pubkey, transfer};
 
     let scratch = Scratch::new("pay");
     let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
@@ -994,7 +994,7 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_webhook_mode_only_updates_with_the_secret_are_answered() {
-    use callwatch_io::telegram::fake::{deliver_update, text_update};
+    use callwatch_testkit::fake_bot::{deliver_update, text_update};
 
     let scratch = Scratch::new("hook");
     let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());

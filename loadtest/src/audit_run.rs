@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use callwatch_io::audit::{
+use callwatch_ledger::audit::{
     AlertKind, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent, SinkStats,
 };
-use callwatch_io::migrate::migrate;
+use callwatch_ledger::migrate::migrate;
 use engine::sim::{self, Rng};
 use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use callwatch_io::stream_ingest::{input_drained, publish};
+use callwatch_ingest::stream::{input_drained, publish};
 use engine::sim::{Market, MarketConfig};
 use indicatif::ProgressBar;
 
@@ -260,7 +260,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
 
 /// One GET to the service's ops endpoint; the body if it answered 200.
 fn scrape(port: u16, path: &str) -> std::io::Result<String> {
-    match callwatch_io::ops::get(&format!("127.0.0.1:{port}"), path)? {
+    match callwatch_service::ops::get(&format!("127.0.0.1:{port}"), path)? {
         (200, body) => Ok(body),
         (status, _) => Err(std::io::Error::other(format!("{path} answered {status}"))),
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use callwatch_io::rebuild::{bulk_connection_config, into_fresh_engine};
+use callwatch_state::rebuild::{bulk_connection_config, into_fresh_engine};
 use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
 use indicatif::ProgressBar;
@@ -185,6 +185,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let started = Instant::now();
     let (loaded, states) = rt.block_on(into_fresh_engine(
         &con,
+        "",
         &config,
         plan.scan_count,
         |_| {},

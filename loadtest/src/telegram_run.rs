@@ -15,10 +15,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use callwatch_io::telegram::BotToken;
-use callwatch_io::telegram::fake::{Answer, FakeBotApi, Limits};
-use callwatch_io::telegram::format::{self, Links};
-use callwatch_io::telegram::sender::{Message, Report, Sender, SenderConfig, SenderStats};
+use callwatch_telegram::BotToken;
+use callwatch_telegram::format::{self, Links};
+use callwatch_telegram::sender::{Message, Report, Sender, SenderConfig, SenderStats};
+use callwatch_testkit::fake_bot::{Answer, FakeBotApi, Limits};
 use engine::effect::{CallAlert, Effect};
 use engine::sim::{self, Rng};
 use indicatif::ProgressBar;

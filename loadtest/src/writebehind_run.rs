@@ -13,8 +13,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use callwatch_io::health::{self, RedisTimeouts};
-use callwatch_io::writebehind::{self, WriteBehindConfig, WriteBehindStats};
+use callwatch_state::writebehind::{self, WriteBehindConfig, WriteBehindStats};
+use callwatch_streams::connection::{self, RedisTimeouts};
 use engine::effect::{CallAlert, Effect, MultiplierAlert};
 use engine::sim::{self, Rng};
 use indicatif::ProgressBar;
@@ -79,7 +79,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         ..RedisTimeouts::default()
     };
     let mut admin =
-        health::managed_connection(&plan.redis_url, &timeouts).context("--redis-url")?;
+        connection::managed_connection(&plan.redis_url, &timeouts).context("--redis-url")?;
     rt.block_on(async {
         let size: u64 = redis::cmd("DBSIZE")
             .query_async(&mut admin)

@@ -1,22 +1,21 @@
 //! `callwatch config`: the service's configuration as it would start, from
 //! its file and the environment, checked, with every secret masked.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::settings::Settings;
+use super::ConfigArgs;
 
 /// Print the resolved configuration (file, then environment) with secrets
 /// masked; fail with every problem named if it would not start.
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::environment_help())]
 pub struct Args {
-    /// The TOML configuration file [default: none, every value its default].
-    #[arg(long, env = "CALLWATCH_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(args.config.as_deref())?;
+    let settings = args.config.settings()?;
     print!("{}", settings.to_masked_toml());
     let engine = settings.engine_config()?;
     let owned = settings.owned_partitions();
@@ -26,10 +25,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         owned.len(),
         settings.ingest.partitions,
         owned,
-        if settings.telegram.token.is_empty() {
-            "off (no token)"
-        } else {
+        if settings.telegram.enabled() {
             "on"
+        } else {
+            "off (no token)"
         }
     );
     Ok(ExitCode::SUCCESS)

@@ -2,28 +2,32 @@
 //! simulated market, with no outside service, and prints the alerts as a
 //! subscriber would read them, then what the run cost.
 //!
-//! With `--redis-url` it also keeps the engine's state in Redis (the
-//! write-behind), and with `--database-url` an audit row per alert in
-//! PostgreSQL (through the Redis audit stream), as the service does.
+//! With `--persist` (or `--redis-url`) it also keeps the engine's state in
+//! Redis (the write-behind), and with a database an audit row per alert in
+//! PostgreSQL (through the Redis audit stream), as the service does, on the
+//! service's settings (`--config`, the environment).
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use callwatch_io::persist::{PersistConfig, Persistence};
-use callwatch_io::writebehind::WriteBehindConfig;
+use callwatch_common::keys::audit_key;
+use callwatch_ledger::pg::connect_and_migrate;
+use callwatch_service::persist::{PersistConfig, Persistence};
 use engine::effect::Effect;
 use engine::ingest::{Ingest, Outcome};
-use engine::router;
+use engine::router::{self, Effects};
+use engine::shard::ShardState;
 use engine::sim::Market;
 use engine::time::{NANOS_PER_SEC, Nanos, format_rfc3339, parse_rfc3339};
 
-use super::EngineArgs;
 use super::generate::MarketArgs;
+use super::{ConfigArgs, EngineArgs};
 
 /// Run the engine on a simulated market and print readable alerts.
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::environment_help())]
 pub struct Args {
     /// Events to simulate.
     #[arg(long, default_value_t = 500_000)]
@@ -38,20 +42,28 @@ pub struct Args {
     market: MarketArgs,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Also write the engine's state to this Redis, in the predecessor's
-    /// keys (e.g. redis://127.0.0.1:6379/0). Off by default.
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Also keep what the service keeps: the engine's state in Redis (in
+    /// the predecessor's keys) and, with a database, an audit row per alert
+    /// in PostgreSQL, on the service's settings. Off by default.
+    #[arg(long)]
+    persist: bool,
+    /// Keep the state in this Redis (e.g. redis://127.0.0.1:6379/0); implies
+    /// --persist [default: redis.url, or REDIS_URL].
     #[arg(long)]
     redis_url: Option<String>,
-    /// Also land an audit row per alert in this PostgreSQL (needs
-    /// --redis-url for the audit stream); the schema is migrated first.
-    #[arg(long, requires = "redis_url")]
+    /// Land audit rows in this PostgreSQL (through the Redis audit stream);
+    /// the schema is migrated first; implies --persist [default:
+    /// postgres.url, or DATABASE_URL; none: no audit rows].
+    #[arg(long)]
     database_url: Option<String>,
-    /// The PostgreSQL schema for --database-url.
-    #[arg(long, default_value = "callwatch")]
-    schema: String,
+    /// The PostgreSQL schema [default: postgres.schema, or CALLWATCH_SCHEMA].
+    #[arg(long)]
+    schema: Option<String>,
     /// Time of the first simulated event (RFC 3339, e.g.
     /// 2026-11-25T10:00:00Z). By default the market is dated to end now:
-    /// the state kept with --redis-url expires a week after the events' own
+    /// the state kept with --persist expires a week after the events' own
     /// times, so a market in the past would expire as it is written.
     #[arg(long, value_parser = parse_start)]
     start: Option<Nanos>,
@@ -68,7 +80,7 @@ fn first_event_time(start: Option<Nanos>, events: u64, step_nanos: Nanos) -> any
         return Ok(start);
     }
     let span = step_nanos.saturating_mul(i64::try_from(events)?);
-    Ok(callwatch_io::clock::now().saturating_sub(span))
+    Ok(callwatch_common::clock::now().saturating_sub(span))
 }
 
 /// Starts the persistence the flags ask for, if any.
@@ -77,20 +89,36 @@ fn persistence(
     ttl_nanos: i64,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Option<Persistence>> {
-    let Some(redis_url) = &args.redis_url else {
+    if !args.persist && args.redis_url.is_none() && args.database_url.is_none() {
         return Ok(None);
-    };
-    if let Some(url) = &args.database_url {
-        super::migrate_database(rt, url, &args.schema, "--database-url")?;
     }
+    let settings = args.config.settings()?;
+    let redis_url = args.redis_url.clone().unwrap_or(settings.redis.url.clone());
+    let database_url = args
+        .database_url
+        .clone()
+        .or_else(|| settings.postgres.url().map(str::to_owned));
+    let schema = args
+        .schema
+        .clone()
+        .unwrap_or(settings.postgres.schema.clone());
+    if let Some(url) = &database_url {
+        rt.block_on(connect_and_migrate(
+            url,
+            &schema,
+            "--database-url / DATABASE_URL",
+        ))?;
+    }
+    let mut write_behind = settings.write_behind.clone();
+    write_behind.ttl_nanos = ttl_nanos;
+    write_behind.key_prefix = settings.redis.key_prefix.clone();
     let config = PersistConfig {
-        redis_url: redis_url.clone(),
-        database_url: args.database_url.clone(),
-        schema: args.schema.clone(),
-        write_behind: WriteBehindConfig {
-            ttl_nanos,
-            ..WriteBehindConfig::default()
-        },
+        redis_url,
+        database_url,
+        schema,
+        audit_stream: audit_key(&settings.redis.key_prefix),
+        write_behind,
+        timeouts: settings.redis.timeouts(),
         ..PersistConfig::default()
     };
     let p = Persistence::start(&config, rt.handle()).context("--redis-url")?;
@@ -99,14 +127,14 @@ fn persistence(
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut cfg = args.engine.config()?;
-    // A state store must see thresholds used up silently too.
-    cfg.report_silent = args.redis_url.is_some();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let persist = persistence(args, cfg.ttl_nanos, &rt)?;
+    // A state store must see thresholds used up silently too.
+    cfg.report_silent = persist.is_some();
     let mut market_config = args.market.config(args.seed)?;
     market_config.start = first_event_time(args.start, args.events, market_config.step_nanos)?;
     let market = Market::new(market_config);
@@ -120,49 +148,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         cfg.shards
     );
     let started = Instant::now();
-    let (mut router, mut effects, workers) = router::start(&cfg)?;
-    let show = args.show;
-    let persist_ref = persist.as_ref();
+    let (mut router, effects, workers) = router::start(&cfg)?;
     let (calls, multipliers) = std::thread::scope(|scope| {
-        let printer = scope.spawn(move || -> anyhow::Result<(u64, u64)> {
-            let mut out = io::stdout().lock();
-            let (mut calls, mut multipliers) = (0u64, 0u64);
-            // Half the sample for each kind, so multiplier alerts (which
-            // come later) are seen too.
-            let (mut shown_calls, mut shown_multipliers) = (0u64, 0u64);
-            // A popular call alerts dozens of chats at once; show at most
-            // two alerts of any one event so the sample reads as a story.
-            let (mut last_seq, mut of_seq) = (0u64, 0u32);
-            while let Some(batch) = effects.next_batch()? {
-                for effect in batch {
-                    if let Some(p) = persist_ref {
-                        p.record(&effect)?;
-                    }
-                    let seq = effect.order_key().0;
-                    (last_seq, of_seq) = if seq == last_seq {
-                        (seq, of_seq + 1)
-                    } else {
-                        (seq, 1)
-                    };
-                    let quota = match effect {
-                        Effect::CallAlert(_) => (&mut shown_calls, show / 2),
-                        Effect::MultiplierAlert(_) => (&mut shown_multipliers, show - show / 2),
-                        // State only (with --redis-url): nothing to show.
-                        Effect::Progress(_) => continue,
-                    };
-                    if *quota.0 < quota.1 && of_seq <= 2 {
-                        writeln!(out, "{}", describe(&effect))?;
-                        *quota.0 += 1;
-                    }
-                    match effect {
-                        Effect::CallAlert(_) => calls += 1,
-                        Effect::MultiplierAlert(_) => multipliers += 1,
-                        Effect::Progress(_) => {}
-                    }
-                }
-            }
-            Ok((calls, multipliers))
-        });
+        let printer = scope.spawn(|| print_alerts(effects, args.show, persist.as_ref()));
         let mut ingest = Ingest::new();
         for event in market.take(usize::try_from(args.events)?) {
             if let Outcome::Event(env) = ingest.event(event) {
@@ -173,12 +161,67 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         printer.join().expect("printer thread does not panic")
     })?;
     let states = workers.join().context("a shard stopped")?;
+    summary(args, &states, started, calls, multipliers);
+    if let Some(p) = persist {
+        close(p)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a sample of the alerts and counts them all (and hands each
+/// effect to the persistence, if any): (call alerts, multiplier alerts).
+fn print_alerts(
+    mut effects: Effects,
+    show: u64,
+    persist: Option<&Persistence>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut out = io::stdout().lock();
+    let (mut calls, mut multipliers) = (0u64, 0u64);
+    // Half the sample for each kind, so multiplier alerts (which come
+    // later) are seen too.
+    let (mut shown_calls, mut shown_multipliers) = (0u64, 0u64);
+    // A popular call alerts dozens of chats at once; show at most two
+    // alerts of any one event so the sample reads as a story.
+    let (mut last_seq, mut of_seq) = (0u64, 0u32);
+    while let Some(batch) = effects.next_batch()? {
+        for effect in batch {
+            if let Some(p) = persist {
+                p.record(&effect)?;
+            }
+            let seq = effect.order_key().0;
+            (last_seq, of_seq) = if seq == last_seq {
+                (seq, of_seq + 1)
+            } else {
+                (seq, 1)
+            };
+            let quota = match effect {
+                Effect::CallAlert(_) => (&mut shown_calls, show / 2),
+                Effect::MultiplierAlert(_) => (&mut shown_multipliers, show - show / 2),
+                // State only (when persisting): nothing to show.
+                Effect::Progress(_) => continue,
+            };
+            if *quota.0 < quota.1 && of_seq <= 2 {
+                writeln!(out, "{}", describe(&effect))?;
+                *quota.0 += 1;
+            }
+            match effect {
+                Effect::CallAlert(_) => calls += 1,
+                Effect::MultiplierAlert(_) => multipliers += 1,
+                Effect::Progress(_) => {}
+            }
+        }
+    }
+    Ok((calls, multipliers))
+}
+
+/// What the run did and cost.
+fn summary(args: &Args, states: &[ShardState], started: Instant, calls: u64, multipliers: u64) {
     let seconds = started.elapsed().as_secs_f64();
     let tracked: u64 = states.iter().map(|s| s.stats().tracked).sum();
     let tokens: u64 = states.iter().map(|s| s.stats().tokens).sum();
     let total = calls + multipliers;
-    if total > show {
-        println!("… {} alerts in all; --show N prints more", total);
+    if total > args.show {
+        println!("… {total} alerts in all; --show N prints more");
     }
     println!(
         "\n{} events in {:.2} s: {:.0} events/s; {} call alerts, {} multiplier alerts; \
@@ -191,30 +234,32 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         tokens,
         tracked
     );
-    if let Some(p) = persist {
-        let closing = Instant::now();
-        let stats = p
-            .close(std::time::Duration::from_secs(60))
-            .context("finishing the Redis and PostgreSQL writes")?;
-        let wb = stats.write_behind;
+}
+
+/// Finishes the Redis and PostgreSQL writes and says what they were.
+fn close(p: Persistence) -> anyhow::Result<()> {
+    let closing = Instant::now();
+    let stats = p
+        .close(std::time::Duration::from_secs(60))
+        .context("finishing the Redis and PostgreSQL writes")?;
+    let wb = stats.write_behind;
+    println!(
+        "Redis: {} keys written in {} pipelines ({} changes folded, {} dropped at the bound, {} failed pipelines retried); \
+         the last writes took {:.2} s after the engine finished",
+        wb.flushed,
+        wb.pipelines,
+        wb.coalesced,
+        wb.overflowed,
+        wb.failed_pipelines,
+        closing.elapsed().as_secs_f64()
+    );
+    if let Some(audit) = stats.audit {
         println!(
-            "Redis: {} keys written in {} pipelines ({} changes folded, {} dropped at the bound, {} failed pipelines retried); \
-             the last writes took {:.2} s after the engine finished",
-            wb.flushed,
-            wb.pipelines,
-            wb.coalesced,
-            wb.overflowed,
-            wb.failed_pipelines,
-            closing.elapsed().as_secs_f64()
+            "PostgreSQL: {} audit rows pushed, {} committed ({} new) in {} batches",
+            stats.audit_pushed, audit.rows_committed, audit.rows_inserted, audit.batches
         );
-        if let Some(audit) = stats.audit {
-            println!(
-                "PostgreSQL: {} audit rows pushed, {} committed ({} new) in {} batches",
-                stats.audit_pushed, audit.rows_committed, audit.rows_inserted, audit.batches
-            );
-        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// One alert as a line a person reads.
@@ -281,9 +326,9 @@ mod tests {
     #[test]
     fn the_market_ends_now_unless_told_when_it_starts() {
         let step = NANOS_PER_SEC / 20;
-        let before = callwatch_io::clock::now();
+        let before = callwatch_common::clock::now();
         let start = first_event_time(None, 1_000, step).unwrap();
-        let after = callwatch_io::clock::now();
+        let after = callwatch_common::clock::now();
         assert!((before - 1_000 * step..=after - 1_000 * step).contains(&start));
         assert_eq!(first_event_time(Some(5), 1_000, step).unwrap(), 5);
         assert!(parse_start("yesterday").is_err());

@@ -3,36 +3,48 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use callwatch_io::migrate::MIGRATIONS;
+use callwatch_ledger::migrate::MIGRATIONS;
+use callwatch_ledger::pg::connect_and_migrate;
+
+use super::ConfigArgs;
 
 /// Apply pending PostgreSQL migrations (each once; safe to run again).
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::environment_help())]
 pub struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
     /// The database, as a URL (`postgres://user@host:port/db`) or key=value
-    /// pairs (`host=… dbname=…`).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
-    /// The schema callwatch's tables live in (created if missing).
-    #[arg(long, default_value = "callwatch")]
-    schema: String,
+    /// pairs (`host=… dbname=…`) [default: postgres.url, or DATABASE_URL].
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The schema callwatch's tables live in, created if missing [default:
+    /// postgres.schema, or CALLWATCH_SCHEMA, or `callwatch`].
+    #[arg(long)]
+    schema: Option<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let applied = super::migrate_database(
-        &rt,
-        &args.database_url,
-        &args.schema,
-        "--database-url / DATABASE_URL",
-    )?;
+    let settings = args.config.settings()?;
+    let url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => settings.postgres.url().map(str::to_owned).ok_or_else(|| {
+            anyhow::anyhow!("no database: pass --database-url, or set DATABASE_URL or postgres.url")
+        })?,
+    };
+    let schema = args.schema.clone().unwrap_or(settings.postgres.schema);
+    anyhow::ensure!(
+        callwatch_ledger::migrate::valid_schema_name(&schema),
+        "--schema `{schema}`: use 1 to 63 lowercase letters, digits or underscores"
+    );
+    let applied = super::runtime()?.block_on(connect_and_migrate(
+        &url,
+        &schema,
+        "--database-url / DATABASE_URL / postgres.url",
+    ))?;
     if applied.is_empty() {
         println!(
-            "schema {} is up to date ({} migration(s))",
-            args.schema,
+            "schema {schema} is up to date ({} migration(s))",
             MIGRATIONS.len()
         );
     } else {
@@ -41,7 +53,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .iter()
                 .find(|m| m.version == *v)
                 .expect("applied from the list");
-            println!("applied {} to schema {}", m.name, args.schema);
+            println!("applied {} to schema {schema}", m.name);
         }
     }
     Ok(ExitCode::SUCCESS)

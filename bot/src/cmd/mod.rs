@@ -1,10 +1,12 @@
-//! The subcommands, one file each, and the flags they share.
+//! The subcommands, one file each, and the flags and set-up they share.
+
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use callwatch_service::Settings;
 use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
 
-pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod generate;
@@ -13,42 +15,60 @@ pub mod rebuild;
 pub mod replay;
 pub mod serve;
 
-/// Connects to PostgreSQL at `url` and applies the migrations `schema`
-/// lacks, returning their versions; `hint` says where the URL came from,
-/// for the error when it does not connect.
-pub fn migrate_database(
-    rt: &tokio::runtime::Runtime,
-    url: &str,
-    schema: &str,
-    hint: &str,
-) -> anyhow::Result<Vec<i32>> {
-    rt.block_on(async {
-        let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            // The URL may hold a password: the error names the server only.
-            .with_context(|| format!("cannot connect to PostgreSQL (check {hint})"))?;
-        let driver = tokio::spawn(conn);
-        let applied = callwatch_io::migrate::migrate(&mut client, schema).await;
-        drop(client);
-        let _ = driver.await;
-        Ok(applied?)
-    })
+/// The configuration flag every subcommand that reaches Redis or
+/// PostgreSQL takes; the environment variables of `serve --help` apply to
+/// all of them (`REDIS_URL`, `DATABASE_URL`, `CALLWATCH_SCHEMA`, …).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// The TOML configuration file [default: none, every value its default].
+    #[arg(long, env = "CALLWATCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
-/// The client in `slot`, connecting to `url` first when there is none or
-/// it has closed: for the service's tasks that keep one PostgreSQL
-/// connection and make it again after a failure.
-pub async fn connected<'a>(
-    url: &str,
-    slot: &'a mut Option<tokio_postgres::Client>,
-) -> Result<&'a mut tokio_postgres::Client, tokio_postgres::Error> {
-    if slot.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        // Its error reaches the caller through the client's next call.
-        tokio::spawn(connection);
-        *slot = Some(client);
+impl ConfigArgs {
+    /// The service's settings: the file, then the environment, checked.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        Settings::load(self.config.as_deref())
     }
-    Ok(slot.as_mut().expect("connected above"))
+}
+
+/// The environment variables, for `--help`.
+pub fn environment_help() -> String {
+    let mut text = String::from("Environment (overrides the file):\n");
+    for (name, what) in callwatch_service::settings::ENVIRONMENT {
+        text.push_str(&format!("  {name:<28} {what}\n"));
+    }
+    text
+}
+
+/// Logging to stderr for every subcommand: `RUST_LOG` when set, else
+/// `level`; JSON lines when `json`.
+pub fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&from_env)
+                .with_context(|| format!("RUST_LOG `{from_env}`"))?
+        }
+        _ => tracing_subscriber::EnvFilter::try_new(level)
+            .with_context(|| format!("log.level `{level}`"))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let done = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    done.map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+/// A current-thread runtime, for the commands that talk to a server once.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Engine flags common to the commands that run the engine.

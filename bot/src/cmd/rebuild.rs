@@ -6,16 +6,20 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use callwatch_io::rebuild::{bulk_connection_config, into_fresh_engine};
+use callwatch_state::rebuild::{bulk_connection_config, into_fresh_engine};
 
-use super::EngineArgs;
+use super::{ConfigArgs, EngineArgs};
 
 /// Load every multiplier and processed record from Redis into the engine and time it.
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::environment_help())]
 pub struct Args {
-    /// The Redis server and database, e.g. redis://127.0.0.1:6379/0.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    redis_url: String,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The Redis server and database, e.g. redis://127.0.0.1:6379/0
+    /// [default: redis.url, or REDIS_URL].
+    #[arg(long)]
+    redis_url: Option<String>,
     /// SCAN's COUNT hint: keys asked for per round trip.
     #[arg(long, default_value_t = 10_000)]
     scan_count: usize,
@@ -29,12 +33,11 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.scan_count > 0, "--scan-count must be positive");
     let config = args.engine.config()?;
-    let client =
-        redis::Client::open(args.redis_url.as_str()).context("--redis-url is not a Redis URL")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let settings = args.config.settings()?;
+    let url = args.redis_url.as_deref().unwrap_or(&settings.redis.url);
+    let client = redis::Client::open(url).context("--redis-url is not a Redis URL")?;
+    let prefix = &settings.redis.key_prefix;
+    let rt = super::runtime()?;
     let started = Instant::now();
     let progress = indicatif::ProgressBar::hidden();
     let mut shown = 0;
@@ -42,7 +45,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let mut con = client
             .get_multiplexed_async_connection_with_config(&bulk_connection_config())
             .await
-            .context("cannot connect to Redis (check --redis-url / REDIS_URL)")?;
+            .context("cannot connect to Redis (check --redis-url / REDIS_URL / redis.url)")?;
         // The database's size bounds the records to load: the bar's length.
         let size: u64 = redis::cmd("DBSIZE")
             .query_async(&mut con)
@@ -59,6 +62,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         into_fresh_engine(
             &con,
+            prefix,
             &config,
             args.scan_count,
             |s| {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use callwatch_io::replay::{ReplayOptions, run as replay};
+use callwatch_ingest::replay::{ReplayOptions, run as replay};
 
 use super::EngineArgs;
 

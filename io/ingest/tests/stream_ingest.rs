@@ -6,31 +6,30 @@
 //! under a key prefix of its own and deletes its keys at the end, also when
 //! it fails.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callwatch_io::health::RedisTimeouts;
-use callwatch_io::stream_ingest::{
+use callwatch_common::keys::{dead_letter_key, stream_key};
+use callwatch_ingest::stream::{
     Acker, EntryId, EventBatch, IngestCounters, IngestStats, Route, StreamError, StreamIngest,
-    StreamIngestConfig, dead_letter_key, partition_of, publish, stream_key,
+    StreamIngestConfig, partition_of, publish,
 };
+use callwatch_streams::connection::RedisTimeouts;
+use callwatch_testkit::{on_own_runtime, unique};
 use engine::event::{Envelope, Event};
 use engine::ingest::{Ingest, Outcome};
 use engine::token::Token;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
-use support::{on_own_runtime, unique};
 use tokio::sync::{mpsc, watch};
 
 fn redis_url() -> String {
-    support::redis_url(10)
+    callwatch_testkit::redis_url(10)
 }
 
 async fn connect() -> MultiplexedConnection {
-    support::connect_redis(10).await
+    callwatch_testkit::connect_redis(10).await
 }
 
 /// A key prefix no other test or run uses; its keys are deleted on drop.
@@ -67,7 +66,7 @@ fn config(prefix: &Prefix, consumer: &str, partitions: u32, owned: &[u32]) -> St
         owned: owned.to_vec(),
         consumer: consumer.to_owned(),
         batch: 64,
-        block: Duration::from_millis(20),
+        block_ms: 20,
         window: 10_000,
         timeouts: RedisTimeouts {
             connect: Duration::from_secs(2),
@@ -75,8 +74,8 @@ fn config(prefix: &Prefix, consumer: &str, partitions: u32, owned: &[u32]) -> St
             retries: 1,
             max_backoff: Duration::from_millis(200),
         },
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(200),
+        backoff_min_ms: 10,
+        backoff_max_ms: 200,
         ..StreamIngestConfig::default()
     }
 }
@@ -655,7 +654,7 @@ async fn a_dead_consumers_entries_are_claimed_by_another_after_min_idle() {
     // same order.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let mut c = start(StreamIngestConfig {
-        min_idle: Duration::from_millis(100),
+        claim_idle_ms: 100,
         ..config(&prefix, "c", partitions, &[])
     });
     let read_by_c = c.take(lines.len()).await;

@@ -22,12 +22,12 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "0001_schema.sql",
-        sql: include_str!("../../migrations/0001_schema.sql"),
+        sql: include_str!("../../../migrations/0001_schema.sql"),
     },
     Migration {
         version: 2,
         name: "0002_payments.sql",
-        sql: include_str!("../../migrations/0002_payments.sql"),
+        sql: include_str!("../../../migrations/0002_payments.sql"),
     },
 ];
 
@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn every_file_in_migrations_is_listed_in_order() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
         let mut files: Vec<String> = std::fs::read_dir(dir)
             .expect("migrations/ exists")
             .map(|e| {

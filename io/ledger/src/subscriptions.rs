@@ -17,9 +17,9 @@ use std::time::SystemTime;
 use engine::time::{self, Nanos};
 use tokio_postgres::Client;
 
-use crate::clock::nanos_of;
-use crate::store::SUBSCRIPTION_TTL_SECS;
-use crate::stream_ingest::{self, StreamError};
+use callwatch_common::clock::nanos_of;
+use callwatch_common::keys::{EVENT_FIELD, SUBSCRIPTION_TTL_SECS, stream_key, subscription_key};
+use callwatch_common::route::Route;
 
 /// Tells the engine that `chat_id`'s subscription now runs until
 /// `expires_at`: the `subscribe` event, stamped `now`, appended to the chats
@@ -27,12 +27,11 @@ use crate::stream_ingest::{self, StreamError};
 pub async fn announce(
     con: &mut impl redis::aio::ConnectionLike,
     prefix: &str,
-    partitions: u32,
     chat_id: i64,
     plan: &str,
     expires_at: Nanos,
     now: Nanos,
-) -> Result<(), StreamError> {
+) -> callwatch_streams::Result<()> {
     let mut line = Vec::new();
     engine::Event::Subscribe {
         chat_id,
@@ -41,7 +40,8 @@ pub async fn announce(
         plan: Some(plan.into()),
     }
     .write_json(&mut line);
-    stream_ingest::publish(con, prefix, partitions, &[line.trim_ascii_end()]).await?;
+    let chats = stream_key(prefix, Route::Chats);
+    callwatch_streams::log::append(con, &chats, EVENT_FIELD, &[line.trim_ascii_end()]).await?;
     Ok(())
 }
 
@@ -116,11 +116,7 @@ impl SubscriptionStore {
     }
 
     fn key(&self, chat_id: i64) -> String {
-        format!(
-            "{}{}",
-            self.key_prefix,
-            crate::store::subscription_key(chat_id)
-        )
+        format!("{}{}", self.key_prefix, subscription_key(chat_id))
     }
 
     fn table(&self, name: &str) -> String {
@@ -259,7 +255,7 @@ impl SubscriptionStore {
     }
 
     /// The predecessor's `subscription:{chat_id}` JSON, for a year.
-    pub(crate) async fn write_copy(
+    pub async fn write_copy(
         &self,
         redis: &mut impl redis::aio::ConnectionLike,
         chat_id: i64,

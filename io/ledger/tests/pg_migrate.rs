@@ -4,10 +4,8 @@
 //! The server comes from `CALLWATCH_TEST_DATABASE_URL`, by default the local
 //! one with trust authentication (`scripts/test` starts it if needed).
 
-mod support;
-
-use callwatch_io::migrate::{MIGRATIONS, migrate};
-use support::{Schema, connect_pg, database_url, unique};
+use callwatch_ledger::migrate::{MIGRATIONS, migrate};
+use callwatch_testkit::{Schema, connect_pg, database_url, unique};
 use tokio_postgres::Client;
 
 async fn connect() -> Client {

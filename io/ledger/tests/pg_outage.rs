@@ -10,27 +10,25 @@
 //! `redis://127.0.0.1:6379/11`, under keys no other test or run uses,
 //! deleted at the end (also when a test fails).
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callwatch_io::audit::{
+use callwatch_ledger::audit::{
     Activity, AlertKind, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent,
     SinkStats,
 };
-use callwatch_io::migrate::migrate;
+use callwatch_ledger::migrate::migrate;
+use callwatch_testkit::{connect_pg, database_url, on_own_runtime, own_schema, unique};
 use redis::aio::MultiplexedConnection;
-use support::{connect_pg, database_url, on_own_runtime, own_schema, unique};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
 fn redis_url() -> String {
-    support::redis_url(11)
+    callwatch_testkit::redis_url(11)
 }
 
 async fn connect_redis() -> MultiplexedConnection {
-    support::connect_redis(11).await
+    callwatch_testkit::connect_redis(11).await
 }
 
 /// A stream key no other test or run uses, deleted on drop.
@@ -106,9 +104,9 @@ fn sink_config(stream: &str, schema: &str, consumer: &str) -> SinkConfig {
 /// A sink running in a task, with what it reported.
 struct Running {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<SinkStats, callwatch_io::audit::AuditError>>,
+    task: tokio::task::JoinHandle<Result<SinkStats, callwatch_ledger::audit::AuditError>>,
     events: Arc<Mutex<Vec<SinkEvent>>>,
-    counters: Arc<callwatch_io::audit::SinkCounters>,
+    counters: Arc<callwatch_ledger::audit::SinkCounters>,
 }
 
 fn start_sink(config: SinkConfig, postgres_url: &str) -> Running {
@@ -438,7 +436,7 @@ struct OwnCluster {
 }
 
 fn run(program: &str, args: &[&str]) {
-    let out = support::server_command(program)
+    let out = callwatch_testkit::server_command(program)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("`{program}` could not run: {e}"));
@@ -461,7 +459,7 @@ impl OwnCluster {
                  PostgreSQL's server with Debian's cluster tools (apt-get install postgresql)"
             )
         };
-        if support::server_command("pg_createcluster")
+        if callwatch_testkit::server_command("pg_createcluster")
             .arg("--version")
             .output()
             .is_err()
@@ -521,7 +519,7 @@ impl OwnCluster {
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
-        let _ = support::server_command("pg_dropcluster")
+        let _ = callwatch_testkit::server_command("pg_dropcluster")
             .args(["--stop", &self.version, &self.name])
             .output();
     }

@@ -3,13 +3,11 @@
 //! reported and repaired from PostgreSQL. Each test has a schema of its own
 //! and a Redis key prefix of its own, and removes both.
 
-mod support;
-
 use std::time::{Duration, SystemTime};
 
-use callwatch_io::subscriptions::{Credit, CreditError, Credited, Source, SubscriptionStore};
+use callwatch_ledger::subscriptions::{Credit, CreditError, Credited, Source, SubscriptionStore};
+use callwatch_testkit::{own_schema, unique};
 use engine::time::{self, NANOS_PER_SEC};
-use support::{own_schema, unique};
 
 /// chat_id, payment_method, signature, granted_by, amount_sol.
 type PaymentRow = (i64, String, Option<String>, Option<i64>, Option<String>);
@@ -44,7 +42,7 @@ fn paid(chat_id: i64, signature: &str, days: u32) -> Credit {
 }
 
 async fn redis() -> redis::aio::MultiplexedConnection {
-    support::connect_redis(12).await
+    callwatch_testkit::connect_redis(12).await
 }
 
 async fn copy(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<serde_json::Value> {
@@ -190,7 +188,7 @@ async fn a_failed_redis_copy_is_reported_and_repaired_from_postgres() {
     let prefix = format!("{}:", unique("cw-test-subs"));
     let store = SubscriptionStore::new(&schema.0, &prefix);
     // Nothing listens on port 1: the copy fails after the commit.
-    let mut down = support::unreachable_redis();
+    let mut down = callwatch_testkit::unreachable_redis();
     let err = store
         .credit(&mut pg, &mut down, &paid(9, "sig-z", 30), SystemTime::now())
         .await

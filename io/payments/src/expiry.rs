@@ -14,7 +14,7 @@ use engine::time::Nanos;
 use tokio_postgres::Client;
 
 use super::{Ledger, PaymentError, Result};
-use crate::clock::nanos_of;
+use callwatch_common::clock::nanos_of;
 
 /// At most this many reminders per call; the rest come with the next.
 pub const REMINDER_BATCH: i64 = 1_000;

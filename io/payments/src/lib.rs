@@ -26,11 +26,9 @@
 //! - [`watcher`]: the polling loop that reads, judges and credits.
 //! - [`unmatched`]: payments that matched nothing, for an admin.
 //! - [`expiry`]: reminders before expiry, and lapsed subscriptions.
-//! - [`fake`]: a fake Solana JSON-RPC server, for tests.
 
 pub mod config;
 pub mod expiry;
-pub mod fake;
 pub mod matching;
 pub mod rpc;
 pub mod unmatched;
@@ -41,10 +39,9 @@ use std::time::SystemTime;
 use engine::time::Nanos;
 use tokio_postgres::Client;
 
-use crate::clock::nanos_of;
-use crate::migrate::{pg_detail, valid_schema_name};
-use crate::stream_ingest::{Publisher, StreamError};
-use crate::subscriptions::{Credit, CreditError, Credited, SubscriptionStore, announce};
+use callwatch_common::clock::nanos_of;
+use callwatch_ledger::migrate::{pg_detail, valid_schema_name};
+use callwatch_ledger::subscriptions::{Credit, CreditError, Credited, SubscriptionStore, announce};
 use config::{PaymentsConfig, lamports_to_sol};
 
 /// Why a payments operation failed.
@@ -67,7 +64,7 @@ pub enum PaymentError {
     #[error("crediting: {0}")]
     Credit(#[from] CreditError),
     #[error("publishing the subscribe event: {0}")]
-    Stream(#[from] StreamError),
+    Stream(#[from] callwatch_streams::Error),
     #[error("Solana RPC: {0}")]
     Rpc(#[from] rpc::RpcError),
     #[error("no random bytes for a reference: {0}")]
@@ -116,38 +113,29 @@ pub fn solana_pay_url(quote: &Quote) -> String {
 }
 
 /// Payments' place in the world: their settings, the PostgreSQL schema,
-/// the Redis key prefix and the engine's partitions (for chat events).
+/// and the Redis key prefix.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     config: PaymentsConfig,
     schema: String,
     key_prefix: String,
-    partitions: u32,
     store: SubscriptionStore,
 }
 
 impl Ledger {
     /// Checks `config`, and that `schema` (already migrated) is a name
     /// callwatch accepts; `key_prefix` is empty in production.
-    pub fn new(
-        config: PaymentsConfig,
-        schema: &str,
-        key_prefix: &str,
-        partitions: u32,
-    ) -> Result<Ledger> {
+    pub fn new(config: PaymentsConfig, schema: &str, key_prefix: &str) -> Result<Ledger> {
         config.check()?;
         if !valid_schema_name(schema) {
             return Err(PaymentError::Config(format!(
                 "schema name `{schema}` is not allowed"
             )));
         }
-        // Checks the partitions as the publisher will.
-        Publisher::new(key_prefix, partitions)?;
         Ok(Ledger {
             config,
             schema: schema.to_owned(),
             key_prefix: key_prefix.to_owned(),
-            partitions,
             store: SubscriptionStore::new(schema, key_prefix),
         })
     }
@@ -231,7 +219,6 @@ impl Ledger {
         announce(
             redis,
             &self.key_prefix,
-            self.partitions,
             credit.chat_id,
             &credit.plan,
             expires_at,

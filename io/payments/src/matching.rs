@@ -136,7 +136,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payments::rpc::{Message, Meta, TransactionBody};
+    use crate::rpc::{Message, Meta, TransactionBody};
 
     const PAYER: &str = "payer";
     const US: &str = "us";

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use callwatch_common::backoff::Backoff;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -50,37 +51,6 @@ impl RpcError {
             RpcError::Http { retry_after, .. } => *retry_after,
             _ => None,
         }
-    }
-}
-
-/// Doubling waits from `min` up to `max`; no jitter, as one watcher is the
-/// only client.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    /// The wait before the next try: the server's `retry_after` if it gave
-    /// one, else the next doubling, never more than `max`.
-    pub fn step(&mut self, retry_after: Option<Duration>) -> Duration {
-        let wait = retry_after.unwrap_or(self.next).min(self.max);
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
     }
 }
 
@@ -175,7 +145,8 @@ pub struct RpcClient {
     http: reqwest::Client,
     url: String,
     retries: u32,
-    backoff: Backoff,
+    backoff_min: Duration,
+    backoff_max: Duration,
 }
 
 #[derive(Deserialize)]
@@ -193,12 +164,13 @@ struct ErrorObject {
 
 impl RpcClient {
     /// A client of `url`: each request limited to `timeout`, retried up to
-    /// `retries` times with `backoff` between tries.
+    /// `retries` times, with waits between tries that grow from
+    /// `backoff_min` to `backoff_max` (or the server's `retry_after`).
     pub fn new(
         url: &str,
         timeout: Duration,
         retries: u32,
-        backoff: Backoff,
+        (backoff_min, backoff_max): (Duration, Duration),
     ) -> Result<RpcClient, RpcError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -209,7 +181,8 @@ impl RpcClient {
             http,
             url: url.to_owned(),
             retries,
-            backoff,
+            backoff_min,
+            backoff_max,
         })
     }
 
@@ -248,13 +221,15 @@ impl RpcClient {
     /// One call, retried while its failure is retryable and tries remain.
     async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RpcError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let mut backoff = self.backoff.clone();
+        let mut backoff = Backoff::new(self.backoff_min, self.backoff_max);
         let mut tries = 0;
         loop {
             match self.call_once(&body).await {
                 Err(e) if e.is_retryable() && tries < self.retries => {
                     tries += 1;
-                    let wait = backoff.step(e.retry_after());
+                    let step = backoff.next_delay();
+                    // The server's `retry_after` when it gave one, capped.
+                    let wait = e.retry_after().map_or(step, |r| r.min(self.backoff_max));
                     tracing::debug!(method, error = %e, ?wait, "Solana RPC: retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -303,18 +278,6 @@ fn parse_answer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_its_cap_and_honours_retry_after() {
-        let ms = Duration::from_millis;
-        let mut b = Backoff::new(ms(100), ms(500));
-        let waits: Vec<_> = (0..5).map(|_| b.step(None)).collect();
-        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
-        assert_eq!(b.step(Some(ms(50))), ms(50));
-        assert_eq!(b.step(Some(Duration::from_secs(60))), ms(500), "capped");
-        b.reset();
-        assert_eq!(b.step(None), ms(100));
-    }
 
     #[test]
     fn answers_are_parsed_and_errors_classified() {

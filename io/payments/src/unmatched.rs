@@ -12,8 +12,8 @@ use tokio_postgres::Client;
 use super::config::lamports_to_sol;
 use super::matching::Reason;
 use super::{Ledger, PaymentError, Result};
-use crate::clock::nanos_of;
-use crate::subscriptions::{Credit, Source};
+use callwatch_common::clock::nanos_of;
+use callwatch_ledger::subscriptions::{Credit, Source};
 
 /// The admin's list shows at most this many, oldest first.
 pub const LIST_LIMIT: i64 = 100;

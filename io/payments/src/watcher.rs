@@ -19,10 +19,12 @@ use tokio_postgres::{Client, NoTls};
 
 use super::config::lamports_to_sol;
 use super::matching::{Reason, Verdict, judge, received};
-use super::rpc::{Backoff, RpcClient, SignatureInfo, SignaturesQuery, Transaction};
+use callwatch_common::backoff::Backoff;
+
+use super::rpc::{RpcClient, SignatureInfo, SignaturesQuery, Transaction};
 use super::{Ledger, PaymentError, Quote, Result, to_i64};
-use crate::clock::{nanos_of, system_time};
-use crate::subscriptions::{Credit, Source};
+use callwatch_common::clock::{nanos_of, system_time};
+use callwatch_ledger::subscriptions::{Credit, Source};
 
 /// At most this many pages of signatures per poll; more is a
 /// [`PaymentError::Backlog`] (the oldest cannot be reached, and the cursor
@@ -87,7 +89,7 @@ impl Watcher {
             &config.rpc_url,
             config.rpc_timeout(),
             config.rpc_retries,
-            Backoff::new(config.retry_min(), config.retry_max()),
+            (config.retry_min(), config.retry_max()),
         )?;
         Ok(Watcher { ledger, rpc })
     }
@@ -198,7 +200,7 @@ impl Watcher {
                     if matches!(e, PaymentError::Postgres(_) | PaymentError::PgConnect(_)) {
                         pg = None;
                     }
-                    let wait = backoff.step(None);
+                    let wait = backoff.next_delay();
                     tracing::warn!(error = %e, ?wait, "payment watcher: poll failed, will retry");
                     wait
                 }

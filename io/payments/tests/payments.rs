@@ -5,22 +5,20 @@
 //! controls. Each test has a PostgreSQL schema, a Redis key prefix and a
 //! fake RPC of its own, and removes them.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use callwatch_io::payments::config::PaymentsConfig;
-use callwatch_io::payments::expiry::{Reminder, ReminderKind};
-use callwatch_io::payments::fake::{FakeRpc, Fault, pubkey, transfer};
-use callwatch_io::payments::matching::Reason;
-use callwatch_io::payments::unmatched::{Resolution, Resolved};
-use callwatch_io::payments::watcher::{Outcome, Watcher};
-use callwatch_io::payments::{Ledger, PaymentError, Quote, solana_pay_url};
-use callwatch_io::subscriptions::{Credit, Source};
+use callwatch_ledger::subscriptions::{Credit, Source};
+use callwatch_payments::config::PaymentsConfig;
+use callwatch_payments::expiry::{Reminder, ReminderKind};
+use callwatch_payments::matching::Reason;
+use callwatch_payments::unmatched::{Resolution, Resolved};
+use callwatch_payments::watcher::{Outcome, Watcher};
+use callwatch_payments::{Ledger, PaymentError, Quote, solana_pay_url};
+use callwatch_testkit::fake_rpc::{FakeRpc, Fault, pubkey, transfer};
+use callwatch_testkit::{Schema, own_schema, unique};
 use engine::time::{self, NANOS_PER_SEC, Nanos};
 use redis::aio::MultiplexedConnection;
-use support::{Schema, own_schema, unique};
 use tokio_postgres::Client;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -56,8 +54,8 @@ struct Keys(String);
 impl Drop for Keys {
     fn drop(&mut self) {
         let pattern = format!("{}*", self.0);
-        support::on_own_runtime(async move {
-            let mut con = support::connect_redis(13).await;
+        callwatch_testkit::on_own_runtime(async move {
+            let mut con = callwatch_testkit::connect_redis(13).await;
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(&pattern)
                 .query_async(&mut con)
@@ -104,12 +102,12 @@ async fn setup_with(test: &str, adjust: impl FnOnce(&mut PaymentsConfig)) -> Set
         ..PaymentsConfig::default()
     };
     adjust(&mut config);
-    let ledger = Ledger::new(config, &schema.0, &keys.0, 4).unwrap();
+    let ledger = Ledger::new(config, &schema.0, &keys.0).unwrap();
     Setup {
         rpc,
         ledger,
         pg,
-        redis: support::connect_redis(13).await,
+        redis: callwatch_testkit::connect_redis(13).await,
         keys,
         schema,
         us,
@@ -334,7 +332,7 @@ async fn a_correct_payment_is_credited_once_and_a_replay_credits_nothing() {
         .unwrap();
     assert_eq!(
         again,
-        callwatch_io::subscriptions::Credited::AlreadyCredited
+        callwatch_ledger::subscriptions::Credited::AlreadyCredited
     );
     assert_eq!(s.subscription(43).await, None);
 }
@@ -617,9 +615,12 @@ async fn the_running_watcher_rides_out_an_outage_and_hands_over_the_credit() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let watcher = s.watcher();
-    let redis = support::connect_redis(13).await;
-    let running =
-        tokio::spawn(async move { watcher.run(&support::database_url(), redis, tx, stop).await });
+    let redis = callwatch_testkit::connect_redis(13).await;
+    let running = tokio::spawn(async move {
+        watcher
+            .run(&callwatch_testkit::database_url(), redis, tx, stop)
+            .await
+    });
     let sig = s.pay(&quote, now);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.try_recv().is_err(), "nothing while the RPC is down");

@@ -7,11 +7,11 @@
 //! a task that pushes them in pipelines. That channel is one place the
 //! engine's output can wait on Redis: when `audit_buffer` rows are waiting
 //! (Redis down for that long), `record` blocks rather than lose a row of
-//! the system of record. [`Persistence::record_all`], for a service that
+//! the system of record. [`Persistence::push_audit`], for a service that
 //! applies unacknowledged events again after a crash, pushes a batch's rows
-//! itself, retrying while Redis is away, before the batch's state changes.
-//! The write-behind never blocks (see [`crate::writebehind`] for its
-//! bound).
+//! itself, retrying while Redis is away, before the batch's state changes
+//! go to [`Persistence::record_state`]. The write-behind never blocks (see
+//! `callwatch_state::writebehind` for its bound).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +21,14 @@ use engine::effect::Effect;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use crate::audit::{AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent, SinkStats};
-use crate::health::{self, RedisTimeouts};
-use crate::writebehind::{self, Flusher, WriteBehind, WriteBehindConfig, WriteBehindStats};
+use callwatch_common::backoff::Backoff;
+use callwatch_ledger::audit::{
+    AuditError, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent, SinkStats,
+};
+use callwatch_state::writebehind::{
+    self, Flusher, WriteBehind, WriteBehindConfig, WriteBehindStats,
+};
+use callwatch_streams::connection::{RedisTimeouts, managed_connection};
 
 /// Where state and history go.
 #[derive(Debug, Clone)]
@@ -76,7 +81,7 @@ pub enum PersistError {
     #[error("PostgreSQL connection string: {0}")]
     DatabaseUrl(String),
     #[error("audit: {0}")]
-    Audit(#[from] crate::audit::AuditError),
+    Audit(#[from] AuditError),
     #[error(transparent)]
     Unwritten(#[from] writebehind::Unwritten),
     #[error("the audit pusher stopped: {0}")]
@@ -109,7 +114,7 @@ impl Persistence {
     /// sink, on the runtime of `handle`.
     pub fn start(config: &PersistConfig, handle: &Handle) -> Result<Persistence, PersistError> {
         let _entered = handle.enter();
-        let con = health::managed_connection(&config.redis_url, &config.timeouts)?;
+        let con = managed_connection(&config.redis_url, &config.timeouts)?;
         let (wb, flusher) = writebehind::start(config.write_behind.clone(), con.clone());
         let (mut audit_tx, mut pusher, mut sink) = (None, None, None);
         let rows_pushed = Arc::new(AtomicU64::new(0));
@@ -167,30 +172,27 @@ impl Persistence {
         Ok(())
     }
 
-    /// Takes a batch of effects with their audit rows durable first: the
-    /// rows are on the audit stream (pushed now, retried until they are)
-    /// before the Redis changes reach the write-behind. A crash in between
-    /// then leaves rows whose state was not kept, and the unacknowledged
-    /// events, applied again, make the same alerts and rows (landed once:
-    /// the sink ignores a row it has). The other way round, state that says
-    /// an alert was made would be rebuilt without its row, and the row
-    /// would never be made again. Call from a plain thread.
-    pub fn record_all(&self, effects: &[Effect]) {
-        if self.audit_tx.is_some() {
-            let mut rows: Vec<QueueRow> = effects
-                .iter()
-                .filter_map(AuditRow::from_effect)
-                .map(QueueRow::Audit)
-                .collect();
-            if !rows.is_empty() {
-                self.handle.block_on(push_until_done(
-                    &self.queue,
-                    &mut self.con.clone(),
-                    &mut rows,
-                    || {},
-                ));
-            }
+    /// Pushes the audit rows of `effects` onto the audit stream, retried
+    /// while Redis is away, and returns once they are there. Without a
+    /// database there are none. See the service's `Keeper` for why a
+    /// batch's rows go before its state.
+    pub async fn push_audit(&self, effects: &[Effect]) {
+        if self.audit_tx.is_none() {
+            return;
         }
+        let mut rows: Vec<QueueRow> = effects
+            .iter()
+            .filter_map(AuditRow::from_effect)
+            .map(QueueRow::Audit)
+            .collect();
+        if !rows.is_empty() {
+            push_until_done(&self.queue, &mut self.con.clone(), &mut rows, || {}).await;
+        }
+    }
+
+    /// Takes the state changes of `effects` into the write-behind; never
+    /// waits.
+    pub fn record_state(&self, effects: &[Effect]) {
         for effect in effects {
             self.wb.record(effect);
         }
@@ -223,8 +225,14 @@ impl Persistence {
 
     /// Writes everything held, pushes every audit row, lets the sink land
     /// them, and stops; waits at most `deadline` for each stage. Call from a
-    /// plain thread.
+    /// plain thread; [`Persistence::shutdown`] is the same from a task.
     pub fn close(self, deadline: Duration) -> Result<PersistStats, PersistError> {
+        let handle = self.handle.clone();
+        handle.block_on(self.shutdown(deadline))
+    }
+
+    /// [`Persistence::close`], awaited.
+    pub async fn shutdown(self, deadline: Duration) -> Result<PersistStats, PersistError> {
         let Persistence {
             flusher,
             audit_tx,
@@ -232,53 +240,50 @@ impl Persistence {
             sink,
             queue,
             mut con,
-            handle,
             ..
         } = self;
         drop(audit_tx);
-        handle.block_on(async move {
-            let write_behind = flusher.close(deadline).await?;
-            let mut stats = PersistStats {
-                write_behind,
-                ..PersistStats::default()
-            };
-            if let Some(pusher) = pusher {
-                stats.audit_pushed = tokio::time::timeout(deadline, pusher)
-                    .await
-                    .map_err(|_| {
-                        PersistError::Pusher("audit rows still unpushed at the deadline".to_owned())
-                    })?
-                    .map_err(|e| PersistError::Pusher(e.to_string()))??;
-            }
-            if let Some((stop, task)) = sink {
-                // Everything is on the stream: let the sink drain it (the
-                // sink deletes what it lands), then stop it.
-                let drained = tokio::time::timeout(deadline, async {
-                    while queue.len(&mut con).await? > 0 && !task.is_finished() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Ok::<_, PersistError>(())
-                })
-                .await;
-                match drained {
-                    Ok(result) => result?,
-                    Err(_) => tracing::warn!(
-                        "audit rows still on the stream at the deadline; they land on the next start"
-                    ),
+        let write_behind = flusher.close(deadline).await?;
+        let mut stats = PersistStats {
+            write_behind,
+            ..PersistStats::default()
+        };
+        if let Some(pusher) = pusher {
+            stats.audit_pushed = within(deadline, "audit rows still unpushed", pusher).await??;
+        }
+        if let Some((stop, task)) = sink {
+            // Everything is on the stream: let the sink drain it (the sink
+            // deletes what it lands), then stop it.
+            let drained = tokio::time::timeout(deadline, async {
+                while queue.len(&mut con).await? > 0 && !task.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                let _ = stop.send(true);
-                let landed = tokio::time::timeout(deadline, task)
-                    .await
-                    .map_err(|_| {
-                        PersistError::Pusher(
-                            "the audit sink did not finish by the deadline".to_owned(),
-                        )
-                    })?
-                    .map_err(|e| PersistError::Pusher(e.to_string()))??;
-                stats.audit = Some(landed);
+                Ok::<_, PersistError>(())
+            })
+            .await;
+            match drained {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!(
+                    "audit rows still on the stream at the deadline; they land on the next start"
+                ),
             }
-            Ok(stats)
-        })
+            let _ = stop.send(true);
+            stats.audit = Some(within(deadline, "the audit sink did not finish", task).await??);
+        }
+        Ok(stats)
+    }
+}
+
+/// A task's result within `deadline`, or an error that says `what`.
+async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    task: tokio::task::JoinHandle<T>,
+) -> Result<T, PersistError> {
+    match tokio::time::timeout(deadline, task).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(PersistError::Pusher(e.to_string())),
+        Err(_) => Err(PersistError::Pusher(format!("{what} by the deadline"))),
     }
 }
 
@@ -309,19 +314,19 @@ async fn push_until_done(
     rows: &mut Vec<QueueRow>,
     mut dropped: impl FnMut(),
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match queue.push_batch(con, rows).await {
             Ok(()) => return,
-            Err(crate::audit::AuditError::Invalid { index, reason }) => {
+            Err(AuditError::Invalid { index, reason }) => {
                 tracing::error!(%reason, "audit row dropped: it cannot be encoded");
                 rows.remove(index);
                 dropped();
             }
             Err(e) => {
-                tracing::warn!(error = %e, ?backoff, "pushing audit rows failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, ?wait, "pushing audit rows failed; retrying");
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -2,6 +2,14 @@
 //! checked once at start. `callwatch config` prints the result with every
 //! secret masked.
 //!
+//! Each section is the configuration of the crate that owns that concern,
+//! with its defaults written there once: `[redis]`
+//! (`callwatch_streams`), `[write_behind]` (`callwatch_state`),
+//! `[postgres]` (`callwatch_ledger`), `[ingest]` (`callwatch_ingest`),
+//! `[telegram]` (`callwatch_telegram`), `[payments]`
+//! (`callwatch_payments`); `[engine]`, `[http]` and `[log]` are the
+//! service's own.
+//!
 //! Every field has a default, so an empty file (or none) is a valid start
 //! for a local run. Environment variables override the file:
 //!
@@ -23,111 +31,84 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use callwatch_io::payments::config::PaymentsConfig;
+use callwatch_ingest::stream::StreamIngestConfig;
+use callwatch_ledger::pg::PostgresConfig;
+use callwatch_payments::config::PaymentsConfig;
+use callwatch_state::writebehind::WriteBehindConfig;
+use callwatch_streams::connection::RedisConfig;
+use callwatch_telegram::config::TelegramConfig;
 use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
 use serde::{Deserialize, Serialize};
+
+/// The environment variables that override settings, with the field each
+/// sets: for `serve --help` and the README.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("CALLWATCH_CONFIG", "the TOML configuration file"),
+    ("REDIS_URL", "redis.url"),
+    ("DATABASE_URL", "postgres.url"),
+    ("TELOXIDE_TOKEN", "telegram.token"),
+    ("CALLWATCH_WEBHOOK_SECRET", "telegram.webhook_secret"),
+    ("CALLWATCH_SCHEMA", "postgres.schema"),
+    ("CALLWATCH_PARTITIONS", "ingest.partitions"),
+    (
+        "CALLWATCH_OWNED_PARTITIONS",
+        "ingest.owned (e.g. 0,1,2 or 0-7)",
+    ),
+    ("CALLWATCH_CONSUMER", "ingest.consumer"),
+    ("CALLWATCH_HTTP_LISTEN", "http.listen"),
+    ("CALLWATCH_LOG_FORMAT", "log.format (text or json)"),
+    (
+        "CALLWATCH_LOG_LEVEL",
+        "log.level (RUST_LOG is honoured too)",
+    ),
+];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub engine: EngineSection,
-    pub redis: RedisSection,
-    pub postgres: PostgresSection,
-    pub telegram: TelegramSection,
-    pub ingest: IngestSection,
+    pub redis: RedisConfig,
+    pub write_behind: WriteBehindConfig,
+    pub postgres: PostgresConfig,
+    pub telegram: TelegramConfig,
+    pub ingest: StreamIngestConfig,
     pub http: HttpSection,
     pub log: LogSection,
     /// Subscriptions paid in SOL; off while `receiving_address` is empty.
     pub payments: PaymentsConfig,
 }
 
+/// The engine's settings (the engine itself takes a checked
+/// [`EngineConfig`] and knows nothing of files).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
-    /// Shard threads; 0 means the number of cores.
+    /// Shard threads; 0 means the number of cores [default: 0].
     pub shards: usize,
+    /// Multiples that alert, ascending [default: 2, 5, 10, 20, 50, 100].
     pub thresholds: Vec<f64>,
+    /// How long processed records and tracked entries live [default: 168].
     pub ttl_hours: f64,
+    /// Pin shard threads to cores [default: true].
     pub pin_threads: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RedisSection {
-    pub url: String,
-    /// Put before every key the service writes; empty in production (the
-    /// predecessor's layout).
-    pub key_prefix: String,
-    pub connect_timeout_ms: u64,
-    pub response_timeout_ms: u64,
-    /// The write-behind buffer's bound, in keys.
-    pub write_behind_capacity: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PostgresSection {
-    /// Empty: no audit rows, no subscriptions of record.
-    pub url: String,
-    pub schema: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TelegramSection {
-    /// The bot token; empty runs the service without sending (alerts are
-    /// still decided, kept and audited).
-    pub token: String,
-    pub api_url: String,
-    pub per_chat_per_sec: f64,
-    pub global_per_sec: f64,
-    /// Telegram user ids allowed the admin commands (`/grant`, `/stats`).
-    pub admins: Vec<i64>,
-    /// How commands reach the bot: `polling`, `webhook` or `off` (a
-    /// process that only sends; run exactly one process that receives).
-    pub updates: String,
-    /// The bot's @username without the `@`, so `/status@name` is taken
-    /// and a command for another bot in a group is not. Empty: any.
-    pub bot_username: String,
-    /// Webhook mode: the public HTTPS URL Telegram posts updates to.
-    pub webhook_url: String,
-    /// Webhook mode: where the webhook server listens.
-    pub webhook_listen: String,
-    /// Webhook mode: the secret Telegram sends in
-    /// `X-Telegram-Bot-Api-Secret-Token` (1 to 256 of A-Z a-z 0-9 _ -).
-    pub webhook_secret: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IngestSection {
-    /// Token events are spread over this many streams `events:{p}`.
-    pub partitions: u32,
-    /// The partitions this process reads; empty means all.
-    pub owned: Vec<u32>,
-    pub group: String,
-    pub consumer: String,
-    /// Entries per read.
-    pub batch: usize,
-    pub block_ms: u64,
-    /// Entries left pending this long by a dead consumer are claimed.
-    pub claim_idle_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
-    /// `/metrics`, `/healthz`, `/readyz`.
+    /// Where `/metrics`, `/healthz` and `/readyz` listen [default:
+    /// `127.0.0.1:9464`].
     pub listen: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
-    /// `text` or `json`.
+    /// `text` or `json` [default: `text`].
     pub format: String,
-    /// A tracing filter, e.g. `info` or `callwatch_io=debug,info`.
+    /// A tracing filter, e.g. `info` or `callwatch_ingest=debug,info`;
+    /// `RUST_LOG`, when set, wins [default: `info`].
     pub level: String,
 }
 
@@ -138,58 +119,6 @@ impl Default for EngineSection {
             thresholds: engine::config::DEFAULT_THRESHOLDS.to_vec(),
             ttl_hours: engine::config::DEFAULT_TTL_HOURS as f64,
             pin_threads: true,
-        }
-    }
-}
-
-impl Default for RedisSection {
-    fn default() -> Self {
-        RedisSection {
-            url: "redis://127.0.0.1:6379/0".to_owned(),
-            key_prefix: String::new(),
-            connect_timeout_ms: 2_000,
-            response_timeout_ms: 5_000,
-            write_behind_capacity: 1_000_000,
-        }
-    }
-}
-
-impl Default for PostgresSection {
-    fn default() -> Self {
-        PostgresSection {
-            url: String::new(),
-            schema: "callwatch".to_owned(),
-        }
-    }
-}
-
-impl Default for TelegramSection {
-    fn default() -> Self {
-        TelegramSection {
-            token: String::new(),
-            api_url: "https://api.telegram.org".to_owned(),
-            per_chat_per_sec: 1.0,
-            global_per_sec: 30.0,
-            admins: Vec::new(),
-            updates: "polling".to_owned(),
-            bot_username: String::new(),
-            webhook_url: String::new(),
-            webhook_listen: "0.0.0.0:8443".to_owned(),
-            webhook_secret: String::new(),
-        }
-    }
-}
-
-impl Default for IngestSection {
-    fn default() -> Self {
-        IngestSection {
-            partitions: 8,
-            owned: Vec::new(),
-            group: "callwatch".to_owned(),
-            consumer: "callwatch-1".to_owned(),
-            batch: 1_000,
-            block_ms: 100,
-            claim_idle_ms: 30_000,
         }
     }
 }
@@ -234,6 +163,24 @@ fn parse_partitions(list: &str) -> anyhow::Result<Vec<u32>> {
     Ok(out)
 }
 
+/// Moves keys that an earlier layout of the file had elsewhere to where
+/// they are now, so files written for it still load: `redis.
+/// write_behind_capacity` is `write_behind.capacity`.
+fn upgrade_layout(file: &mut toml::Table) {
+    let capacity = file
+        .get_mut("redis")
+        .and_then(toml::Value::as_table_mut)
+        .and_then(|redis| redis.remove("write_behind_capacity"));
+    if let Some(capacity) = capacity {
+        let section = file
+            .entry("write_behind")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let Some(section) = section.as_table_mut() {
+            section.entry("capacity").or_insert(capacity);
+        }
+    }
+}
+
 impl Settings {
     /// The file (if any), then the environment, then the checks.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
@@ -246,7 +193,10 @@ impl Settings {
                 let text = std::fs::read_to_string(path).with_context(|| {
                     format!("reading the configuration file {}", path.display())
                 })?;
-                toml::from_str(&text)
+                let mut table: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("in the configuration file {}", path.display()))?;
+                upgrade_layout(&mut table);
+                Settings::deserialize(table)
                     .with_context(|| format!("in the configuration file {}", path.display()))?
             }
             None => Settings::default(),
@@ -292,70 +242,10 @@ impl Settings {
         if let Err(e) = self.engine_config() {
             problems.push(format!("engine: {e:#}"));
         }
-        if redis::Client::open(self.redis.url.as_str()).is_err() {
-            problems.push("redis.url is not a Redis URL".to_owned());
-        }
-        if self.redis.connect_timeout_ms == 0 || self.redis.response_timeout_ms == 0 {
-            problems.push("redis timeouts must be positive".to_owned());
-        }
-        if self.redis.write_behind_capacity == 0 {
-            problems.push("redis.write_behind_capacity must be positive".to_owned());
-        }
-        if !self.postgres.url.is_empty()
-            && self.postgres.url.parse::<tokio_postgres::Config>().is_err()
-        {
-            problems.push("postgres.url is not a PostgreSQL connection string".to_owned());
-        }
-        let schema_ok = callwatch_io::migrate::valid_schema_name(&self.postgres.schema);
-        if !schema_ok {
-            problems.push(format!(
-                "postgres.schema `{}`: use 1 to 63 lowercase letters, digits or underscores",
-                self.postgres.schema
-            ));
-        }
-        let t = &self.telegram;
-        if !(t.per_chat_per_sec > 0.0 && t.global_per_sec >= t.per_chat_per_sec) {
-            problems.push(
-                "telegram rates must be positive, the global one at least the per-chat one"
-                    .to_owned(),
-            );
-        }
-        if !t.api_url.starts_with("http://") && !t.api_url.starts_with("https://") {
-            problems.push("telegram.api_url must be an http(s) URL".to_owned());
-        }
-        if !t.token.is_empty() && !t.token.contains(':') {
-            problems.push("telegram.token does not look like a bot token (id:secret)".to_owned());
-        }
-        match t.updates.as_str() {
-            "polling" | "off" => {}
-            "webhook" => {
-                if !t.webhook_url.starts_with("https://") {
-                    problems.push(
-                        "telegram.webhook_url must be an https URL in webhook mode".to_owned(),
-                    );
-                }
-                if t.webhook_listen.parse::<SocketAddr>().is_err() {
-                    problems.push(format!(
-                        "telegram.webhook_listen `{}` is not an address:port",
-                        t.webhook_listen
-                    ));
-                }
-                let secret_ok = (1..=256).contains(&t.webhook_secret.len())
-                    && t.webhook_secret
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if !secret_ok {
-                    problems.push(
-                        "telegram.webhook_secret (or CALLWATCH_WEBHOOK_SECRET) must be 1 to 256 \
-                         of A-Z a-z 0-9 _ - in webhook mode"
-                            .to_owned(),
-                    );
-                }
-            }
-            other => problems.push(format!(
-                "telegram.updates `{other}`: use `polling`, `webhook` or `off`"
-            )),
-        }
+        problems.extend(self.redis.problems());
+        problems.extend(self.write_behind.problems());
+        problems.extend(self.postgres.problems());
+        problems.extend(self.telegram.problems());
         if self.payments_enabled() {
             if let Err(e) = self.payments.check() {
                 problems.push(e.to_string());
@@ -367,22 +257,8 @@ impl Settings {
                 );
             }
         }
-        let i = &self.ingest;
-        if i.partitions == 0 || i.partitions > 4096 {
-            problems.push("ingest.partitions must be between 1 and 4096".to_owned());
-        }
-        if let Some(p) = i.owned.iter().find(|&&p| p >= i.partitions) {
-            problems.push(format!(
-                "ingest.owned names partition {p}, but there are only {} (0 to {})",
-                i.partitions,
-                i.partitions.saturating_sub(1)
-            ));
-        }
-        if i.group.is_empty() || i.consumer.is_empty() {
-            problems.push("ingest.group and ingest.consumer must be named".to_owned());
-        }
-        if i.batch == 0 || i.block_ms == 0 {
-            problems.push("ingest.batch and ingest.block_ms must be positive".to_owned());
+        if let Err(e) = self.ingest_config().owned_partitions() {
+            problems.push(format!("ingest: {e}"));
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
@@ -400,6 +276,26 @@ impl Settings {
             Ok(())
         } else {
             bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+        }
+    }
+
+    /// The ingest's configuration: its section, with the Redis prefix and
+    /// timeouts.
+    pub fn ingest_config(&self) -> StreamIngestConfig {
+        StreamIngestConfig {
+            prefix: self.redis.key_prefix.clone(),
+            timeouts: self.redis.timeouts(),
+            ..self.ingest.clone()
+        }
+    }
+
+    /// The write-behind's configuration: its section, with the Redis prefix
+    /// and the engine's TTL.
+    pub fn write_behind_config(&self, engine: &EngineConfig) -> WriteBehindConfig {
+        WriteBehindConfig {
+            key_prefix: self.redis.key_prefix.clone(),
+            ttl_nanos: engine.ttl_nanos,
+            ..self.write_behind.clone()
         }
     }
 
@@ -519,9 +415,21 @@ mod tests {
 
     #[test]
     fn the_example_file_lists_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/callwatch.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/callwatch.toml");
         let s = Settings::load_with(Some(&path), &|_| None).unwrap();
         assert_eq!(s, Settings::default(), "examples/callwatch.toml drifted");
+    }
+
+    #[test]
+    fn a_file_in_the_earlier_layout_still_loads() {
+        let s = load("[redis]\nwrite_behind_capacity = 5000\n", &[]).unwrap();
+        assert_eq!(s.write_behind.capacity, 5000);
+        let both = load(
+            "[redis]\nwrite_behind_capacity = 5000\n[write_behind]\ncapacity = 7\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(both.write_behind.capacity, 7, "the new key wins");
     }
 
     #[test]

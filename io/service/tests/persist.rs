@@ -3,25 +3,23 @@
 //! A schema, a key prefix and an audit stream of the test's own, removed at
 //! the end.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use callwatch_io::persist::{PersistConfig, Persistence};
-use callwatch_io::writebehind::WriteBehindConfig;
+use callwatch_service::persist::{PersistConfig, Persistence};
+use callwatch_state::writebehind::WriteBehindConfig;
+use callwatch_testkit::{database_url, own_schema, redis_url, unique};
 use engine::EngineConfig;
 use engine::effect::Effect;
 use engine::ingest::{Ingest, Outcome};
 use engine::router;
 use engine::sim::{Market, MarketConfig};
-use support::{database_url, own_schema, redis_url, unique};
 
 /// A persistence with a schema, a key prefix and an audit stream of its
 /// own, and an engine and market to feed it.
 struct Fixture {
     rt: tokio::runtime::Runtime,
-    schema: support::Schema,
+    schema: callwatch_testkit::Schema,
     pg: tokio_postgres::Client,
     prefix: String,
     config: EngineConfig,
@@ -106,7 +104,7 @@ fn drive(config: &EngineConfig, events: usize, mut take: impl FnMut(Vec<Effect>)
 /// Deletes the keys under `prefix` and returns their names.
 fn delete_keys(rt: &tokio::runtime::Runtime, prefix: &str) -> Vec<String> {
     rt.block_on(async {
-        let mut con = support::connect_redis(12).await;
+        let mut con = callwatch_testkit::connect_redis(12).await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{prefix}*"))
             .query_async(&mut con)
@@ -173,10 +171,10 @@ fn every_alert_lands_once_and_close_waits_for_all_of_it() {
 }
 
 /// What a service that applies unacknowledged events again after a crash
-/// needs: when `record_all` returns, the batch's audit rows are on the
+/// needs: when `push_audit` returns, the batch's audit rows are on the
 /// audit stream (or already landed), whatever the write-behind has done.
 #[test]
-fn record_all_puts_a_batchs_audit_rows_on_the_stream_before_it_returns() {
+fn push_audit_puts_a_batchs_audit_rows_on_the_stream_before_it_returns() {
     let Fixture {
         rt,
         schema,
@@ -186,7 +184,7 @@ fn record_all_puts_a_batchs_audit_rows_on_the_stream_before_it_returns() {
         persist,
     } = Fixture::new("persist_all");
     let stream = format!("{prefix}audit");
-    let mut con = rt.block_on(support::connect_redis(12));
+    let mut con = rt.block_on(callwatch_testkit::connect_redis(12));
     let count = format!("SELECT count(*) FROM \"{}\".alert_audit", schema.0);
     // Rows on the stream, or taken off it because they landed.
     let mut durable = || -> u64 {
@@ -203,7 +201,8 @@ fn record_all_puts_a_batchs_audit_rows_on_the_stream_before_it_returns() {
 
     let (mut alerts, mut checks) = (0u64, 0u64);
     drive(&config, 50_000, |batch| {
-        persist.record_all(&batch);
+        rt.block_on(persist.push_audit(&batch));
+        persist.record_state(&batch);
         let made = batch.iter().filter(|e| e.is_alert()).count() as u64;
         if made > 0 {
             alerts += made;

@@ -16,7 +16,8 @@ use engine::shard::{Restore, RestoreCall, RestoreRecord, ShardState, Status};
 use engine::time;
 use redis::aio::MultiplexedConnection;
 
-use crate::store::{MultiplierRecord, ProcessedRecord, parse_pair_key};
+use callwatch_common::keys::parse_pair_key;
+use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
 
 /// What a load found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -284,6 +285,7 @@ pub enum RebuildError {
 /// inbox blocks this task, which is all that runs on its thread.
 pub async fn into_fresh_engine(
     con: &MultiplexedConnection,
+    key_prefix: &str,
     config: &EngineConfig,
     scan_count: usize,
     skipped: impl FnMut(Skipped),
@@ -292,7 +294,7 @@ pub async fn into_fresh_engine(
     let (mut router, mut effects, workers) = router::start(config)?;
     // Restores make no alerts, but every batch has an output to take.
     let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
-    let loaded = load_into(con, "", &mut router, scan_count, skipped, progress).await;
+    let loaded = load_into(con, key_prefix, &mut router, scan_count, skipped, progress).await;
     let finished = router.finish();
     drain.join().expect("the drain thread does not panic");
     let states = workers.join()?;

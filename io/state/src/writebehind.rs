@@ -45,29 +45,37 @@ use engine::token::Token;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Script};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::health::{Breaker, BreakerConfig};
+use callwatch_common::breaker::{Breaker, BreakerConfig};
 #[cfg(doc)]
-use crate::store::{MultiplierRecord, ProcessedRecord};
+use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
 
-/// How the write-behind runs.
-#[derive(Debug, Clone)]
+/// How the write-behind runs: the `[write_behind]` section of the
+/// service's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WriteBehindConfig {
-    /// Distinct keys the buffer holds at most. Default: 1,000,000.
+    /// Distinct keys the buffer holds at most, while Redis is away or
+    /// behind [default: 1,000,000].
     pub capacity: usize,
-    /// Keys per pipeline. Default: 4,096.
+    /// Keys per pipeline [default: 4,096].
     pub batch_keys: usize,
-    /// Pipelines sent before the first is answered. Default: 2, so Redis
-    /// has the next pipeline while the client reads the last one's replies.
+    /// Pipelines sent before the first is answered, so Redis has the next
+    /// pipeline while the client reads the last one's replies [default: 2].
     pub pipelines_in_flight: usize,
-    /// The longest a change waits before a flush. Default: 20 ms.
-    pub flush_interval: Duration,
-    /// The engine's time to live: records expire at start + ttl.
+    /// The longest a change waits before a flush [default: 20].
+    pub flush_interval_ms: u64,
+    /// The engine's time to live: records expire at start + ttl (the
+    /// engine's setting).
+    #[serde(skip)]
     pub ttl_nanos: Nanos,
     /// Put before every key; empty in production (the seed's layout), a
-    /// test's own prefix in tests.
+    /// test's own prefix in tests (the `[redis]` section's).
+    #[serde(skip)]
     pub key_prefix: String,
+    #[serde(skip)]
     pub breaker: BreakerConfig,
 }
 
@@ -77,11 +85,32 @@ impl Default for WriteBehindConfig {
             capacity: 1_000_000,
             batch_keys: 4096,
             pipelines_in_flight: 2,
-            flush_interval: Duration::from_millis(20),
+            flush_interval_ms: 20,
             ttl_nanos: engine::config::DEFAULT_TTL_HOURS * 3600 * NANOS_PER_SEC,
             key_prefix: String::new(),
             breaker: BreakerConfig::default(),
         }
+    }
+}
+
+impl WriteBehindConfig {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// What is wrong with it, each problem named.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.capacity == 0 || self.batch_keys == 0 || self.pipelines_in_flight == 0 {
+            problems.push(
+                "write_behind.capacity, batch_keys and pipelines_in_flight must be positive"
+                    .to_owned(),
+            );
+        }
+        if self.flush_interval_ms == 0 {
+            problems.push("write_behind.flush_interval_ms must be positive".to_owned());
+        }
+        problems
     }
 }
 
@@ -597,7 +626,7 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
             }
             tokio::select! {
                 () = shared.wake.notified() => {}
-                () = tokio::time::sleep(config.flush_interval) => {}
+                () = tokio::time::sleep(config.flush_interval()) => {}
             }
             continue;
         };
@@ -684,7 +713,7 @@ mod tests {
 
     #[test]
     fn records_encode_as_serde_would_read_them() {
-        use crate::store::{MultiplierRecord, ProcessedRecord};
+        use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
         let mut out = Vec::new();
         for (fdv, last) in [
             (125_000.0, None),

@@ -7,18 +7,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-mod support;
-
-use callwatch_io::health::{self, RedisTimeouts};
-use callwatch_io::store::{MultiplierRecord, ProcessedRecord, parse_pair_key};
-use callwatch_io::writebehind::{self, WriteBehindConfig};
+use callwatch_common::keys::parse_pair_key;
+use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
+use callwatch_state::writebehind::{self, WriteBehindConfig};
+use callwatch_streams::connection::{self as health, RedisTimeouts};
+use callwatch_testkit::OwnRedis;
 use engine::EngineConfig;
 use engine::ingest::{Ingest, Outcome};
 use engine::router;
 use engine::shard::Status;
 use engine::sim::{Market, MarketConfig};
 use engine::time;
-use support::OwnRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_ends_equal_to_the_engine() {
@@ -56,7 +55,7 @@ async fn redis_killed_mid_run_ends_equal_to_the_engine() {
         channels: 30,
         call_share: 0.05,
         step_nanos: 1_000_000,
-        start: callwatch_io::clock::now(),
+        start: callwatch_common::clock::now(),
         ..MarketConfig::default()
     });
     let (mut engine, mut effects, workers) = router::start(&config).unwrap();

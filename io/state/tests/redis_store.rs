@@ -5,16 +5,16 @@
 //! The server comes from `CALLWATCH_TEST_REDIS_URL`, by default
 //! `redis://127.0.0.1:6379/12` (`scripts/test` starts Redis if needed).
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use callwatch_io::store::{ProcessedRecord, ProcessedWriter, processed_key};
+use callwatch_common::keys::processed_key;
+use callwatch_common::records::ProcessedRecord;
+use callwatch_state::processed::ProcessedWriter;
 use engine::token::Token;
 use redis::aio::MultiplexedConnection;
 
 async fn connect() -> MultiplexedConnection {
-    support::connect_redis(12).await
+    callwatch_testkit::connect_redis(12).await
 }
 
 /// A token no other test or run uses.
@@ -174,7 +174,7 @@ async fn same_status_updates_and_upgrades_are_written() {
 /// other tests' scripts vanish under them.
 #[tokio::test]
 async fn upgrade_still_works_after_the_script_cache_is_flushed() {
-    let server = support::OwnRedis::start("script-flush");
+    let server = callwatch_testkit::OwnRedis::start("script-flush");
     let key = processed_key(&fresh_token(), 9);
     let writer = ProcessedWriter::new();
     let mut con = redis::Client::open(server.url())
@@ -206,8 +206,8 @@ async fn upgrade_still_works_after_the_script_cache_is_flushed() {
 
 #[tokio::test]
 async fn rebuild_loads_seed_records_and_reports_bad_ones() {
-    use callwatch_io::rebuild::{Restored, load_state};
-    use callwatch_io::store::multiplier_key;
+    use callwatch_common::keys::multiplier_key;
+    use callwatch_state::rebuild::{Restored, load_state};
 
     let mut con = connect().await;
     let token = fresh_token();
@@ -295,7 +295,7 @@ async fn rebuild_loads_seed_records_and_reports_bad_ones() {
 /// over while 16 writers write: every write must succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_survive_a_script_cache_flushed_over_and_over() {
-    let server = support::OwnRedis::start("script-flush-storm");
+    let server = callwatch_testkit::OwnRedis::start("script-flush-storm");
     let client = redis::Client::open(server.url()).unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flusher = {

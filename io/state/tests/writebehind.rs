@@ -2,13 +2,12 @@
 //! Against the machine's Redis, database 12 (or `CALLWATCH_TEST_REDIS_URL`),
 //! each test under a key prefix of its own that it deletes at the end.
 
-mod support;
-
 use std::time::Duration;
 
-use callwatch_io::health::{self, BreakerConfig, RedisTimeouts};
-use callwatch_io::store::MultiplierRecord;
-use callwatch_io::writebehind::{self, WriteBehindConfig};
+use callwatch_common::breaker::BreakerConfig;
+use callwatch_common::records::MultiplierRecord;
+use callwatch_state::writebehind::{self, WriteBehindConfig};
+use callwatch_streams::connection::{self as health, RedisTimeouts};
 use engine::effect::{CallAlert, Effect, MultiplierAlert, Progress};
 use engine::time::{self, NANOS_PER_SEC};
 use engine::token::Token;
@@ -16,7 +15,7 @@ use engine::token::Token;
 const SOL: &str = "So11111111111111111111111111111111111111112";
 
 fn url() -> String {
-    support::redis_url(12)
+    callwatch_testkit::redis_url(12)
 }
 
 fn prefix(test: &str) -> String {
@@ -89,7 +88,7 @@ async fn cleanup(con: &mut redis::aio::ConnectionManager, prefix: &str) {
 /// On a server of its own, since it runs `SCRIPT FLUSH`.
 #[tokio::test]
 async fn records_are_the_seeds_and_thresholds_rise_in_place() {
-    let server = support::OwnRedis::start("records");
+    let server = callwatch_testkit::OwnRedis::start("records");
     let url = || server.url();
     let prefix = prefix("records");
     let con = health::managed_connection(&url(), &RedisTimeouts::default()).unwrap();
@@ -192,7 +191,7 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
 #[tokio::test]
 async fn a_full_buffer_drops_new_keys_and_counts_them() {
     // Nothing listens on port 1: every flush fails and keys stay held.
-    let con = support::unreachable_redis();
+    let con = callwatch_testkit::unreachable_redis();
     let (wb, flusher) = writebehind::start(
         WriteBehindConfig {
             capacity: 10,
@@ -232,7 +231,7 @@ async fn health_check_measures_latency_and_reports_a_dead_server() {
     let ok = health::ping(&mut up, Duration::from_secs(2)).await;
     assert!(ok.ok && ok.error.is_none(), "{ok:?}");
     assert!(ok.latency > Duration::ZERO && ok.latency < Duration::from_secs(2));
-    let mut down = support::unreachable_redis();
+    let mut down = callwatch_testkit::unreachable_redis();
     let bad = health::ping(&mut down, Duration::from_millis(500)).await;
     assert!(!bad.ok, "{bad:?}");
     assert!(bad.error.is_some());

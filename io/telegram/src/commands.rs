@@ -24,9 +24,11 @@ use engine::shard::Holding;
 use engine::time::{NANOS_PER_SEC, Nanos};
 use serde::{Deserialize, Serialize};
 
-use super::format::{self, Links};
-use super::updates::Incoming;
-use crate::stream_ingest::{EVENT_FIELD, Route, stream_key};
+use callwatch_common::keys::{EVENT_FIELD, chat_settings_key, stream_key};
+use callwatch_common::route::Route;
+
+use crate::format::{self, Links};
+use crate::updates::Incoming;
 
 /// The most channels one chat may follow by name.
 pub const MAX_FOLLOW: usize = 500;
@@ -1112,7 +1114,7 @@ impl SettingsStore {
     }
 
     fn key(&self, chat_id: ChatId) -> String {
-        format!("{}chat_settings:{chat_id}", self.key_prefix)
+        chat_settings_key(&self.key_prefix, chat_id)
     }
 
     /// The chat's settings; defaults when none were saved.

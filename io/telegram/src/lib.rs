@@ -8,6 +8,8 @@
 //! ```
 //!
 //! # Layout
+//! - [`config`]: the `[telegram]` settings: the bot, its rates, how
+//!   commands arrive.
 //! - [`format`](mod@format): an alert → HTML text and URL buttons (pure, escaped,
 //!   capped at Telegram's 4,096 characters).
 //! - [`names`]: channel names, in process (TTL, LRU) over Redis
@@ -22,8 +24,6 @@
 //! - [`updates`]: receiving the bot's messages (commands) through
 //!   teloxide's dispatcher, by long polling or a webhook behind axum, in
 //!   order per chat, with a graceful shutdown.
-//! - [`fake`]: a fake Bot API server (a test double) with a script of
-//!   misbehaviour, for the tests and the load test.
 //!
 //! The bot token is a [`BotToken`]: its `Debug` hides it, and every error
 //! text that leaves this module has been through [`BotToken::scrub`]
@@ -31,7 +31,7 @@
 //! URL).
 
 pub mod commands;
-pub mod fake;
+pub mod config;
 pub mod format;
 pub mod names;
 pub mod outbox;

@@ -24,8 +24,8 @@ use moka::policy::EvictionPolicy;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 
-use crate::health::{Breaker, BreakerConfig};
-use crate::store::{CHANNEL_INFO_TTL_SECS, channel_info_key};
+use callwatch_common::breaker::{Breaker, BreakerConfig};
+use callwatch_common::keys::{CHANNEL_INFO_TTL_SECS, channel_info_key};
 
 /// A channel's name, shared by every alert that shows it.
 pub type Name = Arc<str>;

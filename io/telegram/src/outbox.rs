@@ -8,15 +8,17 @@
 //! at most what Telegram had answered and the service had not yet deleted:
 //! the messages in flight and the sender's reports not yet read.
 
+use callwatch_common::records::AlertKind;
+use callwatch_streams::EntryId;
+use callwatch_streams::log;
 use engine::time::Nanos;
 use engine::token::Token;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::format::Button;
-use super::sender::{AlertKey, Message, Tag};
-use crate::audit::AlertKind;
+use crate::format::Button;
+use crate::sender::{AlertKey, Message, Tag};
 
 /// The outbox of one deployment: a stream key.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ struct Stored {
 
 /// Entries read per XRANGE at start.
 const LOAD_BATCH: usize = 1_000;
+/// An entry's one field: the message as JSON.
+const FIELD: &str = "alert";
 
 impl Outbox {
     pub fn new(key: impl Into<String>) -> Outbox {
@@ -49,50 +53,39 @@ impl Outbox {
         &self,
         con: &mut impl ConnectionLike,
         messages: &[Message],
-    ) -> redis::RedisResult<Vec<String>> {
-        let mut pipe = redis::pipe();
-        for m in messages {
-            let Tag::Alert(key) = &m.tag else {
-                continue;
-            };
-            let stored = Stored {
-                chat_id: m.chat_id,
-                token: key.token.to_string(),
-                kind: key.kind,
-                threshold: key.threshold,
-                at: key.at,
-                text: m.text.clone(),
-                buttons: m
-                    .buttons
-                    .iter()
-                    .map(|b| (b.text.clone(), b.url.to_string()))
-                    .collect(),
-            };
-            let json = serde_json::to_string(&stored).expect("alerts serialise");
-            pipe.cmd("XADD")
-                .arg(&self.key)
-                .arg("*")
-                .arg("alert")
-                .arg(json);
-        }
-        pipe.query_async(con).await
+    ) -> callwatch_streams::Result<Vec<EntryId>> {
+        let stored: Vec<String> = messages
+            .iter()
+            .filter_map(|m| {
+                let Tag::Alert(key) = &m.tag else {
+                    return None;
+                };
+                let stored = Stored {
+                    chat_id: m.chat_id,
+                    token: key.token.to_string(),
+                    kind: key.kind,
+                    threshold: key.threshold,
+                    at: key.at,
+                    text: m.text.clone(),
+                    buttons: m
+                        .buttons
+                        .iter()
+                        .map(|b| (b.text.clone(), b.url.to_string()))
+                        .collect(),
+                };
+                Some(serde_json::to_string(&stored).expect("alerts serialise"))
+            })
+            .collect();
+        log::append(con, &self.key, FIELD, &stored).await
     }
 
     /// Deletes answered entries.
     pub async fn remove(
         &self,
         con: &mut impl ConnectionLike,
-        ids: &[String],
-    ) -> redis::RedisResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let _: u64 = redis::cmd("XDEL")
-            .arg(&self.key)
-            .arg(ids)
-            .query_async(con)
-            .await?;
-        Ok(())
+        ids: &[EntryId],
+    ) -> callwatch_streams::Result<()> {
+        log::delete(con, &self.key, ids).await
     }
 
     /// Every entry still here, oldest first, with its id. An entry that
@@ -101,32 +94,18 @@ impl Outbox {
     pub async fn load(
         &self,
         con: &mut impl ConnectionLike,
-    ) -> redis::RedisResult<Vec<(String, Result<Message, String>)>> {
-        let mut out = Vec::new();
-        let mut start = "-".to_owned();
-        loop {
-            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg(&self.key)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(LOAD_BATCH)
-                .query_async(con)
-                .await?;
-            let n = entries.len();
-            for (id, fields) in entries {
-                start = format!("({id}");
-                let message = fields
-                    .into_iter()
-                    .find(|(f, _)| f == "alert")
-                    .ok_or_else(|| "no `alert` field".to_owned())
-                    .and_then(|(_, v)| decode(&v));
-                out.push((id, message));
-            }
-            if n < LOAD_BATCH {
-                return Ok(out);
-            }
-        }
+    ) -> callwatch_streams::Result<Vec<(EntryId, Result<Message, String>)>> {
+        let entries = log::read_all(con, &self.key, LOAD_BATCH).await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let message = entry
+                    .sole_field(FIELD)
+                    .and_then(|v| String::from_utf8(v).map_err(|e| e.to_string()))
+                    .and_then(|v| decode(&v));
+                (entry.id, message)
+            })
+            .collect())
     }
 }
 

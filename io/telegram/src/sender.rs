@@ -78,10 +78,12 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio::sync::{Semaphore, TryAcquireError, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::BotToken;
-use super::format::{Button, Rendered};
-use crate::audit::AlertKind;
-use crate::health::{Breaker, BreakerConfig, BreakerState};
+use callwatch_common::backoff::Backoff;
+use callwatch_common::breaker::{Breaker, BreakerConfig, BreakerState};
+use callwatch_common::records::AlertKind;
+
+use crate::BotToken;
+use crate::format::{Button, Rendered};
 
 /// How the sender runs. [`SenderConfig::check`] once at start.
 #[derive(Debug, Clone)]
@@ -102,7 +104,7 @@ pub struct SenderConfig {
     /// Giving up on one request (then retried). Default: 15 s.
     pub request_timeout: Duration,
     /// The wait before the first retry after a 5xx, network error or
-    /// timeout; it doubles with each. Default: 1 s.
+    /// timeout; it about doubles with each, with jitter. Default: 1 s.
     pub retry_backoff: Duration,
     /// The longest wait between attempts. Default: 30 s.
     pub max_retry_backoff: Duration,
@@ -824,6 +826,8 @@ struct Scheduler {
     paused_until: Option<Instant>,
     recent_429: VecDeque<(Instant, ChatId)>,
     breaker: Breaker,
+    /// The pause before a message's next attempt, by its attempts.
+    retries: Backoff,
     unreachable: Unreachable,
 }
 
@@ -840,6 +844,7 @@ impl Scheduler {
         Scheduler {
             spacing: config.window / config.global_limit,
             breaker: Breaker::new(config.breaker.clone()),
+            retries: Backoff::new(config.retry_backoff, config.max_retry_backoff),
             unreachable: Unreachable {
                 since: HashMap::new(),
                 order: VecDeque::new(),
@@ -1232,11 +1237,7 @@ impl Scheduler {
                         error,
                     })
                 } else {
-                    let backoff = self
-                        .config
-                        .retry_backoff
-                        .saturating_mul(1 << (pending.attempts - 1).min(20))
-                        .min(self.config.max_retry_backoff);
+                    let backoff = self.retries.delay_for_attempt(pending.attempts);
                     tracing::debug!(chat_id = id, attempts = pending.attempts, ?backoff, %error, "Telegram send failed; will retry");
                     chat.queue(lane).push_front(pending);
                     chat.next_at = now + backoff.max(interval);

@@ -39,7 +39,7 @@ use teloxide::error_handlers::ErrorHandler;
 use teloxide::types::{Message, Update};
 use teloxide::update_listeners::{Polling, UpdateListener, webhooks};
 
-use super::BotToken;
+use crate::BotToken;
 
 /// How long one `getUpdates` long poll waits for an update. Below
 /// teloxide's HTTP client timeout (17 s), as it must be.

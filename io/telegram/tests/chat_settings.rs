@@ -3,10 +3,9 @@
 //! engine's own input format, and the chat's settings beside it. Each test
 //! works under a key prefix of its own and deletes its keys at the end.
 
-mod support;
-
-use callwatch_io::stream_ingest::{Route, stream_key};
-use callwatch_io::telegram::commands::{ChatSettings, SettingsStore};
+use callwatch_common::keys::stream_key;
+use callwatch_common::route::Route;
+use callwatch_telegram::commands::{ChatSettings, SettingsStore};
 use engine::event::{Event, SettingsPatch};
 use engine::parse::LineParser;
 use engine::time::NANOS_PER_SEC;
@@ -46,8 +45,8 @@ async fn cleanup(con: &mut MultiplexedConnection, prefix: &str) {
 
 #[tokio::test]
 async fn a_saved_setting_is_an_engine_event_on_the_chats_stream_and_reads_back() {
-    let mut con = support::connect_redis(12).await;
-    let prefix = format!("{}:", support::unique("chat_settings"));
+    let mut con = callwatch_testkit::connect_redis(12).await;
+    let prefix = format!("{}:", callwatch_testkit::unique("chat_settings"));
     let store = SettingsStore::new(&prefix);
     assert_eq!(
         store.get(&mut con, 42).await.expect("get"),
@@ -90,8 +89,8 @@ async fn a_saved_setting_is_an_engine_event_on_the_chats_stream_and_reads_back()
 
 #[tokio::test]
 async fn unreadable_stored_settings_are_reported_not_replaced_by_defaults() {
-    let mut con = support::connect_redis(12).await;
-    let prefix = format!("{}:", support::unique("chat_settings"));
+    let mut con = callwatch_testkit::connect_redis(12).await;
+    let prefix = format!("{}:", callwatch_testkit::unique("chat_settings"));
     let () = redis::cmd("SET")
         .arg(format!("{prefix}chat_settings:7"))
         .arg("{not json")

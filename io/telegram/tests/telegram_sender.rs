@@ -5,20 +5,18 @@
 //! end: names through the two-level cache (the machine's Redis, database
 //! 12, under a prefix of its own), escaped, with its buttons.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use callwatch_io::audit::AlertKind;
-use callwatch_io::health::{self, RedisTimeouts};
-use callwatch_io::telegram::BotToken;
-use callwatch_io::telegram::fake::{Answer, FakeBotApi, Fault, Limits, Received};
-use callwatch_io::telegram::format::{self, Links};
-use callwatch_io::telegram::names::{ChannelNames, NamesConfig};
-use callwatch_io::telegram::sender::{
+use callwatch_common::records::AlertKind;
+use callwatch_streams::connection::{self as health, RedisTimeouts};
+use callwatch_telegram::BotToken;
+use callwatch_telegram::format::{self, Links};
+use callwatch_telegram::names::{ChannelNames, NamesConfig};
+use callwatch_telegram::sender::{
     AlertKey, ErrorKind, Inactive, Message, Rejected, Report, Sender, SenderConfig, SenderTask, Tag,
 };
+use callwatch_testkit::fake_bot::{Answer, FakeBotApi, Fault, Limits, Received};
 use engine::effect::{CallAlert, Effect};
 use tokio::sync::mpsc;
 
@@ -544,7 +542,7 @@ async fn close_sends_what_it_can_and_hands_back_the_rest_in_order() {
 #[tokio::test]
 async fn the_token_never_shows_in_errors_or_logs() {
     // A current-thread runtime: the sender's tasks log on this thread.
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = callwatch_testkit::capture_logs();
 
     // Nothing listens on a port the fake just gave back: every request
     // fails with a network error, whose text names the URL (and so the
@@ -607,10 +605,10 @@ async fn the_token_never_shows_in_errors_or_logs() {
 
 #[tokio::test]
 async fn an_alert_reaches_telegram_escaped_with_names_from_both_cache_levels() {
-    let url = support::redis_url(12);
+    let url = callwatch_testkit::redis_url(12);
     let con = health::managed_connection(&url, &RedisTimeouts::default()).unwrap();
     let mut admin = con.clone();
-    let prefix = format!("cw-test:{}:", support::unique("tg_names"));
+    let prefix = format!("cw-test:{}:", callwatch_testkit::unique("tg_names"));
     let names = ChannelNames::new(
         NamesConfig {
             key_prefix: prefix.clone(),

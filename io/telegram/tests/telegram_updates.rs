@@ -7,16 +7,14 @@
 //!
 //! Every wait is bounded: a hang fails the test.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callwatch_io::telegram::BotToken;
-use callwatch_io::telegram::fake::{FakeBotApi, Webhook, deliver_update, text_update};
-use callwatch_io::telegram::updates::{self, Incoming, Mode, UpdatesError};
+use callwatch_telegram::BotToken;
+use callwatch_telegram::updates::{self, Incoming, Mode, UpdatesError};
+use callwatch_testkit::fake_bot::{FakeBotApi, Webhook, deliver_update, text_update};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -409,7 +407,7 @@ async fn a_busy_webhook_port_is_an_error_and_no_webhook_is_set() {
 #[tokio::test]
 async fn the_token_is_in_no_error_and_no_log_line() {
     // A current-thread runtime: run's tasks log on this thread.
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = callwatch_testkit::capture_logs();
     let mut texts = Vec::new();
 
     // A token the API does not know: getMe is refused.

@@ -31,7 +31,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::config::LAMPORTS_PER_SOL;
+/// Lamports in one SOL.
+const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
 
 /// The system program, which a plain transfer calls.
 const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";

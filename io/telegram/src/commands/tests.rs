@@ -9,7 +9,7 @@ use engine::token::Token;
 use parking_lot::Mutex;
 
 use super::*;
-use crate::telegram::format::units;
+use crate::format::units;
 
 const NOW: Nanos = 1_764_064_800 * NANOS_PER_SEC; // 2025-11-25T10:00:00Z
 const DAY: Nanos = 24 * 3600 * NANOS_PER_SEC;

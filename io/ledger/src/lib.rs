@@ -1,0 +1,19 @@
+//! The system of record in PostgreSQL: the schema and its migrations, the
+//! audit trail (alert and activity rows through a Redis stream, landing
+//! once), and subscriptions (credits committed here first, then copied to
+//! Redis for the engine and the predecessor's readers). Nothing here is on
+//! the engine's path: rows wait in their stream while PostgreSQL is away.
+//!
+//! # Layout
+//! - [`migrate`]: the SQL files of `migrations/`, applied once each.
+//! - [`pg`]: the `[postgres]` settings, connecting and migrating, and a
+//!   connection kept and made again.
+//! - [`audit`]: audit and activity rows through a Redis stream into
+//!   PostgreSQL, in batches, acknowledged after commit, landing once.
+//! - [`subscriptions`]: credits of plans, committed in PostgreSQL first,
+//!   then copied to Redis and announced on the chats stream.
+
+pub mod audit;
+pub mod migrate;
+pub mod pg;
+pub mod subscriptions;

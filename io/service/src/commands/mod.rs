@@ -1,0 +1,378 @@
+//! The service's side of the bot's commands: the [`Backend`] that answers
+//! them from Redis, PostgreSQL and the running engine, the task that
+//! receives them, and payments.
+//!
+//! The engine is asked through [`EngineQuery`]: the thread that feeds the
+//! router takes the query in turn with events, so an answer reflects every
+//! event read before it. Settings and subscriptions change the engine only
+//! through the chats stream, as every other producer does.
+
+mod payments;
+mod receive;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callwatch_common::backoff::Backoff;
+use callwatch_common::clock::system_time;
+use callwatch_ledger::migrate::pg_detail;
+use callwatch_ledger::pg::connected;
+use callwatch_ledger::subscriptions::{
+    Credit, CreditError, Credited, Source, SubscriptionStore, announce,
+};
+use callwatch_payments::config::lamports_to_sol;
+use callwatch_payments::unmatched::{Resolution, Resolved};
+use callwatch_payments::{Ledger, PaymentError, solana_pay_url};
+use callwatch_telegram::commands::{
+    Backend, BackendError, ChatSettings, PlanView, QuoteView, SettingsStore, Subscription,
+    UnmatchedView,
+};
+use callwatch_telegram::names::ChannelNames;
+use engine::board::{self, ChannelScore};
+use engine::event::{ChannelId, ChatId, SettingsPatch};
+use engine::shard::{CallOutcome, Holding};
+use engine::time::Nanos;
+use redis::aio::ConnectionManager;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+pub use receive::{Parts, UpdatesTask, start};
+
+/// A question for the engine, answered once the shards reach it.
+#[derive(Debug)]
+pub enum EngineQuery {
+    Tracked {
+        chat_id: ChatId,
+        reply: oneshot::Sender<Vec<Holding>>,
+    },
+    Outcomes {
+        since: Nanos,
+        reply: oneshot::Sender<Vec<CallOutcome>>,
+    },
+}
+
+/// How long a command waits for the engine before it apologises.
+const ENGINE_WAIT: Duration = Duration::from_secs(5);
+
+/// The figures `/stats` shows, read when asked.
+pub type StatsFn = Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
+
+/// Where the service's commands get their answers.
+pub struct ServiceBackend {
+    pub redis: ConnectionManager,
+    pub prefix: String,
+    pub settings: SettingsStore,
+    pub subscriptions: SubscriptionStore,
+    /// PostgreSQL, where grants are recorded; `None` when not configured.
+    pub database_url: Option<String>,
+    pub pg: Mutex<Option<tokio_postgres::Client>>,
+    pub engine: mpsc::Sender<EngineQuery>,
+    pub names: Arc<ChannelNames>,
+    pub stats: StatsFn,
+    /// Payments, when configured.
+    pub payments: Option<Ledger>,
+}
+
+impl std::fmt::Debug for ServiceBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBackend")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(format!("{what}: {e}"))
+}
+
+impl ServiceBackend {
+    async fn ask<T>(
+        &self,
+        query: impl FnOnce(oneshot::Sender<T>) -> EngineQuery,
+    ) -> Result<T, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.engine
+            .send(query(tx))
+            .await
+            .map_err(|_| unavailable("engine", "stopping"))?;
+        match tokio::time::timeout(ENGINE_WAIT, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(unavailable("engine", "stopped before answering")),
+            Err(_) => Err(unavailable("engine", "no answer in 5 s (busy)")),
+        }
+    }
+
+    /// Appends the engine's `subscribe` event for a new expiry, retried a
+    /// few times: the credit is already committed, so giving up here only
+    /// delays the engine until the chat's next credit or a re-publish.
+    async fn publish_subscribe(
+        &self,
+        chat_id: ChatId,
+        plan: &str,
+        expires_at: Nanos,
+        now: Nanos,
+    ) -> Result<(), BackendError> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        for attempt in 1.. {
+            let mut con = self.redis.clone();
+            let announced = announce(&mut con, &self.prefix, chat_id, plan, expires_at, now);
+            match announced.await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 4 => {
+                    tracing::warn!(chat_id, error = %e, "subscribe event not published; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(unavailable("Redis (subscribe event)", e)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn ledger(&self) -> Result<&Ledger, BackendError> {
+        self.payments.as_ref().ok_or_else(|| {
+            BackendError::Refused(
+                "Payments are not open yet. An admin can /grant you days.".to_owned(),
+            )
+        })
+    }
+
+    /// A payments error as the user sees it; a PostgreSQL failure drops the
+    /// connection so the next command makes a new one.
+    fn payment_failed(
+        &self,
+        pg: &mut Option<tokio_postgres::Client>,
+        e: PaymentError,
+    ) -> BackendError {
+        if matches!(e, PaymentError::Postgres(_) | PaymentError::PgConnect(_)) {
+            *pg = None;
+        }
+        unavailable("payments", e)
+    }
+
+    async fn postgres(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>, BackendError> {
+        let Some(url) = &self.database_url else {
+            return Err(BackendError::Refused(
+                "Subscriptions need PostgreSQL, and this service runs without it.".to_owned(),
+            ));
+        };
+        let mut pg = self.pg.lock().await;
+        connected(url, &mut pg)
+            .await
+            .map_err(|e| unavailable("PostgreSQL", pg_detail(&e)))?;
+        Ok(pg)
+    }
+}
+
+impl Backend for ServiceBackend {
+    async fn settings(&self, chat_id: ChatId) -> Result<ChatSettings, BackendError> {
+        self.settings.get(&mut self.redis.clone(), chat_id).await
+    }
+
+    async fn save_settings(
+        &self,
+        chat_id: ChatId,
+        settings: &ChatSettings,
+        patch: &SettingsPatch,
+        now: Nanos,
+    ) -> Result<(), BackendError> {
+        self.settings
+            .save(&mut self.redis.clone(), chat_id, settings, patch, now)
+            .await
+    }
+
+    async fn subscription(&self, chat_id: ChatId) -> Result<Option<Subscription>, BackendError> {
+        let copy = self
+            .subscriptions
+            .read_copy(&mut self.redis.clone(), chat_id)
+            .await
+            .map_err(|e| unavailable("subscription", e))?;
+        Ok(copy.map(|(plan, expires_at)| Subscription { plan, expires_at }))
+    }
+
+    async fn tracked(&self, chat_id: ChatId) -> Result<Vec<Holding>, BackendError> {
+        self.ask(|reply| EngineQuery::Tracked { chat_id, reply })
+            .await
+    }
+
+    async fn leaderboard(
+        &self,
+        since: Nanos,
+        limit: usize,
+    ) -> Result<Vec<ChannelScore>, BackendError> {
+        let outcomes = self
+            .ask(|reply| EngineQuery::Outcomes { since, reply })
+            .await?;
+        Ok(board::leaderboard(outcomes, limit))
+    }
+
+    async fn names(&self, ids: &[ChannelId]) -> Vec<Option<String>> {
+        self.names
+            .resolve(ids)
+            .await
+            .into_iter()
+            .map(|n| n.map(|n| n.to_string()))
+            .collect()
+    }
+
+    async fn grant(
+        &self,
+        admin: i64,
+        chat_id: ChatId,
+        days: u32,
+        now: Nanos,
+    ) -> Result<Nanos, BackendError> {
+        let credit = Credit {
+            chat_id,
+            plan: "grant".to_owned(),
+            days,
+            source: Source::Grant { granted_by: admin },
+            amount_sol: None,
+            amount_usd: None,
+        };
+        let credited = {
+            let mut pg = self.postgres().await?;
+            let client = pg.as_mut().expect("connected above");
+            let result = self
+                .subscriptions
+                .credit(client, &mut self.redis.clone(), &credit, system_time(now))
+                .await;
+            if let Err(CreditError::Postgres(_)) = &result {
+                *pg = None;
+            }
+            match result {
+                Ok(c) => c,
+                // Committed; the Redis copy is rewritten at the next start.
+                Err(CreditError::RedisCopy { credited, error }) => {
+                    tracing::warn!(chat_id, %error, "grant committed; its Redis copy failed");
+                    credited
+                }
+                Err(e) => return Err(unavailable("grant", e)),
+            }
+        };
+        let Credited::New { expires_at, .. } = credited else {
+            return Err(BackendError::Refused(
+                "That grant was already recorded.".to_owned(),
+            ));
+        };
+        self.publish_subscribe(chat_id, "grant", expires_at, now)
+            .await?;
+        Ok(expires_at)
+    }
+
+    async fn stats(&self) -> Result<Vec<(String, String)>, BackendError> {
+        Ok((self.stats)())
+    }
+
+    fn plans(&self) -> Vec<PlanView> {
+        self.payments.as_ref().map_or_else(Vec::new, |ledger| {
+            ledger
+                .config()
+                .plans
+                .iter()
+                .map(|p| PlanView {
+                    name: p.name.clone(),
+                    days: p.days,
+                    price_sol: p.price_sol.clone(),
+                })
+                .collect()
+        })
+    }
+
+    async fn quote(
+        &self,
+        chat_id: ChatId,
+        plan: &str,
+        now: Nanos,
+    ) -> Result<QuoteView, BackendError> {
+        let ledger = self.ledger()?;
+        let mut pg = self.postgres().await?;
+        let client = pg.as_mut().expect("connected above");
+        let quote = match ledger
+            .create_quote(client, chat_id, plan, system_time(now))
+            .await
+        {
+            Ok(q) => q,
+            Err(PaymentError::UnknownPlan(name)) => {
+                return Err(BackendError::Refused(format!(
+                    "There is no plan \"{name}\"; /subscribe lists them."
+                )));
+            }
+            Err(e) => return Err(self.payment_failed(&mut pg, e)),
+        };
+        Ok(QuoteView {
+            pay_url: solana_pay_url(&quote),
+            amount_sol: quote.amount_sol(),
+            plan: quote.plan,
+            days: quote.days,
+            address: quote.receiving_address,
+            reference: quote.reference,
+            expires_at: quote.expires_at,
+        })
+    }
+
+    async fn unmatched(&self) -> Result<Vec<UnmatchedView>, BackendError> {
+        let ledger = self.ledger()?;
+        let mut pg = self.postgres().await?;
+        let client = pg.as_mut().expect("connected above");
+        match ledger.list_unmatched(client).await {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|u| UnmatchedView {
+                    signature: u.signature,
+                    reason: u.reason.to_string(),
+                    received_sol: if u.received_lamports < 0 {
+                        format!("-{}", lamports_to_sol(u.received_lamports.unsigned_abs()))
+                    } else {
+                        lamports_to_sol(u.received_lamports.unsigned_abs())
+                    },
+                    chat_id: u.chat_id,
+                })
+                .collect()),
+            Err(e) => Err(self.payment_failed(&mut pg, e)),
+        }
+    }
+
+    async fn resolve(
+        &self,
+        admin: i64,
+        signature: &str,
+        chat_id: ChatId,
+        plan: &str,
+        now: Nanos,
+    ) -> Result<Nanos, BackendError> {
+        let ledger = self.ledger()?;
+        let mut pg = self.postgres().await?;
+        let client = pg.as_mut().expect("connected above");
+        let resolution = Resolution {
+            signature,
+            chat_id,
+            plan,
+            admin_chat_id: admin,
+        };
+        let resolved = ledger
+            .resolve_unmatched(
+                client,
+                &mut self.redis.clone(),
+                &resolution,
+                system_time(now),
+            )
+            .await;
+        match resolved {
+            Ok(Resolved::Credited { expires_at }) => Ok(expires_at),
+            Ok(Resolved::AlreadyResolved {
+                resolved_by,
+                chat_id,
+            }) => Err(BackendError::Refused(format!(
+                "That payment was already resolved by {resolved_by}, for chat {chat_id}."
+            ))),
+            Err(PaymentError::NotFound(sig)) => Err(BackendError::Refused(format!(
+                "No unmatched payment has the signature {sig}."
+            ))),
+            Err(PaymentError::UnknownPlan(name)) => Err(BackendError::Refused(format!(
+                "There is no plan \"{name}\"."
+            ))),
+            Err(e) => Err(self.payment_failed(&mut pg, e)),
+        }
+    }
+}

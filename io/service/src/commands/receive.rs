@@ -1,0 +1,161 @@
+//! Receiving the bot's commands (long polling or the webhook, as
+//! configured): each is answered through the sender's reply lane and
+//! written to the activity log.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use callwatch_common::clock;
+use callwatch_common::keys::audit_key;
+use callwatch_ledger::audit::{Activity, AuditQueue, QueueRow};
+use callwatch_ledger::subscriptions::SubscriptionStore;
+use callwatch_payments::Ledger;
+use callwatch_telegram::BotToken;
+use callwatch_telegram::commands::{Commands, SettingsStore};
+use callwatch_telegram::sender::{self, Message};
+use callwatch_telegram::updates::{self, Incoming, Mode};
+use redis::aio::ConnectionManager;
+use tokio::sync::{Mutex, mpsc, watch};
+
+use super::payments::{self, PaymentParts};
+use super::{EngineQuery, ServiceBackend, StatsFn};
+use crate::alerts::Alerts;
+use crate::settings::Settings;
+
+/// What the service hands over to run the commands.
+pub struct Parts {
+    pub alerts: Alerts,
+    pub queries: mpsc::Sender<EngineQuery>,
+    pub stats: StatsFn,
+    pub redis: ConnectionManager,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts").finish_non_exhaustive()
+    }
+}
+
+/// The task that receives commands; it ends when `stop` turns true.
+pub type UpdatesTask = tokio::task::JoinHandle<Result<(), updates::UpdatesError>>;
+
+/// Starts receiving commands, and payments when they are configured; call
+/// inside the runtime.
+pub fn start(
+    settings: &Settings,
+    parts: Parts,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<UpdatesTask> {
+    let t = &settings.telegram;
+    let prefix = settings.redis.key_prefix.clone();
+    let database_url = settings.postgres.url().map(str::to_owned);
+    let payments = match &database_url {
+        Some(url) if settings.payments_enabled() => {
+            let ledger = Ledger::new(
+                settings.payments.clone(),
+                &settings.postgres.schema,
+                &prefix,
+            )
+            .context("payments")?;
+            payments::start(
+                &PaymentParts {
+                    ledger: ledger.clone(),
+                    database_url: url.clone(),
+                    redis: parts.redis.clone(),
+                    sender: parts.alerts.sender.clone(),
+                    admins: t.admins.clone(),
+                },
+                stop,
+            )?;
+            Some(ledger)
+        }
+        _ => None,
+    };
+    let backend = ServiceBackend {
+        redis: parts.redis.clone(),
+        prefix: prefix.clone(),
+        settings: SettingsStore::new(&prefix),
+        subscriptions: SubscriptionStore::new(&settings.postgres.schema, &prefix),
+        database_url,
+        pg: Mutex::new(None),
+        engine: parts.queries,
+        names: Arc::clone(&parts.alerts.names),
+        stats: parts.stats,
+        payments,
+    };
+    let username = (!t.bot_username.is_empty()).then(|| t.bot_username.clone());
+    let commands = Arc::new(Commands::new(backend, t.admins.clone(), username));
+    let mode = if t.updates == "webhook" {
+        Mode::Webhook {
+            listen: t
+                .webhook_listen
+                .parse()
+                .context("telegram.webhook_listen")?,
+            public_url: t.webhook_url.parse().context("telegram.webhook_url")?,
+            secret_token: t.webhook_secret.clone(),
+        }
+    } else {
+        Mode::Polling
+    };
+    let api_url: url::Url = t.api_url.parse().context("telegram.api_url")?;
+    let token = BotToken::new(t.token.clone());
+    let answer = Answer {
+        commands,
+        replies: parts.alerts.sender.clone(),
+        audit: AuditQueue::new(audit_key(&prefix)),
+        redis: parts.redis,
+    };
+    let handler = move |msg: Incoming| answer.clone().handle(msg);
+    let mut stop = stop.clone();
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Ok(tokio::spawn(async move {
+        updates::run(&api_url, &token, mode, handler, shutdown).await
+    }))
+}
+
+/// Answers one message and logs it as an activity.
+#[derive(Clone)]
+struct Answer {
+    commands: Arc<Commands<ServiceBackend>>,
+    replies: sender::Sender,
+    audit: AuditQueue,
+    redis: ConnectionManager,
+}
+
+impl Answer {
+    async fn handle(mut self, msg: Incoming) {
+        let now = clock::now();
+        let Some((name, reply)) = self.commands.handle(&msg, now).await else {
+            return;
+        };
+        let message = Message::reply(
+            msg.chat_id,
+            u64::from(msg.message_id.unsigned_abs()),
+            reply.text,
+        );
+        if self.replies.send(message).await.is_err() {
+            tracing::warn!(
+                chat_id = msg.chat_id,
+                "reply not queued: the sender has closed"
+            );
+        }
+        let activity = Activity {
+            chat_id: msg.chat_id,
+            activity_type: format!("command:{name}"),
+            metadata: serde_json::json!({
+                "user_id": msg.user_id,
+                "text": msg.text.chars().take(256).collect::<String>(),
+            }),
+            created_at: now,
+        };
+        if let Err(e) = self
+            .audit
+            .push_batch(&mut self.redis, &[QueueRow::Activity(activity)])
+            .await
+        {
+            tracing::warn!(error = %e, "command not written to the activity log");
+        }
+    }
+}

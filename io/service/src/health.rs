@@ -1,0 +1,68 @@
+//! The health checks behind `/readyz` and `/metrics`: every two seconds,
+//! a `PING` to Redis and (when configured) a `SELECT 1` to PostgreSQL,
+//! each with its round trip.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use callwatch_ledger::pg::connected;
+use callwatch_streams::connection;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+
+use crate::metrics::Live;
+
+/// How often the servers are checked.
+const EVERY: Duration = Duration::from_secs(2);
+/// How long a check may take before it counts as down.
+const LIMIT: Duration = Duration::from_secs(1);
+
+/// The checks, until `stop` turns true.
+#[derive(Debug)]
+pub struct HealthChecks {
+    pub live: Arc<Live>,
+    pub redis: ConnectionManager,
+    pub postgres_url: Option<String>,
+}
+
+impl HealthChecks {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut pg: Option<tokio_postgres::Client> = None;
+        loop {
+            if let Some(url) = &self.postgres_url {
+                let t = Instant::now();
+                let ok = pg_ping(url, &mut pg).await;
+                self.live
+                    .postgres_ok
+                    .store(u64::from(ok), Ordering::Relaxed);
+                self.live
+                    .postgres_latency_us
+                    .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            let ping = connection::ping(&mut self.redis, LIMIT).await;
+            self.live
+                .redis_ok
+                .store(u64::from(ping.ok), Ordering::Relaxed);
+            self.live
+                .redis_latency_us
+                .store(ping.latency.as_micros() as u64, Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// `SELECT 1` within [`LIMIT`], connecting first if needed.
+async fn pg_ping(url: &str, client: &mut Option<tokio_postgres::Client>) -> bool {
+    let attempt = async {
+        connected(url, client)
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+    };
+    matches!(tokio::time::timeout(LIMIT, attempt).await, Ok(Ok(())))
+}

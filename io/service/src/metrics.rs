@@ -1,0 +1,336 @@
+//! The service's figures: counters and gauges every stage updates, read by
+//! `/metrics`, `/readyz` and the admins' `/stats`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use callwatch_ingest::stream::IngestCounters;
+use callwatch_state::writebehind::WriteBehind;
+use callwatch_telegram::sender::{self, SenderStats};
+use engine::router::ShardGauges;
+use parking_lot::Mutex;
+
+use crate::ops::{Exposition, Readiness, Report};
+
+/// A gauge that has no value yet (PostgreSQL not configured).
+pub const ABSENT: u64 = u64::MAX;
+
+/// Counters and gauges for `/metrics` and `/readyz`.
+#[derive(Debug)]
+pub struct Live {
+    pub gauges: Arc<[ShardGauges]>,
+    pub ingest: Arc<IngestCounters>,
+    pub alerts_call: AtomicU64,
+    pub alerts_multiplier: AtomicU64,
+    pub applied_through: AtomicU64,
+    pub acked_through: AtomicU64,
+    /// The sender's own counters are the Telegram figures.
+    pub sender: Mutex<Option<sender::Sender>>,
+    pub write_behind: WriteBehind,
+    pub redis_ok: AtomicU64,
+    pub redis_latency_us: AtomicU64,
+    /// 1 up, 0 down; [`ABSENT`] without PostgreSQL.
+    pub postgres_ok: AtomicU64,
+    pub postgres_latency_us: AtomicU64,
+    /// Batches waiting in each shard's inbox, sampled by the reader.
+    pub inbox_depth: Vec<AtomicU64>,
+    /// Stream entry → alert decided, recorded and handed to the sender, µs.
+    pub alert_latency: Mutex<hdrhistogram::Histogram<u64>>,
+    pub started: Instant,
+}
+
+/// One family's samples: label sets and values.
+type Samples<'a> = Vec<(&'a [(&'a str, &'a str)], f64)>;
+
+impl Live {
+    /// Figures at zero for an engine of `shards` shards.
+    pub fn new(
+        gauges: Arc<[ShardGauges]>,
+        ingest: Arc<IngestCounters>,
+        write_behind: WriteBehind,
+        shards: usize,
+    ) -> Live {
+        Live {
+            gauges,
+            ingest,
+            alerts_call: AtomicU64::new(0),
+            alerts_multiplier: AtomicU64::new(0),
+            applied_through: AtomicU64::new(0),
+            acked_through: AtomicU64::new(0),
+            sender: Mutex::new(None),
+            write_behind,
+            redis_ok: AtomicU64::new(0),
+            redis_latency_us: AtomicU64::new(0),
+            postgres_ok: AtomicU64::new(ABSENT),
+            postgres_latency_us: AtomicU64::new(0),
+            inbox_depth: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            alert_latency: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("valid bounds"),
+            ),
+            started: Instant::now(),
+        }
+    }
+
+    fn sum(&self, f: fn(&ShardGauges) -> &AtomicU64) -> u64 {
+        self.gauges
+            .iter()
+            .map(|g| f(g).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn sender_stats(&self) -> Option<SenderStats> {
+        self.sender.lock().as_ref().map(sender::Sender::stats)
+    }
+
+    /// The figures `/stats` shows admins.
+    pub fn stats_rows(&self) -> Vec<(String, String)> {
+        let ingest = self.ingest.stats();
+        let up = |a: &AtomicU64| match a.load(Ordering::Relaxed) {
+            1 => "up",
+            0 => "down",
+            _ => "not configured",
+        };
+        let count = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        let mut rows = vec![
+            (
+                "uptime".to_owned(),
+                format!("{} s", self.started.elapsed().as_secs()),
+            ),
+            ("events read".to_owned(), ingest.events.to_string()),
+            ("dead-lettered".to_owned(), ingest.dead_lettered.to_string()),
+            (
+                "tokens held".to_owned(),
+                self.sum(|g| &g.tokens).to_string(),
+            ),
+            (
+                "tracked keys".to_owned(),
+                self.sum(|g| &g.tracked).to_string(),
+            ),
+            (
+                "processed records".to_owned(),
+                self.sum(|g| &g.records).to_string(),
+            ),
+            ("call alerts".to_owned(), count(&self.alerts_call)),
+            (
+                "multiplier alerts".to_owned(),
+                count(&self.alerts_multiplier),
+            ),
+            ("Redis".to_owned(), up(&self.redis_ok).to_owned()),
+            ("PostgreSQL".to_owned(), up(&self.postgres_ok).to_owned()),
+        ];
+        if let Some(s) = self.sender_stats() {
+            rows.push(("Telegram sent".to_owned(), s.sent.to_string()));
+            rows.push(("Telegram queue".to_owned(), s.queued.to_string()));
+            rows.push(("Telegram 429s".to_owned(), s.rate_limited.to_string()));
+        }
+        rows
+    }
+
+    /// The engine's families: per-shard events, tracked entries and inbox
+    /// depths, alerts, and how far input is applied and acknowledged.
+    fn engine_families(&self, e: &mut Exposition) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let shards: Vec<String> = (0..self.gauges.len()).map(|i| i.to_string()).collect();
+        let labels: Vec<[(&str, &str); 1]> =
+            shards.iter().map(|s| [("shard", s.as_str())]).collect();
+        let per_shard = |f: fn(&ShardGauges) -> &AtomicU64| -> Samples<'_> {
+            self.gauges
+                .iter()
+                .zip(&labels)
+                .map(|(g, l)| (&l[..], f(g).load(Ordering::Relaxed) as f64))
+                .collect()
+        };
+        let inbox: Samples<'_> = self
+            .inbox_depth
+            .iter()
+            .zip(&labels)
+            .map(|(d, l)| (&l[..], d.load(Ordering::Relaxed) as f64))
+            .collect();
+        e.counter(
+            "callwatch_shard_events_total",
+            "Events applied, per shard.",
+            &per_shard(|g| &g.events),
+        )
+        .gauge(
+            "callwatch_shard_tracked",
+            "Tracked entries held, per shard.",
+            &per_shard(|g| &g.tracked),
+        )
+        .gauge(
+            "callwatch_shard_inbox_depth",
+            "Batches waiting in each shard's inbox.",
+            &inbox,
+        )
+        .counter(
+            "callwatch_alerts_total",
+            "Alerts decided, by kind.",
+            &[
+                (&[("kind", "call")], get(&self.alerts_call)),
+                (&[("kind", "multiplier")], get(&self.alerts_multiplier)),
+            ],
+        )
+        .gauge(
+            "callwatch_applied_through_seq",
+            "The last event applied by every shard.",
+            &[(&[], get(&self.applied_through))],
+        )
+        .gauge(
+            "callwatch_acked_through_seq",
+            "The last event acknowledged.",
+            &[(&[], get(&self.acked_through))],
+        );
+    }
+
+    /// The input's families: stream entries by outcome, and in flight.
+    fn ingest_families(&self, e: &mut Exposition) {
+        let ingest = self.ingest.stats();
+        e.counter(
+            "callwatch_ingest_entries_total",
+            "Stream entries read, by outcome.",
+            &[
+                (&[("outcome", "event")], ingest.events as f64),
+                (&[("outcome", "dead_letter")], ingest.dead_lettered as f64),
+                (&[("outcome", "acked")], ingest.acked as f64),
+            ],
+        )
+        .gauge(
+            "callwatch_ingest_in_flight",
+            "Events read and not yet acknowledged.",
+            &[(&[], ingest.in_flight as f64)],
+        );
+    }
+
+    /// The stores' families: the write-behind's backlog, and each server's
+    /// last health check.
+    fn store_families(&self, e: &mut Exposition) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let pg = self.postgres_ok.load(Ordering::Relaxed);
+        let if_pg = |v: f64| -> Samples<'static> {
+            if pg == ABSENT {
+                vec![]
+            } else {
+                vec![(&[][..], v)]
+            }
+        };
+        e.gauge(
+            "callwatch_write_behind_pending",
+            "Redis changes not yet written.",
+            &[(&[], self.write_behind.stats().pending as f64)],
+        )
+        .gauge(
+            "callwatch_postgres_up",
+            "Whether the last PostgreSQL health check answered (absent without PostgreSQL).",
+            &if_pg(pg as f64),
+        )
+        .gauge(
+            "callwatch_postgres_latency_seconds",
+            "The last PostgreSQL health check's round trip.",
+            &if_pg(get(&self.postgres_latency_us) / 1e6),
+        )
+        .gauge(
+            "callwatch_redis_up",
+            "Whether the last Redis health check answered.",
+            &[(&[], get(&self.redis_ok))],
+        )
+        .gauge(
+            "callwatch_redis_latency_seconds",
+            "The last Redis health check's round trip.",
+            &[(&[], get(&self.redis_latency_us) / 1e6)],
+        );
+    }
+
+    /// Telegram's families: messages by outcome, the queue, 429s.
+    fn telegram_families(&self, e: &mut Exposition) {
+        let sender = self.sender_stats();
+        let of = |f: fn(&SenderStats) -> u64| sender.as_ref().map_or(0.0, |s| f(s) as f64);
+        e.counter(
+            "callwatch_telegram_messages_total",
+            "Telegram messages, by outcome.",
+            &[
+                (&[("outcome", "sent")], of(|s| s.sent)),
+                (&[("outcome", "failed")], of(|s| s.failed)),
+                (&[("outcome", "chat_inactive")], of(|s| s.dropped_inactive)),
+            ],
+        )
+        .gauge(
+            "callwatch_telegram_queue_depth",
+            "Messages queued for Telegram.",
+            &[(&[], of(|s| s.queued))],
+        )
+        .counter(
+            "callwatch_telegram_429_total",
+            "429 answers from Telegram.",
+            &[(&[], of(|s| s.rate_limited))],
+        );
+    }
+
+    /// The alert latency by quantile, and the uptime.
+    fn latency_families(&self, e: &mut Exposition) {
+        let quantiles: Vec<(String, f64)> = {
+            let h = self.alert_latency.lock();
+            [0.5, 0.99, 0.999, 1.0]
+                .iter()
+                .map(|&q| (q.to_string(), h.value_at_quantile(q) as f64 / 1e6))
+                .collect()
+        };
+        let labels: Vec<[(&str, &str); 1]> = quantiles
+            .iter()
+            .map(|(q, _)| [("quantile", q.as_str())])
+            .collect();
+        let latency: Samples<'_> = labels
+            .iter()
+            .zip(&quantiles)
+            .map(|(l, (_, v))| (&l[..], *v))
+            .collect();
+        e.gauge(
+            "callwatch_alert_latency_seconds",
+            "Stream entry to alert recorded and handed to the sender, by quantile, since start.",
+            &latency,
+        )
+        .gauge(
+            "callwatch_uptime_seconds",
+            "Seconds since start.",
+            &[(&[], self.started.elapsed().as_secs_f64())],
+        );
+    }
+}
+
+impl Report for Live {
+    fn metrics(&self) -> String {
+        let mut e = Exposition::new();
+        self.engine_families(&mut e);
+        self.ingest_families(&mut e);
+        self.store_families(&mut e);
+        self.telegram_families(&mut e);
+        self.latency_families(&mut e);
+        e.finish()
+    }
+
+    fn readiness(&self) -> Readiness {
+        let redis = self.redis_ok.load(Ordering::Relaxed) == 1;
+        let mut detail = vec![format!(
+            "redis {} ({:.2} ms)",
+            if redis { "ok" } else { "down" },
+            self.redis_latency_us.load(Ordering::Relaxed) as f64 / 1000.0
+        )];
+        let pg = self.postgres_ok.load(Ordering::Relaxed);
+        if pg != ABSENT {
+            detail.push(format!(
+                "postgres {} ({:.2} ms)",
+                if pg == 1 {
+                    "ok"
+                } else {
+                    "down (audit rows wait in their queue)"
+                },
+                self.postgres_latency_us.load(Ordering::Relaxed) as f64 / 1000.0
+            ));
+        }
+        // PostgreSQL down delays audit rows but loses none: still ready.
+        Readiness {
+            ready: redis,
+            detail,
+        }
+    }
+}

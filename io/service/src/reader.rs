@@ -1,0 +1,167 @@
+//! The reading stage: the one thread that feeds the engine's router, in
+//! input order, with the stream ingest's batches and, in turn with them,
+//! the questions commands put to the engine (so an answer reflects every
+//! event read before it).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use callwatch_ingest::stream::EventBatch;
+use engine::event::Event;
+use engine::router::{EngineStopped, Router};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::commands::EngineQuery;
+use crate::keeper::{Call, Submitted};
+use crate::metrics::Live;
+
+/// What the reading thread takes, in turn.
+#[derive(Debug)]
+pub enum Feed {
+    Batch(EventBatch),
+    Query(EngineQuery),
+}
+
+/// Batches the reader has in hand at most, between the ingest and it.
+const FEED_DEPTH: usize = 4;
+
+/// One channel of event batches and engine questions, so that the thread
+/// feeding the router takes both in turn. Ends when the ingest ends.
+pub fn feed(
+    mut batches: mpsc::Receiver<EventBatch>,
+    mut queries: mpsc::Receiver<EngineQuery>,
+) -> mpsc::Receiver<Feed> {
+    let (tx, rx) = mpsc::channel(FEED_DEPTH);
+    tokio::spawn(async move {
+        let mut asking = true;
+        loop {
+            // Not biased: under a backlog batches are always ready, and a
+            // question must still get its turn.
+            let next = tokio::select! {
+                b = batches.recv() => match b {
+                    Some(b) => Feed::Batch(b),
+                    None => return,
+                },
+                q = queries.recv(), if asking => match q {
+                    Some(q) => Feed::Query(q),
+                    None => {
+                        asking = false;
+                        continue;
+                    }
+                },
+            };
+            if tx.send(next).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The reading thread's parts.
+#[derive(Debug)]
+pub struct Reader {
+    pub router: Router,
+    pub feed: mpsc::Receiver<Feed>,
+    /// To the keeper: what each batch submitted, for acknowledgement.
+    pub submitted: mpsc::Sender<Submitted>,
+    pub live: Arc<Live>,
+    pub handle: Handle,
+}
+
+impl Reader {
+    /// Feeds the router until the feed ends (the ingest stopped) or the
+    /// engine fails; hands the router back, to be finished.
+    pub fn run(mut self) -> (Router, Result<(), EngineStopped>) {
+        let result = self.read();
+        (self.router, result)
+    }
+
+    fn read(&mut self) -> Result<(), EngineStopped> {
+        let mut last_event = 0u64;
+        while let Some(input) = self.feed.blocking_recv() {
+            let batch = match input {
+                Feed::Batch(b) => b,
+                Feed::Query(q) => {
+                    answer(&mut self.router, &self.handle, q)?;
+                    continue;
+                }
+            };
+            let mut record = Submitted {
+                last_seq: *batch.seqs.end(),
+                entered: batch
+                    .envelopes
+                    .iter()
+                    .map(|e| e.seq)
+                    .zip(batch.entered_ms.iter().copied())
+                    .collect(),
+                ..Submitted::default()
+            };
+            for env in batch.envelopes {
+                last_event = env.seq;
+                if let Event::Call {
+                    token,
+                    channel_id,
+                    at,
+                    fdv_usd,
+                } = &env.event
+                {
+                    record.calls.push(Call {
+                        seq: env.seq,
+                        token: *token,
+                        channel_id: *channel_id,
+                        at: *at,
+                        fdv_usd: *fdv_usd,
+                    });
+                }
+                self.router.submit(env)?;
+            }
+            record.last_event = last_event;
+            // The keeper goes on taking these while it waits for effects, so
+            // a full channel only slows reading down. A keeper gone has
+            // failed, and says why itself.
+            if self.submitted.blocking_send(record).is_err() {
+                return Ok(());
+            }
+            self.router.flush()?;
+            for (gauge, depth) in self.live.inbox_depth.iter().zip(self.router.inbox_depths()) {
+                gauge.store(depth as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Puts a question to the shards, in order with the events submitted
+/// before it; a blocking task gathers the shards' answers.
+fn answer(router: &mut Router, handle: &Handle, query: EngineQuery) -> Result<(), EngineStopped> {
+    fn gather<T: Send + 'static>(
+        handle: &Handle,
+        shards: usize,
+        answers: crossbeam_channel::Receiver<Vec<T>>,
+        reply: tokio::sync::oneshot::Sender<Vec<T>>,
+    ) {
+        handle.spawn_blocking(move || {
+            let mut all = Vec::new();
+            for _ in 0..shards {
+                match answers.recv_timeout(Duration::from_secs(10)) {
+                    Ok(part) => all.extend(part),
+                    Err(_) => return,
+                }
+            }
+            let _ = reply.send(all);
+        });
+    }
+    let shards = router.shards();
+    match query {
+        EngineQuery::Tracked { chat_id, reply } => {
+            gather(handle, shards, router.tracked_by(chat_id)?, reply);
+        }
+        EngineQuery::Outcomes { since, reply } => {
+            gather(handle, shards, router.call_outcomes(since)?, reply);
+        }
+    }
+    Ok(())
+}

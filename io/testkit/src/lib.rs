@@ -1,0 +1,25 @@
+//! Test doubles and test plumbing, for tests and the load test only: no
+//! production crate depends on this one except as a dev-dependency.
+//!
+//! # Layout
+//! - [`fake_bot`]: a fake Telegram Bot API server with a script of
+//!   misbehaviour (429s, 5xx, slow answers, blocked chats) and its limits
+//!   watched on its own clock; it also plays the receiving side (updates,
+//!   webhooks).
+//! - [`fake_rpc`]: a fake Solana JSON-RPC server with a ledger of transfers
+//!   built in the test, outages and rate limits on demand.
+//! - [`servers`]: where the test PostgreSQL and Redis are, names no other
+//!   test uses, schemas dropped at the end.
+//! - [`own_redis`]: a `redis-server` of a test's own, and server commands
+//!   run on the real clock.
+//! - [`logs`]: what a component logs, captured.
+
+pub mod fake_bot;
+pub mod fake_rpc;
+pub mod logs;
+pub mod own_redis;
+pub mod servers;
+
+pub use logs::{Logs, capture_logs};
+pub use own_redis::{OwnRedis, server_command};
+pub use servers::*;

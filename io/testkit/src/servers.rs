@@ -1,0 +1,106 @@
+//! What the PostgreSQL and Redis tests share: where the servers are, names
+//! no other test or run uses, and schemas dropped when a test ends (also
+//! when it fails).
+//!
+//! The servers come from `CALLWATCH_TEST_DATABASE_URL` and
+//! `CALLWATCH_TEST_REDIS_URL`, by default the local ones (`scripts/test`
+//! starts them if needed).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use callwatch_ledger::migrate::migrate;
+use tokio_postgres::{Client, NoTls};
+
+pub fn database_url() -> String {
+    std::env::var("CALLWATCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".to_owned())
+}
+
+/// The Redis URL for a test, on database `db` unless the environment names
+/// a server.
+pub fn redis_url(db: u8) -> String {
+    std::env::var("CALLWATCH_TEST_REDIS_URL")
+        .unwrap_or_else(|_| format!("redis://127.0.0.1:6379/{db}"))
+}
+
+/// A connection to the test Redis, database `db` unless the environment
+/// names a server.
+pub async fn connect_redis(db: u8) -> redis::aio::MultiplexedConnection {
+    let url = redis_url(db);
+    redis::Client::open(url.as_str())
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at `{url}`: {e} (scripts/test starts it)"))
+}
+
+/// A managed connection to a Redis that is not there (nothing listens on
+/// port 1): every command fails fast, for outage tests.
+pub fn unreachable_redis() -> redis::aio::ConnectionManager {
+    callwatch_streams::connection::managed_connection(
+        "redis://127.0.0.1:1/0",
+        &callwatch_streams::connection::RedisTimeouts {
+            connect: std::time::Duration::from_millis(50),
+            retries: 0,
+            ..Default::default()
+        },
+    )
+    .expect("a valid URL")
+}
+
+/// `what` made unique to this process and call.
+pub fn unique(what: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{what}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `f` to completion on a runtime of its own, in a thread of its own:
+/// for `Drop`, which runs inside a test's runtime and must not block it.
+pub fn on_own_runtime<F: Future<Output = ()> + Send + 'static>(f: F) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f);
+    })
+    .join();
+}
+
+pub async fn connect_pg(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// A schema of the machine's PostgreSQL, dropped on drop.
+#[derive(Debug)]
+pub struct Schema(pub String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
+        on_own_runtime(async move {
+            if let Ok(client) = connect_pg(&database_url()).await {
+                let _ = client.batch_execute(&sql).await;
+            }
+        });
+    }
+}
+
+/// A migrated schema of its own on the machine's PostgreSQL.
+pub async fn own_schema(test: &str) -> (Schema, Client) {
+    let schema = Schema(format!("cw_test_{}", unique(test)));
+    let mut client = connect_pg(&database_url()).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL at `{}`: {e} (scripts/test starts it)",
+            database_url()
+        )
+    });
+    migrate(&mut client, &schema.0).await.unwrap();
+    (schema, client)
+}
