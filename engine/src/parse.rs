@@ -241,6 +241,50 @@ fn json_error(line: &[u8], e: &simd_json::Error) -> LineError {
 }
 
 fn decode(tape: &[Node<'_>]) -> Result<Event, LineError> {
+    let (fields, first_unknown) = index_fields(tape)?;
+    let kind = kind_of(tape, &fields, first_unknown)?;
+    let at = fields.time(tape, Field::At)?;
+    Ok(match kind {
+        "subscribe" => Event::Subscribe {
+            chat_id: fields.id(tape, Field::ChatId)?,
+            at,
+            expires_at: fields.time(tape, Field::ExpiresAt)?,
+            plan: match fields.get(tape, Field::Plan) {
+                None => None,
+                Some(Node::String(s)) => Some((*s).into()),
+                Some(_) => {
+                    return Err(LineError::Invalid {
+                        field: "plan",
+                        what: "a string",
+                    });
+                }
+            },
+        },
+        "settings" => Event::Settings {
+            chat_id: fields.id(tape, Field::ChatId)?,
+            at,
+            patch: Box::new(settings_patch(tape, &fields)?),
+        },
+        "call" => Event::Call {
+            token: fields.token(tape)?,
+            channel_id: fields.id(tape, Field::ChannelId)?,
+            fdv_usd: fields.fdv(tape)?,
+            at,
+        },
+        "price" => Event::Price {
+            token: fields.token(tape)?,
+            fdv_usd: fields.fdv(tape)?,
+            at,
+        },
+        _ => unreachable!("allowed() knows only these kinds"),
+    })
+}
+
+/// Where each known field's value sits on the tape, and the first unknown
+/// key (an error once the event's kind is known, so that the message can
+/// name the kind). A key given twice is an error at once.
+#[inline]
+fn index_fields<'t, 'a>(tape: &'t [Node<'a>]) -> Result<(Fields, Option<&'t str>), LineError> {
     let Some(&Node::Object { len, .. }) = tape.first() else {
         return Err(LineError::NotObject);
     };
@@ -269,6 +313,16 @@ fn decode(tape: &[Node<'_>]) -> Result<Event, LineError> {
             }
         }
     }
+    Ok((fields, first_unknown))
+}
+
+/// The event's `type`, once every field present is one that type takes.
+#[inline]
+fn kind_of(
+    tape: &[Node<'_>],
+    fields: &Fields,
+    first_unknown: Option<&str>,
+) -> Result<&'static str, LineError> {
     let kind = match fields.get(tape, Field::Type) {
         None => return Err(LineError::Missing("type")),
         Some(Node::String(kind)) => *kind,
@@ -297,61 +351,27 @@ fn decode(tape: &[Node<'_>]) -> Result<Event, LineError> {
             kind,
         });
     }
-    let at = fields.time(tape, Field::At)?;
-    Ok(match kind {
-        "subscribe" => Event::Subscribe {
-            chat_id: fields.id(tape, Field::ChatId)?,
-            at,
-            expires_at: fields.time(tape, Field::ExpiresAt)?,
-            plan: match fields.get(tape, Field::Plan) {
-                None => None,
-                Some(Node::String(s)) => Some((*s).into()),
-                Some(_) => {
-                    return Err(LineError::Invalid {
-                        field: "plan",
-                        what: "a string",
-                    });
-                }
-            },
-        },
-        "settings" => Event::Settings {
-            chat_id: fields.id(tape, Field::ChatId)?,
-            at,
-            patch: Box::new(SettingsPatch {
-                min_callers: fields.opt_int_in(
-                    tape,
-                    Field::MinCallers,
-                    limits::MIN_CALLERS,
-                    "an integer from 1 to 100",
-                )?,
-                lookback_minutes: fields.opt_int_in(
-                    tape,
-                    Field::LookbackMinutes,
-                    limits::LOOKBACK_MINUTES,
-                    "an integer from 1 to 10080",
-                )?,
-                min_fdv_usd: fields.opt_number(
-                    tape,
-                    Field::MinFdvUsd,
-                    |v| v >= 0.0,
-                    NON_NEGATIVE,
-                )?,
-                max_fdv_usd: fields.opt_number(tape, Field::MaxFdvUsd, |v| v > 0.0, POSITIVE)?,
-                follow: fields.follow(tape)?,
-            }),
-        },
-        "call" => Event::Call {
-            token: fields.token(tape)?,
-            channel_id: fields.id(tape, Field::ChannelId)?,
-            fdv_usd: fields.fdv(tape)?,
-            at,
-        },
-        "price" => Event::Price {
-            token: fields.token(tape)?,
-            fdv_usd: fields.fdv(tape)?,
-            at,
-        },
-        _ => unreachable!("allowed() knows only these kinds"),
+    Ok(kind)
+}
+
+/// A `settings` event's fields, each checked against its bounds.
+fn settings_patch(tape: &[Node<'_>], fields: &Fields) -> Result<SettingsPatch, LineError> {
+    Ok(SettingsPatch {
+        min_callers: fields.opt_int_in(
+            tape,
+            Field::MinCallers,
+            limits::MIN_CALLERS,
+            "an integer from 1 to 100",
+        )?,
+        lookback_minutes: fields.opt_int_in(
+            tape,
+            Field::LookbackMinutes,
+            limits::LOOKBACK_MINUTES,
+            "an integer from 1 to 10080",
+        )?,
+        min_fdv_usd: fields.opt_number(tape, Field::MinFdvUsd, |v| v >= 0.0, NON_NEGATIVE)?,
+        max_fdv_usd: fields.opt_number(tape, Field::MaxFdvUsd, |v| v > 0.0, POSITIVE)?,
+        follow: fields.follow(tape)?,
     })
 }
 
