@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(found(&text, &[]), [(PEPE.to_owned(), Network::Base)]);
         let link = format!("https://dexscreener.com/bsc/{PEPE}");
         assert_eq!(
-            found(&format!("{PEPE}"), &[&link]),
+            found(PEPE, &[&link]),
             [(PEPE.to_owned(), Network::Bsc)]
         );
     }
