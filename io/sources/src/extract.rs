@@ -374,10 +374,7 @@ mod tests {
         let text = format!("{PEPE} https://basescan.org/token/{PEPE}");
         assert_eq!(found(&text, &[]), [(PEPE.to_owned(), Network::Base)]);
         let link = format!("https://dexscreener.com/bsc/{PEPE}");
-        assert_eq!(
-            found(PEPE, &[&link]),
-            [(PEPE.to_owned(), Network::Bsc)]
-        );
+        assert_eq!(found(PEPE, &[&link]), [(PEPE.to_owned(), Network::Bsc)]);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`network`]: the networks a token is priced on.
 //! - [`extract`]: the addresses a post calls.
+//! - [`schedule`]: which tracked tokens to price next, within a budget.
 
 pub mod extract;
 pub mod network;
+pub mod schedule;
