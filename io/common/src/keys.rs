@@ -20,6 +20,10 @@
 //! | `events:dead` | input set aside, with the reason |
 //! | `callwatch:audit` | audit and activity rows on their way to PostgreSQL |
 //! | `callwatch:outbox` | alerts on their way to Telegram |
+//! | `posts:raw` | channel posts as readers write them, for calls |
+//! | `posts:seen:{chat_id}:{message_id}` | the tokens a post has called, so an edit calls only new ones |
+//! | `sources:calls` | every call kept, for the price scheduler |
+//! | `sources:near` | tokens whose value is near their next crossing, by the engine |
 //!
 //! Every name takes the deployment's key prefix in front (empty in
 //! production, the predecessor's layout).
@@ -87,6 +91,26 @@ pub fn audit_key(prefix: &str) -> String {
 /// The outbox: alerts on their way to Telegram.
 pub fn outbox_key(prefix: &str) -> String {
     format!("{prefix}callwatch:outbox")
+}
+
+/// Channel posts as readers write them: the calls' raw input.
+pub fn posts_key(prefix: &str) -> String {
+    format!("{prefix}posts:raw")
+}
+
+/// The tokens post `message_id` of `chat_id` has called.
+pub fn post_seen_key(prefix: &str, chat_id: i64, message_id: i64) -> String {
+    format!("{prefix}posts:seen:{chat_id}:{message_id}")
+}
+
+/// Every call kept, for the price scheduler.
+pub fn source_calls_key(prefix: &str) -> String {
+    format!("{prefix}sources:calls")
+}
+
+/// Tokens whose value is near their next crossing, as the engine saw them.
+pub fn source_near_key(prefix: &str) -> String {
+    format!("{prefix}sources:near")
 }
 
 #[cfg(test)]

@@ -190,15 +190,17 @@ impl Scheduler {
     }
 
     /// `t` was asked about at `now` and is worth `value` (`None`: the
-    /// sources did not know it).
-    pub fn polled(&mut self, t: Tracked, value: Option<f64>, now: Nanos) {
-        if let Some(s) = self.tokens.get_mut(&t) {
-            s.polled = Some(now);
-            if value.is_some() {
-                s.value = value;
-            }
-            self.reschedule(t, now);
+    /// sources did not know it). Returns how long it waited since its last
+    /// poll (or its call, for the first).
+    pub fn polled(&mut self, t: Tracked, value: Option<f64>, now: Nanos) -> Option<Nanos> {
+        let s = self.tokens.get_mut(&t)?;
+        let waited = now.saturating_sub(s.polled.unwrap_or(s.called));
+        s.polled = Some(now);
+        if value.is_some() {
+            s.value = value;
         }
+        self.reschedule(t, now);
+        Some(waited)
     }
 
     /// Stops tracking `t`.
