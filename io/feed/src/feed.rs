@@ -305,9 +305,18 @@ impl Feed {
             .arg(post_seen_key(&self.prefix, post.chat_id, post.message_id))
             .query_async(&mut self.con)
             .await?;
+        // Neither called already nor waiting for a value from an earlier
+        // entry of the same post (the post and its edit read together).
+        let waiting = |f: &Found| {
+            self.pending.iter().any(|p| {
+                p.found.token == f.token
+                    && p.post.chat_id == post.chat_id
+                    && p.post.message_id == post.message_id
+            })
+        };
         let new: Vec<Found> = found
             .into_iter()
-            .filter(|f| !seen.contains(&f.token.to_string()))
+            .filter(|f| !seen.contains(&f.token.to_string()) && !waiting(f))
             .collect();
         if new.is_empty() {
             self.consumer

@@ -70,9 +70,10 @@ impl Source {
         Source {
             client,
             budget: Budget::per_minute(per_minute),
+            // A dead source is tried again within half a minute at most.
             backoff: Backoff::new(
                 std::time::Duration::from_secs(1),
-                std::time::Duration::from_secs(120),
+                std::time::Duration::from_secs(30),
             ),
             counters: Arc::new(counters),
         }

@@ -6,6 +6,8 @@
 //!   misbehaviour (429s, 5xx, slow answers, blocked chats) and its limits
 //!   watched on its own clock; it also plays the receiving side (updates,
 //!   webhooks).
+//! - [`fake_dex`]: fakes of DexScreener and GeckoTerminal, with their
+//!   per-minute limits on a sliding minute.
 //! - [`fake_rpc`]: a fake Solana JSON-RPC server with a ledger of transfers
 //!   built in the test, outages and rate limits on demand.
 //! - [`servers`]: where the test PostgreSQL and Redis are, names no other
@@ -15,6 +17,7 @@
 //! - [`logs`]: what a component logs, captured.
 
 pub mod fake_bot;
+pub mod fake_dex;
 pub mod fake_rpc;
 pub mod logs;
 pub mod own_redis;
