@@ -238,7 +238,7 @@ async fn an_edit_calls_only_the_addresses_it_adds_and_bad_posts_are_set_aside() 
     let mut edit = a_post(7, &format!("CA {JUP}, and {BONK} too"));
     edit.edited = true;
     post(&mut con, &prefix, &edit).await;
-    let mut future = a_post(8, &format!("{BONK}"));
+    let mut future = a_post(8, BONK);
     future.date = clock::now() + 3_600 * NANOS_PER_SEC;
     post(&mut con, &prefix, &future).await;
     let _: String = redis::cmd("XADD")
@@ -338,7 +338,7 @@ async fn a_call_nobody_can_value_is_set_aside_with_the_reason_after_its_wait() {
     let mut c = config(&dex, None, 300);
     c.call_value_wait_secs = 3;
     let mut con = callwatch_testkit::connect_redis(6).await;
-    post(&mut con, &prefix, &a_post(2, &format!("{BONK}"))).await;
+    post(&mut con, &prefix, &a_post(2, BONK)).await;
     let feed = start(c, &prefix).await;
     eventually(20, "BONK set aside", || {
         let (mut con, key) = (con.clone(), dead_letter_key(&prefix));
