@@ -20,7 +20,10 @@
 //!   retries with backoff, reports of what was sent and who blocked the bot.
 //! - [`commands`]: the bot's commands, parsed with helpful replies for
 //!   bad arguments, answered over a backend; settings commands become
-//!   `settings` events on the chats stream.
+//!   `settings` events on the chats stream. A folder with one file per
+//!   command (or family sharing an argument shape), each a pure parse and
+//!   an answer; `commands/mod.rs` dispatches to them and holds
+//!   [`Command`](commands::Command) and [`Commands`](commands::Commands).
 //! - [`updates`]: receiving the bot's messages (commands) through
 //!   teloxide's dispatcher, by long polling or a webhook behind axum, in
 //!   order per chat, with a graceful shutdown.
