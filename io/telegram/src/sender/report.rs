@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use engine::event::ChatId;
 use teloxide::{ApiError, RequestError};
+use tokio::time::error::Elapsed;
 
 use super::Tag;
 use crate::BotToken;
@@ -76,8 +77,24 @@ pub(super) enum Outcome {
     Refused(SendError),
 }
 
+/// What a request's result means, or its having had no answer within
+/// `timeout`.
+pub(super) fn outcome(
+    result: Result<Result<i32, RequestError>, Elapsed>,
+    token: &BotToken,
+    timeout: Duration,
+) -> Outcome {
+    match result {
+        Ok(result) => classify(result, token),
+        Err(_) => Outcome::Retry(SendError {
+            kind: ErrorKind::Timeout,
+            detail: format!("no answer within {timeout:?}"),
+        }),
+    }
+}
+
 /// Reads one request's result; every text in it is scrubbed of the token.
-pub(super) fn classify(result: Result<i32, RequestError>, token: &BotToken) -> Outcome {
+fn classify(result: Result<i32, RequestError>, token: &BotToken) -> Outcome {
     let error = match result {
         Ok(id) => return Outcome::Sent(id),
         Err(e) => e,

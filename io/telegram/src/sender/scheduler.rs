@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use engine::event::ChatId;
 use teloxide::{Bot, RequestError};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
 use callwatch_common::backoff::Backoff;
 use callwatch_common::breaker::{Breaker, BreakerState};
 
 use super::chat::{Chat, Pending, Unreachable};
 use super::handle::{Mode, Shared};
-use super::report::{Outcome, classify};
+use super::report::{self, Outcome};
 use super::stats::bump;
-use super::window::Slot;
+use super::window::Window;
 use super::{ErrorKind, Inactive, Lane, Message, Report, SendError, SenderConfig};
 use crate::BotToken;
 
@@ -51,15 +51,7 @@ pub(super) struct Scheduler {
     ready: [VecDeque<ChatId>; 2],
     in_flight: JoinSet<Answer>,
     tasks: HashMap<tokio::task::Id, (ChatId, u64)>,
-    /// The last `global_limit` sends; `window_seq` is the first one's.
-    window: VecDeque<Slot>,
-    window_seq: u64,
-    next_seq: u64,
-    /// The latest answer of the sends that left the window.
-    watermark: Option<Instant>,
-    /// When the next send is due to keep sends spread out.
-    due: Option<Instant>,
-    spacing: Duration,
+    window: Window,
     paused_until: Option<Instant>,
     recent_429: VecDeque<(Instant, ChatId)>,
     breaker: Breaker,
@@ -79,11 +71,10 @@ impl Scheduler {
         mode_rx: watch::Receiver<Mode>,
     ) -> Scheduler {
         Scheduler {
-            spacing: config.window / config.global_limit,
             breaker: Breaker::new(config.breaker.clone()),
             retries: Backoff::new(config.retry_backoff, config.max_retry_backoff),
             unreachable: Unreachable::new(config.inactive_ttl, config.inactive_capacity),
-            window: VecDeque::with_capacity(config.global_limit as usize),
+            window: Window::new(&config),
             config,
             bot,
             token,
@@ -98,10 +89,6 @@ impl Scheduler {
             ready: [VecDeque::new(), VecDeque::new()],
             in_flight: JoinSet::new(),
             tasks: HashMap::new(),
-            window_seq: 0,
-            next_seq: 0,
-            watermark: None,
-            due: None,
             paused_until: None,
             recent_429: VecDeque::new(),
         }
@@ -131,23 +118,7 @@ impl Scheduler {
                     Err(_) => self.set_mode(Mode::Stop),
                 },
                 Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
-                    let answer = match joined {
-                        Ok((id, answer)) => {
-                            self.tasks.remove(&id);
-                            answer
-                        }
-                        Err(e) => {
-                            let (chat_id, seq) = self.tasks.remove(&e.id()).expect("a task of ours");
-                            tracing::error!(chat_id, "Telegram send task failed: {e}");
-                            Answer {
-                                chat_id,
-                                seq,
-                                result: Ok(Err(RequestError::Io(Arc::new(std::io::Error::other(
-                                    "send task failed",
-                                ))))),
-                            }
-                        }
-                    };
+                    let answer = self.answer_of(joined);
                     self.complete(answer).await;
                 }
                 msg = self.inbox.recv(), if !self.inbox_done => match msg {
@@ -162,6 +133,28 @@ impl Scheduler {
             }
         }
         self.leftovers()
+    }
+
+    /// What a send task returned; one that failed answers as an I/O
+    /// error would, so its message is retried like one.
+    fn answer_of(&mut self, joined: Result<(tokio::task::Id, Answer), JoinError>) -> Answer {
+        match joined {
+            Ok((id, answer)) => {
+                self.tasks.remove(&id);
+                answer
+            }
+            Err(e) => {
+                let (chat_id, seq) = self.tasks.remove(&e.id()).expect("a task of ours");
+                tracing::error!(chat_id, "Telegram send task failed: {e}");
+                Answer {
+                    chat_id,
+                    seq,
+                    result: Ok(Err(RequestError::Io(Arc::new(std::io::Error::other(
+                        "send task failed",
+                    ))))),
+                }
+            }
+        }
     }
 
     fn set_mode(&mut self, mode: Mode) {
@@ -290,17 +283,7 @@ impl Scheduler {
         if let Some(p) = self.paused_until {
             at = at.max(p);
         }
-        if let Some(due) = self.due {
-            // Half a spacing of slack, so a late timer does not slow the
-            // pace for good.
-            at = at.max(due - self.spacing / 2);
-        }
-        if self.window.len() >= self.config.global_limit as usize {
-            let answered = self.window[0].anchor(self.config.assume_received_after);
-            let anchor = self.watermark.map_or(answered, |w| w.max(answered));
-            at = at.max(anchor + self.config.window);
-        }
-        Some(at)
+        Some(self.window.release(at))
     }
 
     fn dispatch(&mut self, now: Instant) {
@@ -326,23 +309,9 @@ impl Scheduler {
         }
     }
 
+    /// Sends the next message of chat `id`, counted against the window.
     fn start(&mut self, id: ChatId, now: Instant) {
-        let assume = self.config.assume_received_after;
-        if self.window.len() >= self.config.global_limit as usize
-            && let Some(oldest) = self.window.pop_front()
-        {
-            let answered = oldest.anchor(assume);
-            self.watermark = Some(self.watermark.map_or(answered, |w| w.max(answered)));
-            self.window_seq += 1;
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.window.push_back(Slot {
-            started: now,
-            answered: None,
-        });
-        self.due = Some(self.due.map_or(now, |d| d.max(now)) + self.spacing);
-
+        let seq = self.window.record(now);
         let chat = self.chats.get_mut(&id).expect("a ready chat exists");
         let pending = match chat.replies.pop_front() {
             Some(p) => p,
@@ -363,117 +332,150 @@ impl Scheduler {
         self.tasks.insert(handle.id(), (id, seq));
     }
 
+    /// Settles the message a request was for, as its answer says: done
+    /// with (sent, given up, or dropped with its unreachable chat) or back
+    /// at the head of its queue; then its chat's next turn.
     async fn complete(&mut self, answer: Answer) {
         let now = Instant::now();
-        if let Some(slot) = answer
-            .seq
-            .checked_sub(self.window_seq)
-            .and_then(|i| self.window.get_mut(i as usize))
-        {
-            slot.answered = Some(now);
-        }
+        self.window.answered(answer.seq, now);
         let id = answer.chat_id;
-        let outcome = match answer.result {
-            Ok(result) => classify(result, &self.token),
-            Err(_) => Outcome::Retry(SendError {
-                kind: ErrorKind::Timeout,
-                detail: format!("no answer within {:?}", self.config.request_timeout),
-            }),
-        };
-        let c = &self.shared.counters;
-        let chat = self
-            .chats
-            .get_mut(&id)
+        let outcome = report::outcome(answer.result, &self.token, self.config.request_timeout);
+        let pending = self
+            .in_flight_chat(id)
+            .in_flight
+            .take()
             .expect("a chat with a send in flight");
-        let pending = chat.in_flight.take().expect("a chat with a send in flight");
-        let lane = pending.msg.tag.lane();
-        let interval = self.config.chat_interval;
         let report = match outcome {
-            Outcome::Sent(message_id) => {
-                self.breaker.success();
-                bump(&c.sent);
-                self.shared.release(lane, 1);
-                chat.next_at = now + interval;
-                Some(Report::Sent {
-                    chat_id: id,
-                    tag: pending.msg.tag,
-                    message_id,
-                })
-            }
+            Outcome::Sent(message_id) => Some(self.sent(id, pending, message_id, now)),
             Outcome::RetryAfter(after) => {
-                bump(&c.rate_limited);
-                chat.queue(lane).push_front(pending);
-                chat.next_at = now + after.max(interval);
-                tracing::debug!(chat_id = id, retry_after = ?after, "Telegram 429 for a chat; it waits");
-                self.flood_check(id, after, now);
+                self.rate_limited(id, pending, after, now);
                 None
             }
-            Outcome::Inactive(reason) => {
-                let replies = chat.replies.len() + usize::from(lane == Lane::Reply);
-                let alerts = chat.alerts.len() + usize::from(lane == Lane::Alert);
-                self.chats.remove(&id);
-                self.shared.release(Lane::Reply, replies);
-                self.shared.release(Lane::Alert, alerts);
-                self.unreachable.insert(id, now);
-                bump(&c.inactive_chats);
-                c.dropped_inactive
-                    .fetch_add((replies + alerts) as u64, Ordering::Relaxed);
-                tracing::info!(chat_id = id, reason = ?reason, dropped = replies + alerts, "Telegram chat unreachable; its messages dropped");
-                Some(Report::Inactive {
-                    chat_id: id,
-                    reason,
-                    dropped: replies + alerts,
-                })
-            }
-            Outcome::Retry(error) => {
-                bump(match error.kind {
-                    ErrorKind::Timeout => &c.timeouts,
-                    ErrorKind::Network => &c.network_errors,
-                    _ => &c.server_errors,
-                });
-                let before = self.breaker.opened();
-                self.breaker.failure(now);
-                if self.breaker.opened() > before {
-                    bump(&c.breaker_opened);
-                    tracing::warn!(%error, "Telegram failing; all sending paused (breaker open)");
-                }
-                let mut pending = pending;
-                pending.attempts += 1;
-                if pending.attempts >= self.config.max_attempts {
-                    bump(&c.failed);
-                    self.shared.release(lane, 1);
-                    chat.next_at = now + interval;
-                    tracing::warn!(chat_id = id, attempts = pending.attempts, %error, "Telegram message given up");
-                    Some(Report::Failed {
-                        chat_id: id,
-                        tag: pending.msg.tag,
-                        error,
-                    })
-                } else {
-                    let backoff = self.retries.delay_for_attempt(pending.attempts);
-                    tracing::debug!(chat_id = id, attempts = pending.attempts, ?backoff, %error, "Telegram send failed; will retry");
-                    chat.queue(lane).push_front(pending);
-                    chat.next_at = now + backoff.max(interval);
-                    None
-                }
-            }
-            Outcome::Refused(error) => {
-                bump(&c.failed);
-                self.shared.release(lane, 1);
-                chat.next_at = now + interval;
-                tracing::warn!(chat_id = id, %error, "Telegram refused a message");
-                Some(Report::Failed {
-                    chat_id: id,
-                    tag: pending.msg.tag,
-                    error,
-                })
-            }
+            Outcome::Inactive(reason) => Some(self.inactive(id, pending, reason, now)),
+            Outcome::Retry(error) => self.retry(id, pending, error, now),
+            Outcome::Refused(error) => Some(self.refused(id, pending, error, now)),
         };
         if let Some(chat) = self.chats.get(&id) {
             self.timers.push(Reverse((chat.next_at, id)));
         }
         if let Some(report) = report {
             self.report(report).await;
+        }
+    }
+
+    /// The chat of a send being settled: it stays until its answer is.
+    fn in_flight_chat(&mut self, id: ChatId) -> &mut Chat {
+        self.chats
+            .get_mut(&id)
+            .expect("a chat with a send in flight")
+    }
+
+    /// Done with a message: its room goes back, and its chat's next one
+    /// waits an interval.
+    fn done(&mut self, id: ChatId, lane: Lane, now: Instant) {
+        self.shared.release(lane, 1);
+        self.in_flight_chat(id).next_at = now + self.config.chat_interval;
+    }
+
+    /// A message goes back to the head of its queue, keeping its chat's
+    /// order, and the chat waits `wait` (an interval at least).
+    fn requeue(&mut self, id: ChatId, pending: Pending, wait: Duration, now: Instant) {
+        let interval = self.config.chat_interval;
+        let chat = self.in_flight_chat(id);
+        chat.queue(pending.msg.tag.lane()).push_front(pending);
+        chat.next_at = now + wait.max(interval);
+    }
+
+    fn sent(&mut self, id: ChatId, pending: Pending, message_id: i32, now: Instant) -> Report {
+        self.breaker.success();
+        bump(&self.shared.counters.sent);
+        self.done(id, pending.msg.tag.lane(), now);
+        Report::Sent {
+            chat_id: id,
+            tag: pending.msg.tag,
+            message_id,
+        }
+    }
+
+    /// A 429: the chat waits `retry_after`, and every chat does if others
+    /// got one too.
+    fn rate_limited(&mut self, id: ChatId, pending: Pending, after: Duration, now: Instant) {
+        bump(&self.shared.counters.rate_limited);
+        self.requeue(id, pending, after, now);
+        tracing::debug!(chat_id = id, retry_after = ?after, "Telegram 429 for a chat; it waits");
+        self.flood_check(id, after, now);
+    }
+
+    /// The chat cannot be written to: it is forgotten with everything
+    /// queued for it, and remembered as unreachable.
+    fn inactive(&mut self, id: ChatId, pending: Pending, reason: Inactive, now: Instant) -> Report {
+        let lane = pending.msg.tag.lane();
+        let chat = self.in_flight_chat(id);
+        let replies = chat.replies.len() + usize::from(lane == Lane::Reply);
+        let alerts = chat.alerts.len() + usize::from(lane == Lane::Alert);
+        self.chats.remove(&id);
+        self.shared.release(Lane::Reply, replies);
+        self.shared.release(Lane::Alert, alerts);
+        self.unreachable.insert(id, now);
+        let c = &self.shared.counters;
+        bump(&c.inactive_chats);
+        c.dropped_inactive
+            .fetch_add((replies + alerts) as u64, Ordering::Relaxed);
+        tracing::info!(chat_id = id, reason = ?reason, dropped = replies + alerts, "Telegram chat unreachable; its messages dropped");
+        Report::Inactive {
+            chat_id: id,
+            reason,
+            dropped: replies + alerts,
+        }
+    }
+
+    /// A 5xx, network error or timeout: a failure for the breaker, then
+    /// another attempt after a backoff, or the message given up after
+    /// `max_attempts`.
+    fn retry(
+        &mut self,
+        id: ChatId,
+        mut pending: Pending,
+        error: SendError,
+        now: Instant,
+    ) -> Option<Report> {
+        let c = &self.shared.counters;
+        bump(match error.kind {
+            ErrorKind::Timeout => &c.timeouts,
+            ErrorKind::Network => &c.network_errors,
+            _ => &c.server_errors,
+        });
+        let before = self.breaker.opened();
+        self.breaker.failure(now);
+        if self.breaker.opened() > before {
+            bump(&c.breaker_opened);
+            tracing::warn!(%error, "Telegram failing; all sending paused (breaker open)");
+        }
+        pending.attempts += 1;
+        if pending.attempts >= self.config.max_attempts {
+            bump(&c.failed);
+            self.done(id, pending.msg.tag.lane(), now);
+            tracing::warn!(chat_id = id, attempts = pending.attempts, %error, "Telegram message given up");
+            return Some(Report::Failed {
+                chat_id: id,
+                tag: pending.msg.tag,
+                error,
+            });
+        }
+        let backoff = self.retries.delay_for_attempt(pending.attempts);
+        tracing::debug!(chat_id = id, attempts = pending.attempts, ?backoff, %error, "Telegram send failed; will retry");
+        self.requeue(id, pending, backoff, now);
+        None
+    }
+
+    fn refused(&mut self, id: ChatId, pending: Pending, error: SendError, now: Instant) -> Report {
+        bump(&self.shared.counters.failed);
+        self.done(id, pending.msg.tag.lane(), now);
+        tracing::warn!(chat_id = id, %error, "Telegram refused a message");
+        Report::Failed {
+            chat_id: id,
+            tag: pending.msg.tag,
+            error,
         }
     }
 
