@@ -18,9 +18,18 @@
 //!   teloxide: one message per chat per second, 30 per second overall, a
 //!   priority lane for replies, `retry_after` for what it applies to,
 //!   retries with backoff, reports of what was sent and who blocked the bot.
+//!   A folder: `config`, `message`, `handle` (the [`Sender`](sender::Sender)
+//!   and [`SenderTask`](sender::SenderTask) handles), `scheduler` (the
+//!   task), `chat` (per-chat queues), `window` (the global limit),
+//!   `report` (answers read into outcomes) and `stats`.
+//! - [`outbox`]: alerts kept in a Redis stream until Telegram has answered
+//!   for them, so that a crash loses none.
 //! - [`commands`]: the bot's commands, parsed with helpful replies for
 //!   bad arguments, answered over a backend; settings commands become
-//!   `settings` events on the chats stream.
+//!   `settings` events on the chats stream. A folder with one file per
+//!   command (or family sharing an argument shape), each a pure parse and
+//!   an answer; `commands/mod.rs` dispatches to them and holds
+//!   [`Command`](commands::Command) and [`Commands`](commands::Commands).
 //! - [`updates`]: receiving the bot's messages (commands) through
 //!   teloxide's dispatcher, by long polling or a webhook behind axum, in
 //!   order per chat, with a graceful shutdown.

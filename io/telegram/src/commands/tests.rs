@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use engine::board::ChannelScore;
 use engine::shard::{Holding, TrackedView};
+use engine::time::NANOS_PER_SEC;
 use engine::token::Token;
 use parking_lot::Mutex;
 

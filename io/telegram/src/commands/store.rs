@@ -1,0 +1,91 @@
+//! Where a chat's settings are kept: Redis, beside the chats stream that
+//! carries them to the engine, both written in one MULTI so that the two
+//! never disagree.
+
+use engine::event::{ChatId, Event, SettingsPatch};
+use engine::time::Nanos;
+
+use callwatch_common::keys::{EVENT_FIELD, chat_settings_key, stream_key};
+use callwatch_common::route::Route;
+
+use super::{BackendError, ChatSettings};
+
+/// Chat settings in Redis beside the chats stream.
+#[derive(Debug, Clone)]
+pub struct SettingsStore {
+    key_prefix: String,
+    stream: String,
+}
+
+impl SettingsStore {
+    /// The store under `key_prefix` (empty in production), writing to the
+    /// chats stream the service reads.
+    pub fn new(key_prefix: &str) -> SettingsStore {
+        SettingsStore {
+            key_prefix: key_prefix.to_owned(),
+            stream: stream_key(key_prefix, Route::Chats),
+        }
+    }
+
+    fn key(&self, chat_id: ChatId) -> String {
+        chat_settings_key(&self.key_prefix, chat_id)
+    }
+
+    /// The chat's settings; defaults when none were saved.
+    pub async fn get(
+        &self,
+        con: &mut impl redis::aio::ConnectionLike,
+        chat_id: ChatId,
+    ) -> Result<ChatSettings, BackendError> {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(self.key(chat_id))
+            .query_async(con)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("Redis: {e}")))?;
+        match value {
+            None => Ok(ChatSettings::default()),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| {
+                BackendError::Unavailable(format!("chat_settings:{chat_id} is unreadable: {e}"))
+            }),
+        }
+    }
+
+    /// Appends the `settings` event of `patch` at `now` to the chats stream
+    /// and stores `settings`, in one MULTI: both or neither.
+    pub async fn save(
+        &self,
+        con: &mut impl redis::aio::ConnectionLike,
+        chat_id: ChatId,
+        settings: &ChatSettings,
+        patch: &SettingsPatch,
+        now: Nanos,
+    ) -> Result<(), BackendError> {
+        let mut line = Vec::with_capacity(128);
+        Event::Settings {
+            chat_id,
+            at: now,
+            patch: Box::new(patch.clone()),
+        }
+        .write_json(&mut line);
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let json = serde_json::to_vec(settings)
+            .map_err(|e| BackendError::Unavailable(format!("encoding settings: {e}")))?;
+        redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(&self.stream)
+            .arg("*")
+            .arg(EVENT_FIELD)
+            .arg(line)
+            .ignore()
+            .cmd("SET")
+            .arg(self.key(chat_id))
+            .arg(json)
+            .ignore()
+            .query_async::<()>(con)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("Redis: {e}")))
+    }
+}

@@ -1,0 +1,250 @@
+//! The handles: [`Sender`] for producers, which queues without waiting on
+//! Telegram, and [`SenderTask`] for whoever owns the sending task and
+//! closes it. Both share the room left in each lane and the counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use teloxide::Bot;
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, watch};
+
+use super::scheduler::Scheduler;
+use super::stats::{Counters, bump};
+use super::{ConfigError, Lane, Message, Rejected, Report, SenderConfig, SenderStats};
+use crate::BotToken;
+
+/// What the handles and the task share: the room left in each lane (every
+/// message held holds a permit), whether the sender is closing, and the
+/// counters.
+pub(super) struct Shared {
+    alert_room: Semaphore,
+    reply_room: Semaphore,
+    alert_capacity: usize,
+    reply_capacity: usize,
+    closing: AtomicBool,
+    pub(super) counters: Counters,
+}
+
+impl Shared {
+    fn new(config: &SenderConfig) -> Shared {
+        Shared {
+            alert_room: Semaphore::new(config.alert_capacity),
+            reply_room: Semaphore::new(config.reply_capacity),
+            alert_capacity: config.alert_capacity,
+            reply_capacity: config.reply_capacity,
+            closing: AtomicBool::new(false),
+            counters: Counters::default(),
+        }
+    }
+
+    fn room(&self, lane: Lane) -> &Semaphore {
+        match lane {
+            Lane::Alert => &self.alert_room,
+            Lane::Reply => &self.reply_room,
+        }
+    }
+
+    /// A message has left the queue (sent, given up or dropped).
+    pub(super) fn release(&self, lane: Lane, n: usize) {
+        self.room(lane).add_permits(n);
+    }
+
+    fn held(&self, lane: Lane) -> usize {
+        let capacity = match lane {
+            Lane::Alert => self.alert_capacity,
+            Lane::Reply => self.reply_capacity,
+        };
+        capacity.saturating_sub(self.room(lane).available_permits())
+    }
+
+    fn stats(&self) -> SenderStats {
+        self.counters
+            .stats(self.held(Lane::Alert) as u64, self.held(Lane::Reply) as u64)
+    }
+}
+
+/// The producers' handle: cheap to clone; never waits on Telegram.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    // Unbounded in type only: every message in it holds a permit.
+    inbox: mpsc::UnboundedSender<Message>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Sender {
+    /// Starts the sending task on the current tokio runtime. Reports of
+    /// what became of each message come out of the returned receiver; read
+    /// it, or the sender slows down to wait for you.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start(
+        token: BotToken,
+        config: SenderConfig,
+    ) -> Result<(Sender, mpsc::Receiver<Report>, SenderTask), ConfigError> {
+        config.check()?;
+        let api_url = url::Url::parse(&config.api_url).expect("checked");
+        // reqwest's own timeout only backs ours up.
+        let client = teloxide::net::default_reqwest_settings()
+            .timeout(config.request_timeout + Duration::from_secs(1))
+            .build()
+            .map_err(|e| ConfigError(format!("HTTP client: {}", token.scrub(&e.to_string()))))?;
+        let bot = Bot::with_client(token.expose(), client).set_api_url(api_url);
+        let shared = Arc::new(Shared::new(&config));
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let (reports_tx, reports) = mpsc::channel(config.report_capacity);
+        let (mode_tx, mode) = watch::channel(Mode::Run);
+        let scheduler = Scheduler::new(
+            config,
+            bot,
+            token,
+            Arc::clone(&shared),
+            inbox,
+            reports_tx,
+            mode,
+        );
+        let task = tokio::spawn(scheduler.run());
+        let sender = Sender {
+            shared: Arc::clone(&shared),
+            inbox: inbox_tx,
+        };
+        Ok((
+            sender,
+            reports,
+            SenderTask {
+                shared,
+                mode: mode_tx,
+                task,
+            },
+        ))
+    }
+
+    /// Queues a message if there is room; never waits.
+    pub fn try_send(&self, msg: Message) -> Result<(), Rejected> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Rejected::Closed(msg));
+        }
+        match self.shared.room(msg.tag.lane()).try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => {
+                bump(&self.shared.counters.rejected_full);
+                return Err(Rejected::Full(msg));
+            }
+            Err(TryAcquireError::Closed) => return Err(Rejected::Closed(msg)),
+        }
+        self.push(msg)
+    }
+
+    /// Queues a message, waiting for room.
+    pub async fn send(&self, msg: Message) -> Result<(), Rejected> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Rejected::Closed(msg));
+        }
+        match self.shared.room(msg.tag.lane()).acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(Rejected::Closed(msg)),
+        }
+        self.push(msg)
+    }
+
+    fn push(&self, msg: Message) -> Result<(), Rejected> {
+        let lane = msg.tag.lane();
+        match self.inbox.send(msg) {
+            Ok(()) => {
+                bump(&self.shared.counters.accepted);
+                Ok(())
+            }
+            Err(mpsc::error::SendError(msg)) => {
+                self.shared.release(lane, 1);
+                Err(Rejected::Closed(msg))
+            }
+        }
+    }
+
+    /// Messages held now: waiting, retrying or in flight.
+    pub fn depth(&self) -> usize {
+        self.shared.held(Lane::Alert) + self.shared.held(Lane::Reply)
+    }
+
+    pub fn stats(&self) -> SenderStats {
+        self.shared.stats()
+    }
+}
+
+/// The sending task's handle: [`SenderTask::close`] drains and stops it.
+pub struct SenderTask {
+    shared: Arc<Shared>,
+    mode: watch::Sender<Mode>,
+    task: tokio::task::JoinHandle<Vec<Message>>,
+}
+
+impl std::fmt::Debug for SenderTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderTask")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What a close left.
+#[derive(Debug, Clone, Default)]
+pub struct Closed {
+    pub stats: SenderStats,
+    /// Messages not known to be delivered, oldest first per chat: those
+    /// still queued at the deadline, and those in flight then (Telegram
+    /// may have them).
+    pub unsent: Vec<Message>,
+}
+
+impl SenderTask {
+    /// Refuses new messages, sends what is queued (within the limits) and
+    /// stops; at `deadline` it stops anyway and hands back what is left.
+    pub async fn close(self, deadline: Duration) -> Closed {
+        let shared = &self.shared;
+        shared.closing.store(true, Ordering::Release);
+        shared.alert_room.close();
+        shared.reply_room.close();
+        let _ = self.mode.send(Mode::Drain);
+        let mut task = self.task;
+        let unsent = match tokio::time::timeout(deadline, &mut task).await {
+            Ok(done) => done.unwrap_or_default(),
+            Err(_) => {
+                let _ = self.mode.send(Mode::Stop);
+                task.await.unwrap_or_default()
+            }
+        };
+        if !unsent.is_empty() {
+            tracing::warn!(
+                unsent = unsent.len(),
+                "Telegram sender closed with messages unsent"
+            );
+        }
+        Closed {
+            stats: shared.stats(),
+            unsent,
+        }
+    }
+
+    /// Stats of the sender this task runs.
+    pub fn stats(&self) -> SenderStats {
+        self.shared.stats()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Run,
+    /// Take no more; send what is held, then stop.
+    Drain,
+    /// Stop now.
+    Stop,
+}

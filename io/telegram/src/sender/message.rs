@@ -1,0 +1,140 @@
+//! What producers hand the sender: a message, the tag that says which
+//! alert or reply it is, and the lane that tag puts it in.
+
+use engine::effect::Effect;
+use engine::event::ChatId;
+use engine::time::Nanos;
+use engine::token::Token;
+use teloxide::Bot;
+use teloxide::payloads::{SendMessage, SendMessageSetters};
+use teloxide::requests::{JsonRequest, Requester};
+use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, ParseMode};
+
+use callwatch_common::records::AlertKind;
+
+use crate::format::{Button, Rendered};
+
+/// Which alert a message is: the natural key of its `alert_audit` row
+/// (with the chat id).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertKey {
+    pub token: Token,
+    pub kind: AlertKind,
+    /// The multiple reached; 0 for call alerts.
+    pub threshold: f64,
+    pub at: Nanos,
+}
+
+impl AlertKey {
+    /// The key of an alert; `None` for effects that are not alerts.
+    pub fn of(effect: &Effect) -> Option<AlertKey> {
+        match effect {
+            Effect::CallAlert(a) => Some(AlertKey {
+                token: a.token,
+                kind: AlertKind::CallAlert,
+                threshold: 0.0,
+                at: a.at,
+            }),
+            Effect::MultiplierAlert(a) => Some(AlertKey {
+                token: a.token,
+                kind: AlertKind::MultiplierAlert,
+                threshold: a.threshold,
+                at: a.at,
+            }),
+            Effect::Progress(_) => None,
+        }
+    }
+}
+
+/// What a message is; it picks the lane and comes back in its report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tag {
+    Alert(AlertKey),
+    /// A reply to a command, with the caller's own id for it.
+    Reply(u64),
+}
+
+impl Tag {
+    pub(super) fn lane(&self) -> Lane {
+        match self {
+            Tag::Alert(_) => Lane::Alert,
+            Tag::Reply(_) => Lane::Reply,
+        }
+    }
+}
+
+/// One message to send: HTML text and a row of URL buttons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub chat_id: ChatId,
+    pub tag: Tag,
+    pub text: String,
+    pub buttons: Vec<Button>,
+}
+
+impl Message {
+    /// The message of an alert, rendered by [`crate::format::alert`];
+    /// `None` for effects that are not alerts.
+    pub fn alert(effect: &Effect, rendered: Rendered) -> Option<Message> {
+        Some(Message {
+            chat_id: effect.chat_id(),
+            tag: Tag::Alert(AlertKey::of(effect)?),
+            text: rendered.text,
+            buttons: rendered.buttons,
+        })
+    }
+
+    /// A reply to a command, in the priority lane.
+    pub fn reply(chat_id: ChatId, id: u64, text: String) -> Message {
+        Message {
+            chat_id,
+            tag: Tag::Reply(id),
+            text,
+            buttons: Vec::new(),
+        }
+    }
+}
+
+/// The two lanes of a chat: replies to commands go before alerts, and
+/// each lane has its own capacity, so a full alert queue never holds a
+/// reply back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    Reply,
+    Alert,
+}
+
+/// A message not taken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejected {
+    #[error("the Telegram queue is full")]
+    Full(Message),
+    #[error("the Telegram sender is closed")]
+    Closed(Message),
+}
+
+impl Message {
+    /// The Bot API request that sends it: HTML without link previews, its
+    /// buttons as one row.
+    pub(super) fn request(&self, bot: &Bot) -> JsonRequest<SendMessage> {
+        let mut request = bot
+            .send_message(teloxide::types::ChatId(self.chat_id), self.text.clone())
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(LinkPreviewOptions {
+                is_disabled: true,
+                url: None,
+                prefer_small_media: false,
+                prefer_large_media: false,
+                show_above_text: false,
+            });
+        if !self.buttons.is_empty() {
+            let row: Vec<InlineKeyboardButton> = self
+                .buttons
+                .iter()
+                .map(|b| InlineKeyboardButton::url(b.text.clone(), b.url.clone()))
+                .collect();
+            request = request.reply_markup(InlineKeyboardMarkup::new([row]));
+        }
+        request
+    }
+}
