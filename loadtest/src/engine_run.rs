@@ -3,6 +3,10 @@
 //! full speed and at half of that, timing each sampled event from the
 //! moment it is handed to the router to the moment its batch's effects
 //! come out merged.
+//!
+//! # Layout
+//! - `alone`: shard 0 on its own once the engine has stopped.
+//! - `baseline`: the predecessor's design on the same keys and prices.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use engine::EngineConfig;
-use engine::effect::Effect;
 use engine::event::{Envelope, Event, SettingsPatch};
-use engine::router::{self, Effects, Merged, Poll, Router, shard_of};
-use engine::shard::{Restore, ShardState};
+use engine::router::{self, Effects, Merged, Poll, Router};
+use engine::shard::Restore;
 use engine::time::{NANOS_PER_SEC, Nanos};
 use engine::token::Token;
 use hdrhistogram::Histogram;
@@ -22,7 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::market::{Market, T0, Tick};
 use crate::mem::{own_run_queue_wait, rss_bytes, run_queue_waits};
-use crate::seed::{Gate, SeedTracker};
+
+mod alone;
+mod baseline;
 
 /// Every `SAMPLE`-th event is timed. At 30 million events a second, a
 /// clock read for every 16th took 8 % of the driver's time (perf); one in
@@ -533,8 +538,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     res.timeline = rates(&drain.timeline);
 
     // One shard on this thread: pre-parsed prices, no router, no channels.
-    let (noncross, alerts, mixed) = shard_alone(&mut states[0], &market, plan.shards, &pool);
-    res.call_cost = Some(call_cost(
+    let (noncross, alerts, mixed) = alone::shard_alone(&mut states[0], &market, plan.shards, &pool);
+    res.call_cost = Some(alone::call_cost(
         &mut states[0],
         &market,
         plan.shards,
@@ -547,7 +552,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     drop(states);
 
     if plan.baseline {
-        res.baseline = Some(baseline(&market, &pool, plan.baseline_limit, plan.updates));
+        res.baseline = Some(baseline::run(
+            &market,
+            &pool,
+            plan.baseline_limit,
+            plan.updates,
+        ));
     }
     Ok(res)
 }
@@ -559,181 +569,4 @@ fn rates(marks: &[(f64, u64)]) -> Vec<(f64, f64)> {
         .filter(|w| w[1].0 > w[0].0)
         .map(|w| (w[1].0, (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0)))
         .collect()
-}
-
-/// Applies prices straight to one shard's state: first prices that cannot
-/// cross (below 1.1x of each token's start, under every 2x), then the
-/// stream's own prices for that shard's tokens. Returns both rates and the
-/// alerts the non-crossing run raised (0 unless an entry started at a
-/// dumped price, which the warm-up pass uses up).
-fn shard_alone(
-    state: &mut ShardState,
-    market: &Market,
-    shards: usize,
-    pool: &[Tick],
-) -> (f64, u64, f64) {
-    let mine: Vec<u32> = (0..market.tokens.len() as u32)
-        .filter(|&t| shard_of(&market.tokens[t as usize], shards) == 0)
-        .collect();
-    if mine.is_empty() {
-        return (0.0, 0, 0.0);
-    }
-    let mut rng = engine::sim::Rng::new(99);
-    let at = T0 + 2 * NANOS_PER_SEC;
-    let calm: Vec<Envelope> = (0..1_000_000u64)
-        .map(|i| {
-            let t = mine[rng.zipf(mine.len() as u64) as usize] as usize;
-            Envelope {
-                seq: u64::MAX / 2 + i,
-                clock: at,
-                event: Event::Price {
-                    token: market.tokens[t],
-                    fdv_usd: market.start_fdv[t] * (1.0 + 0.1 * rng.unit()),
-                    at,
-                },
-            }
-        })
-        .collect();
-    let mut out: Vec<Effect> = Vec::new();
-    for env in &calm {
-        state.apply(env, &mut out);
-    }
-    out.clear();
-    let rounds = 10;
-    let start = Instant::now();
-    for _ in 0..rounds {
-        state.apply_all(&calm, &mut out);
-    }
-    let noncross = (rounds * calm.len()) as f64 / start.elapsed().as_secs_f64();
-    let alerts = out.len() as u64;
-
-    let ours: Vec<Envelope> = pool
-        .iter()
-        .filter_map(|tick| match *tick {
-            Tick::Price { token, fdv_usd }
-                if shard_of(&market.tokens[token as usize], shards) == 0 =>
-            {
-                Some(Envelope {
-                    seq: 1,
-                    clock: at,
-                    event: Event::Price {
-                        token: market.tokens[token as usize],
-                        fdv_usd,
-                        at,
-                    },
-                })
-            }
-            _ => None,
-        })
-        .collect();
-    out.clear();
-    let start = Instant::now();
-    state.apply_all(&ours, &mut out);
-    let mixed = ours.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    (noncross, alerts, mixed)
-}
-
-/// Applies the stream's calls of shard 0's tokens to its state once more,
-/// one at a time, and times each: the pause a call puts between the events
-/// queued behind it. They come after everything applied so far (from
-/// `from` on), so each re-checks every follower.
-fn call_cost(
-    state: &mut ShardState,
-    market: &Market,
-    shards: usize,
-    pool: &[Tick],
-    from: Nanos,
-) -> Histogram<u64> {
-    let mut hist = histogram();
-    let mut out = Vec::new();
-    let step = step_nanos(market.spec.tokens);
-    let mut at = from;
-    for tick in pool {
-        if let Tick::Call { token, .. } = *tick
-            && shard_of(&market.tokens[token as usize], shards) == 0
-        {
-            at += step;
-            let env = envelope(tick, &market.tokens, market.spec.channels, 1, at);
-            let start = Instant::now();
-            state.apply(&env, &mut out);
-            hist.saturating_record(start.elapsed().as_nanos() as u64);
-            out.clear();
-        }
-    }
-    hist
-}
-
-/// The seed's design on the same keys and prices, on one thread, for at
-/// most `limit` of wall time; and the crossings its gating hid.
-fn baseline(market: &Market, pool: &[Tick], limit: Duration, updates: u64) -> BaselineResults {
-    let names: Vec<String> = market.tokens.iter().map(Token::to_string).collect();
-    let seed = SeedTracker::new();
-    let pb = bar(market.spec.keys, "seed: loading");
-    for (i, (t, chat, fdv)) in market.keys().enumerate() {
-        seed.track_call(&names[t as usize], chat, -1, fdv, T0);
-        if i.is_multiple_of(65_536) {
-            pb.set_position(i as u64);
-        }
-    }
-    pb.finish_and_clear();
-    let step = step_nanos(market.spec.tokens);
-    let mut at = T0 + NANOS_PER_SEC;
-    let mut b = BaselineResults::default();
-    let pb = bar(updates, "seed: prices");
-    let start = Instant::now();
-    let mut seen = 0usize;
-    for i in 0..updates as usize {
-        let tick = &pool[i % pool.len()];
-        at += step;
-        seen = i + 1;
-        if let Tick::Price { token, fdv_usd } = *tick {
-            b.updates += 1;
-            if seed.process_price_update(&names[token as usize], fdv_usd, at) {
-                b.processed += 1;
-            }
-        }
-        if i % 4096 == 0 {
-            pb.set_position(i as u64);
-            if start.elapsed() >= limit {
-                break;
-            }
-        }
-    }
-    b.updates_per_sec = b.updates as f64 / start.elapsed().as_secs_f64();
-    b.notifications = seed.notifications();
-    pb.finish_and_clear();
-    drop(seed);
-
-    // Which thresholds each key reached on the prices the seed was shown,
-    // against those reached on every price (what the engine checks).
-    let mut gate = Gate::default();
-    let n = market.tokens.len();
-    let (mut max_all, mut max_seen) = (vec![0.0f64; n], vec![0.0f64; n]);
-    let mut at = T0 + NANOS_PER_SEC;
-    for tick in pool.iter().cycle().take(seen) {
-        at += step;
-        if let Tick::Price { token, fdv_usd } = *tick {
-            let t = token as usize;
-            max_all[t] = max_all[t].max(fdv_usd);
-            if gate.passes(token, fdv_usd, at) {
-                max_seen[t] = max_seen[t].max(fdv_usd);
-            }
-        }
-    }
-    const THRESHOLDS: [f64; 6] = [2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
-    for (t, _, fdv_at_call) in market.keys() {
-        let (all, shown) = (
-            max_all[t as usize] / fdv_at_call,
-            max_seen[t as usize] / fdv_at_call,
-        );
-        for h in THRESHOLDS {
-            if all >= h {
-                b.engine_crossings += 1;
-                if shown < h {
-                    b.missed_crossings += 1;
-                }
-            }
-        }
-    }
-    b
 }
