@@ -130,6 +130,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// Nothing submitted yet and no phase begun; the ring allocated and
+    /// zeroed.
+    fn new() -> Self {
+        Shared {
+            start: Instant::now(),
+            submitted: (0..RING).map(|_| AtomicU64::new(0)).collect(),
+            half_from_seq: AtomicU64::new(u64::MAX),
+            batches_done: AtomicU64::new(0),
+            stop_after: AtomicU64::new(u64::MAX),
+            timeline_from: AtomicU64::new(0),
+        }
+    }
+
     /// Records when sampled event `seq` was handed to the router. Reads the
     /// clock only for sampled events: at millions of events a second, a
     /// clock read per event would be a fifth of the driver's own cost.
@@ -286,6 +299,9 @@ fn envelope(tick: &Tick, tokens: &[Token], channels: u64, seq: u64, at: Nanos) -
     }
 }
 
+/// Runs the scenario, phase by phase: build the keys, drive the stream at
+/// full speed and then paced, measure shard 0 alone, and the seed's design
+/// when asked.
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let spec = &plan.market;
     let market = Market::new(spec.clone());
@@ -296,46 +312,134 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         shards: plan.shards,
         ..Results::default()
     };
+    let config = engine_config(plan);
+    // The harness's own ring is allocated (and touched) before the memory
+    // baseline, so that bytes per key counts the engine alone.
+    let shared = Arc::new(Shared::new());
+    let rss_before = rss_bytes();
+    let (mut router, effects, workers) = router::start(&config).context("starting the engine")?;
+    let consumer = spawn_consumer(effects, &shared)?;
+    pin_driver(plan.pin);
+    let seq = build(&mut router, &shared, &market, rss_before, &mut res)?;
+
+    // The stream: a pool of ticks, cycled.
+    let pool = market.ticks(plan.pool.min(plan.updates as usize).max(1), spec.seed + 1);
+    let (drain, effects) = take_effects(&mut router, &shared, consumer)?;
+    let mut driver = Driver {
+        plan,
+        market: &market,
+        pool: &pool,
+        shared: &shared,
+        router,
+        effects,
+        drain,
+        seq,
+        at: T0 + NANOS_PER_SEC,
+        step: step_nanos(spec.tokens),
+    };
+    driver.full_speed(&mut res)?;
+    driver.paced(&mut res)?;
+    // The effects' receiving end stays open until the run ends, as it
+    // always has: the shards are joined with their outboxes still read.
+    let (drain, _effects, at) = driver.finish()?;
+    let mut states = workers.join().context("a shard stopped")?;
+    res.alerts = drain.alerts;
+    res.latency_at_max = Some(drain.at_max);
+    res.latency = Some(drain.at_half);
+    res.timeline = rates(&drain.timeline);
+
+    // One shard on this thread: pre-parsed prices, no router, no channels.
+    let (noncross, alerts, mixed) = alone::shard_alone(&mut states[0], &market, plan.shards, &pool);
+    res.call_cost = Some(alone::call_cost(
+        &mut states[0],
+        &market,
+        plan.shards,
+        &pool,
+        at + NANOS_PER_SEC,
+    ));
+    res.shard_noncrossing_per_sec = noncross;
+    res.shard_noncrossing_alerts = alerts;
+    res.shard_mixed_per_sec = mixed;
+    drop(states);
+
+    if plan.baseline {
+        res.baseline = Some(baseline::run(
+            &market,
+            &pool,
+            plan.baseline_limit,
+            plan.updates,
+        ));
+    }
+    Ok(res)
+}
+
+/// The engine's defaults, but for what the plan sets: shards, pinning and,
+/// when given, the batch size and inbox depth.
+fn engine_config(plan: &Plan) -> EngineConfig {
     let defaults = EngineConfig::default();
-    let config = EngineConfig {
+    EngineConfig {
         shards: plan.shards,
         pin_threads: plan.pin,
         batch_events: plan.batch_events.unwrap_or(defaults.batch_events),
         inbox_batches: plan.inbox_batches.unwrap_or(defaults.inbox_batches),
         ..defaults
-    };
-    // The harness's own ring is allocated (and touched) before the memory
-    // baseline, so that bytes per key counts the engine alone.
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        submitted: (0..RING).map(|_| AtomicU64::new(0)).collect(),
-        half_from_seq: AtomicU64::new(u64::MAX),
-        batches_done: AtomicU64::new(0),
-        stop_after: AtomicU64::new(u64::MAX),
-        timeline_from: AtomicU64::new(0),
-    });
-    let rss_before = rss_bytes();
-    let (mut router, effects, workers) = router::start(&config).context("starting the engine")?;
-    let consumer = {
-        let shared = Arc::clone(&shared);
-        thread::Builder::new()
-            .name("loadtest-consumer".into())
-            .spawn(move || consume(effects, &shared))?
-    };
+    }
+}
 
-    // The driver takes the core the shards leave free (the engine pins
-    // shards to the others), so the scheduler never puts it beside a
-    // spinning shard. Only now: the engine and the consumer, started above,
-    // would otherwise inherit this thread's narrowed affinity.
-    if plan.pin
-        && let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied())
-    {
+/// The consumer thread, until the driver takes the effects back.
+type Consumer = thread::JoinHandle<anyhow::Result<(Drain, Effects)>>;
+
+/// Starts the consumer thread, which drains the effects while the keys are
+/// built: the driver is busy submitting them and would not look.
+fn spawn_consumer(effects: Effects, shared: &Arc<Shared>) -> std::io::Result<Consumer> {
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("loadtest-consumer".into())
+        .spawn(move || consume(effects, &shared))
+}
+
+/// With `pin`, moves this thread, the driver, to the core the shards leave
+/// free (the engine pins shards to the others), so the scheduler never puts
+/// it beside a spinning shard. Called only once the engine and the consumer
+/// have started: they would otherwise inherit this thread's narrowed
+/// affinity.
+fn pin_driver(pin: bool) {
+    if pin && let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
         let _ = core_affinity::set_for_current(first);
     }
+}
 
-    // Build: chats, then every tracked key, loaded as a rebuild would.
+/// Builds the state a rebuild would load: every chat subscribed and
+/// following its channels, then every tracked key. Timed until the
+/// consumer has seen every batch, for `build_secs`; then the resident
+/// memory it added, per key. Returns the last seq submitted.
+fn build(
+    router: &mut Router,
+    shared: &Shared,
+    market: &Market,
+    rss_before: u64,
+    res: &mut Results,
+) -> anyhow::Result<u64> {
+    let spec = &market.spec;
     let build_start = Instant::now();
     let pb = bar(spec.chats + spec.keys, "building");
+    let seq = subscribe_chats(router, market, &pb)?;
+    restore_keys(router, market, &pb)?;
+    router.compact()?;
+    settle(router, shared);
+    pb.finish_and_clear();
+    res.build_secs = build_start.elapsed().as_secs_f64();
+    res.rss_after_build_bytes = rss_bytes();
+    res.bytes_per_key =
+        res.rss_after_build_bytes.saturating_sub(rss_before) as f64 / spec.keys.max(1) as f64;
+    Ok(seq)
+}
+
+/// Subscribes every chat for a year, following three channels drawn at
+/// random (fewer where a draw repeats): what decides who a call alerts.
+/// Returns the last seq submitted.
+fn subscribe_chats(router: &mut Router, market: &Market, pb: &ProgressBar) -> anyhow::Result<u64> {
+    let spec = &market.spec;
     let mut seq = 0u64;
     let mut rng = engine::sim::Rng::new(spec.seed ^ 0x6368_6174);
     for c in 0..spec.chats {
@@ -372,6 +476,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             pb.set_position(c);
         }
     }
+    Ok(seq)
+}
+
+/// Restores every tracked key into its shard, as a rebuild from Redis
+/// does: tracking that started at `T0`, no threshold reached yet.
+fn restore_keys(router: &mut Router, market: &Market, pb: &ProgressBar) -> anyhow::Result<()> {
     let mut n = 0u64;
     for (t, chat_id, fdv_at_call) in market.keys() {
         router.restore(Restore {
@@ -383,183 +493,255 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         })?;
         n += 1;
         if n.is_multiple_of(65_536) {
-            pb.set_position(spec.chats + n);
+            pb.set_position(market.spec.chats + n);
         }
     }
-    router.compact()?;
-    settle(&router, &shared);
-    pb.finish_and_clear();
-    res.build_secs = build_start.elapsed().as_secs_f64();
-    res.rss_after_build_bytes = rss_bytes();
-    res.bytes_per_key =
-        res.rss_after_build_bytes.saturating_sub(rss_before) as f64 / spec.keys.max(1) as f64;
+    Ok(())
+}
 
-    // The stream: a pool of ticks, cycled.
-    let pool = market.ticks(plan.pool.min(plan.updates as usize).max(1), spec.seed + 1);
-    let step = step_nanos(spec.tokens);
-    let mut at = T0 + NANOS_PER_SEC;
-
-    // From here this thread drains the effects itself, between batches: a
-    // consumer thread would be woken for every batch, and on two cores
-    // every wake-up takes time from the driver or the shard.
+/// Stops the consumer thread and takes the effects back. From here the
+/// driver drains them itself, between batches: a consumer thread would be
+/// woken for every batch, and on two cores every wake-up takes time from
+/// the driver or the shard.
+fn take_effects(
+    router: &mut Router,
+    shared: &Shared,
+    consumer: Consumer,
+) -> anyhow::Result<(Drain, Effects)> {
     shared
         .stop_after
         .store(router.batches() + 1, Ordering::Release);
     router.flush()?; // an empty cut wakes the consumer to see the stop
-    let (mut drain, mut effects) = consumer.join().expect("consumer does not panic")?;
+    consumer.join().expect("consumer does not panic")
+}
 
-    // Phase 1: as fast as the engine takes them.
-    let pb = bar(plan.updates, "full speed");
-    shared.timeline_from.store(seq.max(1), Ordering::Release);
-    let phase_start = Instant::now();
-    let mut sent = 0u64;
-    // The pool index, wrapped by hand: a division per event would be the
-    // harness's own cost, not the engine's.
-    let mut i = 0usize;
-    while sent < plan.updates {
-        prefetch_token(&market, &pool, i);
-        let tick = &pool[i];
-        seq += 1;
-        at += step;
-        if matches!(tick, Tick::Call { .. }) {
-            res.calls += 1;
-        }
-        shared.stamp(seq, Instant::now);
-        let batches = router.batches();
-        router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
-        if router.batches() != batches {
-            while let Poll::Ready(merged) = effects.poll_merged()? {
-                drain.take(&merged, &shared);
+/// The stream side of a run, once the keys are built: the engine's two
+/// ends, what draining has found, and where the stream has got to. One
+/// thread, this one, both submits and drains, so one value owns both ends.
+///
+/// The phases copy `seq` and `at` into locals for their loops and store
+/// them back after: the loops are the measured code, and locals keep them
+/// what they were before the phases became methods (counters in
+/// registers, not fields written back around every call into the engine).
+struct Driver<'a> {
+    plan: &'a Plan,
+    market: &'a Market,
+    /// The stream's ticks, cycled.
+    pool: &'a [Tick],
+    shared: &'a Shared,
+    router: Router,
+    effects: Effects,
+    drain: Drain,
+    /// The seq of the last event submitted.
+    seq: u64,
+    /// The stream time of the last event submitted.
+    at: Nanos,
+    /// Stream time between two events.
+    step: Nanos,
+}
+
+impl Driver<'_> {
+    /// Phase 1: the stream as fast as the engine takes it, for
+    /// `updates_per_sec` and the latency at that rate. Timed from the first
+    /// event until every batch is merged; stops early at `--duration`.
+    fn full_speed(&mut self, res: &mut Results) -> anyhow::Result<()> {
+        let (plan, market, pool, shared) = (self.plan, self.market, self.pool, self.shared);
+        let (router, effects, drain) = (&mut self.router, &mut self.effects, &mut self.drain);
+        let (mut seq, mut at, step) = (self.seq, self.at, self.step);
+        let channels = plan.market.channels;
+        let pb = bar(plan.updates, "full speed");
+        shared.timeline_from.store(seq.max(1), Ordering::Release);
+        let phase_start = Instant::now();
+        let mut sent = 0u64;
+        // The pool index, wrapped by hand: a division per event would be the
+        // harness's own cost, not the engine's.
+        let mut i = 0usize;
+        while sent < plan.updates {
+            prefetch_token(market, pool, i);
+            let tick = &pool[i];
+            seq += 1;
+            at += step;
+            if matches!(tick, Tick::Call { .. }) {
+                res.calls += 1;
+            }
+            shared.stamp(seq, Instant::now);
+            let batches = router.batches();
+            router.submit(envelope(tick, &market.tokens, channels, seq, at))?;
+            if router.batches() != batches {
+                while let Poll::Ready(merged) = effects.poll_merged()? {
+                    drain.take(&merged, shared);
+                }
+            }
+            sent += 1;
+            i += 1;
+            if i == pool.len() {
+                i = 0;
+            }
+            if sent.is_multiple_of(65_536) {
+                pb.set_position(sent);
+                if plan.duration.is_some_and(|d| phase_start.elapsed() >= d) {
+                    break;
+                }
             }
         }
-        sent += 1;
-        i += 1;
-        if i == pool.len() {
-            i = 0;
-        }
-        if sent.is_multiple_of(65_536) {
-            pb.set_position(sent);
-            if plan.duration.is_some_and(|d| phase_start.elapsed() >= d) {
-                break;
-            }
-        }
+        router.flush()?;
+        drain_all(router, effects, drain, shared)?;
+        let secs = phase_start.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        res.updates = sent;
+        res.updates_per_sec = sent as f64 / secs;
+        (self.seq, self.at) = (seq, at);
+        Ok(())
     }
-    router.flush()?;
-    drain_all(&router, &mut effects, &mut drain, &shared)?;
-    let secs = phase_start.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    res.updates = sent;
-    res.updates_per_sec = sent as f64 / secs;
 
-    // Phase 2: paced at half that rate, batches cut at least every
-    // `max_delay`, for latency. This thread drains the effects while it
-    // waits for the next event's time.
-    res.half_rate = plan.latency_rate.unwrap_or(res.updates_per_sec / 2.0);
-    res.half_updates = sent / 2;
-    let pb = bar(res.half_updates, "half speed");
-    shared.half_from_seq.store(seq + 1, Ordering::Release);
-    let driver_wait = own_run_queue_wait();
-    let shard_waits = run_queue_waits(router::SHARD_THREAD_NAME);
-    let phase_start = Instant::now();
-    let nanos_per_event = 1e9 / res.half_rate;
-    let mut oldest_pending: Option<Instant> = None;
-    // The clock is read for pacing only once the schedule has caught up
-    // with the last reading: behind schedule, the events already due go
-    // out back to back, as they would from a reader catching up. A clock
-    // read per event held this phase below the rate it was asked for. A
-    // timed event is stamped when it is submitted (ingest, for this
-    // harness), with a reading of its own.
-    let mut now = phase_start;
-    for i in 0..res.half_updates {
-        let due = phase_start + Duration::from_nanos((i as f64 * nanos_per_event) as u64);
-        // Cut a batch once its oldest event has waited `max_delay`: often
-        // enough for latency, rarely enough that a batch carries tens of
-        // events rather than one (a channel operation per event would eat
-        // the rate this phase is meant to hold).
-        while now < due {
-            if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
-                router.flush()?;
+    /// Phase 2: half as many events at half the full-speed rate (or at
+    /// `--latency-rate`), paced, with batches cut at least every
+    /// `max_delay`: the latency at a rate the engine holds. Also how long
+    /// the driver and the shards waited for a CPU meanwhile, the machine's
+    /// share of the latency tail.
+    fn paced(&mut self, res: &mut Results) -> anyhow::Result<()> {
+        res.half_rate = self.plan.latency_rate.unwrap_or(res.updates_per_sec / 2.0);
+        res.half_updates = res.updates / 2;
+        let pb = bar(res.half_updates, "half speed");
+        self.shared
+            .half_from_seq
+            .store(self.seq + 1, Ordering::Release);
+        let waits_before = CpuWaits::read();
+        let phase_start = Instant::now();
+        self.paced_events(res.half_rate, res.half_updates, phase_start, &pb)?;
+        self.router.flush()?;
+        drain_all(
+            &self.router,
+            &mut self.effects,
+            &mut self.drain,
+            self.shared,
+        )?;
+        res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
+        (res.half_driver_wait_ns, res.half_shard_wait_ns) = waits_before.since();
+        pb.finish_and_clear();
+        Ok(())
+    }
+
+    /// The paced phase's events: `count` of them at `rate` a second from
+    /// `phase_start`. This thread drains the effects while it waits for the
+    /// next event's time.
+    fn paced_events(
+        &mut self,
+        rate: f64,
+        count: u64,
+        phase_start: Instant,
+        pb: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let (plan, market, pool, shared) = (self.plan, self.market, self.pool, self.shared);
+        let (router, effects, drain) = (&mut self.router, &mut self.effects, &mut self.drain);
+        let (mut seq, mut at, step) = (self.seq, self.at, self.step);
+        let channels = plan.market.channels;
+        let nanos_per_event = 1e9 / rate;
+        let mut oldest_pending: Option<Instant> = None;
+        // The clock is read for pacing only once the schedule has caught up
+        // with the last reading: behind schedule, the events already due go
+        // out back to back, as they would from a reader catching up. A clock
+        // read per event held this phase below the rate it was asked for. A
+        // timed event is stamped when it is submitted (ingest, for this
+        // harness), with a reading of its own.
+        let mut now = phase_start;
+        for i in 0..count {
+            let due = phase_start + Duration::from_nanos((i as f64 * nanos_per_event) as u64);
+            // Cut a batch once its oldest event has waited `max_delay`: often
+            // enough for latency, rarely enough that a batch carries tens of
+            // events rather than one (a channel operation per event would eat
+            // the rate this phase is meant to hold).
+            while now < due {
+                if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
+                    router.flush()?;
+                    oldest_pending = None;
+                }
+                if let Poll::Ready(merged) = effects.poll_merged()? {
+                    drain.take(&merged, shared);
+                }
+                now = Instant::now();
+            }
+            let k = i as usize % pool.len();
+            prefetch_token(market, pool, k);
+            let tick = &pool[k];
+            seq += 1;
+            at += step;
+            shared.stamp(seq, Instant::now);
+            let batches = router.batches();
+            // Drain what is ready every few events, not only while ahead of
+            // schedule: an effect counts as out when it is ready, and a
+            // consumer that looked only when idle would add its own delay. A
+            // look is a read of a line a shard writes, so not every event.
+            if i.is_multiple_of(DRAIN_EVERY) {
+                while let Poll::Ready(merged) = effects.poll_merged()? {
+                    drain.take(&merged, shared);
+                }
+            }
+            router.submit(envelope(tick, &market.tokens, channels, seq, at))?;
+            if router.batches() != batches {
                 oldest_pending = None;
+            } else if oldest_pending.is_none() {
+                oldest_pending = Some(now);
             }
-            if let Poll::Ready(merged) = effects.poll_merged()? {
-                drain.take(&merged, &shared);
-            }
-            now = Instant::now();
-        }
-        let k = i as usize % pool.len();
-        prefetch_token(&market, &pool, k);
-        let tick = &pool[k];
-        seq += 1;
-        at += step;
-        shared.stamp(seq, Instant::now);
-        let batches = router.batches();
-        // Drain what is ready every few events, not only while ahead of
-        // schedule: an effect counts as out when it is ready, and a
-        // consumer that looked only when idle would add its own delay. A
-        // look is a read of a line a shard writes, so not every event.
-        if i.is_multiple_of(DRAIN_EVERY) {
-            while let Poll::Ready(merged) = effects.poll_merged()? {
-                drain.take(&merged, &shared);
+            if i.is_multiple_of(65_536) {
+                pb.set_position(i);
             }
         }
-        router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
-        if router.batches() != batches {
-            oldest_pending = None;
-        } else if oldest_pending.is_none() {
-            oldest_pending = Some(now);
+        (self.seq, self.at) = (seq, at);
+        Ok(())
+    }
+
+    /// Closes the inboxes and drains what the shards still had. Returns
+    /// what draining found, the effects' receiving end and the stream time
+    /// of the last event.
+    fn finish(self) -> anyhow::Result<(Drain, Effects, Nanos)> {
+        let Driver {
+            shared,
+            router,
+            mut effects,
+            mut drain,
+            at,
+            ..
+        } = self;
+        router.finish()?;
+        while let Some(merged) = effects.next_merged()? {
+            drain.take(&merged, shared);
         }
-        if i.is_multiple_of(65_536) {
-            pb.set_position(i);
+        Ok((drain, effects, at))
+    }
+}
+
+/// How long the driver (this thread) and each shard thread had waited for
+/// a CPU another task held, as /proc said at one moment.
+struct CpuWaits {
+    driver_ns: Option<u64>,
+    /// By thread id.
+    shards_ns: Vec<(u64, u64)>,
+}
+
+impl CpuWaits {
+    fn read() -> Self {
+        CpuWaits {
+            driver_ns: own_run_queue_wait(),
+            shards_ns: run_queue_waits(router::SHARD_THREAD_NAME),
         }
     }
-    router.flush()?;
-    drain_all(&router, &mut effects, &mut drain, &shared)?;
-    res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
-    res.half_driver_wait_ns = own_run_queue_wait()
-        .zip(driver_wait)
-        .map(|(after, before)| after.saturating_sub(before));
-    res.half_shard_wait_ns = run_queue_waits(router::SHARD_THREAD_NAME)
-        .iter()
-        .filter_map(|(tid, after)| {
-            let (_, before) = shard_waits.iter().find(|(t, _)| t == tid)?;
-            Some(after.saturating_sub(*before))
-        })
-        .max();
-    pb.finish_and_clear();
 
-    router.finish()?;
-    while let Some(merged) = effects.next_merged()? {
-        drain.take(&merged, &shared);
+    /// The driver's wait since this reading, and the longest any shard
+    /// waited since it.
+    fn since(&self) -> (Option<u64>, Option<u64>) {
+        let driver_ns = own_run_queue_wait()
+            .zip(self.driver_ns)
+            .map(|(after, before)| after.saturating_sub(before));
+        let shard_ns = run_queue_waits(router::SHARD_THREAD_NAME)
+            .iter()
+            .filter_map(|(tid, after)| {
+                let (_, before) = self.shards_ns.iter().find(|(t, _)| t == tid)?;
+                Some(after.saturating_sub(*before))
+            })
+            .max();
+        (driver_ns, shard_ns)
     }
-    let mut states = workers.join().context("a shard stopped")?;
-    res.alerts = drain.alerts;
-    res.latency_at_max = Some(drain.at_max);
-    res.latency = Some(drain.at_half);
-    res.timeline = rates(&drain.timeline);
-
-    // One shard on this thread: pre-parsed prices, no router, no channels.
-    let (noncross, alerts, mixed) = alone::shard_alone(&mut states[0], &market, plan.shards, &pool);
-    res.call_cost = Some(alone::call_cost(
-        &mut states[0],
-        &market,
-        plan.shards,
-        &pool,
-        at + NANOS_PER_SEC,
-    ));
-    res.shard_noncrossing_per_sec = noncross;
-    res.shard_noncrossing_alerts = alerts;
-    res.shard_mixed_per_sec = mixed;
-    drop(states);
-
-    if plan.baseline {
-        res.baseline = Some(baseline::run(
-            &market,
-            &pool,
-            plan.baseline_limit,
-            plan.updates,
-        ));
-    }
-    Ok(res)
 }
 
 /// Throughput between consecutive timeline marks.
