@@ -4,17 +4,20 @@
 //! both are timed over the whole run. The schema and the stream are
 //! removed at the end, also after a failure.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use callwatch_ledger::audit::{
-    AlertKind, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent, SinkStats,
+    AlertKind, AuditError, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkCounters,
+    SinkEvent, SinkStats,
 };
 use callwatch_ledger::migrate::migrate;
 use engine::sim::{self, Rng};
 use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::market::T0;
 
@@ -130,6 +133,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     })
 }
 
+/// The measured part of the run, in the scenario's schema and stream:
+/// push every row, then sink them all into PostgreSQL, then count the rows
+/// that landed.
 async fn measure(
     plan: &Plan,
     redis: &redis::Client,
@@ -148,82 +154,11 @@ async fn measure(
     let tokens: Vec<String> = (0..TOKENS)
         .map(|_| sim::token(&mut rng).to_string())
         .collect();
+    res.push_secs = push(plan, con, stream, &mut rng, &tokens).await?;
 
-    // Push: encode and XADD, one pipeline per chunk. Drawing the rows is
-    // not timed.
-    let queue = AuditQueue::new(stream).with_max_entries(plan.rows + 1);
-    let pb = ProgressBar::new(plan.rows);
-    let mut pushing = Duration::ZERO;
-    let mut chunk = Vec::with_capacity(plan.push_chunk);
-    let mut i = 0;
-    while i < plan.rows {
-        chunk.clear();
-        let end = (i + plan.push_chunk as u64).min(plan.rows);
-        chunk.extend((i..end).map(|n| alert(n, &mut rng, &tokens)));
-        let started = Instant::now();
-        queue.push_batch(con, &chunk).await?;
-        pushing += started.elapsed();
-        i = end;
-        pb.set_position(i);
-    }
-    pb.finish_and_clear();
-    res.push_secs = pushing.as_secs_f64();
-
-    // Sink: from the full stream to rows committed in PostgreSQL, by
-    // `sinks` consumers of one group, each with its own connections.
-    let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut counters = Vec::new();
-    for n in 1..=plan.sinks {
-        let config = SinkConfig {
-            stream: stream.to_owned(),
-            consumer: format!("sink-{n}"),
-            schema: schema.to_owned(),
-            batch_rows: plan.batch,
-            ..SinkConfig::default()
-        };
-        let mut sink = AuditSink::new(config, redis.clone(), plan.database_url.parse()?)?;
-        counters.push(sink.counters());
-        let stop_rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            sink.run(stop_rx, |e| match e {
-                SinkEvent::Malformed { id, reason } => eprintln!("malformed entry {id}: {reason}"),
-                SinkEvent::PostgresRetry { error, .. } => {
-                    eprintln!("PostgreSQL: {error}; retrying");
-                }
-                SinkEvent::RedisRetry { error, .. } => eprintln!("Redis: {error}; retrying"),
-            })
-            .await
-        }));
-    }
-    let committed = || -> u64 { counters.iter().map(|c| c.stats().rows_committed).sum() };
-    let pb = ProgressBar::new(plan.rows);
-    let started = Instant::now();
-    let (mut last, mut last_change) = (0, Instant::now());
-    loop {
-        let done = committed();
-        if done >= plan.rows {
-            res.sink_secs = started.elapsed().as_secs_f64();
-            break;
-        }
-        if done != last {
-            (last, last_change) = (done, Instant::now());
-        } else if last_change.elapsed() > Duration::from_secs(60)
-            || tasks.iter().any(|t| t.is_finished())
-        {
-            let _ = stop.send(true);
-            bail!(
-                "the sink stopped making progress at {done} of {} rows",
-                plan.rows
-            );
-        }
-        pb.set_position(done);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    pb.finish_and_clear();
-    stop.send(true)?;
-    for task in tasks {
-        let s = task.await??;
+    let sinks = Sinks::start(plan, redis, schema, stream)?;
+    res.sink_secs = sinks.wait_committed(plan.rows).await?;
+    for s in sinks.stop().await? {
         res.sink.rows_committed += s.rows_committed;
         res.sink.rows_inserted += s.rows_inserted;
         res.sink.duplicates += s.duplicates;
@@ -243,6 +178,125 @@ async fn measure(
         bail!("{} rows landed, not {}", res.landed, plan.rows);
     }
     Ok(res)
+}
+
+/// Push: encode and XADD, one pipeline per chunk, into a stream bounded
+/// above the rows so none is refused. Returns the seconds spent in the
+/// pushes alone: drawing the rows is not timed.
+async fn push(
+    plan: &Plan,
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    rng: &mut Rng,
+    tokens: &[String],
+) -> anyhow::Result<f64> {
+    let queue = AuditQueue::new(stream).with_max_entries(plan.rows + 1);
+    let pb = ProgressBar::new(plan.rows);
+    let mut pushing = Duration::ZERO;
+    let mut chunk = Vec::with_capacity(plan.push_chunk);
+    let mut i = 0;
+    while i < plan.rows {
+        chunk.clear();
+        let end = (i + plan.push_chunk as u64).min(plan.rows);
+        chunk.extend((i..end).map(|n| alert(n, rng, tokens)));
+        let started = Instant::now();
+        queue.push_batch(con, &chunk).await?;
+        pushing += started.elapsed();
+        i = end;
+        pb.set_position(i);
+    }
+    pb.finish_and_clear();
+    Ok(pushing.as_secs_f64())
+}
+
+/// The sink's consumers, running: `sinks` of one group, each a task with
+/// its own connections, counters to watch, and one signal to stop them.
+struct Sinks {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<SinkStats, AuditError>>>,
+    counters: Vec<Arc<SinkCounters>>,
+}
+
+impl Sinks {
+    /// Starts the consumers on the full stream; each says on stderr what
+    /// it skipped or retried.
+    fn start(
+        plan: &Plan,
+        redis: &redis::Client,
+        schema: &str,
+        stream: &str,
+    ) -> anyhow::Result<Self> {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut counters = Vec::new();
+        for n in 1..=plan.sinks {
+            let config = SinkConfig {
+                stream: stream.to_owned(),
+                consumer: format!("sink-{n}"),
+                schema: schema.to_owned(),
+                batch_rows: plan.batch,
+                ..SinkConfig::default()
+            };
+            let mut sink = AuditSink::new(config, redis.clone(), plan.database_url.parse()?)?;
+            counters.push(sink.counters());
+            let stop_rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                sink.run(stop_rx, |e| match e {
+                    SinkEvent::Malformed { id, reason } => {
+                        eprintln!("malformed entry {id}: {reason}");
+                    }
+                    SinkEvent::PostgresRetry { error, .. } => {
+                        eprintln!("PostgreSQL: {error}; retrying");
+                    }
+                    SinkEvent::RedisRetry { error, .. } => eprintln!("Redis: {error}; retrying"),
+                })
+                .await
+            }));
+        }
+        Ok(Sinks {
+            stop,
+            tasks,
+            counters,
+        })
+    }
+
+    /// Sink: the seconds from the full stream to `rows` rows committed in
+    /// PostgreSQL. Fails, and stops the consumers, if no row is committed
+    /// for a minute or a consumer ends.
+    async fn wait_committed(&self, rows: u64) -> anyhow::Result<f64> {
+        let committed = || -> u64 { self.counters.iter().map(|c| c.stats().rows_committed).sum() };
+        let pb = ProgressBar::new(rows);
+        let started = Instant::now();
+        let (mut last, mut last_change) = (0, Instant::now());
+        let secs = loop {
+            let done = committed();
+            if done >= rows {
+                break started.elapsed().as_secs_f64();
+            }
+            if done != last {
+                (last, last_change) = (done, Instant::now());
+            } else if last_change.elapsed() > Duration::from_secs(60)
+                || self.tasks.iter().any(|t| t.is_finished())
+            {
+                let _ = self.stop.send(true);
+                bail!("the sink stopped making progress at {done} of {rows} rows");
+            }
+            pb.set_position(done);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        pb.finish_and_clear();
+        Ok(secs)
+    }
+
+    /// Stops the consumers; returns what each says it did.
+    async fn stop(self) -> anyhow::Result<Vec<SinkStats>> {
+        self.stop.send(true)?;
+        let mut stats = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks {
+            stats.push(task.await??);
+        }
+        Ok(stats)
+    }
 }
 
 fn per_sec(rows: u64, secs: f64) -> f64 {

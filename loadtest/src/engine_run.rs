@@ -3,6 +3,10 @@
 //! full speed and at half of that, timing each sampled event from the
 //! moment it is handed to the router to the moment its batch's effects
 //! come out merged.
+//!
+//! # Layout
+//! - `alone`: shard 0 on its own once the engine has stopped.
+//! - `baseline`: the predecessor's design on the same keys and prices.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use engine::EngineConfig;
-use engine::effect::Effect;
 use engine::event::{Envelope, Event, SettingsPatch};
-use engine::router::{self, Effects, Merged, Poll, Router, shard_of};
-use engine::shard::{Restore, ShardState};
+use engine::router::{self, Effects, Merged, Poll, Router};
+use engine::shard::Restore;
 use engine::time::{NANOS_PER_SEC, Nanos};
 use engine::token::Token;
 use hdrhistogram::Histogram;
@@ -22,7 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::market::{Market, T0, Tick};
 use crate::mem::{own_run_queue_wait, rss_bytes, run_queue_waits};
-use crate::seed::{Gate, SeedTracker};
+
+mod alone;
+mod baseline;
 
 /// Every `SAMPLE`-th event is timed. At 30 million events a second, a
 /// clock read for every 16th took 8 % of the driver's time (perf); one in
@@ -125,6 +130,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// Nothing submitted yet and no phase begun; the ring allocated and
+    /// zeroed.
+    fn new() -> Self {
+        Shared {
+            start: Instant::now(),
+            submitted: (0..RING).map(|_| AtomicU64::new(0)).collect(),
+            half_from_seq: AtomicU64::new(u64::MAX),
+            batches_done: AtomicU64::new(0),
+            stop_after: AtomicU64::new(u64::MAX),
+            timeline_from: AtomicU64::new(0),
+        }
+    }
+
     /// Records when sampled event `seq` was handed to the router. Reads the
     /// clock only for sampled events: at millions of events a second, a
     /// clock read per event would be a fifth of the driver's own cost.
@@ -281,6 +299,9 @@ fn envelope(tick: &Tick, tokens: &[Token], channels: u64, seq: u64, at: Nanos) -
     }
 }
 
+/// Runs the scenario, phase by phase: build the keys, drive the stream at
+/// full speed and then paced, measure shard 0 alone, and the seed's design
+/// when asked.
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let spec = &plan.market;
     let market = Market::new(spec.clone());
@@ -291,46 +312,134 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         shards: plan.shards,
         ..Results::default()
     };
+    let config = engine_config(plan);
+    // The harness's own ring is allocated (and touched) before the memory
+    // baseline, so that bytes per key counts the engine alone.
+    let shared = Arc::new(Shared::new());
+    let rss_before = rss_bytes();
+    let (mut router, effects, workers) = router::start(&config).context("starting the engine")?;
+    let consumer = spawn_consumer(effects, &shared)?;
+    pin_driver(plan.pin);
+    let seq = build(&mut router, &shared, &market, rss_before, &mut res)?;
+
+    // The stream: a pool of ticks, cycled.
+    let pool = market.ticks(plan.pool.min(plan.updates as usize).max(1), spec.seed + 1);
+    let (drain, effects) = take_effects(&mut router, &shared, consumer)?;
+    let mut driver = Driver {
+        plan,
+        market: &market,
+        pool: &pool,
+        shared: &shared,
+        router,
+        effects,
+        drain,
+        seq,
+        at: T0 + NANOS_PER_SEC,
+        step: step_nanos(spec.tokens),
+    };
+    driver.full_speed(&mut res)?;
+    driver.paced(&mut res)?;
+    // The effects' receiving end stays open until the run ends, as it
+    // always has: the shards are joined with their outboxes still read.
+    let (drain, _effects, at) = driver.finish()?;
+    let mut states = workers.join().context("a shard stopped")?;
+    res.alerts = drain.alerts;
+    res.latency_at_max = Some(drain.at_max);
+    res.latency = Some(drain.at_half);
+    res.timeline = rates(&drain.timeline);
+
+    // One shard on this thread: pre-parsed prices, no router, no channels.
+    let (noncross, alerts, mixed) = alone::shard_alone(&mut states[0], &market, plan.shards, &pool);
+    res.call_cost = Some(alone::call_cost(
+        &mut states[0],
+        &market,
+        plan.shards,
+        &pool,
+        at + NANOS_PER_SEC,
+    ));
+    res.shard_noncrossing_per_sec = noncross;
+    res.shard_noncrossing_alerts = alerts;
+    res.shard_mixed_per_sec = mixed;
+    drop(states);
+
+    if plan.baseline {
+        res.baseline = Some(baseline::run(
+            &market,
+            &pool,
+            plan.baseline_limit,
+            plan.updates,
+        ));
+    }
+    Ok(res)
+}
+
+/// The engine's defaults, but for what the plan sets: shards, pinning and,
+/// when given, the batch size and inbox depth.
+fn engine_config(plan: &Plan) -> EngineConfig {
     let defaults = EngineConfig::default();
-    let config = EngineConfig {
+    EngineConfig {
         shards: plan.shards,
         pin_threads: plan.pin,
         batch_events: plan.batch_events.unwrap_or(defaults.batch_events),
         inbox_batches: plan.inbox_batches.unwrap_or(defaults.inbox_batches),
         ..defaults
-    };
-    // The harness's own ring is allocated (and touched) before the memory
-    // baseline, so that bytes per key counts the engine alone.
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        submitted: (0..RING).map(|_| AtomicU64::new(0)).collect(),
-        half_from_seq: AtomicU64::new(u64::MAX),
-        batches_done: AtomicU64::new(0),
-        stop_after: AtomicU64::new(u64::MAX),
-        timeline_from: AtomicU64::new(0),
-    });
-    let rss_before = rss_bytes();
-    let (mut router, effects, workers) = router::start(&config).context("starting the engine")?;
-    let consumer = {
-        let shared = Arc::clone(&shared);
-        thread::Builder::new()
-            .name("loadtest-consumer".into())
-            .spawn(move || consume(effects, &shared))?
-    };
+    }
+}
 
-    // The driver takes the core the shards leave free (the engine pins
-    // shards to the others), so the scheduler never puts it beside a
-    // spinning shard. Only now: the engine and the consumer, started above,
-    // would otherwise inherit this thread's narrowed affinity.
-    if plan.pin
-        && let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied())
-    {
+/// The consumer thread, until the driver takes the effects back.
+type Consumer = thread::JoinHandle<anyhow::Result<(Drain, Effects)>>;
+
+/// Starts the consumer thread, which drains the effects while the keys are
+/// built: the driver is busy submitting them and would not look.
+fn spawn_consumer(effects: Effects, shared: &Arc<Shared>) -> std::io::Result<Consumer> {
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("loadtest-consumer".into())
+        .spawn(move || consume(effects, &shared))
+}
+
+/// With `pin`, moves this thread, the driver, to the core the shards leave
+/// free (the engine pins shards to the others), so the scheduler never puts
+/// it beside a spinning shard. Called only once the engine and the consumer
+/// have started: they would otherwise inherit this thread's narrowed
+/// affinity.
+fn pin_driver(pin: bool) {
+    if pin && let Some(first) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
         let _ = core_affinity::set_for_current(first);
     }
+}
 
-    // Build: chats, then every tracked key, loaded as a rebuild would.
+/// Builds the state a rebuild would load: every chat subscribed and
+/// following its channels, then every tracked key. Timed until the
+/// consumer has seen every batch, for `build_secs`; then the resident
+/// memory it added, per key. Returns the last seq submitted.
+fn build(
+    router: &mut Router,
+    shared: &Shared,
+    market: &Market,
+    rss_before: u64,
+    res: &mut Results,
+) -> anyhow::Result<u64> {
+    let spec = &market.spec;
     let build_start = Instant::now();
     let pb = bar(spec.chats + spec.keys, "building");
+    let seq = subscribe_chats(router, market, &pb)?;
+    restore_keys(router, market, &pb)?;
+    router.compact()?;
+    settle(router, shared);
+    pb.finish_and_clear();
+    res.build_secs = build_start.elapsed().as_secs_f64();
+    res.rss_after_build_bytes = rss_bytes();
+    res.bytes_per_key =
+        res.rss_after_build_bytes.saturating_sub(rss_before) as f64 / spec.keys.max(1) as f64;
+    Ok(seq)
+}
+
+/// Subscribes every chat for a year, following three channels drawn at
+/// random (fewer where a draw repeats): what decides who a call alerts.
+/// Returns the last seq submitted.
+fn subscribe_chats(router: &mut Router, market: &Market, pb: &ProgressBar) -> anyhow::Result<u64> {
+    let spec = &market.spec;
     let mut seq = 0u64;
     let mut rng = engine::sim::Rng::new(spec.seed ^ 0x6368_6174);
     for c in 0..spec.chats {
@@ -367,6 +476,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             pb.set_position(c);
         }
     }
+    Ok(seq)
+}
+
+/// Restores every tracked key into its shard, as a rebuild from Redis
+/// does: tracking that started at `T0`, no threshold reached yet.
+fn restore_keys(router: &mut Router, market: &Market, pb: &ProgressBar) -> anyhow::Result<()> {
     let mut n = 0u64;
     for (t, chat_id, fdv_at_call) in market.keys() {
         router.restore(Restore {
@@ -378,178 +493,255 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         })?;
         n += 1;
         if n.is_multiple_of(65_536) {
-            pb.set_position(spec.chats + n);
+            pb.set_position(market.spec.chats + n);
         }
     }
-    router.compact()?;
-    settle(&router, &shared);
-    pb.finish_and_clear();
-    res.build_secs = build_start.elapsed().as_secs_f64();
-    res.rss_after_build_bytes = rss_bytes();
-    res.bytes_per_key =
-        res.rss_after_build_bytes.saturating_sub(rss_before) as f64 / spec.keys.max(1) as f64;
+    Ok(())
+}
 
-    // The stream: a pool of ticks, cycled.
-    let pool = market.ticks(plan.pool.min(plan.updates as usize).max(1), spec.seed + 1);
-    let step = step_nanos(spec.tokens);
-    let mut at = T0 + NANOS_PER_SEC;
-
-    // From here this thread drains the effects itself, between batches: a
-    // consumer thread would be woken for every batch, and on two cores
-    // every wake-up takes time from the driver or the shard.
+/// Stops the consumer thread and takes the effects back. From here the
+/// driver drains them itself, between batches: a consumer thread would be
+/// woken for every batch, and on two cores every wake-up takes time from
+/// the driver or the shard.
+fn take_effects(
+    router: &mut Router,
+    shared: &Shared,
+    consumer: Consumer,
+) -> anyhow::Result<(Drain, Effects)> {
     shared
         .stop_after
         .store(router.batches() + 1, Ordering::Release);
     router.flush()?; // an empty cut wakes the consumer to see the stop
-    let (mut drain, mut effects) = consumer.join().expect("consumer does not panic")?;
+    consumer.join().expect("consumer does not panic")
+}
 
-    // Phase 1: as fast as the engine takes them.
-    let pb = bar(plan.updates, "full speed");
-    shared.timeline_from.store(seq.max(1), Ordering::Release);
-    let phase_start = Instant::now();
-    let mut sent = 0u64;
-    // The pool index, wrapped by hand: a division per event would be the
-    // harness's own cost, not the engine's.
-    let mut i = 0usize;
-    while sent < plan.updates {
-        prefetch_token(&market, &pool, i);
-        let tick = &pool[i];
-        seq += 1;
-        at += step;
-        if matches!(tick, Tick::Call { .. }) {
-            res.calls += 1;
-        }
-        shared.stamp(seq, Instant::now);
-        let batches = router.batches();
-        router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
-        if router.batches() != batches {
-            while let Poll::Ready(merged) = effects.poll_merged()? {
-                drain.take(&merged, &shared);
+/// The stream side of a run, once the keys are built: the engine's two
+/// ends, what draining has found, and where the stream has got to. One
+/// thread, this one, both submits and drains, so one value owns both ends.
+///
+/// The phases copy `seq` and `at` into locals for their loops and store
+/// them back after: the loops are the measured code, and locals keep them
+/// what they were before the phases became methods (counters in
+/// registers, not fields written back around every call into the engine).
+struct Driver<'a> {
+    plan: &'a Plan,
+    market: &'a Market,
+    /// The stream's ticks, cycled.
+    pool: &'a [Tick],
+    shared: &'a Shared,
+    router: Router,
+    effects: Effects,
+    drain: Drain,
+    /// The seq of the last event submitted.
+    seq: u64,
+    /// The stream time of the last event submitted.
+    at: Nanos,
+    /// Stream time between two events.
+    step: Nanos,
+}
+
+impl Driver<'_> {
+    /// Phase 1: the stream as fast as the engine takes it, for
+    /// `updates_per_sec` and the latency at that rate. Timed from the first
+    /// event until every batch is merged; stops early at `--duration`.
+    fn full_speed(&mut self, res: &mut Results) -> anyhow::Result<()> {
+        let (plan, market, pool, shared) = (self.plan, self.market, self.pool, self.shared);
+        let (router, effects, drain) = (&mut self.router, &mut self.effects, &mut self.drain);
+        let (mut seq, mut at, step) = (self.seq, self.at, self.step);
+        let channels = plan.market.channels;
+        let pb = bar(plan.updates, "full speed");
+        shared.timeline_from.store(seq.max(1), Ordering::Release);
+        let phase_start = Instant::now();
+        let mut sent = 0u64;
+        // The pool index, wrapped by hand: a division per event would be the
+        // harness's own cost, not the engine's.
+        let mut i = 0usize;
+        while sent < plan.updates {
+            prefetch_token(market, pool, i);
+            let tick = &pool[i];
+            seq += 1;
+            at += step;
+            if matches!(tick, Tick::Call { .. }) {
+                res.calls += 1;
+            }
+            shared.stamp(seq, Instant::now);
+            let batches = router.batches();
+            router.submit(envelope(tick, &market.tokens, channels, seq, at))?;
+            if router.batches() != batches {
+                while let Poll::Ready(merged) = effects.poll_merged()? {
+                    drain.take(&merged, shared);
+                }
+            }
+            sent += 1;
+            i += 1;
+            if i == pool.len() {
+                i = 0;
+            }
+            if sent.is_multiple_of(65_536) {
+                pb.set_position(sent);
+                if plan.duration.is_some_and(|d| phase_start.elapsed() >= d) {
+                    break;
+                }
             }
         }
-        sent += 1;
-        i += 1;
-        if i == pool.len() {
-            i = 0;
-        }
-        if sent.is_multiple_of(65_536) {
-            pb.set_position(sent);
-            if plan.duration.is_some_and(|d| phase_start.elapsed() >= d) {
-                break;
-            }
-        }
+        router.flush()?;
+        drain_all(router, effects, drain, shared)?;
+        let secs = phase_start.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        res.updates = sent;
+        res.updates_per_sec = sent as f64 / secs;
+        (self.seq, self.at) = (seq, at);
+        Ok(())
     }
-    router.flush()?;
-    drain_all(&router, &mut effects, &mut drain, &shared)?;
-    let secs = phase_start.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    res.updates = sent;
-    res.updates_per_sec = sent as f64 / secs;
 
-    // Phase 2: paced at half that rate, batches cut at least every
-    // `max_delay`, for latency. This thread drains the effects while it
-    // waits for the next event's time.
-    res.half_rate = plan.latency_rate.unwrap_or(res.updates_per_sec / 2.0);
-    res.half_updates = sent / 2;
-    let pb = bar(res.half_updates, "half speed");
-    shared.half_from_seq.store(seq + 1, Ordering::Release);
-    let driver_wait = own_run_queue_wait();
-    let shard_waits = run_queue_waits(router::SHARD_THREAD_NAME);
-    let phase_start = Instant::now();
-    let nanos_per_event = 1e9 / res.half_rate;
-    let mut oldest_pending: Option<Instant> = None;
-    // The clock is read for pacing only once the schedule has caught up
-    // with the last reading: behind schedule, the events already due go
-    // out back to back, as they would from a reader catching up. A clock
-    // read per event held this phase below the rate it was asked for. A
-    // timed event is stamped when it is submitted (ingest, for this
-    // harness), with a reading of its own.
-    let mut now = phase_start;
-    for i in 0..res.half_updates {
-        let due = phase_start + Duration::from_nanos((i as f64 * nanos_per_event) as u64);
-        // Cut a batch once its oldest event has waited `max_delay`: often
-        // enough for latency, rarely enough that a batch carries tens of
-        // events rather than one (a channel operation per event would eat
-        // the rate this phase is meant to hold).
-        while now < due {
-            if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
-                router.flush()?;
+    /// Phase 2: half as many events at half the full-speed rate (or at
+    /// `--latency-rate`), paced, with batches cut at least every
+    /// `max_delay`: the latency at a rate the engine holds. Also how long
+    /// the driver and the shards waited for a CPU meanwhile, the machine's
+    /// share of the latency tail.
+    fn paced(&mut self, res: &mut Results) -> anyhow::Result<()> {
+        res.half_rate = self.plan.latency_rate.unwrap_or(res.updates_per_sec / 2.0);
+        res.half_updates = res.updates / 2;
+        let pb = bar(res.half_updates, "half speed");
+        self.shared
+            .half_from_seq
+            .store(self.seq + 1, Ordering::Release);
+        let waits_before = CpuWaits::read();
+        let phase_start = Instant::now();
+        self.paced_events(res.half_rate, res.half_updates, phase_start, &pb)?;
+        self.router.flush()?;
+        drain_all(
+            &self.router,
+            &mut self.effects,
+            &mut self.drain,
+            self.shared,
+        )?;
+        res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
+        (res.half_driver_wait_ns, res.half_shard_wait_ns) = waits_before.since();
+        pb.finish_and_clear();
+        Ok(())
+    }
+
+    /// The paced phase's events: `count` of them at `rate` a second from
+    /// `phase_start`. This thread drains the effects while it waits for the
+    /// next event's time.
+    fn paced_events(
+        &mut self,
+        rate: f64,
+        count: u64,
+        phase_start: Instant,
+        pb: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let (plan, market, pool, shared) = (self.plan, self.market, self.pool, self.shared);
+        let (router, effects, drain) = (&mut self.router, &mut self.effects, &mut self.drain);
+        let (mut seq, mut at, step) = (self.seq, self.at, self.step);
+        let channels = plan.market.channels;
+        let nanos_per_event = 1e9 / rate;
+        let mut oldest_pending: Option<Instant> = None;
+        // The clock is read for pacing only once the schedule has caught up
+        // with the last reading: behind schedule, the events already due go
+        // out back to back, as they would from a reader catching up. A clock
+        // read per event held this phase below the rate it was asked for. A
+        // timed event is stamped when it is submitted (ingest, for this
+        // harness), with a reading of its own.
+        let mut now = phase_start;
+        for i in 0..count {
+            let due = phase_start + Duration::from_nanos((i as f64 * nanos_per_event) as u64);
+            // Cut a batch once its oldest event has waited `max_delay`: often
+            // enough for latency, rarely enough that a batch carries tens of
+            // events rather than one (a channel operation per event would eat
+            // the rate this phase is meant to hold).
+            while now < due {
+                if oldest_pending.is_some_and(|t| now.duration_since(t) >= plan.max_delay) {
+                    router.flush()?;
+                    oldest_pending = None;
+                }
+                if let Poll::Ready(merged) = effects.poll_merged()? {
+                    drain.take(&merged, shared);
+                }
+                now = Instant::now();
+            }
+            let k = i as usize % pool.len();
+            prefetch_token(market, pool, k);
+            let tick = &pool[k];
+            seq += 1;
+            at += step;
+            shared.stamp(seq, Instant::now);
+            let batches = router.batches();
+            // Drain what is ready every few events, not only while ahead of
+            // schedule: an effect counts as out when it is ready, and a
+            // consumer that looked only when idle would add its own delay. A
+            // look is a read of a line a shard writes, so not every event.
+            if i.is_multiple_of(DRAIN_EVERY) {
+                while let Poll::Ready(merged) = effects.poll_merged()? {
+                    drain.take(&merged, shared);
+                }
+            }
+            router.submit(envelope(tick, &market.tokens, channels, seq, at))?;
+            if router.batches() != batches {
                 oldest_pending = None;
+            } else if oldest_pending.is_none() {
+                oldest_pending = Some(now);
             }
-            if let Poll::Ready(merged) = effects.poll_merged()? {
-                drain.take(&merged, &shared);
-            }
-            now = Instant::now();
-        }
-        let k = i as usize % pool.len();
-        prefetch_token(&market, &pool, k);
-        let tick = &pool[k];
-        seq += 1;
-        at += step;
-        shared.stamp(seq, Instant::now);
-        let batches = router.batches();
-        // Drain what is ready every few events, not only while ahead of
-        // schedule: an effect counts as out when it is ready, and a
-        // consumer that looked only when idle would add its own delay. A
-        // look is a read of a line a shard writes, so not every event.
-        if i.is_multiple_of(DRAIN_EVERY) {
-            while let Poll::Ready(merged) = effects.poll_merged()? {
-                drain.take(&merged, &shared);
+            if i.is_multiple_of(65_536) {
+                pb.set_position(i);
             }
         }
-        router.submit(envelope(tick, &market.tokens, spec.channels, seq, at))?;
-        if router.batches() != batches {
-            oldest_pending = None;
-        } else if oldest_pending.is_none() {
-            oldest_pending = Some(now);
+        (self.seq, self.at) = (seq, at);
+        Ok(())
+    }
+
+    /// Closes the inboxes and drains what the shards still had. Returns
+    /// what draining found, the effects' receiving end and the stream time
+    /// of the last event.
+    fn finish(self) -> anyhow::Result<(Drain, Effects, Nanos)> {
+        let Driver {
+            shared,
+            router,
+            mut effects,
+            mut drain,
+            at,
+            ..
+        } = self;
+        router.finish()?;
+        while let Some(merged) = effects.next_merged()? {
+            drain.take(&merged, shared);
         }
-        if i.is_multiple_of(65_536) {
-            pb.set_position(i);
+        Ok((drain, effects, at))
+    }
+}
+
+/// How long the driver (this thread) and each shard thread had waited for
+/// a CPU another task held, as /proc said at one moment.
+struct CpuWaits {
+    driver_ns: Option<u64>,
+    /// By thread id.
+    shards_ns: Vec<(u64, u64)>,
+}
+
+impl CpuWaits {
+    fn read() -> Self {
+        CpuWaits {
+            driver_ns: own_run_queue_wait(),
+            shards_ns: run_queue_waits(router::SHARD_THREAD_NAME),
         }
     }
-    router.flush()?;
-    drain_all(&router, &mut effects, &mut drain, &shared)?;
-    res.half_achieved_per_sec = res.half_updates as f64 / phase_start.elapsed().as_secs_f64();
-    res.half_driver_wait_ns = own_run_queue_wait()
-        .zip(driver_wait)
-        .map(|(after, before)| after.saturating_sub(before));
-    res.half_shard_wait_ns = run_queue_waits(router::SHARD_THREAD_NAME)
-        .iter()
-        .filter_map(|(tid, after)| {
-            let (_, before) = shard_waits.iter().find(|(t, _)| t == tid)?;
-            Some(after.saturating_sub(*before))
-        })
-        .max();
-    pb.finish_and_clear();
 
-    router.finish()?;
-    while let Some(merged) = effects.next_merged()? {
-        drain.take(&merged, &shared);
+    /// The driver's wait since this reading, and the longest any shard
+    /// waited since it.
+    fn since(&self) -> (Option<u64>, Option<u64>) {
+        let driver_ns = own_run_queue_wait()
+            .zip(self.driver_ns)
+            .map(|(after, before)| after.saturating_sub(before));
+        let shard_ns = run_queue_waits(router::SHARD_THREAD_NAME)
+            .iter()
+            .filter_map(|(tid, after)| {
+                let (_, before) = self.shards_ns.iter().find(|(t, _)| t == tid)?;
+                Some(after.saturating_sub(*before))
+            })
+            .max();
+        (driver_ns, shard_ns)
     }
-    let mut states = workers.join().context("a shard stopped")?;
-    res.alerts = drain.alerts;
-    res.latency_at_max = Some(drain.at_max);
-    res.latency = Some(drain.at_half);
-    res.timeline = rates(&drain.timeline);
-
-    // One shard on this thread: pre-parsed prices, no router, no channels.
-    let (noncross, alerts, mixed) = shard_alone(&mut states[0], &market, plan.shards, &pool);
-    res.call_cost = Some(call_cost(
-        &mut states[0],
-        &market,
-        plan.shards,
-        &pool,
-        at + NANOS_PER_SEC,
-    ));
-    res.shard_noncrossing_per_sec = noncross;
-    res.shard_noncrossing_alerts = alerts;
-    res.shard_mixed_per_sec = mixed;
-    drop(states);
-
-    if plan.baseline {
-        res.baseline = Some(baseline(&market, &pool, plan.baseline_limit, plan.updates));
-    }
-    Ok(res)
 }
 
 /// Throughput between consecutive timeline marks.
@@ -559,181 +751,4 @@ fn rates(marks: &[(f64, u64)]) -> Vec<(f64, f64)> {
         .filter(|w| w[1].0 > w[0].0)
         .map(|w| (w[1].0, (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0)))
         .collect()
-}
-
-/// Applies prices straight to one shard's state: first prices that cannot
-/// cross (below 1.1x of each token's start, under every 2x), then the
-/// stream's own prices for that shard's tokens. Returns both rates and the
-/// alerts the non-crossing run raised (0 unless an entry started at a
-/// dumped price, which the warm-up pass uses up).
-fn shard_alone(
-    state: &mut ShardState,
-    market: &Market,
-    shards: usize,
-    pool: &[Tick],
-) -> (f64, u64, f64) {
-    let mine: Vec<u32> = (0..market.tokens.len() as u32)
-        .filter(|&t| shard_of(&market.tokens[t as usize], shards) == 0)
-        .collect();
-    if mine.is_empty() {
-        return (0.0, 0, 0.0);
-    }
-    let mut rng = engine::sim::Rng::new(99);
-    let at = T0 + 2 * NANOS_PER_SEC;
-    let calm: Vec<Envelope> = (0..1_000_000u64)
-        .map(|i| {
-            let t = mine[rng.zipf(mine.len() as u64) as usize] as usize;
-            Envelope {
-                seq: u64::MAX / 2 + i,
-                clock: at,
-                event: Event::Price {
-                    token: market.tokens[t],
-                    fdv_usd: market.start_fdv[t] * (1.0 + 0.1 * rng.unit()),
-                    at,
-                },
-            }
-        })
-        .collect();
-    let mut out: Vec<Effect> = Vec::new();
-    for env in &calm {
-        state.apply(env, &mut out);
-    }
-    out.clear();
-    let rounds = 10;
-    let start = Instant::now();
-    for _ in 0..rounds {
-        state.apply_all(&calm, &mut out);
-    }
-    let noncross = (rounds * calm.len()) as f64 / start.elapsed().as_secs_f64();
-    let alerts = out.len() as u64;
-
-    let ours: Vec<Envelope> = pool
-        .iter()
-        .filter_map(|tick| match *tick {
-            Tick::Price { token, fdv_usd }
-                if shard_of(&market.tokens[token as usize], shards) == 0 =>
-            {
-                Some(Envelope {
-                    seq: 1,
-                    clock: at,
-                    event: Event::Price {
-                        token: market.tokens[token as usize],
-                        fdv_usd,
-                        at,
-                    },
-                })
-            }
-            _ => None,
-        })
-        .collect();
-    out.clear();
-    let start = Instant::now();
-    state.apply_all(&ours, &mut out);
-    let mixed = ours.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    (noncross, alerts, mixed)
-}
-
-/// Applies the stream's calls of shard 0's tokens to its state once more,
-/// one at a time, and times each: the pause a call puts between the events
-/// queued behind it. They come after everything applied so far (from
-/// `from` on), so each re-checks every follower.
-fn call_cost(
-    state: &mut ShardState,
-    market: &Market,
-    shards: usize,
-    pool: &[Tick],
-    from: Nanos,
-) -> Histogram<u64> {
-    let mut hist = histogram();
-    let mut out = Vec::new();
-    let step = step_nanos(market.spec.tokens);
-    let mut at = from;
-    for tick in pool {
-        if let Tick::Call { token, .. } = *tick
-            && shard_of(&market.tokens[token as usize], shards) == 0
-        {
-            at += step;
-            let env = envelope(tick, &market.tokens, market.spec.channels, 1, at);
-            let start = Instant::now();
-            state.apply(&env, &mut out);
-            hist.saturating_record(start.elapsed().as_nanos() as u64);
-            out.clear();
-        }
-    }
-    hist
-}
-
-/// The seed's design on the same keys and prices, on one thread, for at
-/// most `limit` of wall time; and the crossings its gating hid.
-fn baseline(market: &Market, pool: &[Tick], limit: Duration, updates: u64) -> BaselineResults {
-    let names: Vec<String> = market.tokens.iter().map(Token::to_string).collect();
-    let seed = SeedTracker::new();
-    let pb = bar(market.spec.keys, "seed: loading");
-    for (i, (t, chat, fdv)) in market.keys().enumerate() {
-        seed.track_call(&names[t as usize], chat, -1, fdv, T0);
-        if i.is_multiple_of(65_536) {
-            pb.set_position(i as u64);
-        }
-    }
-    pb.finish_and_clear();
-    let step = step_nanos(market.spec.tokens);
-    let mut at = T0 + NANOS_PER_SEC;
-    let mut b = BaselineResults::default();
-    let pb = bar(updates, "seed: prices");
-    let start = Instant::now();
-    let mut seen = 0usize;
-    for i in 0..updates as usize {
-        let tick = &pool[i % pool.len()];
-        at += step;
-        seen = i + 1;
-        if let Tick::Price { token, fdv_usd } = *tick {
-            b.updates += 1;
-            if seed.process_price_update(&names[token as usize], fdv_usd, at) {
-                b.processed += 1;
-            }
-        }
-        if i % 4096 == 0 {
-            pb.set_position(i as u64);
-            if start.elapsed() >= limit {
-                break;
-            }
-        }
-    }
-    b.updates_per_sec = b.updates as f64 / start.elapsed().as_secs_f64();
-    b.notifications = seed.notifications();
-    pb.finish_and_clear();
-    drop(seed);
-
-    // Which thresholds each key reached on the prices the seed was shown,
-    // against those reached on every price (what the engine checks).
-    let mut gate = Gate::default();
-    let n = market.tokens.len();
-    let (mut max_all, mut max_seen) = (vec![0.0f64; n], vec![0.0f64; n]);
-    let mut at = T0 + NANOS_PER_SEC;
-    for tick in pool.iter().cycle().take(seen) {
-        at += step;
-        if let Tick::Price { token, fdv_usd } = *tick {
-            let t = token as usize;
-            max_all[t] = max_all[t].max(fdv_usd);
-            if gate.passes(token, fdv_usd, at) {
-                max_seen[t] = max_seen[t].max(fdv_usd);
-            }
-        }
-    }
-    const THRESHOLDS: [f64; 6] = [2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
-    for (t, _, fdv_at_call) in market.keys() {
-        let (all, shown) = (
-            max_all[t as usize] / fdv_at_call,
-            max_seen[t as usize] / fdv_at_call,
-        );
-        for h in THRESHOLDS {
-            if all >= h {
-                b.engine_crossings += 1;
-                if shown < h {
-                    b.missed_crossings += 1;
-                }
-            }
-        }
-    }
-    b
 }

@@ -11,14 +11,16 @@
 //! token): sending is paced at 30 messages/s by design and measured by the
 //! `telegram` scenario.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use callwatch_ingest::stream::{input_drained, publish};
 use engine::sim::{Market, MarketConfig};
 use indicatif::ProgressBar;
+use redis::aio::MultiplexedConnection;
+use tokio::runtime::Runtime;
 
 use crate::rebuild_run::db_of;
 
@@ -56,6 +58,9 @@ impl Results {
     }
 }
 
+/// Runs the scenario: an empty database, the market published (as a
+/// backlog before serve starts, or paced while it runs), serve timed until
+/// every entry is acknowledged, then stopped, and what it left cleaned up.
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let db = db_of(&plan.redis_url)?;
     anyhow::ensure!(plan.events > 0, "--events must be positive");
@@ -79,169 +84,26 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         Ok(())
     })?;
 
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos(),
-    )?;
-    // The market ends now: the service keeps state in Redis for a week from
-    // the events' own times, and an event dated ahead of its arrival is not
-    // what a producer sends.
-    let defaults = MarketConfig::default();
-    let span = defaults
-        .step_nanos
-        .saturating_mul(i64::try_from(plan.events).unwrap_or(i64::MAX));
-    let mut market = Market::new(MarketConfig {
-        seed: plan.seed,
-        tokens: plan.tokens,
-        chats: plan.chats,
-        start: now.saturating_sub(span),
-        ..defaults
-    });
-    // Publishes up to `n` more events; returns how many.
-    let mut left = plan.events;
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(10_000);
-    let mut publish_some = |con: &mut redis::aio::MultiplexedConnection,
-                            n: u64,
-                            left: &mut u64|
-     -> anyhow::Result<u64> {
-        lines.clear();
-        for event in market.by_ref().take((*left).min(n) as usize) {
-            let mut out = Vec::with_capacity(160);
-            event.write_json(&mut out);
-            while out.last() == Some(&b'\n') {
-                out.pop();
-            }
-            lines.push(out);
-        }
-        *left -= lines.len() as u64;
-        rt.block_on(publish(con, "", plan.partitions, &lines))?;
-        Ok(lines.len() as u64)
-    };
-
-    let schema = format!("loadtest_pipeline_{}", std::process::id());
-    let config =
-        std::env::temp_dir().join(format!("callwatch-pipeline-{}.toml", std::process::id()));
-    let postgres = plan.database_url.as_ref().map_or(String::new(), |url| {
-        format!("[postgres]\nurl = \"{url}\"\nschema = \"{schema}\"\n")
-    });
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port();
-    std::fs::write(
-        &config,
-        format!(
-            "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            plan.redis_url, plan.partitions
-        ),
-    )?;
-    let spawn = || {
-        Command::new(&plan.callwatch)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("CALLWATCH_LOG_LEVEL", "warn")
-            .spawn()
-            .with_context(|| format!("starting {}", plan.callwatch.display()))
-    };
-
+    let mut feed = MarketFeed::new(plan)?;
+    let serve = Serve::configure(plan)?;
     let pb = ProgressBar::new(plan.events);
     let (mut child, started, publish_secs) = match plan.rate {
-        None => {
-            // A backlog first, then the service timed on it.
-            let t = Instant::now();
-            while left > 0 {
-                publish_some(&mut con, 10_000, &mut left)?;
-                pb.set_position(plan.events - left);
-            }
-            let publish_secs = t.elapsed().as_secs_f64();
-            (spawn()?, Instant::now(), publish_secs)
-        }
-        Some(rate) => {
-            anyhow::ensure!(rate > 0.0, "--rate must be positive");
-            let child = spawn()?;
-            // Ready when /healthz answers.
-            let t = Instant::now();
-            while scrape(port, "/healthz").is_err() {
-                anyhow::ensure!(
-                    t.elapsed() < Duration::from_secs(30),
-                    "serve did not come up"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let started = Instant::now();
-            let tick = Duration::from_millis(10);
-            let per_tick = (rate * tick.as_secs_f64()).max(1.0);
-            let mut due = 0.0f64;
-            let mut next = Instant::now();
-            while left > 0 {
-                due += per_tick;
-                let n = due.floor() as u64;
-                due -= n as f64;
-                publish_some(&mut con, n, &mut left)?;
-                pb.set_position(plan.events - left);
-                next += tick;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            let publish_secs = started.elapsed().as_secs_f64();
-            (child, started, publish_secs)
-        }
+        None => feed.backlog(&rt, &mut con, &serve, &pb)?,
+        Some(rate) => feed.paced(&rt, &mut con, &serve, &pb, rate)?,
     };
     pb.finish_and_clear();
-    let pb = ProgressBar::new_spinner();
-    pb.set_message("serve working through the events");
-    let finished = rt.block_on(async {
-        loop {
-            if input_drained(&mut con, "", plan.partitions).await {
-                return Ok(started.elapsed().as_secs_f64());
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("serve exited early: {status}");
-            }
-            pb.tick();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    pb.finish_and_clear();
+    let finished = wait_drained(&rt, &mut con, plan.partitions, started, &mut child);
     let latency = if plan.rate.is_some() {
-        let text = scrape(port, "/metrics").unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.strip_prefix("callwatch_alert_latency_seconds{quantile=\""))
-            .filter_map(|l| {
-                let (q, v) = l.split_once("\"} ")?;
-                Some((q.to_owned(), v.trim().parse().ok()?))
-            })
-            .collect()
+        serve.latency()
     } else {
         Vec::new()
     };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait()?;
-    let _ = std::fs::remove_file(&config);
+    let status = serve.stop(child)?;
     let secs = finished?;
     anyhow::ensure!(status.success(), "serve did not stop cleanly: {status}");
 
     let audit_rows = match &plan.database_url {
-        Some(url) => Some(rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-            let driver = tokio::spawn(conn);
-            let n: i64 = client
-                .query_one(
-                    &format!("SELECT count(*) FROM \"{schema}\".alert_audit"),
-                    &[],
-                )
-                .await?
-                .get(0);
-            client
-                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .await?;
-            drop(client);
-            let _ = driver.await;
-            anyhow::Ok(n)
-        })?),
+        Some(url) => Some(rt.block_on(audit_rows(url, &serve.schema))?),
         None => None,
     };
     rt.block_on(async {
@@ -256,6 +118,259 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         latency,
         rate: plan.rate,
     })
+}
+
+/// Serve as the publishing phase leaves it: the process, when its timing
+/// started, and the seconds publishing took.
+type Published = (Child, Instant, f64);
+
+/// The simulated market, published to the input streams a chunk at a
+/// time.
+struct MarketFeed {
+    market: Market,
+    partitions: u32,
+    events: u64,
+    /// Events not published yet.
+    left: u64,
+    /// One chunk's JSON lines, the buffer kept from chunk to chunk.
+    lines: Vec<Vec<u8>>,
+}
+
+impl MarketFeed {
+    /// `plan.events` events of a market that ends now: the service keeps
+    /// state in Redis for a week from the events' own times, and an event
+    /// dated ahead of its arrival is not what a producer sends.
+    fn new(plan: &Plan) -> anyhow::Result<Self> {
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos(),
+        )?;
+        let defaults = MarketConfig::default();
+        let span = defaults
+            .step_nanos
+            .saturating_mul(i64::try_from(plan.events).unwrap_or(i64::MAX));
+        let market = Market::new(MarketConfig {
+            seed: plan.seed,
+            tokens: plan.tokens,
+            chats: plan.chats,
+            start: now.saturating_sub(span),
+            ..defaults
+        });
+        Ok(MarketFeed {
+            market,
+            partitions: plan.partitions,
+            events: plan.events,
+            left: plan.events,
+            lines: Vec::with_capacity(10_000),
+        })
+    }
+
+    /// Publishes up to `n` more events.
+    fn publish(
+        &mut self,
+        rt: &Runtime,
+        con: &mut MultiplexedConnection,
+        n: u64,
+    ) -> anyhow::Result<()> {
+        self.lines.clear();
+        for event in self.market.by_ref().take(self.left.min(n) as usize) {
+            let mut out = Vec::with_capacity(160);
+            event.write_json(&mut out);
+            while out.last() == Some(&b'\n') {
+                out.pop();
+            }
+            self.lines.push(out);
+        }
+        self.left -= self.lines.len() as u64;
+        rt.block_on(publish(con, "", self.partitions, &self.lines))?;
+        Ok(())
+    }
+
+    /// Without a rate: every event published as a backlog first, then
+    /// serve started and timed on it from its start, so that the figure is
+    /// serve's throughput alone.
+    fn backlog(
+        &mut self,
+        rt: &Runtime,
+        con: &mut MultiplexedConnection,
+        serve: &Serve,
+        pb: &ProgressBar,
+    ) -> anyhow::Result<Published> {
+        let t = Instant::now();
+        while self.left > 0 {
+            self.publish(rt, con, 10_000)?;
+            pb.set_position(self.events - self.left);
+        }
+        let publish_secs = t.elapsed().as_secs_f64();
+        Ok((serve.spawn()?, Instant::now(), publish_secs))
+    }
+
+    /// With a rate: serve started and ready first, then the events
+    /// published at `rate` a second, in 10 ms ticks, while it runs: the
+    /// latency phase, timed from the first tick.
+    fn paced(
+        &mut self,
+        rt: &Runtime,
+        con: &mut MultiplexedConnection,
+        serve: &Serve,
+        pb: &ProgressBar,
+        rate: f64,
+    ) -> anyhow::Result<Published> {
+        anyhow::ensure!(rate > 0.0, "--rate must be positive");
+        let child = serve.spawn()?;
+        serve.wait_ready()?;
+        let started = Instant::now();
+        let tick = Duration::from_millis(10);
+        let per_tick = (rate * tick.as_secs_f64()).max(1.0);
+        let mut due = 0.0f64;
+        let mut next = Instant::now();
+        while self.left > 0 {
+            due += per_tick;
+            let n = due.floor() as u64;
+            due -= n as f64;
+            self.publish(rt, con, n)?;
+            pb.set_position(self.events - self.left);
+            next += tick;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let publish_secs = started.elapsed().as_secs_f64();
+        Ok((child, started, publish_secs))
+    }
+}
+
+/// `callwatch serve` as this scenario runs it: from a config file of its
+/// own, which names the Redis database, the PostgreSQL schema (with
+/// `--database-url`) and a free port for its ops endpoint.
+struct Serve<'a> {
+    binary: &'a Path,
+    config: PathBuf,
+    schema: String,
+    port: u16,
+}
+
+impl<'a> Serve<'a> {
+    /// Picks the schema and the port and writes the config file.
+    fn configure(plan: &'a Plan) -> anyhow::Result<Self> {
+        let schema = format!("loadtest_pipeline_{}", std::process::id());
+        let config =
+            std::env::temp_dir().join(format!("callwatch-pipeline-{}.toml", std::process::id()));
+        let postgres = plan.database_url.as_ref().map_or(String::new(), |url| {
+            format!("[postgres]\nurl = \"{url}\"\nschema = \"{schema}\"\n")
+        });
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
+        std::fs::write(
+            &config,
+            format!(
+                "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                plan.redis_url, plan.partitions
+            ),
+        )?;
+        Ok(Serve {
+            binary: &plan.callwatch,
+            config,
+            schema,
+            port,
+        })
+    }
+
+    fn spawn(&self) -> anyhow::Result<Child> {
+        Command::new(self.binary)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("CALLWATCH_LOG_LEVEL", "warn")
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))
+    }
+
+    /// Waits until /healthz answers, for at most 30 s.
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let t = Instant::now();
+        while scrape(self.port, "/healthz").is_err() {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "serve did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The alert latency quantiles serve's /metrics reports; none if it
+    /// does not answer.
+    fn latency(&self) -> Vec<(String, f64)> {
+        let text = scrape(self.port, "/metrics").unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("callwatch_alert_latency_seconds{quantile=\""))
+            .filter_map(|l| {
+                let (q, v) = l.split_once("\"} ")?;
+                Some((q.to_owned(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Stops serve with SIGTERM, as a supervisor would, and removes the
+    /// config file; returns how serve exited.
+    fn stop(&self, mut child: Child) -> anyhow::Result<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait()?;
+        let _ = std::fs::remove_file(&self.config);
+        Ok(status)
+    }
+}
+
+/// Waits until every consumer group has nothing pending and no lag: every
+/// entry read, applied, persisted and acknowledged. Returns the seconds
+/// since `started`; an error if serve exits first.
+fn wait_drained(
+    rt: &Runtime,
+    con: &mut MultiplexedConnection,
+    partitions: u32,
+    started: Instant,
+    child: &mut Child,
+) -> anyhow::Result<f64> {
+    let pb = ProgressBar::new_spinner();
+    pb.set_message("serve working through the events");
+    let finished = rt.block_on(async {
+        loop {
+            if input_drained(con, "", partitions).await {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("serve exited early: {status}");
+            }
+            pb.tick();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    pb.finish_and_clear();
+    finished
+}
+
+/// The rows serve landed in the schema's audit table; then drops the
+/// schema.
+async fn audit_rows(url: &str, schema: &str) -> anyhow::Result<i64> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(conn);
+    let n: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".alert_audit"),
+            &[],
+        )
+        .await?
+        .get(0);
+    client
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    anyhow::Ok(n)
 }
 
 /// One GET to the service's ops endpoint; the body if it answered 200.

@@ -13,6 +13,7 @@ use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
 use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;
+use tokio::runtime::Runtime;
 
 use crate::market::{Market, Spec};
 
@@ -93,6 +94,9 @@ async fn seed_rebuild(con: &mut MultiplexedConnection) -> redis::RedisResult<(u6
     Ok((count, by_token.len()))
 }
 
+/// Runs the scenario: fill the database, then load it back the
+/// predecessor's way, measure the server's floor, and load it callwatch's
+/// way; each timed on its own.
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let db = db_of(&plan.redis_url)?;
     let client = redis::Client::open(plan.redis_url.as_str())?;
@@ -115,41 +119,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             bail!("database {db} holds {size} keys; pass --overwrite to flush it, or name an empty one");
         }
         let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await?;
-        let pb = ProgressBar::new(plan.market.keys);
-        let names: Vec<String> = market.tokens.iter().map(ToString::to_string).collect();
-        // Tracking that started now, written the way the predecessor
-        // (Python's isoformat) wrote it.
-        let now_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        let timestamp = engine::time::format_rfc3339(i64::try_from(now_secs)? * NANOS_PER_SEC)
-            .replace('Z', ".000000+00:00");
-        let started = Instant::now();
-        let mut pipe = redis::pipe();
-        let mut n = 0u64;
-        for (t, chat, fdv) in market.keys() {
-            let value = format!(
-                "{{\"channel_id\": {}, \"fdv_at_call\": {fdv}, \"timestamp\": \"{timestamp}\"}}",
-                Market::channel_id(u64::from(t) % plan.market.channels)
-            );
-            pipe.cmd("SET")
-                .arg(format!("multiplier:{}:{chat}", names[t as usize]))
-                .arg(value)
-                .arg("EX")
-                .arg(7 * 24 * 3600)
-                .ignore();
-            n += 1;
-            if n.is_multiple_of(10_000) {
-                let _: () = pipe.query_async(&mut con).await?;
-                pipe = redis::pipe();
-                pb.set_position(n);
-            }
-        }
-        if !n.is_multiple_of(10_000) {
-            let _: () = pipe.query_async(&mut con).await?;
-        }
-        pb.finish_and_clear();
-        res.fill_secs = started.elapsed().as_secs_f64();
+        res.fill_secs = fill(&mut con, plan, &market).await?;
         Ok::<_, anyhow::Error>(())
     })?;
 
@@ -159,8 +129,67 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     res.seed_secs = started.elapsed().as_secs_f64();
     res.seed_keys = seed_keys;
 
-    // The floor: one SCAN whose COUNT exceeds the table visits every key
-    // on the server, and a pattern nothing matches returns none of them.
+    res.floor_secs = server_floor(&rt, &mut con)?;
+    callwatch_rebuild(&rt, &con, plan, &mut res)?;
+
+    if !plan.keep {
+        rt.block_on(async {
+            let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await?;
+            Ok::<_, redis::RedisError>(())
+        })?;
+    }
+    Ok(res)
+}
+
+/// Writes every tracked key as the predecessor did: its key and JSON value,
+/// tracking started now, a week's TTL; pipelined, 10,000 to a pipeline.
+/// Returns the seconds the writes took.
+async fn fill(
+    con: &mut MultiplexedConnection,
+    plan: &Plan,
+    market: &Market,
+) -> anyhow::Result<f64> {
+    let pb = ProgressBar::new(plan.market.keys);
+    let names: Vec<String> = market.tokens.iter().map(ToString::to_string).collect();
+    // Tracking that started now, written the way the predecessor
+    // (Python's isoformat) wrote it.
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let timestamp = engine::time::format_rfc3339(i64::try_from(now_secs)? * NANOS_PER_SEC)
+        .replace('Z', ".000000+00:00");
+    let started = Instant::now();
+    let mut pipe = redis::pipe();
+    let mut n = 0u64;
+    for (t, chat, fdv) in market.keys() {
+        let value = format!(
+            "{{\"channel_id\": {}, \"fdv_at_call\": {fdv}, \"timestamp\": \"{timestamp}\"}}",
+            Market::channel_id(u64::from(t) % plan.market.channels)
+        );
+        pipe.cmd("SET")
+            .arg(format!("multiplier:{}:{chat}", names[t as usize]))
+            .arg(value)
+            .arg("EX")
+            .arg(7 * 24 * 3600)
+            .ignore();
+        n += 1;
+        if n.is_multiple_of(10_000) {
+            let _: () = pipe.query_async(con).await?;
+            pipe = redis::pipe();
+            pb.set_position(n);
+        }
+    }
+    if !n.is_multiple_of(10_000) {
+        let _: () = pipe.query_async(con).await?;
+    }
+    pb.finish_and_clear();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The floor: one SCAN whose COUNT exceeds the table visits every key on
+/// the server, and a pattern nothing matches returns none of them. Returns
+/// its seconds.
+fn server_floor(rt: &Runtime, con: &mut MultiplexedConnection) -> anyhow::Result<f64> {
     let started = Instant::now();
     let (cursor, none): (u64, Vec<String>) = rt.block_on(
         redis::cmd("SCAN")
@@ -169,22 +198,31 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             .arg("\u{1}nothing-matches")
             .arg("COUNT")
             .arg(u64::MAX / 4)
-            .query_async(&mut con),
+            .query_async(con),
     )?;
-    res.floor_secs = started.elapsed().as_secs_f64();
+    let floor_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         cursor == 0 && none.is_empty(),
         "the floor's SCAN did not visit the whole table in one call"
     );
+    Ok(floor_secs)
+}
 
-    // callwatch's: keys and values, into the engine.
+/// callwatch's method: keys and values, into a fresh sharded engine, as
+/// the service rebuilds at start. Timed until every shard holds its keys.
+fn callwatch_rebuild(
+    rt: &Runtime,
+    con: &MultiplexedConnection,
+    plan: &Plan,
+    res: &mut Results,
+) -> anyhow::Result<()> {
     let config = EngineConfig {
         shards: plan.shards,
         ..EngineConfig::default()
     };
     let started = Instant::now();
     let (loaded, states) = rt.block_on(into_fresh_engine(
-        &con,
+        con,
         "",
         &config,
         plan.scan_count,
@@ -195,14 +233,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     res.loaded = loaded.keys;
     res.skipped = loaded.skipped;
     res.tokens = states.iter().map(|s| s.stats().tokens).sum();
-
-    if !plan.keep {
-        rt.block_on(async {
-            let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await?;
-            Ok::<_, redis::RedisError>(())
-        })?;
-    }
-    Ok(res)
+    Ok(())
 }
 
 /// The summary table.

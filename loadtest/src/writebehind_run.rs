@@ -13,10 +13,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use callwatch_state::writebehind::{self, WriteBehindConfig, WriteBehindStats};
+use callwatch_state::writebehind::{self, WriteBehind, WriteBehindConfig, WriteBehindStats};
 use callwatch_streams::connection::{self, RedisTimeouts};
 use engine::effect::{CallAlert, Effect, MultiplierAlert};
 use engine::sim::{self, Rng};
+use engine::token::Token;
 use indicatif::ProgressBar;
 
 use crate::rebuild_run::db_of;
@@ -56,17 +57,11 @@ fn now_nanos() -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// Runs the scenario: an empty database, the alerts recorded as fast as
+/// the write-behind takes them and timed until the last key lands, then
+/// the keys counted in Redis and flushed.
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
-    let db = db_of(&plan.redis_url)?;
-    anyhow::ensure!(plan.alerts > 0, "--alerts must be positive");
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&plan.threshold_share),
-        "--threshold-share must be between 0 and 1"
-    );
-    anyhow::ensure!(
-        plan.capacity >= 2 * plan.batch_keys && plan.batch_keys > 0,
-        "--capacity must be at least twice --batch-keys, which must be positive"
-    );
+    let db = check(plan)?;
     // Two workers: the flusher encodes the next pipeline while the current
     // one is sent and answered.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -102,57 +97,11 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         },
         admin.clone(),
     );
-    let mut rng = Rng::new(plan.seed);
-    let tokens: Vec<_> = (0..10_000).map(|_| sim::token(&mut rng)).collect();
-    let at = now_nanos();
+    let mut alerts = Alerts::new(plan.seed);
     let pb = ProgressBar::new(plan.alerts);
     let high_water = (plan.capacity / 2) as u64;
     let started = Instant::now();
-    let mut effects = 0u64;
-    // Alert i's (token, chat): every pair distinct.
-    let n = tokens.len() as u64;
-    let pair = |i: u64| {
-        (
-            tokens[(i % n) as usize],
-            i64::try_from(i / n).unwrap_or(i64::MAX) + 1,
-        )
-    };
-    for i in 0..plan.alerts {
-        let (token, chat_id) = pair(i);
-        wb.record(&Effect::CallAlert(CallAlert {
-            seq: i,
-            chat_id,
-            token,
-            at,
-            fdv_usd: 100_000.0 + i as f64,
-            callers: vec![-1001, -1002],
-            channel_id: -1002,
-        }));
-        effects += 1;
-        // A threshold for an alert made a while ago: some still held, most
-        // already written.
-        if rng.unit() < plan.threshold_share && i >= 5_000 {
-            let (token, chat_id) = pair(i - rng.below(5_000));
-            wb.record(&Effect::MultiplierAlert(MultiplierAlert {
-                seq: i,
-                chat_id,
-                token,
-                at,
-                threshold: 2.0,
-                multiplier: 2.0,
-                fdv_at_call: 1.0,
-                fdv_usd: 2.0,
-                tracking_started: at,
-            }));
-            effects += 1;
-        }
-        if i.is_multiple_of(4096) {
-            pb.set_position(i);
-            while wb.stats().pending >= high_water {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    }
+    let effects = alerts.record(plan, &wb, high_water, &pb);
     let stats = rt
         .block_on(flusher.close(Duration::from_secs(600)))
         .context("the write-behind did not finish")?;
@@ -180,6 +129,94 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         stats,
         keys_in_redis,
     })
+}
+
+/// Checks the plan before anything touches Redis; returns the database
+/// number its URL names.
+fn check(plan: &Plan) -> anyhow::Result<i64> {
+    let db = db_of(&plan.redis_url)?;
+    anyhow::ensure!(plan.alerts > 0, "--alerts must be positive");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&plan.threshold_share),
+        "--threshold-share must be between 0 and 1"
+    );
+    anyhow::ensure!(
+        plan.capacity >= 2 * plan.batch_keys && plan.batch_keys > 0,
+        "--capacity must be at least twice --batch-keys, which must be positive"
+    );
+    Ok(db)
+}
+
+/// The synthetic alerts' source: the draws, 10,000 tokens, and the one
+/// time every alert is dated (now, so the keys' TTLs run from now).
+struct Alerts {
+    rng: Rng,
+    tokens: Vec<Token>,
+    at: i64,
+}
+
+impl Alerts {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let tokens: Vec<_> = (0..10_000).map(|_| sim::token(&mut rng)).collect();
+        let at = now_nanos();
+        Alerts { rng, tokens, at }
+    }
+
+    /// Records `plan.alerts` call alerts and, for a `threshold_share` of
+    /// them, a threshold for an alert made a while before. Every 4096
+    /// alerts it waits while `high_water` keys are held, so that the
+    /// buffer never overflows and every key is counted. Returns the effects
+    /// recorded.
+    fn record(&mut self, plan: &Plan, wb: &WriteBehind, high_water: u64, pb: &ProgressBar) -> u64 {
+        let (rng, tokens, at) = (&mut self.rng, &self.tokens, self.at);
+        let mut effects = 0u64;
+        // Alert i's (token, chat): every pair distinct.
+        let n = tokens.len() as u64;
+        let pair = |i: u64| {
+            (
+                tokens[(i % n) as usize],
+                i64::try_from(i / n).unwrap_or(i64::MAX) + 1,
+            )
+        };
+        for i in 0..plan.alerts {
+            let (token, chat_id) = pair(i);
+            wb.record(&Effect::CallAlert(CallAlert {
+                seq: i,
+                chat_id,
+                token,
+                at,
+                fdv_usd: 100_000.0 + i as f64,
+                callers: vec![-1001, -1002],
+                channel_id: -1002,
+            }));
+            effects += 1;
+            // A threshold for an alert made a while ago: some still held, most
+            // already written.
+            if rng.unit() < plan.threshold_share && i >= 5_000 {
+                let (token, chat_id) = pair(i - rng.below(5_000));
+                wb.record(&Effect::MultiplierAlert(MultiplierAlert {
+                    seq: i,
+                    chat_id,
+                    token,
+                    at,
+                    threshold: 2.0,
+                    multiplier: 2.0,
+                    fdv_at_call: 1.0,
+                    fdv_usd: 2.0,
+                    tracking_started: at,
+                }));
+                effects += 1;
+            }
+            if i.is_multiple_of(4096) {
+                pb.set_position(i);
+                while wb.stats().pending >= high_water {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        effects
+    }
 }
 
 pub fn table(r: &Results) -> String {
