@@ -11,6 +11,7 @@
 //! - `cmd/migrate.rs`: apply the PostgreSQL migrations.
 //! - `cmd/rebuild.rs`: load the tracked entries from Redis, timed.
 //! - `cmd/serve.rs`: the live service.
+//! - `cmd/feed.rs`: the sources alone (calls from posts, DEX prices).
 //! - `cmd/config.rs`: the service's resolved configuration, secrets masked.
 //!
 //! Everything else is in the library crates under `io/`; this binary parses
@@ -44,6 +45,7 @@ enum Command {
     Rebuild(cmd::rebuild::Args),
     Config(cmd::config::Args),
     Serve(cmd::serve::Args),
+    Feed(cmd::feed::Args),
 }
 
 /// A write to a closed pipe (`callwatch demo | head`) ends the process
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
     };
     restore_sigpipe();
     // serve sets its own level and format from its settings.
-    if !matches!(cli.command, Command::Serve(_))
+    if !matches!(cli.command, Command::Serve(_) | Command::Feed(_))
         && let Err(e) = cmd::init_logging("warn", false)
     {
         eprintln!("error: {e:#}");
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Rebuild(args) => cmd::rebuild::run(&args),
         Command::Config(args) => cmd::config::run(&args),
         Command::Serve(args) => cmd::serve::run(&args),
+        Command::Feed(args) => cmd::feed::run(&args),
     };
     match result {
         Ok(code) => code,

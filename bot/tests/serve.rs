@@ -119,7 +119,8 @@ fn config(
              [postgres]\nurl = \"{}\"\nschema = \"{schema}\"\n{telegram}\
              [ingest]\npartitions = {partitions}\nowned = {owned:?}\nconsumer = \"{consumer}\"\nblock_ms = 50\n\
              [http]\nlisten = \"127.0.0.1:{}\"\n\
-             [engine]\nshards = 2\npin_threads = false\n",
+             [engine]\nshards = 2\npin_threads = false\n\
+             [sources]\ncalls = false\nprices = false\n",
             redis_url(),
             database_url(),
             free_port()
@@ -1062,4 +1063,176 @@ async fn in_webhook_mode_only_updates_with_the_secret_are_answered() {
     );
     assert_eq!(fake.webhook(), None, "the webhook is deleted at stop");
     drop(scratch);
+}
+
+/// [2.2] end to end: a channel posts an address; the bot, which is in the
+/// channel, receives the post; the sources value the token at DexScreener
+/// (a fake with a strict limit) and publish the call; it alerts a chat
+/// whose settings match; the fake's value then moves and the sources'
+/// price becomes a multiplier alert in that chat. The fake never had to
+/// refuse a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert() {
+    use callwatch_testkit::fake_dex::{Api, FakeDex};
+    let scratch = Scratch::new("src");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let dex = FakeDex::start(Api::DexScreener, 30).await.unwrap();
+    let token = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
+    dex.set("solana", token, Some(100_000.0));
+    let path = std::env::temp_dir().join(format!("callwatch-{prefix}sources.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
+             [postgres]\nurl = \"{}\"\nschema = \"{schema}\"\n\
+             [telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{}\"\n\
+             [ingest]\npartitions = 2\nblock_ms = 50\n\
+             [http]\nlisten = \"127.0.0.1:{}\"\n\
+             [engine]\nshards = 2\npin_threads = false\n\
+             [sources]\nconsumer = \"e2e\"\n\
+             [sources.schedule]\nurgent_interval_secs = 1\nceiling_secs = 5\n\
+             [sources.dexscreener]\nurl = \"{}\"\nrequests_per_minute = 30\n\
+             [sources.geckoterminal]\nenabled = false\n",
+            redis_url(),
+            database_url(),
+            fake.url(),
+            free_port(),
+            dex.url(),
+        ),
+    )
+    .unwrap();
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Dated by Redis's clock, as Telegram's posts and the sources' prices
+    // are (the clock that stamps the streams' entries).
+    let now = callwatch_testkit::redis_now(&mut con).await;
+    let at = |secs: i64| engine::time::format_rfc3339(now + secs * 1_000_000_000);
+    publish(
+        &mut con,
+        &prefix,
+        2,
+        &[
+            format!(
+                r#"{{"type":"subscribe","at":"{}","chat_id":42,"expires_at":"{}"}}"#,
+                at(-60),
+                at(86_400)
+            ),
+            format!(
+                r#"{{"type":"settings","at":"{}","chat_id":42,"min_callers":1}}"#,
+                at(-60)
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let running = spawn_serve(&path);
+
+    fake.push_post(
+        -1_001_777,
+        "Alpha Calls",
+        now / 1_000_000_000,
+        &format!("New gem 🚀 CA: {token}"),
+        &[],
+        None,
+    );
+    let call = message_with(&fake, 42, token).await;
+    assert!(call.contains("Alpha Calls"), "the channel's name: {call}");
+    dex.set("solana", token, Some(260_000.0));
+    let multiple = message_with(&fake, 42, "2x").await;
+    assert!(
+        multiple.contains(token) || multiple.contains("2.6"),
+        "{multiple}"
+    );
+
+    let exit = stop(running).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(dex.rate_limited(), 0, "the sources kept to the limit");
+    assert!(dex.max_in_minute() <= 30);
+    let metrics_seen = dex.requests();
+    assert!(
+        metrics_seen >= 2,
+        "asked for the call and the price: {metrics_seen}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `callwatch feed` runs the sources alone: a post a reader appended to the
+/// raw-posts stream becomes a call event in the input streams, and SIGTERM
+/// stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_alone_turns_raw_posts_into_call_events() {
+    use callwatch_testkit::fake_dex::{Api, FakeDex};
+    let scratch = Scratch::new("feed");
+    let prefix = scratch.prefix.clone();
+    let dex = FakeDex::start(Api::DexScreener, 60).await.unwrap();
+    let token = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263";
+    dex.set("solana", token, Some(77_000.0));
+    let path = std::env::temp_dir().join(format!("callwatch-{prefix}feed.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n[ingest]\npartitions = 2\n\
+             [sources.dexscreener]\nurl = \"{}\"\n[sources.geckoterminal]\nenabled = false\n",
+            redis_url(),
+            dex.url()
+        ),
+    )
+    .unwrap();
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let date = callwatch_testkit::redis_now(&mut con).await / 1_000_000_000;
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{prefix}posts:raw"))
+        .arg("*")
+        .arg("post")
+        .arg(format!(
+            r#"{{"chat_id":-1009,"message_id":3,"date":{date},"text":"CA {token}"}}"#
+        ))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let running = Proc(Some(
+        Command::new(env!("CARGO_BIN_EXE_callwatch"))
+            .args(["feed", "--config"])
+            .arg(&path)
+            .env("CALLWATCH_LOG_LEVEL", "warn")
+            .spawn()
+            .unwrap(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let mut found = None;
+        for p in 0..2 {
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(format!("{prefix}events:{p}"))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            found = found.or(entries.into_iter().next().map(|(_, f)| f[0].1.clone()));
+        }
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no call event from callwatch feed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        event.contains(r#""type":"call""#) && event.contains(token) && event.contains("77000"),
+        "{event}"
+    );
+    let exit = stop(running).await;
+    assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_file(&path);
 }

@@ -26,7 +26,8 @@ use crate::config::{ConfigError, EngineConfig};
 use crate::effect::Effect;
 use crate::event::Envelope;
 use crate::shard::{
-    AheadHashes, CallOutcome, Holding, Restore, RestoreCall, RestoreRecord, ShardState, ShardStats,
+    AheadHashes, CallOutcome, Holding, Near, Restore, RestoreCall, RestoreRecord, ShardState,
+    ShardStats,
 };
 use crate::time::Nanos;
 use crate::token::Token;
@@ -58,6 +59,9 @@ enum Input {
     TrackedBy(i64, Sender<Vec<Holding>>),
     /// Answer with this shard's calls made since a time, with their peaks.
     CallOutcomes(Nanos, Sender<Vec<CallOutcome>>),
+    /// Answer with this shard's tokens valued at least this share of their
+    /// next crossing.
+    Near(f64, Sender<Vec<Near>>),
 }
 
 struct Batch {
@@ -315,6 +319,9 @@ fn run_shard(
                 Input::CallOutcomes(since, reply) => {
                     let _ = reply.send(state.call_outcomes(*since));
                 }
+                Input::Near(share, reply) => {
+                    let _ = reply.send(state.near(*share));
+                }
             }
         }
         // Sweeping a few token slots per batch keeps expiry incremental:
@@ -431,6 +438,13 @@ impl Router {
         since: Nanos,
     ) -> Result<Receiver<Vec<CallOutcome>>, EngineStopped> {
         self.ask_every_shard(|reply| Input::CallOutcomes(since, reply))
+    }
+
+    /// Asks every shard for its tokens valued at least `share` of the value
+    /// at which they next cross a threshold (the price sources poll those
+    /// first), as `tracked_by` asks.
+    pub fn near(&mut self, share: f64) -> Result<Receiver<Vec<Near>>, EngineStopped> {
+        self.ask_every_shard(|reply| Input::Near(share, reply))
     }
 
     /// Queues `question` for every shard and hands the batch on; the

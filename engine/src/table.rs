@@ -75,6 +75,11 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
         self.get_mut_hashed(hash(key), key)
     }
 
+    /// Every key and value, in no order: for scans off the hot path.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.table.iter().map(|(k, v)| (k, v))
+    }
+
     /// Sets the key's value; returns the one it replaces.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.entry(&key) {

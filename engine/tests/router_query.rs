@@ -61,3 +61,43 @@ fn tracked_by_collects_every_shards_part_in_input_order() {
             .all(|h| h.tracked.chat_id == 1000 && h.multiple() > 0.0)
     );
 }
+
+/// The price sources' question: the tokens valued close to their next
+/// crossing, from every shard.
+#[test]
+fn near_names_the_tokens_close_to_their_next_crossing() {
+    let config = EngineConfig {
+        shards: 2,
+        pin_threads: false,
+        ..EngineConfig::default()
+    };
+    let (mut engine, mut effects, workers) = router::start(&config).unwrap();
+    let drain = std::thread::spawn(move || while let Ok(Some(_)) = effects.next_batch() {});
+    let mut ingest = Ingest::new();
+    let lines = [
+        r#"{"type":"subscribe","at":"2026-11-25T10:00:00Z","chat_id":1,"expires_at":"2026-12-25T10:00:00Z"}"#,
+        r#"{"type":"settings","at":"2026-11-25T10:00:00Z","chat_id":1,"min_callers":1}"#,
+        // Called at 100: next crossing at 200 (2x).
+        r#"{"type":"call","at":"2026-11-25T10:01:00Z","token":"JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN","channel_id":-1,"fdv_usd":100}"#,
+        r#"{"type":"call","at":"2026-11-25T10:01:00Z","token":"DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263","channel_id":-1,"fdv_usd":100}"#,
+        // One climbs to 190 (95 % of 200), the other stays.
+        r#"{"type":"price","at":"2026-11-25T10:02:00Z","token":"JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN","fdv_usd":190}"#,
+    ];
+    for line in lines {
+        if let Outcome::Event(env) = ingest.line(line.as_bytes()) {
+            engine.submit(env).unwrap();
+        }
+    }
+    let answers = engine.near(0.9).unwrap();
+    engine.finish().unwrap();
+    let near: Vec<_> = answers.iter().flatten().collect();
+    drain.join().unwrap();
+    workers.join().unwrap();
+    assert_eq!(near.len(), 1, "{near:?}");
+    assert_eq!(
+        near[0].token.to_string(),
+        "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN"
+    );
+    assert_eq!(near[0].fdv_usd, 190.0);
+    assert!((near[0].next_cross - 200.0).abs() < 1e-6, "{near:?}");
+}

@@ -266,7 +266,8 @@ impl<'a> Serve<'a> {
         std::fs::write(
             &config,
             format!(
-                "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [sources]\ncalls = false\nprices = false\n",
                 plan.redis_url, plan.partitions
             ),
         )?;

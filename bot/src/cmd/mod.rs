@@ -9,6 +9,7 @@ use engine::time::NANOS_PER_SEC;
 
 pub mod config;
 pub mod demo;
+pub mod feed;
 pub mod generate;
 pub mod migrate;
 pub mod rebuild;

@@ -43,26 +43,28 @@ fn stop_on_signal(stopper: Stopper) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("callwatch-signals".to_owned())
         .spawn(move || {
-            rt.block_on(async {
-                let term = async {
-                    #[cfg(unix)]
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(mut s) => {
-                            s.recv().await;
-                        }
-                        Err(_) => std::future::pending::<()>().await,
-                    }
-                    #[cfg(not(unix))]
-                    std::future::pending::<()>().await
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    () = term => {}
-                }
-            });
+            rt.block_on(signalled());
             tracing::info!("stopping: no new events; draining");
             stopper.stop();
         })?;
     Ok(())
+}
+
+/// Completes at SIGTERM or Ctrl-C.
+pub async fn signalled() {
+    let term = async {
+        #[cfg(unix)]
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }

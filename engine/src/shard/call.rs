@@ -76,10 +76,7 @@ impl ShardState {
         // that the misses overlap instead of adding up.
         fanout.clear();
         fanout.extend(chats.followers_of(channel));
-        for &u in fanout.iter().take(CHAT_AHEAD) {
-            chats.prefetch(u);
-            ts.records.prefetch_home(&u);
-        }
+        prefetch_first(chats, &ts.records, fanout);
         for (i, &u) in fanout.iter().enumerate() {
             prefetch_ahead(chats, &ts.records, fanout, i);
             let chat = chats.get(u);
@@ -130,6 +127,16 @@ impl ShardState {
         let hot = index.get_mut(token).expect("interned above");
         hot.fdv_usd = fdv_usd;
         hot.next_change = ts.next_change(&rules.thresholds);
+    }
+}
+
+/// Asks for the chats and record homes of the first `CHAT_AHEAD`
+/// followers together, before the first is decided.
+#[inline]
+fn prefetch_first(chats: &Chats, records: &Records, fanout: &[ChatIdx]) {
+    for &u in fanout.iter().take(CHAT_AHEAD) {
+        chats.prefetch(u);
+        records.prefetch_home(&u);
     }
 }
 

@@ -36,7 +36,7 @@ mod restore;
 mod sweep;
 
 pub use ahead::{AheadHashes, PREFETCH_AHEAD};
-pub use query::{CallOutcome, Holding, TrackedView};
+pub use query::{CallOutcome, Holding, Near, TrackedView};
 pub use record::{Checked, Record, Status};
 pub use restore::{Restore, RestoreCall, RestoreRecord};
 

@@ -50,7 +50,37 @@ pub struct CallOutcome {
     pub peak_fdv: f64,
 }
 
+/// A token valued close to the value at which it next crosses a
+/// threshold, for the price sources.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Near {
+    pub token: Token,
+    /// Its current value.
+    pub fdv_usd: f64,
+    /// The value at which some chat's tracking of it next crosses a
+    /// threshold.
+    pub next_cross: f64,
+}
+
 impl ShardState {
+    /// The tokens whose current value is at least `share` of the value at
+    /// which they next cross a threshold. A scan of every token: for the
+    /// sources now and then, not the hot path.
+    pub fn near(&self, share: f64) -> Vec<Near> {
+        let thresholds = &self.rules.thresholds;
+        self.index
+            .iter()
+            .filter_map(|(token, hot)| {
+                let next_cross = self.slots[hot.slot as usize].tracked.next_cross(thresholds);
+                (next_cross.is_finite() && hot.fdv_usd >= share * next_cross).then_some(Near {
+                    token: *token,
+                    fdv_usd: hot.fdv_usd,
+                    next_cross,
+                })
+            })
+            .collect()
+    }
+
     /// Every live tracked entry, for inspection and tests (not a hot path).
     pub fn tracked(&self) -> Vec<TrackedView> {
         self.live_entries(|_| true).map(|(_, v)| v).collect()

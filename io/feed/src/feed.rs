@@ -12,7 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use callwatch_common::clock;
 use callwatch_common::keys::{
     CHANNEL_INFO_TTL_SECS, channel_info_key, dead_letter_key, post_seen_key, posts_key,
     source_calls_key, source_near_key,
@@ -21,6 +20,7 @@ use callwatch_ingest::stream::Publisher;
 use callwatch_sources::extract::{Extractor, Found};
 use callwatch_sources::network::Network;
 use callwatch_sources::schedule::{Scheduler, Tracked};
+use callwatch_streams::clock::ServerClock;
 use callwatch_streams::log::{DeadLetter, DeadLetters};
 use callwatch_streams::{Consumer, Entry, EntryId, ReadFrom};
 use engine::event::Event;
@@ -95,6 +95,10 @@ pub struct Feed {
     /// The pending entries of `posts:raw` not yet read again (at start).
     posts_from: ReadFrom,
     next_near: Nanos,
+    /// Events are stamped by Redis's clock, the one that stamps entries.
+    clock: ServerClock,
+    /// The posts group is made and the clock read (at the first turn).
+    prepared: bool,
     counters: Arc<FeedCounters>,
 }
 
@@ -143,6 +147,8 @@ impl Feed {
             calls_cursor: EntryId::ZERO,
             posts_from: ReadFrom::Pending(EntryId::ZERO),
             next_near: Nanos::MIN,
+            clock: ServerClock::default(),
+            prepared: false,
             counters,
         })
     }
@@ -155,10 +161,6 @@ impl Feed {
     /// Runs until `stop`; Redis failures are retried (after a pause), and
     /// only lasting ones end it.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), FeedError> {
-        let posts = posts_key(&self.prefix);
-        if self.config.calls {
-            self.consumer.create_group(&mut self.con, &posts).await?;
-        }
         let mut backoff = callwatch_common::backoff::Backoff::new(
             Duration::from_millis(100),
             Duration::from_secs(5),
@@ -183,7 +185,15 @@ impl Feed {
 
     /// One turn; see the module's docs.
     async fn turn(&mut self) -> Result<(), FeedError> {
-        let now = clock::now();
+        if !self.prepared {
+            if self.config.calls {
+                let posts = posts_key(&self.prefix);
+                self.consumer.create_group(&mut self.con, &posts).await?;
+            }
+            self.clock.sync(&mut self.con).await?;
+            self.prepared = true;
+        }
+        let now = self.clock.now();
         // With calls waiting or tokens tracked, the turn does not wait for
         // posts: pricing has work.
         let busy = !self.pending.is_empty() || !self.scheduler.is_empty();
@@ -193,6 +203,7 @@ impl Feed {
         if self.config.prices {
             self.read_calls().await?;
             if now >= self.next_near {
+                self.clock.sync(&mut self.con).await?;
                 self.read_near(now).await?;
                 self.next_near = now + nanos(NEAR_EVERY);
                 let stats = self.scheduler.stats(now);
@@ -324,7 +335,7 @@ impl Feed {
                 .await?;
             return Ok(());
         }
-        let now = clock::now();
+        let now = self.clock.now();
         let post = Arc::new(post);
         self.outstanding
             .insert(entry.id, Outstanding { left: new.len() });
@@ -361,7 +372,7 @@ impl Feed {
             .collect();
         let tokens: Vec<Token> = batch.iter().map(|&i| self.pending[i].found.token).collect();
         let values = self.pricer.values(network, &tokens).await;
-        let now = clock::now();
+        let now = self.clock.now();
         let mut settled = Vec::new();
         for (&i, (_, value)) in batch.iter().zip(values) {
             match value {
@@ -499,7 +510,7 @@ impl Feed {
             .arg(self.calls_cursor)
             .query_async(&mut self.con)
             .await?;
-        let now = clock::now();
+        let now = self.clock.now();
         for (_, entries) in callwatch_streams::entry::streams_of(reply)? {
             for entry in entries {
                 self.calls_cursor = entry.id;
@@ -553,7 +564,7 @@ impl Feed {
         };
         let tokens: Vec<Token> = batch.iter().map(|t| t.token).collect();
         let values = self.pricer.values(network, &tokens).await;
-        let now = clock::now();
+        let now = self.clock.now();
         let mut lines = Vec::new();
         for (t, (_, value)) in batch.iter().zip(values) {
             if let Some(waited) = self.scheduler.polled(*t, value.as_ref().ok().copied(), now) {

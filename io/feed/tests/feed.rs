@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use callwatch_common::clock;
 use callwatch_common::keys::{dead_letter_key, posts_key, source_calls_key};
 use callwatch_feed::posts::Post;
 use callwatch_feed::{Feed, FeedConfig};
@@ -99,11 +98,14 @@ async fn post(con: &mut MultiplexedConnection, prefix: &str, post: &Post) {
         .unwrap();
 }
 
-fn a_post(message_id: i64, text: &str) -> Post {
+/// A post dated a second ago by Redis's clock (the one that stamps its
+/// entry).
+async fn a_post(message_id: i64, text: &str) -> Post {
+    let mut con = callwatch_testkit::connect_redis(6).await;
     Post {
         chat_id: -1_001_234,
         message_id,
-        date: clock::now() - NANOS_PER_SEC,
+        date: callwatch_testkit::redis_now(&mut con).await - NANOS_PER_SEC,
         text: text.to_owned(),
         links: Vec::new(),
         edited: false,
@@ -177,7 +179,12 @@ async fn a_post_becomes_a_call_with_its_value_and_then_prices_follow_their_chang
     let dex = FakeDex::start(Api::DexScreener, 300).await.unwrap();
     dex.set("solana", JUP, Some(125_000.0));
     let mut con = callwatch_testkit::connect_redis(6).await;
-    post(&mut con, &prefix, &a_post(1, &format!("CA: {JUP} 🚀"))).await;
+    post(
+        &mut con,
+        &prefix,
+        &a_post(1, &format!("CA: {JUP} 🚀")).await,
+    )
+    .await;
     let feed = start(config(&dex, None, 300), &prefix).await;
 
     eventually(10, "the call", || {
@@ -234,12 +241,12 @@ async fn an_edit_calls_only_the_addresses_it_adds_and_bad_posts_are_set_aside() 
     dex.set("solana", JUP, Some(1_000.0));
     dex.set("solana", BONK, Some(2_000.0));
     let mut con = callwatch_testkit::connect_redis(6).await;
-    post(&mut con, &prefix, &a_post(7, &format!("CA {JUP}"))).await;
-    let mut edit = a_post(7, &format!("CA {JUP}, and {BONK} too"));
+    post(&mut con, &prefix, &a_post(7, &format!("CA {JUP}")).await).await;
+    let mut edit = a_post(7, &format!("CA {JUP}, and {BONK} too")).await;
     edit.edited = true;
     post(&mut con, &prefix, &edit).await;
-    let mut future = a_post(8, BONK);
-    future.date = clock::now() + 3_600 * NANOS_PER_SEC;
+    let mut future = a_post(8, BONK).await;
+    future.date += 3_600 * NANOS_PER_SEC;
     post(&mut con, &prefix, &future).await;
     let _: String = redis::cmd("XADD")
         .arg(posts_key(&prefix))
@@ -300,7 +307,12 @@ async fn a_dead_source_holds_calls_back_until_it_returns_and_the_other_stands_in
     dex.set("solana", JUP, Some(5_000.0));
     dex.down().await;
     let mut con = callwatch_testkit::connect_redis(6).await;
-    post(&mut con, &prefix, &a_post(1, &format!("{JUP} and {PEPE}"))).await;
+    post(
+        &mut con,
+        &prefix,
+        &a_post(1, &format!("{JUP} and {PEPE}")).await,
+    )
+    .await;
     let feed = start(config(&dex, Some(&gecko), 300), &prefix).await;
     eventually(10, "PEPE's call from GeckoTerminal", || {
         let (mut con, prefix) = (con.clone(), prefix.clone());
@@ -338,7 +350,7 @@ async fn a_call_nobody_can_value_is_set_aside_with_the_reason_after_its_wait() {
     let mut c = config(&dex, None, 300);
     c.call_value_wait_secs = 3;
     let mut con = callwatch_testkit::connect_redis(6).await;
-    post(&mut con, &prefix, &a_post(2, BONK)).await;
+    post(&mut con, &prefix, &a_post(2, BONK).await).await;
     let feed = start(c, &prefix).await;
     eventually(20, "BONK set aside", || {
         let (mut con, key) = (con.clone(), dead_letter_key(&prefix));
@@ -382,7 +394,7 @@ async fn no_source_is_asked_past_its_limit() {
         text.push_str(&t);
         text.push(' ');
     }
-    post(&mut con, &prefix, &a_post(1, &text)).await;
+    post(&mut con, &prefix, &a_post(1, &text).await).await;
     let feed = start(config(&dex, None, 20), &prefix).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     feed.stop().await;

@@ -23,6 +23,8 @@ pub struct ServiceKeep {
     pub persist: Arc<Persistence>,
     pub acker: Acker,
     pub live: Arc<Live>,
+    /// Where every call kept goes for the price sources, when they run.
+    pub sources: Option<tokio::sync::mpsc::Sender<Call>>,
 }
 
 impl Keep for ServiceKeep {
@@ -54,6 +56,11 @@ impl Keep for ServiceKeep {
     fn call(&self, call: &Call) {
         self.persist
             .record_call(call.token, call.channel_id, call.at, call.fdv_usd);
+        if let Some(sources) = &self.sources
+            && sources.try_send(*call).is_err()
+        {
+            self.live.calls_not_recorded.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn settled(&self) -> bool {

@@ -26,6 +26,7 @@
 //! - [`alerts`]: alerts rendered, outboxed and queued for Telegram.
 //! - [`persist`]: the write-behind and the audit queue and sink together.
 //! - [`commands`]: the bot commands' backend, receiving them, payments.
+//! - [`sources`]: the feed (posts to calls, DEX prices) beside the engine.
 //! - [`health`], [`metrics`], [`ops`]: health checks, figures, and the
 //!   HTTP endpoints that show them.
 
@@ -40,6 +41,7 @@ pub mod persist;
 pub mod reader;
 pub mod service;
 pub mod settings;
+pub mod sources;
 
 pub use service::{Service, Stopper};
 pub use settings::Settings;

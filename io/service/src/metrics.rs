@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use callwatch_feed::metrics::FeedCounters;
 use callwatch_ingest::stream::IngestCounters;
 use callwatch_state::writebehind::WriteBehind;
 use callwatch_telegram::sender::{self, SenderStats};
@@ -38,6 +39,10 @@ pub struct Live {
     /// Stream entry → alert decided, recorded and handed to the sender, µs.
     pub alert_latency: Mutex<hdrhistogram::Histogram<u64>>,
     pub started: Instant,
+    /// The sources' figures, when they run.
+    pub sources: Mutex<Option<Arc<FeedCounters>>>,
+    /// Calls kept that the sources were not told of (their queue full).
+    pub calls_not_recorded: AtomicU64,
 }
 
 /// One family's samples: label sets and values.
@@ -70,6 +75,8 @@ impl Live {
                     .expect("valid bounds"),
             ),
             started: Instant::now(),
+            sources: Mutex::new(None),
+            calls_not_recorded: AtomicU64::new(0),
         }
     }
 
@@ -297,6 +304,105 @@ impl Live {
     }
 }
 
+impl Live {
+    /// The sources' families: posts, calls and prices by outcome, the
+    /// scheduler's queue, each API's budget use, and how long a token waits
+    /// between polls.
+    fn source_families(&self, e: &mut Exposition) {
+        let Some(c) = self.sources.lock().clone() else {
+            return;
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        e.counter(
+            "callwatch_sources_posts_total",
+            "Channel posts read, by outcome.",
+            &[
+                (&[("outcome", "read")], c.posts.get() as f64),
+                (&[("outcome", "set_aside")], c.posts_dead.get() as f64),
+            ],
+        )
+        .counter(
+            "callwatch_sources_calls_total",
+            "Calls from posts, by outcome.",
+            &[
+                (&[("outcome", "published")], c.calls.get() as f64),
+                (&[("outcome", "set_aside")], c.calls_dead.get() as f64),
+                (
+                    &[("outcome", "not_recorded")],
+                    get(&self.calls_not_recorded),
+                ),
+            ],
+        )
+        .counter(
+            "callwatch_sources_prices_total",
+            "Prices fetched, by outcome.",
+            &[
+                (&[("outcome", "published")], c.prices.get() as f64),
+                (&[("outcome", "unchanged")], c.prices_unchanged.get() as f64),
+            ],
+        )
+        .gauge(
+            "callwatch_sources_tokens",
+            "Tokens the price scheduler tracks, by state.",
+            &[
+                (&[("state", "tracked")], get(&c.tracked)),
+                (&[("state", "urgent")], get(&c.urgent)),
+                (&[("state", "due")], get(&c.due)),
+            ],
+        );
+        let names: Vec<[(&str, &str); 1]> =
+            c.sources.iter().map(|(n, _)| [("source", *n)]).collect();
+        let per = |f: fn(&callwatch_feed::pricer::SourceCounters) -> &AtomicU64| -> Samples<'_> {
+            c.sources
+                .iter()
+                .zip(&names)
+                .map(|((_, s), l)| (&l[..], get(f(s))))
+                .collect()
+        };
+        e.counter(
+            "callwatch_sources_requests_total",
+            "Requests to each price source.",
+            &per(|s| &s.requests),
+        )
+        .counter(
+            "callwatch_sources_request_failures_total",
+            "Requests that failed (429 included).",
+            &per(|s| &s.failures),
+        )
+        .gauge(
+            "callwatch_sources_budget_used",
+            "Requests in the last minute, at the last request.",
+            &per(|s| &s.used_last_minute),
+        )
+        .gauge(
+            "callwatch_sources_budget_limit",
+            "Requests a minute this process may send.",
+            &per(|s| &s.limit_per_minute),
+        );
+        let waits: Vec<(String, f64)> = {
+            let h = c.poll_wait_secs.lock();
+            [0.5, 0.9, 0.99, 1.0]
+                .iter()
+                .map(|&q| (q.to_string(), h.value_at_quantile(q) as f64))
+                .collect()
+        };
+        let labels: Vec<[(&str, &str); 1]> = waits
+            .iter()
+            .map(|(q, _)| [("quantile", q.as_str())])
+            .collect();
+        let samples: Samples<'_> = labels
+            .iter()
+            .zip(&waits)
+            .map(|(l, (_, v))| (&l[..], *v))
+            .collect();
+        e.gauge(
+            "callwatch_sources_poll_wait_seconds",
+            "Time between two polls of a token, by quantile, since start.",
+            &samples,
+        );
+    }
+}
+
 impl Report for Live {
     fn metrics(&self) -> String {
         let mut e = Exposition::new();
@@ -305,6 +411,7 @@ impl Report for Live {
         self.store_families(&mut e);
         self.telegram_families(&mut e);
         self.latency_families(&mut e);
+        self.source_families(&mut e);
         e.finish()
     }
 

@@ -8,14 +8,37 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use callwatch_ingest::stream::EventBatch;
-use engine::event::Event;
+use engine::event::{ChatId, Event};
 use engine::router::{EngineStopped, Router};
+use engine::shard::{CallOutcome, Holding, Near};
+use engine::time::Nanos;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::commands::EngineQuery;
 use crate::keeper::{Call, Submitted};
 use crate::metrics::Live;
+
+/// A question for the engine, answered once the shards reach it: in turn
+/// with the events read before it.
+#[derive(Debug)]
+pub enum EngineQuery {
+    /// A chat's tracked entries (`/tracked`).
+    Tracked {
+        chat_id: ChatId,
+        reply: oneshot::Sender<Vec<Holding>>,
+    },
+    /// Calls since a time and their peaks (`/top`).
+    Outcomes {
+        since: Nanos,
+        reply: oneshot::Sender<Vec<CallOutcome>>,
+    },
+    /// Tokens valued at least `share` of their next crossing (the price
+    /// sources poll those first).
+    Near {
+        share: f64,
+        reply: oneshot::Sender<Vec<Near>>,
+    },
+}
 
 /// What the reading thread takes, in turn.
 #[derive(Debug)]
@@ -161,6 +184,9 @@ fn answer(router: &mut Router, handle: &Handle, query: EngineQuery) -> Result<()
         }
         EngineQuery::Outcomes { since, reply } => {
             gather(handle, shards, router.call_outcomes(since)?, reply);
+        }
+        EngineQuery::Near { share, reply } => {
+            gather(handle, shards, router.near(share)?, reply);
         }
     }
     Ok(())

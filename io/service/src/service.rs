@@ -26,6 +26,7 @@ use crate::ops::{self, Report};
 use crate::persist::{PersistConfig, Persistence};
 use crate::reader::{self, Reader};
 use crate::settings::Settings;
+use crate::sources::{self, Sources};
 
 /// Merged batches of effects between the engine and the keeper, at most.
 const MERGED_DEPTH: usize = 4;
@@ -70,6 +71,7 @@ struct Stages {
     ingest: tokio::task::JoinHandle<Result<IngestStats, StreamError>>,
     alerts: Option<(Alerts, AlertTasks)>,
     updates: Option<UpdatesTask>,
+    sources: Option<Sources>,
     ops: tokio::task::JoinHandle<()>,
 }
 
@@ -105,6 +107,10 @@ impl Service {
         let alerts = start_alerts(&rt, settings, &live)?;
         let (http, ops) = start_ops(&rt, settings, &live, &stop_rx)?;
         let (queries_tx, queries) = mpsc::channel(QUERIES_DEPTH);
+        let sources = sources::start(settings, &engine_config, queries_tx.clone(), &stop_rx)?;
+        if let Some(s) = &sources {
+            *live.sources.lock() = Some(Arc::clone(&s.counters));
+        }
         let updates = start_commands(settings, alerts.as_ref(), &live, queries_tx, &stop_rx)?;
 
         // The output side first: the rebuild's restores make (empty)
@@ -117,6 +123,7 @@ impl Service {
             persist: Arc::clone(&persist),
             acker: acker.clone(),
             live: Arc::clone(&live),
+            sources: sources.as_ref().map(|s| s.calls.clone()),
         };
         let keeper = rt.spawn(Keeper::new(keep).run(merged, submitted));
         if let Err(e) = rebuild(&rt, settings, &mut router) {
@@ -154,6 +161,7 @@ impl Service {
                 ingest,
                 alerts,
                 updates,
+                sources,
                 ops,
             },
         })
@@ -260,6 +268,14 @@ impl Stages {
             .block_on(tokio::time::timeout(deadline, self.ingest))
             .context("the stream ingest did not finish in time")?
             .context("the stream ingest task")??;
+        if let Some(sources) = self.sources {
+            match rt.block_on(tokio::time::timeout(deadline, sources.feed)) {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "the sources failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "the sources panicked"),
+                Err(_) => tracing::warn!("the sources did not stop in time"),
+            }
+        }
         let _ = rt.block_on(self.ops);
         Ok(ingest)
     }
@@ -355,6 +371,7 @@ fn start_commands(
         queries,
         stats: Box::new(move || stats_live.stats_rows()),
         redis: settings.redis.connect()?,
+        redis_posts: settings.redis.connect()?,
     };
     Ok(Some(commands::start(settings, parts, stop)?))
 }

@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use callwatch_feed::FeedConfig;
 use callwatch_ingest::stream::StreamIngestConfig;
 use callwatch_ledger::pg::PostgresConfig;
 use callwatch_payments::config::PaymentsConfig;
@@ -77,6 +78,8 @@ pub struct Settings {
     pub log: LogSection,
     /// Subscriptions paid in SOL; off while `receiving_address` is empty.
     pub payments: PaymentsConfig,
+    /// Calls read from channel posts, prices from DEX data.
+    pub sources: FeedConfig,
 }
 
 /// The engine's settings (the engine itself takes a checked
@@ -246,6 +249,7 @@ impl Settings {
         problems.extend(self.write_behind.problems());
         problems.extend(self.postgres.problems());
         problems.extend(self.telegram.problems());
+        problems.extend(self.sources.problems());
         if self.payments_enabled() {
             if let Err(e) = self.payments.check() {
                 problems.push(e.to_string());

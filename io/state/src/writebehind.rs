@@ -37,7 +37,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use engine::effect::Effect;
 use engine::time::{self, NANOS_PER_SEC, Nanos};
@@ -424,12 +424,6 @@ struct Writer {
     ttl_nanos: Nanos,
 }
 
-fn unix_now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Writer {
     /// `{prefix}{multiplier|processed_token}:{token}:{chat}` into `out`.
     fn key(&self, (kind, token, chat): &Key, out: &mut Vec<u8>) {
@@ -445,34 +439,24 @@ impl Writer {
         out.extend_from_slice(itoa::Buffer::new().format(*chat).as_bytes());
     }
 
-    /// SET with an absolute expiry, or DEL when that moment has passed.
-    fn set_until(
-        &self,
-        pipe: &mut redis::Pipeline,
-        key: &[u8],
-        value: &[u8],
-        from: Nanos,
-        now: i64,
-    ) {
+    /// SET with an absolute expiry (`EXAT`). Redis judges it by its own
+    /// clock: a moment already past removes the key, as a DEL would, so
+    /// this process never compares its clock with the server's.
+    fn set_until(&self, pipe: &mut redis::Pipeline, key: &[u8], value: &[u8], from: Nanos) {
         let expires = from
             .saturating_add(self.ttl_nanos)
             .div_euclid(NANOS_PER_SEC)
             + 1;
-        if expires <= now {
-            pipe.del(key).ignore();
-        } else {
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("EXAT")
-                .arg(expires)
-                .ignore();
-        }
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("EXAT")
+            .arg(expires.max(1))
+            .ignore();
     }
 
     fn pipeline(&self, batch: &[(Key, Op)]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        let now = unix_now_secs();
         let (mut key, mut value) = (Vec::with_capacity(128), Vec::with_capacity(256));
         for (k, op) in batch {
             self.key(k, &mut key);
@@ -490,7 +474,7 @@ impl Writer {
                         *last_threshold,
                         &mut value,
                     );
-                    self.set_until(&mut pipe, &key, &value, *started, now);
+                    self.set_until(&mut pipe, &key, &value, *started);
                 }
                 Op::Threshold(t) => {
                     value.clear();
@@ -504,7 +488,7 @@ impl Writer {
                 }
                 Op::Accepted { at, callers } => {
                     encode_accepted(*at, callers, &mut value);
-                    self.set_until(&mut pipe, &key, &value, *at, now);
+                    self.set_until(&mut pipe, &key, &value, *at);
                 }
                 Op::Call { at, fdv_usd } => {
                     value.clear();
@@ -513,7 +497,7 @@ impl Writer {
                     value.extend_from_slice(b"\",\"fdv_usd\":");
                     number(*fdv_usd, &mut value);
                     value.push(b'}');
-                    self.set_until(&mut pipe, &key, &value, *at, now);
+                    self.set_until(&mut pipe, &key, &value, *at);
                 }
             }
         }

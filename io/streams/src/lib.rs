@@ -10,11 +10,13 @@
 //! - [`connection`]: a managed connection with explicit timeouts, and a
 //!   health check that measures latency.
 //! - [`classify`]: transient or lasting, for every Redis error.
+//! - [`clock`]: the server's clock, which stamps stream entries.
 //! - [`entry`]: entry ids, and entries out of read replies.
 //! - [`group`]: one consumer of a consumer group.
 //! - [`log`]: append, read all, delete; dead letters.
 
 pub mod classify;
+pub mod clock;
 pub mod connection;
 pub mod entry;
 pub mod group;

@@ -21,10 +21,18 @@
 //! (and, by polling, confirming them to Telegram) rather than buffering
 //! without end.
 //!
+//! # Posts
+//! With [`receive`]'s `posts`, the posts of channels the bot is in
+//! (`channel_post`, `edited_channel_post`) and the messages of groups it
+//! is in that are not commands (`message`, `edited_message`) go to the
+//! posts handler as [`Post`]s: text or caption, the links of its
+//! `text_link` entities, its date and its chat's name. That is where
+//! callwatch reads calls.
+//!
 //! # What is not delivered
-//! Updates that are not messages, and messages without text (photos,
-//! stickers, joins), are dropped without a word: the bot answers commands
-//! only. Polling asks Telegram for messages alone.
+//! Updates of other kinds, and messages without text or caption
+//! (stickers, joins), are dropped without a word. Polling asks Telegram
+//! for the kinds the handlers take.
 
 use std::convert::Infallible;
 use std::fmt::Display;
@@ -34,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use teloxide::Bot;
-use teloxide::dispatching::{Dispatcher, UpdateFilterExt};
+use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::ErrorHandler;
 use teloxide::types::{Message, Update};
 use teloxide::update_listeners::{Polling, UpdateListener, webhooks};
@@ -57,6 +65,60 @@ pub struct Incoming {
     pub user_id: Option<i64>,
     pub message_id: i32,
     pub text: String,
+}
+
+/// A channel's post, or a group's message that is not a command: where
+/// calls are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    pub chat_id: i64,
+    pub message_id: i32,
+    /// When it was posted, Unix seconds.
+    pub date: i64,
+    /// Its text, or its caption.
+    pub text: String,
+    /// The URLs of its `text_link` entities (links not in its text).
+    pub links: Vec<String>,
+    /// An edit of a post sent before.
+    pub edited: bool,
+    pub chat_title: Option<String>,
+    pub chat_username: Option<String>,
+}
+
+impl Post {
+    /// The post in `message`; `None` if it has neither text nor caption.
+    fn of(message: &Message, edited: bool) -> Option<Post> {
+        let text = message.text().or_else(|| message.caption())?;
+        let entities = message
+            .entities()
+            .or_else(|| message.caption_entities())
+            .unwrap_or_default();
+        let links = entities
+            .iter()
+            .filter_map(|e| match &e.kind {
+                teloxide::types::MessageEntityKind::TextLink { url } => Some(url.to_string()),
+                _ => None,
+            })
+            .collect();
+        Some(Post {
+            chat_id: message.chat.id.0,
+            message_id: message.id.0,
+            date: message.date.timestamp(),
+            text: text.to_owned(),
+            links,
+            edited,
+            chat_title: message.chat.title().map(str::to_owned),
+            chat_username: message.chat.username().map(str::to_owned),
+        })
+    }
+}
+
+/// Whether a group's message is a post (not a command, not private).
+fn is_group_post(message: &Message) -> bool {
+    let command = message
+        .text()
+        .is_some_and(|t| t.trim_start().starts_with('/'));
+    (message.chat.is_group() || message.chat.is_supergroup()) && !command
 }
 
 impl Incoming {
@@ -114,18 +176,7 @@ pub enum UpdatesError {
     Serve(String),
 }
 
-/// Receives updates until `shutdown` completes, calling `handler` with
-/// each text message: one at a time and in order within a chat, chats in
-/// parallel (see the module's docs for the bound).
-///
-/// On `shutdown` it stops taking updates, lets the handlers running and
-/// the updates already queued for them finish, confirms what it took to
-/// Telegram (polling) or deletes the webhook (webhook mode), and returns
-/// `Ok` (so a handler that never returns holds the shutdown up: bound it).
-/// A shutdown during start-up abandons it. Errors of the listener
-/// while running (a failed `getUpdates`) are logged, scrubbed of the
-/// token, and retried with teloxide's backoff; only start-up errors and a
-/// failed webhook server come back.
+/// Receives commands alone: [`receive`] without posts.
 pub async fn run<H, F>(
     api_url: &url::Url,
     token: &BotToken,
@@ -137,6 +188,37 @@ where
     H: Fn(Incoming) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = ()> + Send,
 {
+    let posts: Option<fn(Post) -> std::future::Ready<()>> = None;
+    receive(api_url, token, mode, handler, posts, shutdown).await
+}
+
+/// Receives updates until `shutdown` completes, calling `handler` with
+/// each text message (and `posts`, when given, with each post; see the
+/// module's docs): one at a time and in order within a chat, chats in
+/// parallel (see the module's docs for the bound).
+///
+/// On `shutdown` it stops taking updates, lets the handlers running and
+/// the updates already queued for them finish, confirms what it took to
+/// Telegram (polling) or deletes the webhook (webhook mode), and returns
+/// `Ok` (so a handler that never returns holds the shutdown up: bound it).
+/// A shutdown during start-up abandons it. Errors of the listener
+/// while running (a failed `getUpdates`) are logged, scrubbed of the
+/// token, and retried with teloxide's backoff; only start-up errors and a
+/// failed webhook server come back.
+pub async fn receive<H, F, P, G>(
+    api_url: &url::Url,
+    token: &BotToken,
+    mode: Mode,
+    handler: H,
+    posts: Option<P>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UpdatesError>
+where
+    H: Fn(Incoming) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send,
+    P: Fn(Post) -> G + Clone + Send + Sync + 'static,
+    G: Future<Output = ()> + Send,
+{
     if let Mode::Webhook { secret_token, .. } = &mode {
         check_secret(secret_token)?;
     }
@@ -146,15 +228,7 @@ where
     let bot = Bot::with_client(token.expose(), client).set_api_url(api_url.clone());
     let scrub = |e: &dyn Display| token.scrub(&e.to_string());
 
-    let schema = Update::filter_message()
-        .filter_map(|message: Message| Incoming::of(&message))
-        .endpoint(move |incoming: Incoming| {
-            let handler = handler.clone();
-            async move {
-                handler(incoming).await;
-                Ok::<(), Infallible>(())
-            }
-        });
+    let schema = schema(handler, posts);
     let mut dispatcher = Dispatcher::builder(bot.clone(), schema)
         .default_handler(|_| async {})
         .worker_queue_size(WORKER_QUEUE)
@@ -224,6 +298,60 @@ where
             dispatched.and(served)
         }
     }
+}
+
+/// The dispatcher's tree: text messages to `handler`, and posts to
+/// `posts` when given.
+fn schema<H, F, P, G>(handler: H, posts: Option<P>) -> UpdateHandler<Infallible>
+where
+    H: Fn(Incoming) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send,
+    P: Fn(Post) -> G + Clone + Send + Sync + 'static,
+    G: Future<Output = ()> + Send,
+{
+    // Without a posts handler, every text message is the handler's, as it
+    // always was; with one, a group's messages that are not commands are
+    // posts.
+    let reads_posts = posts.is_some();
+    let commands = Update::filter_message()
+        .filter(move |message: Message| !(reads_posts && is_group_post(&message)))
+        .filter_map(|message: Message| Incoming::of(&message))
+        .endpoint(move |incoming: Incoming| {
+            let handler = handler.clone();
+            async move {
+                handler(incoming).await;
+                Ok::<(), Infallible>(())
+            }
+        });
+    let mut schema = teloxide::dptree::entry().branch(commands);
+    if let Some(posts) = posts {
+        let to = |edited: bool| {
+            let posts = posts.clone();
+            move |message: Message| {
+                let posts = posts.clone();
+                async move {
+                    if let Some(post) = Post::of(&message, edited) {
+                        posts(post).await;
+                    }
+                    Ok::<(), Infallible>(())
+                }
+            }
+        };
+        schema = schema
+            .branch(
+                Update::filter_message()
+                    .filter(|m: Message| is_group_post(&m))
+                    .endpoint(to(false)),
+            )
+            .branch(
+                Update::filter_edited_message()
+                    .filter(|m: Message| is_group_post(&m))
+                    .endpoint(to(true)),
+            )
+            .branch(Update::filter_channel_post().endpoint(to(false)))
+            .branch(Update::filter_edited_channel_post().endpoint(to(true)));
+    }
+    schema
 }
 
 /// Runs `dispatch` until it ends by itself or `shutdown` completes; then

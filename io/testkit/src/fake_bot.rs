@@ -244,6 +244,49 @@ impl FakeBotApi {
         }}))
     }
 
+    /// Queues a post of channel `chat_id` (named `title`) for
+    /// `getUpdates`, dated `date` (Unix seconds): `text`, with `links` as
+    /// `text_link` entities (links not in the text). With `edit_of`, it is
+    /// an `edited_channel_post` of that message; otherwise a new
+    /// `channel_post`. Its message id.
+    pub fn push_post(
+        &self,
+        chat_id: i64,
+        title: &str,
+        date: i64,
+        text: &str,
+        links: &[&str],
+        edit_of: Option<i64>,
+    ) -> i64 {
+        let message_id = edit_of.unwrap_or_else(|| {
+            let mut state = self.state.lock();
+            state.next_message_id += 1;
+            i64::from(state.next_message_id - 1)
+        });
+        // Each link is an entity over the whole text, as a caller's
+        // "chart" word would be.
+        let len = text.encode_utf16().count();
+        let entities: Vec<Value> = links
+            .iter()
+            .map(|url| json!({"type": "text_link", "offset": 0, "length": len, "url": url}))
+            .collect();
+        let mut message = json!({
+            "message_id": message_id,
+            "date": date,
+            "chat": {"id": chat_id, "type": "channel", "title": title},
+            "text": text,
+            "entities": entities,
+        });
+        let kind = if edit_of.is_some() {
+            message["edit_date"] = json!(date);
+            "edited_channel_post"
+        } else {
+            "channel_post"
+        };
+        self.push(json!({ kind: message }));
+        message_id
+    }
+
     /// Queues any update: `update` is its body without `update_id` (for
     /// example `{"message": {…, "sticker": {…}}}`); its `update_id`.
     pub fn push(&self, mut update: Value) -> i64 {

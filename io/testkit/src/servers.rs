@@ -104,3 +104,15 @@ pub async fn own_schema(test: &str) -> (Schema, Client) {
     migrate(&mut client, &schema.0).await.unwrap();
     (schema, client)
 }
+
+/// Now by the Redis server's clock (nanoseconds since the epoch): the clock
+/// that stamps stream entries. Tests that put dated events or posts on a
+/// stream date them by it, so that they line up with their entries even
+/// when the suite runs under libfaketime (the server does not).
+pub async fn redis_now(con: &mut impl redis::aio::ConnectionLike) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME")
+        .query_async(con)
+        .await
+        .expect("Redis answers TIME");
+    secs * 1_000_000_000 + micros * 1_000
+}

@@ -30,25 +30,14 @@ use callwatch_telegram::commands::{
 use callwatch_telegram::names::ChannelNames;
 use engine::board::{self, ChannelScore};
 use engine::event::{ChannelId, ChatId, SettingsPatch};
-use engine::shard::{CallOutcome, Holding};
+use engine::shard::Holding;
 use engine::time::Nanos;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub use receive::{Parts, UpdatesTask, start};
 
-/// A question for the engine, answered once the shards reach it.
-#[derive(Debug)]
-pub enum EngineQuery {
-    Tracked {
-        chat_id: ChatId,
-        reply: oneshot::Sender<Vec<Holding>>,
-    },
-    Outcomes {
-        since: Nanos,
-        reply: oneshot::Sender<Vec<CallOutcome>>,
-    },
-}
+pub use crate::reader::EngineQuery;
 
 /// How long a command waits for the engine before it apologises.
 const ENGINE_WAIT: Duration = Duration::from_secs(5);

@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use callwatch_common::clock;
-use callwatch_common::keys::audit_key;
+use std::time::Duration;
+
+use callwatch_common::backoff::Backoff;
+use callwatch_common::keys::{audit_key, posts_key};
+use callwatch_feed::posts::{POST_FIELD, Post};
 use callwatch_ledger::audit::{Activity, AuditQueue, QueueRow};
 use callwatch_ledger::subscriptions::SubscriptionStore;
 use callwatch_payments::Ledger;
@@ -14,6 +18,7 @@ use callwatch_telegram::BotToken;
 use callwatch_telegram::commands::{Commands, SettingsStore};
 use callwatch_telegram::sender::{self, Message};
 use callwatch_telegram::updates::{self, Incoming, Mode};
+use engine::time::NANOS_PER_SEC;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, watch};
 
@@ -28,6 +33,9 @@ pub struct Parts {
     pub queries: mpsc::Sender<EngineQuery>,
     pub stats: StatsFn,
     pub redis: ConnectionManager,
+    /// A connection of its own for posts, so that a backlog of them never
+    /// queues behind a command's reads.
+    pub redis_posts: ConnectionManager,
 }
 
 impl std::fmt::Debug for Parts {
@@ -106,13 +114,57 @@ pub fn start(
         redis: parts.redis,
     };
     let handler = move |msg: Incoming| answer.clone().handle(msg);
+    let posts = settings.sources.calls.then(|| {
+        let (con, key) = (parts.redis_posts, posts_key(&prefix));
+        move |post: updates::Post| append_post(con.clone(), key.clone(), post)
+    });
     let mut stop = stop.clone();
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
     Ok(tokio::spawn(async move {
-        updates::run(&api_url, &token, mode, handler, shutdown).await
+        updates::receive(&api_url, &token, mode, handler, posts, shutdown).await
     }))
+}
+
+/// Attempts at appending a post before it is given up (logged).
+const POST_ATTEMPTS: u32 = 12;
+
+/// Appends a post the bot received to the raw-posts stream, where the
+/// sources read calls; retried while Redis is away (the chat's next
+/// updates wait meanwhile), given up loudly after [`POST_ATTEMPTS`].
+async fn append_post(mut con: ConnectionManager, key: String, post: updates::Post) {
+    let value = Post {
+        chat_id: post.chat_id,
+        message_id: i64::from(post.message_id),
+        date: post.date.saturating_mul(NANOS_PER_SEC),
+        text: post.text,
+        links: post.links,
+        edited: post.edited,
+        chat_title: post.chat_title,
+        chat_username: post.chat_username,
+    }
+    .encode();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    for attempt in 1..=POST_ATTEMPTS {
+        let added: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg(POST_FIELD)
+            .arg(&value)
+            .query_async(&mut con)
+            .await;
+        match added {
+            Ok(_) => return,
+            Err(e) if attempt < POST_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "a post was not stored yet; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, chat_id = post.chat_id, message_id = post.message_id, "a post was lost: Redis did not take it");
+            }
+        }
+    }
 }
 
 /// Answers one message and logs it as an activity.
