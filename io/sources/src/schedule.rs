@@ -190,11 +190,12 @@ impl Scheduler {
     }
 
     /// `t` was asked about at `now` and is worth `value` (`None`: the
-    /// sources did not know it). Returns how long it waited since its last
-    /// poll (or its call, for the first).
+    /// sources did not know it). Returns how long it waited for this poll:
+    /// since its last poll or its latest call, whichever came later.
     pub fn polled(&mut self, t: Tracked, value: Option<f64>, now: Nanos) -> Option<Nanos> {
         let s = self.tokens.get_mut(&t)?;
-        let waited = now.saturating_sub(s.polled.unwrap_or(s.called));
+        let since = s.polled.map_or(s.called, |p| p.max(s.called));
+        let waited = now.saturating_sub(since);
         s.polled = Some(now);
         if value.is_some() {
             s.value = value;
@@ -219,7 +220,8 @@ impl Scheduler {
     }
 
     /// The next request's tokens, all of one network: urgent due ones
-    /// first, then due ones, then (`eager`) the ones due soonest. Empty
+    /// first, then due ones, then (`eager`, or to fill a request that has
+    /// some due) the ones due soonest. Empty
     /// when nothing is tracked (or, without `eager`, nothing is due). The
     /// tokens taken are out of the queues until [`Scheduler::polled`].
     pub fn next_batch(&mut self, now: Nanos, eager: bool) -> Vec<Tracked> {
@@ -249,7 +251,10 @@ impl Scheduler {
         while taken.len() < batch && due(&q.normal) {
             take(&mut q.normal, &mut taken);
         }
-        while eager && taken.len() < batch {
+        // A request that goes anyway is filled with the tokens due soonest:
+        // it costs nothing and spreads tokens that fell due together.
+        let fill = eager || !taken.is_empty();
+        while fill && taken.len() < batch {
             let head = |h: &BinaryHeap<Due>| h.peek().map(|Reverse((d, _, _))| *d);
             let heap = match (head(&q.urgent), head(&q.normal)) {
                 (None, None) => break,

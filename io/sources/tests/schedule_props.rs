@@ -129,8 +129,10 @@ proptest! {
 
 #[test]
 fn a_token_near_its_next_crossing_is_urgent() {
+    // One token a request: a batch is not topped up with the far one.
     let mut s = Scheduler::new(ScheduleConfig {
         recent_call_secs: 0,
+        batch: 1,
         ..ScheduleConfig::default()
     });
     let near = Tracked {
