@@ -39,6 +39,7 @@ mod mem;
 mod pipeline_run;
 mod rebuild_run;
 mod report;
+mod schedule_run;
 mod seed;
 mod telegram_run;
 mod writebehind_run;
@@ -80,6 +81,36 @@ enum Scenario {
     /// Publish a simulated market to the input streams, run `callwatch
     /// serve` on it and time it until every entry is acknowledged.
     Pipeline(PipelineArgs),
+    /// The price sources' scheduler over many tracked tokens on a request
+    /// budget, on a simulated clock: how long tokens wait between polls.
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScheduleArgs {
+    /// Tracked tokens.
+    #[arg(long, default_value_t = 1_000_000)]
+    tokens: u64,
+    /// Requests a minute (DexScreener's default budget: 300).
+    #[arg(long, default_value_t = 300)]
+    requests_per_minute: u32,
+    /// Simulated minutes.
+    #[arg(long, default_value_t = 480)]
+    minutes: u64,
+    /// New calls a minute; each makes its token urgent for an hour.
+    #[arg(long, default_value_t = 50)]
+    calls_per_minute: u64,
+    /// Share of tokens valued near their next crossing (urgent).
+    #[arg(long, default_value_t = 0.001)]
+    near_share: f64,
+    /// The ceiling, seconds: the longest a token should wait.
+    #[arg(long, default_value_t = 1_800)]
+    ceiling_secs: u64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Also print one JSON line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -358,6 +389,7 @@ fn main() -> ExitCode {
         Scenario::Writebehind(args) => writebehind(&args),
         Scenario::Telegram(args) => telegram(&args),
         Scenario::Pipeline(args) => pipeline(&args),
+        Scenario::Schedule(args) => schedule(&args),
     };
     match result {
         Ok(code) => code,
@@ -366,6 +398,79 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn schedule(a: &ScheduleArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.tokens > 0, "--tokens must be positive");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.near_share),
+        "--near-share must be in [0, 1]"
+    );
+    let config = callwatch_sources::schedule::ScheduleConfig {
+        ceiling_secs: a.ceiling_secs,
+        ..Default::default()
+    };
+    let problems = config.problems();
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    let batch = config.batch;
+    println!(
+        "loadtest schedule: {} tokens, {} requests/min x {} tokens = {} tokens/min, {} simulated minutes, {} calls/min",
+        a.tokens,
+        a.requests_per_minute,
+        batch,
+        u64::from(a.requests_per_minute) * batch as u64,
+        a.minutes,
+        a.calls_per_minute
+    );
+    let r = schedule_run::run(&schedule_run::Plan {
+        tokens: a.tokens,
+        requests_per_minute: a.requests_per_minute,
+        minutes: a.minutes,
+        calls_per_minute: a.calls_per_minute,
+        near_share: a.near_share,
+        config,
+        seed: a.seed,
+    });
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| h.value_at_quantile(p);
+    let rows = [
+        ("urgent tokens", &r.urgent),
+        ("all tokens", &r.all),
+        ("all, at start", &r.start),
+    ];
+    for (name, h) in rows {
+        println!(
+            "  {name:<14} polls {:>9}  wait between polls (s): p50 {:>6}  p90 {:>6}  p99 {:>6}  max {:>6}",
+            h.len(),
+            q(h, 0.5),
+            q(h, 0.9),
+            q(h, 0.99),
+            h.max()
+        );
+    }
+    println!(
+        "  requests {}  polls {}  due at the end {}  scheduler time {:.2} s ({:.0} polls/s)",
+        r.requests,
+        r.polls,
+        r.due_at_end,
+        r.scheduler_secs,
+        r.polls as f64 / r.scheduler_secs.max(1e-9)
+    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "tokens": r.tokens,
+                "requests": r.requests,
+                "polls": r.polls,
+                "due_at_end": r.due_at_end,
+                "scheduler_secs": r.scheduler_secs,
+                "urgent_wait_secs": {"p50": q(&r.urgent, 0.5), "p90": q(&r.urgent, 0.9), "p99": q(&r.urgent, 0.99), "max": r.urgent.max()},
+                "all_wait_secs": {"p50": q(&r.all, 0.5), "p90": q(&r.all, 0.9), "p99": q(&r.all, 0.99), "max": r.all.max()},
+                "start_wait_secs": {"p50": q(&r.start, 0.5), "p90": q(&r.start, 0.9), "p99": q(&r.start, 0.99), "max": r.start.max()},
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn jitter(a: &JitterArgs) -> anyhow::Result<ExitCode> {
