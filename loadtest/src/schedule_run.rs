@@ -3,10 +3,10 @@
 //! no API is asked). New calls arrive all along and make their tokens
 //! urgent for the scheduler's `recent_call_secs`; a share of tokens sit
 //! near their next crossing. Reports how long tokens waited between polls,
-//! for urgent tokens and for all in the steady state (after three
-//! ceilings), for all during the start (every token is due at once when
-//! the scheduler starts: its second and third ceilings, while that
-//! backlog clears), and how fast the scheduler itself runs.
+//! for urgent tokens and for all in the steady state, for all during the
+//! start (every token is due at once when the scheduler starts: until a
+//! ceiling after the last first poll, and at least three ceilings, while
+//! that backlog spreads out), and how fast the scheduler itself runs.
 
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ pub struct Results {
     /// Seconds between polls, every token, steady state.
     pub all: Histogram<u64>,
     /// Seconds between polls, every token, while the start's backlog
-    /// clears (the second and third ceilings).
+    /// spreads out (first polls not counted).
     pub start: Histogram<u64>,
     /// Seconds between polls of a token that was urgent when polled.
     pub urgent: Histogram<u64>,
@@ -86,11 +86,15 @@ pub fn run(plan: &Plan) -> Results {
     let call_every = 60 * sec / i64::try_from(plan.calls_per_minute.max(1)).unwrap_or(1);
     let (mut now, mut next_call) = (0i64, 0i64);
     let end = i64::try_from(plan.minutes).unwrap_or(i64::MAX) * 60 * sec;
-    // Every token starts due at once: its first poll's wait counts from a
-    // made-up call, and the polls that follow fall due together until the
-    // backlog has spread out.
+    // Every token starts due at once, and its first poll's wait would count
+    // from a made-up call: first polls are not counted. The polls that
+    // follow fall due together until the backlog has spread out: the
+    // steady state starts a ceiling after every token was polled once, and
+    // not before three ceilings.
     let ceiling = i64::try_from(plan.config.ceiling_secs).unwrap_or(0) * sec;
-    let (first, steady) = (ceiling, 3 * ceiling);
+    let mut polled_once = vec![false; tracked.len()];
+    let mut unpolled = tracked.len();
+    let mut steady = i64::MAX;
     let started = Instant::now();
     while now < end {
         while next_call <= now {
@@ -106,9 +110,14 @@ pub fn run(plan: &Plan) -> Results {
             // Near tokens stay near their crossing; the rest stay far.
             let value = if i < near { 90.0 } else { 1.0 };
             let waited = s.polled(t, Some(value), now);
-            let Some(waited) = waited.filter(|_| now >= first) else {
+            if !std::mem::replace(&mut polled_once[i], true) {
+                unpolled -= 1;
+                if unpolled == 0 {
+                    steady = (now + ceiling).max(3 * ceiling);
+                }
                 continue;
-            };
+            }
+            let Some(waited) = waited else { continue };
             let secs = u64::try_from(waited / sec).unwrap_or(0).max(1);
             if now < steady {
                 let _ = start.record(secs);
