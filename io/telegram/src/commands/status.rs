@@ -1,5 +1,5 @@
-//! `/status`: a chat's subscription, settings and how many tokens are
-//! tracked for it, in one reply.
+//! `/status`: a chat's subscription, settings, how many tokens are
+//! tracked for it and its id (for an admin's `/grant`), in one reply.
 
 use std::fmt::Write as _;
 
@@ -37,5 +37,7 @@ pub(super) async fn answer<B: Backend>(ask: &Ask<'_, B>) -> Answer {
     }
     settings::lines(&current, &mut text);
     let _ = writeln!(text, "Tracked tokens: {}", tracked.len());
+    // What an admin's `/grant CHAT DAYS` needs.
+    let _ = writeln!(text, "This chat's id: <code>{chat}</code>");
     Ok(Reply::text(text))
 }

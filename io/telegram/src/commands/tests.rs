@@ -313,6 +313,10 @@ fn status_shows_subscription_settings_and_the_number_tracked() {
         "{r}"
     );
     assert!(r.contains("Tracked tokens: 1"), "{r}");
+    assert!(
+        r.contains(&format!("This chat's id: <code>{CHAT}</code>")),
+        "{r}"
+    );
     c.backend().0.lock().subscription = Some(Subscription {
         plan: "week".to_owned(),
         expires_at: NOW + 5 * DAY,
