@@ -1,7 +1,7 @@
 //! Address extraction from channel posts ([2.2]: at least 200,000 posts a
 //! second on one core): a mix of posts as callers write them, with links,
 //! emoji, code spans, several addresses, look-alikes and chatter with no
-//! address, each a few hundred bytes.
+//! address: 122 bytes a post on average, up to a few hundred.
 //!
 //! Run: `cargo bench -p callwatch-benches --bench extract`
 
