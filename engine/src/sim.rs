@@ -52,6 +52,26 @@ pub fn token(rng: &mut Rng) -> Token {
     Token::solana(bytes)
 }
 
+/// `n` distinct Solana addresses minted so that the unkeyed fold an
+/// earlier version hashed tokens by (the four 8-byte words XORed, rotated
+/// by 0, 16, 32 and 48 bits) gives one value for all of them: hostile input
+/// for every table keyed by token, and the benchmark of [2.3].
+pub fn colliding_tokens(n: usize, seed: u64) -> Vec<Token> {
+    let mut rng = Rng::new(seed);
+    let target = rng.next_u64();
+    (0..n)
+        .map(|_| {
+            let (w0, w1, w2) = (rng.next_u64(), rng.next_u64(), rng.next_u64());
+            let w3 = (target ^ w0 ^ w1.rotate_left(16) ^ w2.rotate_left(32)).rotate_right(48);
+            let mut bytes = [0u8; 32];
+            for (chunk, w) in bytes.chunks_mut(8).zip([w0, w1, w2, w3]) {
+                chunk.copy_from_slice(&w.to_le_bytes());
+            }
+            Token::solana(bytes)
+        })
+        .collect()
+}
+
 /// The shape of a simulated market.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarketConfig {

@@ -68,11 +68,14 @@ pub struct Token {
     chain: Chain,
 }
 
-/// One word for the hasher: the address's four 8-byte words, rotated apart
-/// and folded, with the chain. A shard hashes the token of every event,
-/// and feeding the hasher 33 bytes took a fifth of a shard's time.
-/// Addresses are hash-like already (keys, or digests of them), so the fold
-/// keeps them apart.
+/// One word for the hasher: the address's four 8-byte words compressed
+/// with keys drawn once per process, then the chain. A shard hashes the
+/// token of every event, and feeding the hasher 33 bytes took a fifth of a
+/// shard's time, so the words are compressed first; but any 32 bytes is a
+/// valid Solana address, so the compression must be keyed: an unkeyed fold
+/// (the XOR of rotated words this replaced) lets anyone mint any number of
+/// addresses that fold to one word and pile them into one bucket of every
+/// table keyed by token. See [`compress`].
 impl std::hash::Hash for Token {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let word = |i: usize| {
@@ -80,13 +83,34 @@ impl std::hash::Hash for Token {
             u64::from_le_bytes(w)
         };
         state.write_u64(
-            word(0)
-                ^ word(1).rotate_left(16)
-                ^ word(2).rotate_left(32)
-                ^ word(3).rotate_left(48)
-                ^ u64::from(self.chain.route_tag()),
+            compress([word(0), word(1), word(2), word(3)]) ^ u64::from(self.chain.route_tag()),
         );
     }
+}
+
+/// The process's keys for [`compress`], drawn at first use from the
+/// operating system's randomness (through ahash's random state).
+fn hash_keys() -> &'static [u64; 4] {
+    static KEYS: std::sync::OnceLock<[u64; 4]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let random = ahash::RandomState::new();
+        [0u64, 1, 2, 3].map(|i| random.hash_one(i))
+    })
+}
+
+/// NH, the keyed compression of UMAC: `(w0 + k0)(w1 + k1) + (w2 + k2)(w3 +
+/// k3)` as 128-bit products of 64-bit sums. For distinct inputs the 128-bit
+/// results collide with probability at most 2^-64 over the keys, so without
+/// the keys no one can choose addresses that collide. The halves are
+/// folded into the word the table's own (keyed) hasher then mixes. Two
+/// independent multiplications: as cheap as the fold it replaced, within
+/// noise (BENCHMARKS.md, "[2.3]").
+fn compress(w: [u64; 4]) -> u64 {
+    let k = hash_keys();
+    let product = |a: u64, b: u64| u128::from(a) * u128::from(b);
+    let sum = product(w[0].wrapping_add(k[0]), w[1].wrapping_add(k[1]))
+        .wrapping_add(product(w[2].wrapping_add(k[2]), w[3].wrapping_add(k[3])));
+    (sum as u64) ^ ((sum >> 64) as u64)
 }
 
 impl Ord for Token {
@@ -534,7 +558,7 @@ mod tests {
     }
 
     #[test]
-    fn the_folded_hash_keeps_tokens_apart() {
+    fn the_compressed_hash_keeps_tokens_apart() {
         use std::hash::BuildHasher;
         let hash = |t: &Token| crate::FlatHasher::default().hash_one(t);
         let mut seen = std::collections::HashSet::new();
