@@ -356,14 +356,16 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
 }
 
 /// Nanoseconds since the epoch, by the wall clock.
-fn wall_clock_now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
+/// Now by Redis's clock, the one that stamps stream entries: the service
+/// sets aside an event dated ahead of its entry, and the tests also run
+/// with this machine's clock moved far ahead.
+fn redis_clock_now() -> i64 {
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query(&mut con).unwrap();
+    secs * 1_000_000_000 + micros * 1_000
 }
 
 /// `line` with every time in it (`at`, `expires_at`) moved by one offset,
@@ -371,7 +373,7 @@ fn wall_clock_now() -> i64 {
 /// object (the quickstart's bad lines may be anything) is kept as it is.
 fn dated_to_end_an_hour_ago(line: &str, last: &str) -> String {
     use engine::time::{NANOS_PER_SEC, format_rfc3339, parse_rfc3339};
-    let shift = wall_clock_now() - 3600 * NANOS_PER_SEC - parse_rfc3339(last).unwrap();
+    let shift = redis_clock_now() - 3600 * NANOS_PER_SEC - parse_rfc3339(last).unwrap();
     let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
         return line.to_owned();
     };
@@ -393,7 +395,7 @@ fn market_lines(events: usize, tokens: u64, chats: u64) -> Vec<Vec<u8>> {
         tokens,
         chats,
         call_share: 0.05,
-        start: wall_clock_now() - span,
+        start: redis_clock_now() - span,
         ..defaults
     });
     market

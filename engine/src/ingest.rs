@@ -46,18 +46,46 @@ impl Ingest {
     /// Takes the next line, without its line ending (a trailing `\r` is
     /// removed here).
     pub fn line(&mut self, line: &[u8]) -> Outcome {
+        self.take(line, None)
+    }
+
+    /// Takes a line that arrived at `arrived` (a stream entry's time): an
+    /// event dated more than `skew` after that is bad, and neither moves
+    /// the stream clock nor counts as a chat's settings. CONTRACT.md, "Live
+    /// input": one event dated far ahead would otherwise expire every
+    /// record. `replay` has no arrival times and uses [`Ingest::line`].
+    pub fn line_arrived(&mut self, line: &[u8], arrived: Nanos, skew: Nanos) -> Outcome {
+        self.take(line, Some((arrived, skew)))
+    }
+
+    fn take(&mut self, line: &[u8], arrival: Option<(Nanos, Nanos)>) -> Outcome {
         self.seq += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return Outcome::Blank;
         }
-        match self.parser.parse(line) {
-            Ok(event) => self.accept(event),
-            Err(error) => Outcome::Bad {
+        let event = match self.parser.parse(line) {
+            Ok(event) => event,
+            Err(error) => {
+                return Outcome::Bad {
+                    seq: self.seq,
+                    error,
+                };
+            }
+        };
+        if let Some((arrived, skew)) = arrival
+            && event.at() > arrived.saturating_add(skew)
+        {
+            return Outcome::Bad {
                 seq: self.seq,
-                error,
-            },
+                error: LineError::Ahead {
+                    at: event.at(),
+                    arrived,
+                    skew,
+                },
+            };
         }
+        self.accept(event)
     }
 
     /// Takes a line that the reader did not hold because it is over the

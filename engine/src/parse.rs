@@ -49,6 +49,18 @@ pub enum LineError {
         "settings would leave min_fdv_usd ({min}) above max_fdv_usd ({max}) for chat {chat_id}"
     )]
     FdvRange { chat_id: i64, min: f64, max: f64 },
+    #[error(
+        "dated in the future: at {at}, {ahead_secs} s after it arrived ({arrived}), over the {skew_secs} s allowed",
+        at = time::format_rfc3339(*at),
+        arrived = time::format_rfc3339(*arrived),
+        ahead_secs = (at - arrived) / time::NANOS_PER_SEC,
+        skew_secs = skew / time::NANOS_PER_SEC
+    )]
+    Ahead {
+        at: Nanos,
+        arrived: Nanos,
+        skew: Nanos,
+    },
 }
 
 /// The fields any event may have; a bit each in [`Fields::present`].

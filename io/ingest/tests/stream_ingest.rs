@@ -576,6 +576,84 @@ async fn bad_entries_are_dead_lettered_with_a_reason_then_acked_and_counted() {
     assert_eq!(stats.acked, 12);
 }
 
+/// CONTRACT.md, "Live input": one event dated far ahead would move the
+/// engine's clock and expire every record; in the chats stream it would do
+/// so again at every start.
+#[tokio::test]
+async fn events_dated_ahead_of_their_arrival_are_set_aside_and_never_come_back() {
+    let prefix = Prefix::new("ahead");
+    let mut con = connect().await;
+    let chats = stream_key(&prefix.0, Route::Chats);
+    let part = stream_key(&prefix.0, Route::Partition(0));
+    let server_now = callwatch_streams::clock::server_now(&mut con)
+        .await
+        .unwrap();
+    let stamp = |nanos: i64| engine::time::format_rfc3339(nanos);
+    let minute = 60 * engine::time::NANOS_PER_SEC;
+    let cases = [
+        // (stream, event, set aside)
+        (&chats, subscribe(7, 0), false),
+        (
+            &chats,
+            r#"{"type":"subscribe","at":"2200-01-01T00:00:00Z","chat_id":8,"expires_at":"2200-02-01T00:00:00Z"}"#.to_owned(),
+            true,
+        ),
+        (&part, price(1, 5.0, 1), false),
+        (
+            &part,
+            format!(r#"{{"type":"price","at":"{}","token":"{}","fdv_usd":9}}"#, stamp(server_now + 10 * minute), token(2)),
+            true,
+        ),
+        // Within the skew (the producer's clock a little ahead): applied.
+        (
+            &part,
+            format!(r#"{{"type":"price","at":"{}","token":"{}","fdv_usd":9}}"#, stamp(server_now + minute), token(3)),
+            false,
+        ),
+    ];
+    for (stream, event, _) in &cases {
+        let _: String = redis::cmd("XADD")
+            .arg(*stream)
+            .arg("*")
+            .arg("event")
+            .arg(event)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let mut a = start(config(&prefix, "a", 1, &[]));
+    let got = a.take(3).await;
+    let good: Vec<&String> = cases.iter().filter(|c| !c.2).map(|c| &c.1).collect();
+    let expected: Vec<Event> = ingested(&good).into_iter().map(|e| e.event).collect();
+    assert_eq!(
+        got.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    let latest = got.iter().map(|e| e.clock).max().unwrap();
+    assert!(latest < server_now + 2 * minute, "the clock did not jump");
+    until("the dead letters", async || {
+        a.counters.stats().dead_lettered == 2
+    })
+    .await;
+    let dead = entries(&mut con, &dead_letter_key(&prefix.0)).await;
+    assert_eq!(dead.len(), 2);
+    for (_, fields) in &dead {
+        let reason = fields.iter().find(|(f, _)| f == "reason").unwrap();
+        let reason = String::from_utf8_lossy(&reason.1);
+        assert!(reason.contains("dated in the future"), "{reason}");
+        assert!(reason.contains("over the 300 s allowed"), "{reason}");
+    }
+    a.finish(true).await;
+
+    // A start hands the chat history out again: without the one set aside.
+    let mut again = start(config(&prefix, "a", 1, &[]));
+    let got = again.take(1).await;
+    assert_eq!(got[0].event, expected[0]);
+    again.nothing_within(Duration::from_millis(300)).await;
+    let stats = again.finish(true).await;
+    assert_eq!((stats.replayed, stats.dead_lettered), (1, 0));
+}
+
 #[tokio::test]
 async fn a_full_window_stops_reading_until_events_are_acknowledged() {
     let prefix = Prefix::new("window");

@@ -22,16 +22,17 @@ use callwatch_common::keys::{EVENT_FIELD, SUBSCRIPTION_TTL_SECS, stream_key, sub
 use callwatch_common::route::Route;
 
 /// Tells the engine that `chat_id`'s subscription now runs until
-/// `expires_at`: the `subscribe` event, stamped `now`, appended to the chats
-/// stream under `prefix`. Every credit, paid or granted, ends with it.
+/// `expires_at`: the `subscribe` event, stamped by Redis's clock (the one
+/// that stamps its entry), appended to the chats stream under `prefix`.
+/// Every credit, paid or granted, ends with it.
 pub async fn announce(
     con: &mut impl redis::aio::ConnectionLike,
     prefix: &str,
     chat_id: i64,
     plan: &str,
     expires_at: Nanos,
-    now: Nanos,
 ) -> callwatch_streams::Result<()> {
+    let now = callwatch_streams::clock::server_now(con).await?;
     let mut line = Vec::new();
     engine::Event::Subscribe {
         chat_id,

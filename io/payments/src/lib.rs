@@ -222,7 +222,6 @@ impl Ledger {
             credit.chat_id,
             &credit.plan,
             expires_at,
-            nanos_of(now),
         )
         .await?;
         Ok(expires_at)

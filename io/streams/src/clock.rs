@@ -11,6 +11,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionLike;
 
+/// Now by the server's clock, asked once (`TIME`, one round trip): for a
+/// writer of rare events (a command's settings, a subscription) that has
+/// no [`ServerClock`] to keep in step. An event stamped by it is never
+/// dated ahead of the stream entry that carries it, whatever this
+/// machine's clock says.
+pub async fn server_now(con: &mut impl ConnectionLike) -> redis::RedisResult<i64> {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(con).await?;
+    Ok(secs
+        .saturating_mul(1_000_000_000)
+        .saturating_add(micros * 1_000))
+}
+
 /// The server's time minus this machine's, learnt from `TIME`.
 #[derive(Debug, Default)]
 pub struct ServerClock {
@@ -31,9 +43,8 @@ impl ServerClock {
     pub async fn sync(&self, con: &mut impl ConnectionLike) -> redis::RedisResult<()> {
         let asked = local_nanos();
         let started = Instant::now();
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(con).await?;
+        let server = server_now(con).await?;
         let half_trip = i64::try_from(started.elapsed().as_nanos() / 2).unwrap_or(0);
-        let server = secs * 1_000_000_000 + micros * 1_000;
         self.offset_nanos
             .store(server - (asked + half_trip), Ordering::Relaxed);
         Ok(())

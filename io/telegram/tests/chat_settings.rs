@@ -8,7 +8,6 @@ use callwatch_common::route::Route;
 use callwatch_telegram::commands::{ChatSettings, SettingsStore};
 use engine::event::{Event, SettingsPatch};
 use engine::parse::LineParser;
-use engine::time::NANOS_PER_SEC;
 use redis::aio::MultiplexedConnection;
 
 /// XRANGE's reply: entry ids with their fields.
@@ -53,7 +52,6 @@ async fn a_saved_setting_is_an_engine_event_on_the_chats_stream_and_reads_back()
         ChatSettings::default()
     );
 
-    let at = 1_764_064_800 * NANOS_PER_SEC;
     let patch = SettingsPatch {
         min_fdv_usd: Some(50_000.0),
         max_fdv_usd: Some(f64::MAX),
@@ -65,10 +63,16 @@ async fn a_saved_setting_is_an_engine_event_on_the_chats_stream_and_reads_back()
         settings.max_fdv_usd, None,
         "the largest value reads as unbounded"
     );
+    let before = callwatch_streams::clock::server_now(&mut con)
+        .await
+        .unwrap();
     store
-        .save(&mut con, 42, &settings, &patch, at)
+        .save(&mut con, 42, &settings, &patch)
         .await
         .expect("save");
+    let after = callwatch_streams::clock::server_now(&mut con)
+        .await
+        .unwrap();
     assert_eq!(store.get(&mut con, 42).await.expect("get"), settings);
 
     let lines = entries(&mut con, &stream_key(&prefix, Route::Chats)).await;
@@ -77,6 +81,8 @@ async fn a_saved_setting_is_an_engine_event_on_the_chats_stream_and_reads_back()
     let event = LineParser::new()
         .parse(&lines[0])
         .expect("the engine reads it");
+    let at = event.at();
+    assert!((before..=after).contains(&at), "stamped by Redis's clock");
     assert_eq!(
         event,
         Event::Settings {

@@ -48,6 +48,12 @@ pub struct StreamIngestConfig {
     pub backoff_min_ms: u64,
     /// Longest wait between retries [default: 5,000].
     pub backoff_max_ms: u64,
+    /// An event dated more than this after its entry reached the stream
+    /// (the entry id's time, Redis's clock) is set aside in the dead-letter
+    /// stream with the reason, not applied: one event dated years ahead
+    /// would otherwise move the engine's clock and expire every record
+    /// [default: 300].
+    pub max_future_skew_secs: u64,
     /// Put before every key: the `[redis]` section's `key_prefix`.
     #[serde(skip)]
     pub prefix: String,
@@ -73,6 +79,7 @@ impl Default for StreamIngestConfig {
             dead_letter_max_len: 1_000_000,
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
+            max_future_skew_secs: 300,
             prefix: String::new(),
             dead_letter: None,
             timeouts: RedisTimeouts::default(),
@@ -106,6 +113,13 @@ impl StreamIngestConfig {
 
     pub fn backoff_max(&self) -> Duration {
         Duration::from_millis(self.backoff_max_ms)
+    }
+
+    /// [`Self::max_future_skew_secs`] in the engine's nanoseconds.
+    pub fn max_future_skew_nanos(&self) -> i64 {
+        i64::try_from(self.max_future_skew_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000_000)
     }
 
     /// The owned partitions, ascending, once every setting is checked.

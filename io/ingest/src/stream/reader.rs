@@ -394,10 +394,14 @@ impl Reader<'_> {
         if !replay {
             IngestCounters::add(&self.shared.counters.read, fed.len());
         }
+        let skew = self.config.max_future_skew_nanos();
         for Entry { stream, id, body } in fed {
             last_ids[stream as usize] = Some(id);
+            let arrived = i64::try_from(id.ms)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000);
             let (event, reason) = match body {
-                Body::Event(value) => match self.ingest.line(&value) {
+                Body::Event(value) => match self.ingest.line_arrived(&value, arrived, skew) {
                     Outcome::Event(env) => {
                         flights.push(InFlight {
                             seq: env.seq,

@@ -98,12 +98,11 @@ impl ServiceBackend {
         chat_id: ChatId,
         plan: &str,
         expires_at: Nanos,
-        now: Nanos,
     ) -> Result<(), BackendError> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         for attempt in 1.. {
             let mut con = self.redis.clone();
-            let announced = announce(&mut con, &self.prefix, chat_id, plan, expires_at, now);
+            let announced = announce(&mut con, &self.prefix, chat_id, plan, expires_at);
             match announced.await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 4 => {
@@ -163,10 +162,11 @@ impl Backend for ServiceBackend {
         chat_id: ChatId,
         settings: &ChatSettings,
         patch: &SettingsPatch,
-        now: Nanos,
+        _now: Nanos,
     ) -> Result<(), BackendError> {
+        // The event is stamped by Redis's clock, which stamps its entry.
         self.settings
-            .save(&mut self.redis.clone(), chat_id, settings, patch, now)
+            .save(&mut self.redis.clone(), chat_id, settings, patch)
             .await
     }
 
@@ -244,8 +244,7 @@ impl Backend for ServiceBackend {
                 "That grant was already recorded.".to_owned(),
             ));
         };
-        self.publish_subscribe(chat_id, "grant", expires_at, now)
-            .await?;
+        self.publish_subscribe(chat_id, "grant", expires_at).await?;
         Ok(expires_at)
     }
 

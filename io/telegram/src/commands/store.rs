@@ -3,7 +3,6 @@
 //! never disagree.
 
 use engine::event::{ChatId, Event, SettingsPatch};
-use engine::time::Nanos;
 
 use callwatch_common::keys::{EVENT_FIELD, chat_settings_key, stream_key};
 use callwatch_common::route::Route;
@@ -50,16 +49,20 @@ impl SettingsStore {
         }
     }
 
-    /// Appends the `settings` event of `patch` at `now` to the chats stream
-    /// and stores `settings`, in one MULTI: both or neither.
+    /// Appends the `settings` event of `patch` to the chats stream and
+    /// stores `settings`, in one MULTI: both or neither. The event is
+    /// stamped by Redis's clock, the one that stamps its entry (the ingest
+    /// sets aside events dated ahead of their entries).
     pub async fn save(
         &self,
         con: &mut impl redis::aio::ConnectionLike,
         chat_id: ChatId,
         settings: &ChatSettings,
         patch: &SettingsPatch,
-        now: Nanos,
     ) -> Result<(), BackendError> {
+        let now = callwatch_streams::clock::server_now(con)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("Redis: {e}")))?;
         let mut line = Vec::with_capacity(128);
         Event::Settings {
             chat_id,
