@@ -1238,3 +1238,122 @@ async fn feed_alone_turns_raw_posts_into_call_events() {
     assert!(exit.success(), "{exit:?}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// Every Redis key of `prefix` that matches `pattern` (after the prefix).
+async fn keys_matching(
+    con: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    pattern: &str,
+) -> std::collections::HashSet<String> {
+    let mut keys = std::collections::HashSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}{pattern}"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// [2.3]: a change the write-behind had no room for used to be dropped,
+/// and its input acknowledged all the same. Now the keeper waits for room,
+/// and the reader behind it: every state key the engine decided lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_behind_holds_the_input_back_and_loses_no_state() {
+    let scratch = Scratch::new("wbfull");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
+    let lines = market_lines(6_000, 100, 20);
+    // What the engine decides: a tracking and a processed record per call
+    // alert, a calls record per (token, channel) called.
+    let (mut tracked, mut called) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    {
+        let mut ingest = engine::ingest::Ingest::new();
+        let config = engine::EngineConfig {
+            shards: 1,
+            pin_threads: false,
+            ..engine::EngineConfig::default()
+        };
+        let (mut router, mut effects, workers) = engine::router::start(&config).unwrap();
+        let collect = std::thread::spawn(move || {
+            let mut pairs = Vec::new();
+            while let Some(batch) = effects.next_batch().unwrap() {
+                for e in batch {
+                    if let engine::effect::Effect::CallAlert(a) = e {
+                        pairs.push(format!("{}:{}", a.token, a.chat_id));
+                    }
+                }
+            }
+            pairs
+        });
+        for line in &lines {
+            if let engine::ingest::Outcome::Event(env) = ingest.line(line) {
+                if let engine::Event::Call {
+                    token, channel_id, ..
+                } = &env.event
+                {
+                    called.insert(format!("{prefix}calls:{token}:{channel_id}"));
+                }
+                router.submit(env).unwrap();
+            }
+        }
+        router.finish().unwrap();
+        workers.join().unwrap();
+        for pair in collect.join().unwrap() {
+            tracked.insert(pair);
+        }
+    }
+    assert!(tracked.len() > 50, "the market alerts: {}", tracked.len());
+
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    publish(&mut con, &prefix, 2, &lines).await.unwrap();
+    // Room for 8 keys: a call alert to every follower of a channel is more.
+    let path = config(&prefix, &schema, 2, &[], "only", None);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("[write_behind]\ncapacity = 8\nbatch_keys = 4\n");
+    std::fs::write(&path, text).unwrap();
+    let proc = spawn_serve(&path);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !input_drained(&mut con, &prefix, 2).await {
+        assert!(Instant::now() < deadline, "the input never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exit = stop(proc).await;
+    assert!(exit.success(), "{exit:?}");
+
+    let with_prefix = |kind: &str, pairs: &std::collections::HashSet<String>| {
+        pairs
+            .iter()
+            .map(|p| format!("{prefix}{kind}:{p}"))
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let multiplier = keys_matching(&mut con, &prefix, "multiplier:*").await;
+    let processed = keys_matching(&mut con, &prefix, "processed_token:*").await;
+    let calls = keys_matching(&mut con, &prefix, "calls:*").await;
+    assert_eq!(
+        multiplier.len(),
+        tracked.len(),
+        "tracking records: {} of {}",
+        multiplier.len(),
+        tracked.len()
+    );
+    assert_eq!(multiplier, with_prefix("multiplier", &tracked));
+    assert_eq!(processed, with_prefix("processed_token", &tracked));
+    assert_eq!(calls, called);
+}

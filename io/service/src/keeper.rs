@@ -64,10 +64,11 @@ pub trait Keep: Send + Sync {
     /// Puts the audit rows of `effects` on the audit stream, retrying
     /// until they are there.
     fn audit(&self, effects: &[Effect]) -> impl Future<Output = ()> + Send;
-    /// Hands the state changes of `effects` to the write-behind.
-    fn state(&self, effects: &[Effect]);
-    /// Hands a call to the write-behind.
-    fn call(&self, call: &Call);
+    /// Hands the state changes of `effects` to the write-behind, waiting
+    /// for room there rather than dropping any.
+    fn state(&self, effects: &[Effect]) -> impl Future<Output = ()> + Send;
+    /// Hands a call to the write-behind, waiting for room there.
+    fn call(&self, call: &Call) -> impl Future<Output = ()> + Send;
     /// Whether everything handed over so far is durable (every Redis
     /// change written, every audit row on its stream).
     fn settled(&self) -> bool;
@@ -91,7 +92,9 @@ const SETTLE_CHECK: Duration = Duration::from_millis(2);
 ///    Redis is away) and then queued for Telegram;
 /// 2. its audit rows are on the audit stream;
 /// 3. its state changes, and the calls of every event up to it, reach the
-///    write-behind;
+///    write-behind (waiting for room there: a change is never dropped, so
+///    a full write-behind holds the keeper back, and the engine and the
+///    reader behind it);
 /// 4. the input through the last batch fully applied is acknowledged, and
 ///    only once the persistence has settled (everything handed over so far
 ///    is durable).
@@ -150,7 +153,7 @@ impl<K: Keep> Keeper<K> {
                     None => merged_open = false,
                 },
                 s = submitted.recv(), if submitted_open => match s {
-                    Some(s) => self.submitted(s),
+                    Some(s) => self.submitted(s).await,
                     None => submitted_open = false,
                 },
                 () = tokio::time::sleep(SETTLE_CHECK) => {}
@@ -163,10 +166,10 @@ impl<K: Keep> Keeper<K> {
 
     /// Takes a submitted batch's record. Its calls that are applied
     /// already (their batch was kept before the record came) are kept now.
-    pub fn submitted(&mut self, s: Submitted) {
+    pub async fn submitted(&mut self, s: Submitted) {
         for call in &s.calls {
             if call.seq <= self.applied {
-                self.keep.call(call);
+                self.keep.call(call).await;
             } else {
                 self.calls.push_back(*call);
             }
@@ -189,11 +192,11 @@ impl<K: Keep> Keeper<K> {
                 .await?;
         }
         self.keep.audit(&merged.effects).await;
-        self.keep.state(&merged.effects);
+        self.keep.state(&merged.effects).await;
         while let Some(call) = self.calls.front()
             && call.seq <= merged.upto_seq
         {
-            self.keep.call(call);
+            self.keep.call(call).await;
             self.calls.pop_front();
         }
         let ages = self.alert_ages(&merged.effects, merged.upto_seq);

@@ -49,13 +49,14 @@ impl Keep for ServiceKeep {
         self.persist.push_audit(effects).await;
     }
 
-    fn state(&self, effects: &[Effect]) {
-        self.persist.record_state(effects);
+    async fn state(&self, effects: &[Effect]) {
+        self.persist.record_state(effects).await;
     }
 
-    fn call(&self, call: &Call) {
+    async fn call(&self, call: &Call) {
         self.persist
-            .record_call(call.token, call.channel_id, call.at, call.fdv_usd);
+            .record_call(call.token, call.channel_id, call.at, call.fdv_usd)
+            .await;
         if let Some(sources) = &self.sources
             && sources.try_send(*call).is_err()
         {

@@ -10,7 +10,8 @@
 //! the system of record. [`Persistence::push_audit`], for a service that
 //! applies unacknowledged events again after a crash, pushes a batch's rows
 //! itself, retrying while Redis is away, before the batch's state changes
-//! go to [`Persistence::record_state`]. The write-behind never blocks (see
+//! go to [`Persistence::record_state`], which waits for room in the
+//! write-behind rather than drop a change (see
 //! `callwatch_state::writebehind` for its bound).
 
 use std::sync::Arc;
@@ -190,12 +191,11 @@ impl Persistence {
         }
     }
 
-    /// Takes the state changes of `effects` into the write-behind; never
-    /// waits.
-    pub fn record_state(&self, effects: &[Effect]) {
-        for effect in effects {
-            self.wb.record(effect);
-        }
+    /// Takes the state changes of `effects` into the write-behind, waiting
+    /// for room in it: a change is never dropped, so input acknowledged
+    /// once [`Persistence::settled`] says so is input whose state is kept.
+    pub async fn record_state(&self, effects: &[Effect]) {
+        self.wb.keep(effects).await;
     }
 
     /// Whether everything recorded so far is durable: every Redis change
@@ -207,15 +207,15 @@ impl Persistence {
     }
 
     /// Takes a call event, which is state (the calls table) whether or not
-    /// it alerted anyone.
-    pub fn record_call(
+    /// it alerted anyone; waits for room like [`Persistence::record_state`].
+    pub async fn record_call(
         &self,
         token: engine::token::Token,
         channel_id: i64,
         at: engine::time::Nanos,
         fdv_usd: f64,
     ) {
-        self.wb.record_call(token, channel_id, at, fdv_usd);
+        self.wb.keep_call(token, channel_id, at, fdv_usd).await;
     }
 
     /// The write-behind, for its counters.

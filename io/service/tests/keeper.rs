@@ -96,11 +96,11 @@ impl Keep for Handle {
         self.push(Op::Audit(seqs(effects)));
     }
 
-    fn state(&self, effects: &[Effect]) {
+    async fn state(&self, effects: &[Effect]) {
         self.push(Op::State(seqs(effects)));
     }
 
-    fn call(&self, call: &Call) {
+    async fn call(&self, call: &Call) {
         self.push(Op::Call(call.seq));
     }
 

@@ -202,7 +202,7 @@ fn push_audit_puts_a_batchs_audit_rows_on_the_stream_before_it_returns() {
     let (mut alerts, mut checks) = (0u64, 0u64);
     drive(&config, 50_000, |batch| {
         rt.block_on(persist.push_audit(&batch));
-        persist.record_state(&batch);
+        rt.block_on(persist.record_state(&batch));
         let made = batch.iter().filter(|e| e.is_alert()).count() as u64;
         if made > 0 {
             alerts += made;

@@ -12,17 +12,25 @@
 //! for the same keys, and is written again later; every write is idempotent,
 //! so a pipeline that half-landed before the failure does no harm. After
 //! `failures_to_open` failures in a row the circuit breaker opens and the
-//! flusher waits out a pause that doubles up to a cap. The engine never
-//! waits for Redis.
+//! flusher waits out a pause that doubles up to a cap. A producer that
+//! records never waits for Redis; one that keeps waits for room once the
+//! buffer is full (see "The bound").
 //!
 //! # The bound
 //! The buffer holds at most `capacity` distinct keys (those in a pipeline
 //! count). A change to a key already held is always taken (it replaces the
-//! held value). A change to a new key while the buffer is full is dropped
-//! and counted in [`WriteBehindStats::overflowed`]: that key's Redis copy
-//! misses the change until the key changes again or the next rebuild.
-//! Dropping keeps the engine serving alerts; a buffer of a million keys
-//! (the default) rides out minutes of outage at production rates.
+//! held value). For a change to a new key while the buffer is full there
+//! are two ways, the producer's choice:
+//! - [`WriteBehind::keep`] and [`WriteBehind::keep_call`] wait for room:
+//!   nothing is dropped, and the producer is held back while Redis is slow
+//!   or away. The service keeps this way, so the input behind a change is
+//!   never acknowledged without the change (the keeper waits, and the
+//!   reader behind it).
+//! - [`WriteBehind::record`] and [`WriteBehind::record_call`] never wait:
+//!   the change is dropped and counted in [`WriteBehindStats::overflowed`],
+//!   and that key's Redis copy misses it until the key changes again or the
+//!   next rebuild. For producers that must not block and acknowledge
+//!   nothing (`demo --persist`, the load tests).
 //!
 //! # What is written
 //! | effect | key | write |
@@ -210,12 +218,15 @@ struct Shared {
     config: WriteBehindConfig,
     buffer: Mutex<Buffer>,
     wake: Notify,
+    /// Told whenever keys land: [`WriteBehind::room`] waits for it.
+    room: Notify,
     closing: std::sync::atomic::AtomicBool,
     counters: Counters,
     breaker: Mutex<Breaker>,
 }
 
-/// The producer's handle: cheap to clone, never blocks on Redis.
+/// The producer's handle: cheap to clone; it blocks on Redis only through
+/// [`WriteBehind::keep`] and [`WriteBehind::room`].
 #[derive(Clone)]
 pub struct WriteBehind {
     shared: Arc<Shared>,
@@ -251,6 +262,7 @@ pub fn start(config: WriteBehindConfig, con: ConnectionManager) -> (WriteBehind,
         config,
         buffer: Mutex::new(Buffer::default()),
         wake: Notify::new(),
+        room: Notify::new(),
         closing: std::sync::atomic::AtomicBool::new(false),
         counters: Counters::default(),
         breaker: Mutex::new(breaker),
@@ -260,9 +272,69 @@ pub fn start(config: WriteBehindConfig, con: ConnectionManager) -> (WriteBehind,
     (handle.clone(), Flusher { handle, task })
 }
 
+/// What a change to a new key does when the buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// Dropped, and counted.
+    Drop,
+    /// Taken: the producer waited for room first.
+    Take,
+}
+
+/// The most keys one effect changes (a call alert: its tracking record and
+/// its processed record).
+const KEYS_PER_EFFECT: usize = 2;
+
 impl WriteBehind {
-    /// Takes the Redis changes of one effect.
+    /// Takes the Redis changes of one effect; a change to a new key while
+    /// the buffer is full is dropped and counted (see the module's docs).
     pub fn record(&self, effect: &Effect) {
+        self.record_as(effect, Full::Drop);
+    }
+
+    /// Takes the Redis changes of `effects`, waiting for room in the
+    /// buffer as it goes: nothing is dropped. Chunks of effects wait for
+    /// room for all their keys, so the buffer goes over `capacity` only
+    /// when one effect alone would (a capacity of 1).
+    pub async fn keep(&self, effects: &[Effect]) {
+        let chunk = (self.shared.config.capacity / KEYS_PER_EFFECT / 2).max(1);
+        for effects in effects.chunks(chunk) {
+            self.room(effects.len() * KEYS_PER_EFFECT).await;
+            for effect in effects {
+                self.record_as(effect, Full::Take);
+            }
+        }
+    }
+
+    /// [`WriteBehind::record_call`], waiting for room rather than dropping.
+    pub async fn keep_call(&self, token: Token, channel_id: i64, at: Nanos, fdv_usd: f64) {
+        self.room(1).await;
+        self.put(
+            (Kind::Call, token, channel_id),
+            Op::Call { at, fdv_usd },
+            Full::Take,
+        );
+    }
+
+    /// Waits until the buffer has room for `keys` more (or is empty).
+    pub async fn room(&self, keys: usize) {
+        let capacity = self.shared.config.capacity;
+        loop {
+            // Registered before the check, so a landing in between wakes it.
+            let landed = self.shared.room.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            let used = self.shared.buffer.lock().len()
+                + self.shared.counters.in_flight.load(Ordering::Relaxed);
+            if used == 0 || used + keys <= capacity {
+                return;
+            }
+            self.shared.wake.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(100), landed).await;
+        }
+    }
+
+    fn record_as(&self, effect: &Effect, full: Full) {
         match effect {
             Effect::CallAlert(a) => {
                 self.put(
@@ -273,6 +345,7 @@ impl WriteBehind {
                         started: a.at,
                         last_threshold: None,
                     },
+                    full,
                 );
                 self.put(
                     (Kind::Processed, a.token, a.chat_id),
@@ -280,18 +353,21 @@ impl WriteBehind {
                         at: a.at,
                         callers: a.callers.clone(),
                     },
+                    full,
                 );
             }
             Effect::MultiplierAlert(a) => {
                 self.put(
                     (Kind::Multiplier, a.token, a.chat_id),
                     Op::Threshold(a.threshold),
+                    full,
                 );
             }
             Effect::Progress(p) => {
                 self.put(
                     (Kind::Multiplier, p.token, p.chat_id),
                     Op::Threshold(p.threshold),
+                    full,
                 );
             }
         }
@@ -301,10 +377,14 @@ impl WriteBehind {
     /// calls table is state too, and a restart needs it to count earlier
     /// callers. It lives as long as tracking does.
     pub fn record_call(&self, token: Token, channel_id: i64, at: Nanos, fdv_usd: f64) {
-        self.put((Kind::Call, token, channel_id), Op::Call { at, fdv_usd });
+        self.put(
+            (Kind::Call, token, channel_id),
+            Op::Call { at, fdv_usd },
+            Full::Drop,
+        );
     }
 
-    fn put(&self, key: Key, op: Op) {
+    fn put(&self, key: Key, op: Op, full: Full) {
         let c = &self.shared.counters;
         let mut buffer = self.shared.buffer.lock();
         let len = buffer.len();
@@ -315,7 +395,9 @@ impl WriteBehind {
                 c.coalesced.fetch_add(1, Ordering::Relaxed);
             }
             hashbrown::hash_map::Entry::Vacant(slot) => {
-                if len + c.in_flight.load(Ordering::Relaxed) >= self.shared.config.capacity {
+                if full == Full::Drop
+                    && len + c.in_flight.load(Ordering::Relaxed) >= self.shared.config.capacity
+                {
                     c.overflowed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
@@ -371,6 +453,7 @@ impl WriteBehind {
         let c = &self.shared.counters;
         c.flushed.fetch_add(keys as u64, Ordering::Relaxed);
         c.in_flight.fetch_sub(keys, Ordering::Relaxed);
+        self.shared.room.notify_waiters();
     }
 
     /// Puts a failed batch back, each key under anything newer (which the
