@@ -355,7 +355,6 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     drop(scratch);
 }
 
-/// Nanoseconds since the epoch, by the wall clock.
 /// Now by Redis's clock, the one that stamps stream entries: the service
 /// sets aside an event dated ahead of its entry, and the tests also run
 /// with this machine's clock moved far ahead.
@@ -727,10 +726,7 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64;
+    let now = redis_clock_now();
     let at = |secs: i64| engine::time::format_rfc3339(now + secs * 1_000_000_000);
     let token = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
     publish(
@@ -935,10 +931,7 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
     let signature = rpc.add(transfer(&payer, &us, 250_000_000).reference(&reference));
     let r = message_with(&fake, 42, "Payment received").await;
     assert!(r.contains("0.25 SOL for <b>week</b> (7 days)"), "{r}");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64;
+    let now = redis_clock_now();
     let mut con = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -186,9 +186,17 @@ impl Backend for ServiceBackend {
 
     async fn leaderboard(
         &self,
-        since: Nanos,
+        window: Nanos,
+        now: Nanos,
         limit: usize,
     ) -> Result<Vec<ChannelScore>, BackendError> {
+        // Calls are dated by event time, which the ingest keeps in step
+        // with Redis's clock (no event is dated ahead of its entry); the
+        // window ends at that clock's now, this process's if Redis is away.
+        let end = callwatch_streams::clock::server_now(&mut self.redis.clone())
+            .await
+            .unwrap_or(now);
+        let since = end.saturating_sub(window);
         let outcomes = self
             .ask(|reply| EngineQuery::Outcomes { since, reply })
             .await?;

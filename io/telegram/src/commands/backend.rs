@@ -94,10 +94,13 @@ pub trait Backend: Send + Sync {
         chat_id: ChatId,
     ) -> impl Future<Output = Result<Vec<Holding>, BackendError>> + Send;
 
-    /// Channels ranked by their calls since `since`.
+    /// Channels ranked by their calls over the last `window` of event
+    /// time. `now` is this process's clock; a backend whose events are
+    /// stamped by another clock (Redis's) anchors the window to that one.
     fn leaderboard(
         &self,
-        since: Nanos,
+        window: Nanos,
+        now: Nanos,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ChannelScore>, BackendError>> + Send;
 

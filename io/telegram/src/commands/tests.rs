@@ -86,12 +86,13 @@ impl Backend for Mem {
 
     async fn leaderboard(
         &self,
-        since: Nanos,
+        window: Nanos,
+        now: Nanos,
         limit: usize,
     ) -> Result<Vec<ChannelScore>, BackendError> {
         self.check()?;
         let mut f = self.0.lock();
-        f.board_since = Some(since);
+        f.board_since = Some(now - window);
         Ok(f.board.iter().take(limit).cloned().collect())
     }
 

@@ -21,7 +21,7 @@ pub(super) fn parse(args: &[&str]) -> Result<Command, String> {
 
 pub(super) async fn answer<B: Backend>(ask: &Ask<'_, B>) -> Answer {
     let b = ask.b;
-    let board = b.leaderboard(ask.now - TOP_WINDOW_NANOS, TOP_ROWS).await?;
+    let board = b.leaderboard(TOP_WINDOW_NANOS, ask.now, TOP_ROWS).await?;
     if board.is_empty() {
         return Ok(Reply::text("No calls in the last 7 days yet."));
     }
