@@ -14,59 +14,14 @@ use callwatch_telegram::BotToken;
 use callwatch_telegram::format::{self, Links};
 use callwatch_telegram::names::{ChannelNames, NamesConfig};
 use callwatch_telegram::sender::{
-    AlertKey, ErrorKind, Inactive, Message, Rejected, Report, Sender, SenderConfig, SenderTask, Tag,
+    AlertKey, ErrorKind, Inactive, Message, Rejected, Report, Sender, SenderConfig, Tag,
 };
 use callwatch_testkit::fake_bot::{Answer, FakeBotApi, Fault, Limits, Received};
 use engine::effect::{CallAlert, Effect};
 use tokio::sync::mpsc;
 
-const TOKEN: &str = "123456789:AAH-test_token_SECRET-part-0123456789";
-const SOL: &str = "So11111111111111111111111111111111111111112";
-
-fn alert(chat_id: i64, i: usize) -> Message {
-    Message {
-        chat_id,
-        tag: Tag::Alert(AlertKey {
-            token: SOL.parse().unwrap(),
-            kind: AlertKind::CallAlert,
-            threshold: 0.0,
-            at: i as i64,
-        }),
-        text: format!("alert {i} to {chat_id}"),
-        buttons: Vec::new(),
-    }
-}
-
-async fn start(
-    fake: &FakeBotApi,
-    tune: impl FnOnce(&mut SenderConfig),
-) -> (Sender, mpsc::Receiver<Report>, SenderTask) {
-    let mut config = SenderConfig {
-        api_url: fake.url(),
-        ..SenderConfig::default()
-    };
-    tune(&mut config);
-    Sender::start(BotToken::new(TOKEN), config).unwrap()
-}
-
-/// Reads reports until `enough` says so; panics with what came after
-/// `limit` (a hang is a failure, not a wait forever).
-async fn reports_until(
-    rx: &mut mpsc::Receiver<Report>,
-    limit: Duration,
-    mut enough: impl FnMut(&[Report]) -> bool,
-) -> Vec<Report> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while !enough(&got) {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(r)) => got.push(r),
-            Ok(None) => panic!("report channel closed after {got:?}"),
-            Err(_) => panic!("not enough reports within {limit:?}: {got:?}"),
-        }
-    }
-    got
-}
+mod common;
+use common::{SOL, TOKEN, alert, reports_until, start};
 
 /// Alerts 0..rounds to each of `chats`, round after round.
 fn queue_rounds(sender: &Sender, rounds: usize, chats: &[i64]) {

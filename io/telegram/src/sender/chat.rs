@@ -1,5 +1,6 @@
-//! Per chat: the two queues of a chat and when it may send next, and the
-//! chats found unreachable, whose alerts are dropped on arrival.
+//! Per chat: the two queues of a chat and when it may send next, the
+//! groups' recent sends (Telegram's per-group limit), and the chats found
+//! unreachable, whose alerts are dropped on arrival.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -46,6 +47,70 @@ impl Chat {
         match lane {
             Lane::Reply => &mut self.replies,
             Lane::Alert => &mut self.alerts,
+        }
+    }
+}
+
+/// The sends to groups (chats with a negative id) within the last
+/// `window`, so that a group is sent no more than `limit` of them per
+/// `window` (Telegram: 20 a minute), however often its chat state is
+/// forgotten. Bounded by the sends of one window.
+pub(super) struct GroupSends {
+    by_group: HashMap<ChatId, VecDeque<Instant>>,
+    order: VecDeque<(Instant, ChatId)>,
+    limit: usize,
+    window: Duration,
+}
+
+/// Whether Telegram's per-group limit applies to a chat.
+pub(super) fn is_group(chat: ChatId) -> bool {
+    chat < 0
+}
+
+impl GroupSends {
+    pub(super) fn new(limit: usize, window: Duration) -> GroupSends {
+        GroupSends {
+            by_group: HashMap::new(),
+            order: VecDeque::new(),
+            limit,
+            window,
+        }
+    }
+
+    /// A message to `chat` was sent (answered) at `at`.
+    pub(super) fn record(&mut self, chat: ChatId, at: Instant) {
+        if !is_group(chat) {
+            return;
+        }
+        self.expire(at);
+        self.by_group.entry(chat).or_default().push_back(at);
+        self.order.push_back((at, chat));
+    }
+
+    /// The earliest `chat`'s next message may leave for its group's limit:
+    /// `None` if the limit does not hold it back.
+    pub(super) fn release(&mut self, chat: ChatId, now: Instant) -> Option<Instant> {
+        if !is_group(chat) {
+            return None;
+        }
+        self.expire(now);
+        let sends = self.by_group.get(&chat)?;
+        let n = sends.len();
+        (n >= self.limit).then(|| sends[n - self.limit] + self.window)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, chat)) = self.order.front() {
+            if now.duration_since(at) < self.window {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(sends) = self.by_group.get_mut(&chat) {
+                sends.pop_front();
+                if sends.is_empty() {
+                    self.by_group.remove(&chat);
+                }
+            }
         }
     }
 }
@@ -108,6 +173,25 @@ impl Unreachable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_waits_for_its_oldest_send_in_the_window_to_age_out() {
+        let mut g = GroupSends::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        for i in 0..3 {
+            assert_eq!(g.release(-5, t0 + s(i)), None);
+            g.record(-5, t0 + s(i));
+            g.record(7, t0 + s(i)); // a private chat: never held back
+        }
+        assert_eq!(g.release(-5, t0 + s(3)), Some(t0 + s(60)));
+        assert_eq!(g.release(-6, t0 + s(3)), None, "another group");
+        assert_eq!(g.release(7, t0 + s(3)), None);
+        g.record(-5, t0 + s(60));
+        assert_eq!(g.release(-5, t0 + s(60)), Some(t0 + s(61)));
+        assert_eq!(g.release(-5, t0 + s(200)), None, "all aged out");
+        assert!(g.by_group.is_empty() && g.order.is_empty());
+    }
 
     #[test]
     fn unreachable_chats_are_forgotten_after_their_ttl_and_bounded() {

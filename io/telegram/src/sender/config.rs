@@ -36,8 +36,24 @@ pub struct SenderConfig {
     /// Replies held at most; a lane of their own, so a full alert queue
     /// never holds a reply back. Default: 1,000.
     pub reply_capacity: usize,
-    /// 429s for this many different chats within one `window` pause every
-    /// chat. Default: 2.
+    /// Replies one chat may hold (waiting, retrying or in flight); one more
+    /// is refused at once ([`Rejected::ChatFull`](super::Rejected)), so a
+    /// chat that floods commands fills its own share, never the lane.
+    /// Default: 20 (above a chat's burst of commands, so that the notice
+    /// that it is over its rate still finds room).
+    pub chat_reply_cap: usize,
+    /// Alerts one chat may hold; one more is refused at once and dropped by
+    /// its producer, counted (a chat that far behind reads stale alerts).
+    /// Default: 1,000 (about 17 minutes of sending to one chat).
+    pub chat_alert_cap: usize,
+    /// Messages a group (a chat with a negative id) is sent per
+    /// `group_window` at most, as Telegram allows. Default: 20.
+    pub group_limit: usize,
+    /// Default: 60 s.
+    pub group_window: Duration,
+    /// 429s for this many different private chats within one `window`
+    /// pause every chat (a group's 429 is its own limit's, and pauses that
+    /// group only). Default: 2.
     pub flood_chats: usize,
     /// How long a chat that became unreachable is remembered (its alerts
     /// dropped on arrival). Default: 10 minutes.
@@ -64,6 +80,10 @@ impl Default for SenderConfig {
             max_attempts: 10,
             alert_capacity: 100_000,
             reply_capacity: 1_000,
+            chat_reply_cap: 20,
+            chat_alert_cap: 1_000,
+            group_limit: 20,
+            group_window: Duration::from_secs(60),
             flood_chats: 2,
             inactive_ttl: Duration::from_secs(600),
             inactive_capacity: 100_000,
@@ -97,6 +117,12 @@ impl SenderConfig {
         }
         if self.alert_capacity == 0 || self.reply_capacity == 0 || self.report_capacity == 0 {
             return fail("capacities must be positive");
+        }
+        if self.chat_reply_cap == 0 || self.chat_alert_cap == 0 {
+            return fail("chat-reply-cap and chat-alert-cap must be at least 1");
+        }
+        if self.group_limit == 0 || self.group_window.is_zero() {
+            return fail("group-limit and group-window must be positive");
         }
         if self.inactive_capacity == 0 {
             return fail("inactive-capacity must be positive");

@@ -1,11 +1,15 @@
 //! The handles: [`Sender`] for producers, which queues without waiting on
 //! Telegram, and [`SenderTask`] for whoever owns the sending task and
-//! closes it. Both share the room left in each lane and the counters.
+//! closes it. Both share the room left in each lane, each chat's share of
+//! it, and the counters.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use engine::event::ChatId;
+use parking_lot::Mutex;
 use teloxide::Bot;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc, watch};
 
@@ -15,13 +19,19 @@ use super::{ConfigError, Lane, Message, Rejected, Report, SenderConfig, SenderSt
 use crate::BotToken;
 
 /// What the handles and the task share: the room left in each lane (every
-/// message held holds a permit), whether the sender is closing, and the
-/// counters.
+/// message held holds a permit), what each chat holds of it, whether the
+/// sender is closing, and the counters.
 pub(super) struct Shared {
     alert_room: Semaphore,
     reply_room: Semaphore,
     alert_capacity: usize,
     reply_capacity: usize,
+    /// Messages each chat holds, by lane (`Lane as usize`); a chat is here
+    /// while it holds any. Taken when a message is let in, given back with
+    /// its permit.
+    by_chat: Mutex<HashMap<ChatId, [usize; 2]>>,
+    /// The most each chat may hold, by lane.
+    chat_caps: [usize; 2],
     closing: AtomicBool,
     pub(super) counters: Counters,
 }
@@ -33,6 +43,8 @@ impl Shared {
             reply_room: Semaphore::new(config.reply_capacity),
             alert_capacity: config.alert_capacity,
             reply_capacity: config.reply_capacity,
+            by_chat: Mutex::new(HashMap::new()),
+            chat_caps: [config.chat_reply_cap, config.chat_alert_cap],
             closing: AtomicBool::new(false),
             counters: Counters::default(),
         }
@@ -45,8 +57,36 @@ impl Shared {
         }
     }
 
-    /// A message has left the queue (sent, given up or dropped).
-    pub(super) fn release(&self, lane: Lane, n: usize) {
+    /// Counts a message against its chat's share of its lane; `false`,
+    /// counting nothing, if the chat holds its cap already.
+    fn hold(&self, chat: ChatId, lane: Lane) -> bool {
+        let mut by_chat = self.by_chat.lock();
+        let held = by_chat.entry(chat).or_default();
+        if held[lane as usize] >= self.chat_caps[lane as usize] {
+            if held == &[0, 0] {
+                by_chat.remove(&chat);
+            }
+            return false;
+        }
+        held[lane as usize] += 1;
+        true
+    }
+
+    /// Gives `n` messages of a chat's share back.
+    fn unhold(&self, chat: ChatId, lane: Lane, n: usize) {
+        let mut by_chat = self.by_chat.lock();
+        if let Some(held) = by_chat.get_mut(&chat) {
+            held[lane as usize] = held[lane as usize].saturating_sub(n);
+            if held == &[0, 0] {
+                by_chat.remove(&chat);
+            }
+        }
+    }
+
+    /// `n` messages of `chat` have left the queue (sent, given up or
+    /// dropped): their room and their chat's share go back.
+    pub(super) fn release(&self, chat: ChatId, lane: Lane, n: usize) {
+        self.unhold(chat, lane, n);
         self.room(lane).add_permits(n);
     }
 
@@ -128,43 +168,62 @@ impl Sender {
         ))
     }
 
-    /// Queues a message if there is room; never waits.
+    /// Queues a message if there is room, in its lane and in its chat's
+    /// share of it; never waits.
     pub fn try_send(&self, msg: Message) -> Result<(), Rejected> {
-        if self.shared.closing.load(Ordering::Acquire) {
-            return Err(Rejected::Closed(msg));
-        }
-        match self.shared.room(msg.tag.lane()).try_acquire() {
+        let msg = self.admit(msg)?;
+        let lane = msg.tag.lane();
+        match self.shared.room(lane).try_acquire() {
             Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => {
+            Err(e) => {
+                self.shared.unhold(msg.chat_id, lane, 1);
+                if matches!(e, TryAcquireError::Closed) {
+                    return Err(Rejected::Closed(msg));
+                }
                 bump(&self.shared.counters.rejected_full);
                 return Err(Rejected::Full(msg));
             }
-            Err(TryAcquireError::Closed) => return Err(Rejected::Closed(msg)),
         }
         self.push(msg)
     }
 
-    /// Queues a message, waiting for room.
+    /// Queues a message, waiting for room in its lane. A chat that holds
+    /// its cap is refused at once ([`Rejected::ChatFull`]): a producer
+    /// that serves every chat never waits on one of them.
     pub async fn send(&self, msg: Message) -> Result<(), Rejected> {
+        let msg = self.admit(msg)?;
+        match self.shared.room(msg.tag.lane()).acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                self.shared.unhold(msg.chat_id, msg.tag.lane(), 1);
+                return Err(Rejected::Closed(msg));
+            }
+        }
+        self.push(msg)
+    }
+
+    /// Counts `msg` against its chat's share, unless the sender is closing
+    /// or the chat holds its cap.
+    fn admit(&self, msg: Message) -> Result<Message, Rejected> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(Rejected::Closed(msg));
         }
-        match self.shared.room(msg.tag.lane()).acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(Rejected::Closed(msg)),
+        if !self.shared.hold(msg.chat_id, msg.tag.lane()) {
+            bump(&self.shared.counters.rejected_chat_full);
+            return Err(Rejected::ChatFull(msg));
         }
-        self.push(msg)
+        Ok(msg)
     }
 
     fn push(&self, msg: Message) -> Result<(), Rejected> {
-        let lane = msg.tag.lane();
+        let (chat, lane) = (msg.chat_id, msg.tag.lane());
         match self.inbox.send(msg) {
             Ok(()) => {
                 bump(&self.shared.counters.accepted);
                 Ok(())
             }
             Err(mpsc::error::SendError(msg)) => {
-                self.shared.release(lane, 1);
+                self.shared.release(chat, lane, 1);
                 Err(Rejected::Closed(msg))
             }
         }

@@ -109,6 +109,11 @@ pub(super) enum Lane {
 pub enum Rejected {
     #[error("the Telegram queue is full")]
     Full(Message),
+    /// Its chat holds as many messages of its lane as a chat may: refused
+    /// at once, never waited for, so one chat cannot hold up a producer
+    /// that serves every chat.
+    #[error("the chat has as many messages queued as it may")]
+    ChatFull(Message),
     #[error("the Telegram sender is closed")]
     Closed(Message),
 }

@@ -18,6 +18,13 @@
 //!   An answer that takes longer than `assume_received_after` (250 ms)
 //!   counts from there instead, so one slow answer cannot stall every chat.
 //!
+//! - **per group** (`group_limit` messages per `group_window`, 20 a
+//!   minute, Telegram's limit for a group): a group's next message leaves
+//!   at least `group_window` after the answer to the one sent
+//!   `group_limit` sends before it. The recent sends are kept apart from
+//!   the chat's queues, so the limit holds however often a quiet group's
+//!   state is forgotten.
+//!
 //! Both hold whatever the network's jitter; the price is one round trip
 //! per `window` (30 messages per 1.003 s over loopback in the load test,
 //! per 1.1 s at a 100 ms round trip). `governor` was considered and not used: it counts a
@@ -36,7 +43,7 @@
 //! | answer | what happens |
 //! | --- | --- |
 //! | ok | [`Report::Sent`] with Telegram's message id |
-//! | 429 `retry_after` | that chat waits `retry_after`; 429s for `flood_chats` (2) different chats within a `window` mean the bot as a whole is over the limit, and every chat waits |
+//! | 429 `retry_after` | that chat waits `retry_after`; 429s for `flood_chats` (2) different private chats within a `window` mean the bot as a whole is over the limit, and every chat waits. A group's 429 is its own limit's: that group alone waits, so groups (anyone can make some) cannot pause the rest |
 //! | 5xx, network error, timeout | retried after `retry_backoff` doubling up to `max_retry_backoff`, at most `max_attempts` times, then [`Report::Failed`]; `failures_to_open` in a row open the breaker, which pauses all sending |
 //! | blocked, kicked, deactivated, chat not found, migrated | [`Report::Inactive`]: the chat's queued messages are dropped (counted) and its alerts are dropped on arrival for `inactive_ttl`, each reported as `Inactive` with `dropped: 1`; a reply to it clears that |
 //! | any other refusal (a bad request) | [`Report::Failed`], and the chat's next message goes |
@@ -48,7 +55,12 @@
 //! At most `alert_capacity` alerts and `reply_capacity` replies are held,
 //! waiting, retrying or in flight (every queued message holds a permit of a
 //! semaphore; [`Sender::depth`] is the gauge). [`Sender::try_send`] says
-//! `Full` when there is no room; [`Sender::send`] waits for it. Chats
+//! `Full` when there is no room; [`Sender::send`] waits for it. Within a
+//! lane, one chat holds at most `chat_reply_cap` replies (20) and
+//! `chat_alert_cap` alerts (1,000): one more is refused at once, by both,
+//! with `ChatFull` (counted as `rejected_chat_full`), so that a chat that
+//! floods fills its own share, never the lane, and a producer serving
+//! every chat never waits on one. Chats
 //! without queued messages are forgotten once their interval has passed;
 //! blocked chats are remembered up to `inactive_capacity`. Reports go
 //! through a channel of `report_capacity`: a reader that falls behind

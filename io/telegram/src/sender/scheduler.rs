@@ -16,7 +16,7 @@ use tokio::task::{JoinError, JoinSet};
 use callwatch_common::backoff::Backoff;
 use callwatch_common::breaker::{Breaker, BreakerState};
 
-use super::chat::{Chat, Pending, Unreachable};
+use super::chat::{Chat, GroupSends, Pending, Unreachable, is_group};
 use super::handle::{Mode, Shared};
 use super::report::{self, Outcome};
 use super::stats::bump;
@@ -58,6 +58,7 @@ pub(super) struct Scheduler {
     /// The pause before a message's next attempt, by its attempts.
     retries: Backoff,
     unreachable: Unreachable,
+    groups: GroupSends,
 }
 
 impl Scheduler {
@@ -75,6 +76,7 @@ impl Scheduler {
             retries: Backoff::new(config.retry_backoff, config.max_retry_backoff),
             unreachable: Unreachable::new(config.inactive_ttl, config.inactive_capacity),
             window: Window::new(&config),
+            groups: GroupSends::new(config.group_limit, config.group_window),
             config,
             bot,
             token,
@@ -197,7 +199,7 @@ impl Scheduler {
         let id = msg.chat_id;
         match lane {
             Lane::Alert if self.unreachable.contains(id, now) => {
-                self.shared.release(lane, 1);
+                self.shared.release(id, lane, 1);
                 bump(&self.shared.counters.dropped_inactive);
                 return Some(Report::Inactive {
                     chat_id: id,
@@ -209,7 +211,15 @@ impl Scheduler {
             Lane::Reply => self.unreachable.remove(id),
             Lane::Alert => {}
         }
-        let chat = self.chats.entry(id).or_insert_with(|| Chat::new(now));
+        if !self.chats.contains_key(&id) {
+            // A group at its limit waits for it, woken by a timer.
+            let start = self.earliest(id, now, now);
+            self.chats.insert(id, Chat::new(start));
+            if start > now {
+                self.timers.push(Reverse((start, id)));
+            }
+        }
+        let chat = self.chats.get_mut(&id).expect("inserted above");
         chat.queue(lane).push_back(Pending { msg, attempts: 0 });
         if chat.in_flight.is_none() && chat.next_at <= now {
             self.mark_ready(id);
@@ -370,25 +380,33 @@ impl Scheduler {
             .expect("a chat with a send in flight")
     }
 
+    /// The earliest chat `id` may send, at `at` or later: a group also
+    /// waits for its limit.
+    fn earliest(&mut self, id: ChatId, at: Instant, now: Instant) -> Instant {
+        self.groups.release(id, now).map_or(at, |g| g.max(at))
+    }
+
     /// Done with a message: its room goes back, and its chat's next one
-    /// waits an interval.
+    /// waits an interval (and its group's limit).
     fn done(&mut self, id: ChatId, lane: Lane, now: Instant) {
-        self.shared.release(lane, 1);
-        self.in_flight_chat(id).next_at = now + self.config.chat_interval;
+        self.shared.release(id, lane, 1);
+        let next = self.earliest(id, now + self.config.chat_interval, now);
+        self.in_flight_chat(id).next_at = next;
     }
 
     /// A message goes back to the head of its queue, keeping its chat's
     /// order, and the chat waits `wait` (an interval at least).
     fn requeue(&mut self, id: ChatId, pending: Pending, wait: Duration, now: Instant) {
-        let interval = self.config.chat_interval;
+        let next = self.earliest(id, now + wait.max(self.config.chat_interval), now);
         let chat = self.in_flight_chat(id);
         chat.queue(pending.msg.tag.lane()).push_front(pending);
-        chat.next_at = now + wait.max(interval);
+        chat.next_at = next;
     }
 
     fn sent(&mut self, id: ChatId, pending: Pending, message_id: i32, now: Instant) -> Report {
         self.breaker.success();
         bump(&self.shared.counters.sent);
+        self.groups.record(id, now);
         self.done(id, pending.msg.tag.lane(), now);
         Report::Sent {
             chat_id: id,
@@ -397,13 +415,17 @@ impl Scheduler {
         }
     }
 
-    /// A 429: the chat waits `retry_after`, and every chat does if others
-    /// got one too.
+    /// A 429: the chat waits `retry_after`, and every chat does if other
+    /// private chats got one too. A group's 429 is its own limit's (20 a
+    /// minute per group), which says nothing of the bot's: that group
+    /// alone waits, so no group (anyone may make one) pauses the rest.
     fn rate_limited(&mut self, id: ChatId, pending: Pending, after: Duration, now: Instant) {
         bump(&self.shared.counters.rate_limited);
         self.requeue(id, pending, after, now);
         tracing::debug!(chat_id = id, retry_after = ?after, "Telegram 429 for a chat; it waits");
-        self.flood_check(id, after, now);
+        if !is_group(id) {
+            self.flood_check(id, after, now);
+        }
     }
 
     /// The chat cannot be written to: it is forgotten with everything
@@ -414,8 +436,8 @@ impl Scheduler {
         let replies = chat.replies.len() + usize::from(lane == Lane::Reply);
         let alerts = chat.alerts.len() + usize::from(lane == Lane::Alert);
         self.chats.remove(&id);
-        self.shared.release(Lane::Reply, replies);
-        self.shared.release(Lane::Alert, alerts);
+        self.shared.release(id, Lane::Reply, replies);
+        self.shared.release(id, Lane::Alert, alerts);
         self.unreachable.insert(id, now);
         let c = &self.shared.counters;
         bump(&c.inactive_chats);

@@ -28,6 +28,9 @@ pub struct SenderStats {
     pub dropped_inactive: u64,
     /// Messages refused because the queue was full.
     pub rejected_full: u64,
+    /// Messages refused because their chat held as many as it may
+    /// ([`Rejected::ChatFull`](super::Rejected)).
+    pub rejected_chat_full: u64,
     pub breaker_opened: u64,
     /// Reports dropped because the close deadline passed while their
     /// reader was not reading.
@@ -47,6 +50,7 @@ pub(super) struct Counters {
     pub(super) inactive_chats: AtomicU64,
     pub(super) dropped_inactive: AtomicU64,
     pub(super) rejected_full: AtomicU64,
+    pub(super) rejected_chat_full: AtomicU64,
     pub(super) breaker_opened: AtomicU64,
     pub(super) reports_lost: AtomicU64,
 }
@@ -74,6 +78,7 @@ impl Counters {
             inactive_chats: load(&self.inactive_chats),
             dropped_inactive: load(&self.dropped_inactive),
             rejected_full: load(&self.rejected_full),
+            rejected_chat_full: load(&self.rejected_chat_full),
             breaker_opened: load(&self.breaker_opened),
             reports_lost: load(&self.reports_lost),
         }
