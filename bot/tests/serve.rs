@@ -715,6 +715,56 @@ async fn command(fake: &FakeBotApi, chat: i64, user: i64, text: &str) -> String 
     }
 }
 
+/// A chat that floods the bot with commands delays no other chat's reply
+/// by more than 2 s: over its rate its commands cost a lookup each and are
+/// dropped (the first one told to slow down), and its replies fill its own
+/// share of the sender's lane, not the lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_flooding_commands_delays_no_other_chats_reply() {
+    let scratch = Scratch::new("flood");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
+    let running = spawn_serve(&config);
+    let r = command(&fake, 42, 42, "/help").await;
+    assert!(r.contains("/status"), "{r}");
+
+    const FLOOD: i64 = 666;
+    for _ in 0..3_000 {
+        fake.push_text(FLOOD, FLOOD, "/status");
+    }
+    let asked = Instant::now();
+    let r = command(&fake, 43, 43, "/help").await;
+    let waited = asked.elapsed();
+    assert!(r.contains("/status"), "{r}");
+    assert!(waited < Duration::from_secs(2), "chat 43 waited {waited:?}");
+
+    // The flooder: its burst of 10 answered, then told once to slow down
+    // (at one message a second to it), and nothing more.
+    let to_flooder = || -> Vec<String> {
+        fake.received()
+            .into_iter()
+            .filter(|r| r.chat_id == FLOOD)
+            .map(|r| r.text)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while to_flooder().len() < 11 {
+        assert!(Instant::now() < deadline, "{:#?}", to_flooder());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to_flooder = to_flooder();
+    let told = to_flooder
+        .iter()
+        .filter(|t| t.contains("faster than I answer"))
+        .count();
+    assert_eq!((to_flooder.len(), told), (11, 1), "{to_flooder:#?}");
+    let exit = stop(running).await;
+    assert!(exit.success(), "{exit:?}");
+    drop(scratch);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_change_settings_through_the_stream_and_answer_from_the_engine() {
     let scratch = Scratch::new("cmd");

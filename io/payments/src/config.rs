@@ -64,6 +64,11 @@ pub struct PaymentsConfig {
     /// that pays the fee out of the amount. Default 5,000 (0.000005 SOL, one
     /// signature's fee).
     pub tolerance_lamports: u64,
+    /// An unmatched payment that brought less than this is kept for an
+    /// admin (`/unmatched`) but told to nobody, so that a stream of dust
+    /// transfers to the receiving address cannot spam the admins.
+    /// Default 1,000,000 (0.001 SOL).
+    pub dust_lamports: u64,
     /// How often the watcher asks for new transactions. Default 10,000.
     pub poll_interval_ms: u64,
     /// The limit on one RPC request, connecting included. Default 10,000.
@@ -96,6 +101,7 @@ impl Default for PaymentsConfig {
             plans: vec![plan("week", 7, "0.25"), plan("month", 30, "0.8")],
             quote_valid_secs: 30 * 60,
             tolerance_lamports: 5_000,
+            dust_lamports: 1_000_000,
             poll_interval_ms: 10_000,
             rpc_timeout_ms: 10_000,
             rpc_retries: 3,

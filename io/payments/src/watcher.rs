@@ -53,6 +53,8 @@ pub enum Outcome {
         signature: String,
         reason: Reason,
         chat_id: Option<i64>,
+        /// What arrived at the receiving address (0 if nothing did).
+        lamports: u64,
     },
     /// Confirmed but not yet finalized: read again at the next poll (and
     /// reported again until it is).
@@ -331,10 +333,12 @@ impl Watcher {
             Verdict::Unmatched(reason) => {
                 self.keep_unmatched(pg, &tx, quote.as_ref(), &signature, reason, now)
                     .await?;
+                let got = received(&tx, &config.receiving_address).unwrap_or(0);
                 Ok(Outcome::Unmatched {
                     signature,
                     reason,
                     chat_id: quote.map(|q| q.chat_id),
+                    lamports: got.max(0).unsigned_abs(),
                 })
             }
             Verdict::NotAPayment => Ok(Outcome::Ignored { signature }),

@@ -406,10 +406,11 @@ async fn what_does_not_pay_is_kept_with_its_reason_and_credits_nothing() {
     let mut watcher = s.watcher();
     let later = now + Duration::from_secs(3_600);
     let outcomes = s.poll(&mut watcher, later).await;
-    let unmatched = |i: usize, reason, chat_id| Outcome::Unmatched {
+    let unmatched = |i: usize, reason, chat_id, lamports| Outcome::Unmatched {
         signature: sigs[i].clone(),
         reason,
         chat_id,
+        lamports,
     };
     assert_eq!(
         outcomes,
@@ -420,12 +421,13 @@ async fn what_does_not_pay_is_kept_with_its_reason_and_credits_nothing() {
                     got: MONTH - 10_000,
                     want: MONTH
                 },
-                Some(1)
+                Some(1),
+                MONTH - 10_000
             ),
-            unmatched(1, Reason::WrongRecipient, Some(2)),
-            unmatched(2, Reason::UnknownReference, None),
-            unmatched(3, Reason::QuoteExpired, Some(3)),
-            unmatched(4, Reason::Failed, Some(4)),
+            unmatched(1, Reason::WrongRecipient, Some(2), 0),
+            unmatched(2, Reason::UnknownReference, None, MONTH),
+            unmatched(3, Reason::QuoteExpired, Some(3), WEEK),
+            unmatched(4, Reason::Failed, Some(4), 0),
             Outcome::Ignored {
                 signature: sigs[5].clone()
             },

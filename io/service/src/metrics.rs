@@ -12,6 +12,7 @@ use callwatch_telegram::sender::{self, SenderStats};
 use engine::router::ShardGauges;
 use parking_lot::Mutex;
 
+use crate::commands::CommandCounters;
 use crate::ops::{Exposition, Readiness, Report};
 
 /// A gauge that has no value yet (PostgreSQL not configured).
@@ -43,6 +44,8 @@ pub struct Live {
     pub sources: Mutex<Option<Arc<FeedCounters>>>,
     /// Calls kept that the sources were not told of (their queue full).
     pub calls_not_recorded: AtomicU64,
+    /// The commands' figures: answered, over their chat's rate; notices.
+    pub commands: Arc<CommandCounters>,
 }
 
 /// One family's samples: label sets and values.
@@ -77,6 +80,7 @@ impl Live {
             started: Instant::now(),
             sources: Mutex::new(None),
             calls_not_recorded: AtomicU64::new(0),
+            commands: Arc::default(),
         }
     }
 
@@ -259,6 +263,7 @@ impl Live {
                 (&[("outcome", "sent")], of(|s| s.sent)),
                 (&[("outcome", "failed")], of(|s| s.failed)),
                 (&[("outcome", "chat_inactive")], of(|s| s.dropped_inactive)),
+                (&[("outcome", "chat_full")], of(|s| s.rejected_chat_full)),
             ],
         )
         .gauge(
@@ -270,6 +275,26 @@ impl Live {
             "callwatch_telegram_429_total",
             "429 answers from Telegram.",
             &[(&[], of(|s| s.rate_limited))],
+        );
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let c = &self.commands;
+        e.counter(
+            "callwatch_commands_total",
+            "Commands received, by outcome: answered, or dropped over their chat's rate.",
+            &[
+                (&[("outcome", "answered")], get(&c.answered)),
+                (&[("outcome", "rate_limited")], get(&c.rate_limited)),
+            ],
+        )
+        .counter(
+            "callwatch_notices_dropped_total",
+            "Payment and reminder notices not queued: their chat's or the reply lane's queue was full.",
+            &[(&[], get(&c.notices_dropped))],
+        )
+        .counter(
+            "callwatch_unmatched_dust_total",
+            "Unmatched payments below the dust threshold, not told to the admins.",
+            &[(&[], get(&c.unmatched_dust))],
         );
     }
 

@@ -21,6 +21,11 @@ pub struct TelegramConfig {
     pub per_chat_per_sec: f64,
     /// Messages a second overall, at least the per-chat rate [default: 30].
     pub global_per_sec: f64,
+    /// Commands a minute one chat may send, on average; more are not
+    /// answered (the first one over is told to slow down) [default: 30].
+    pub commands_per_minute: u32,
+    /// Commands one chat may send at once, above that rate [default: 10].
+    pub command_burst: u32,
     /// Telegram user ids allowed the admin commands (`/grant`, `/stats`,
     /// `/unmatched`, `/resolve`) [default: none].
     pub admins: Vec<i64>,
@@ -51,6 +56,8 @@ impl Default for TelegramConfig {
             api_url: "https://api.telegram.org".to_owned(),
             per_chat_per_sec: 1.0,
             global_per_sec: 30.0,
+            commands_per_minute: 30,
+            command_burst: 10,
             admins: Vec::new(),
             updates: "polling".to_owned(),
             bot_username: String::new(),
@@ -88,6 +95,12 @@ impl TelegramConfig {
         if !(self.per_chat_per_sec > 0.0 && self.global_per_sec >= self.per_chat_per_sec) {
             problems.push(
                 "telegram rates must be positive, the global one at least the per-chat one"
+                    .to_owned(),
+            );
+        }
+        if self.commands_per_minute == 0 || self.command_burst == 0 {
+            problems.push(
+                "telegram.commands_per_minute and telegram.command_burst must be at least 1"
                     .to_owned(),
             );
         }

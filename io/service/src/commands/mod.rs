@@ -7,6 +7,7 @@
 //! event read before it. Settings and subscriptions change the engine only
 //! through the chats stream, as every other producer does.
 
+mod limit;
 mod payments;
 mod receive;
 
@@ -35,6 +36,7 @@ use engine::time::Nanos;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+pub use limit::CommandCounters;
 pub use receive::{Parts, UpdatesTask, start};
 
 pub use crate::reader::EngineQuery;

@@ -22,6 +22,7 @@ use engine::time::NANOS_PER_SEC;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use super::limit::{CommandCounters, CommandLimit, Verdict, slow_down_text};
 use super::payments::{self, PaymentParts};
 use super::{EngineQuery, ServiceBackend, StatsFn};
 use crate::alerts::Alerts;
@@ -36,6 +37,8 @@ pub struct Parts {
     /// A connection of its own for posts, so that a backlog of them never
     /// queues behind a command's reads.
     pub redis_posts: ConnectionManager,
+    /// The commands' figures, which `/metrics` shows.
+    pub counters: Arc<CommandCounters>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -72,6 +75,7 @@ pub fn start(
                     redis: parts.redis.clone(),
                     sender: parts.alerts.sender.clone(),
                     admins: t.admins.clone(),
+                    counters: Arc::clone(&parts.counters),
                 },
                 stop,
             )?;
@@ -109,6 +113,8 @@ pub fn start(
     let token = BotToken::new(t.token.clone());
     let answer = Answer {
         commands,
+        limit: Arc::new(CommandLimit::new(t.commands_per_minute, t.command_burst)),
+        counters: parts.counters,
         replies: parts.alerts.sender.clone(),
         audit: AuditQueue::new(audit_key(&prefix)),
         redis: parts.redis,
@@ -171,6 +177,8 @@ async fn append_post(mut con: ConnectionManager, key: String, post: updates::Pos
 #[derive(Clone)]
 struct Answer {
     commands: Arc<Commands<ServiceBackend>>,
+    limit: Arc<CommandLimit>,
+    counters: Arc<CommandCounters>,
     replies: sender::Sender,
     audit: AuditQueue,
     redis: ConnectionManager,
@@ -178,21 +186,26 @@ struct Answer {
 
 impl Answer {
     async fn handle(mut self, msg: Incoming) {
+        if !self.commands.addressed(&msg.text) {
+            return;
+        }
+        let id = u64::from(msg.message_id.unsigned_abs());
+        match self.limit.check(msg.chat_id, &self.counters) {
+            Verdict::Answer => {}
+            Verdict::SlowDown(wait) => {
+                tracing::info!(chat_id = msg.chat_id, "a chat over its command rate");
+                self.reply(Message::reply(msg.chat_id, id, slow_down_text(wait)))
+                    .await;
+                return;
+            }
+            Verdict::Drop => return,
+        }
         let now = clock::now();
         let Some((name, reply)) = self.commands.handle(&msg, now).await else {
             return;
         };
-        let message = Message::reply(
-            msg.chat_id,
-            u64::from(msg.message_id.unsigned_abs()),
-            reply.text,
-        );
-        if self.replies.send(message).await.is_err() {
-            tracing::warn!(
-                chat_id = msg.chat_id,
-                "reply not queued: the sender has closed"
-            );
-        }
+        self.reply(Message::reply(msg.chat_id, id, reply.text))
+            .await;
         let activity = Activity {
             chat_id: msg.chat_id,
             activity_type: format!("command:{name}"),
@@ -208,6 +221,19 @@ impl Answer {
             .await
         {
             tracing::warn!(error = %e, "command not written to the activity log");
+        }
+    }
+
+    /// Queues a reply; one its chat has no room for is dropped (the
+    /// sender counts it), since waiting would hold every chat up.
+    async fn reply(&self, message: Message) {
+        let chat_id = message.chat_id;
+        match self.replies.send(message).await {
+            Ok(()) => {}
+            Err(sender::Rejected::ChatFull(_)) => {
+                tracing::debug!(chat_id, "reply dropped: its chat has a full queue");
+            }
+            Err(e) => tracing::warn!(chat_id, "reply not queued: {e}"),
         }
     }
 }

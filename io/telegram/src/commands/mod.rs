@@ -280,6 +280,11 @@ impl<B: Backend> Commands<B> {
         parse(text, self.bot_username.as_deref())
     }
 
+    /// Whether `text` is a command for this bot (well written or not).
+    pub fn addressed(&self, text: &str) -> bool {
+        self.parse(text).is_some()
+    }
+
     /// The reply to one message, with the command's name for the activity
     /// log (`invalid` for a command written wrong); `None` for text that is
     /// not a command. Never fails: what goes wrong becomes the reply.
