@@ -7,6 +7,7 @@
 //! event read before it. Settings and subscriptions change the engine only
 //! through the chats stream, as every other producer does.
 
+mod engine_ask;
 mod limit;
 mod payments;
 mod receive;
@@ -29,20 +30,18 @@ use callwatch_telegram::commands::{
     UnmatchedView,
 };
 use callwatch_telegram::names::ChannelNames;
-use engine::board::{self, ChannelScore};
+use engine::board::ChannelScore;
 use engine::event::{ChannelId, ChatId, SettingsPatch};
 use engine::shard::Holding;
 use engine::time::Nanos;
 use redis::aio::ConnectionManager;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::Mutex;
 
+pub use engine_ask::EngineAsk;
 pub use limit::CommandCounters;
 pub use receive::{Parts, UpdatesTask, start};
 
 pub use crate::reader::EngineQuery;
-
-/// How long a command waits for the engine before it apologises.
-const ENGINE_WAIT: Duration = Duration::from_secs(5);
 
 /// The figures `/stats` shows, read when asked.
 pub type StatsFn = Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
@@ -56,7 +55,7 @@ pub struct ServiceBackend {
     /// PostgreSQL, where grants are recorded; `None` when not configured.
     pub database_url: Option<String>,
     pub pg: Mutex<Option<tokio_postgres::Client>>,
-    pub engine: mpsc::Sender<EngineQuery>,
+    pub engine: EngineAsk,
     pub names: Arc<ChannelNames>,
     pub stats: StatsFn,
     /// Payments, when configured.
@@ -76,22 +75,6 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> BackendError {
 }
 
 impl ServiceBackend {
-    async fn ask<T>(
-        &self,
-        query: impl FnOnce(oneshot::Sender<T>) -> EngineQuery,
-    ) -> Result<T, BackendError> {
-        let (tx, rx) = oneshot::channel();
-        self.engine
-            .send(query(tx))
-            .await
-            .map_err(|_| unavailable("engine", "stopping"))?;
-        match tokio::time::timeout(ENGINE_WAIT, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(unavailable("engine", "stopped before answering")),
-            Err(_) => Err(unavailable("engine", "no answer in 5 s (busy)")),
-        }
-    }
-
     /// Appends the engine's `subscribe` event for a new expiry, retried a
     /// few times: the credit is already committed, so giving up here only
     /// delays the engine until the chat's next credit or a re-publish.
@@ -182,8 +165,7 @@ impl Backend for ServiceBackend {
     }
 
     async fn tracked(&self, chat_id: ChatId) -> Result<Vec<Holding>, BackendError> {
-        self.ask(|reply| EngineQuery::Tracked { chat_id, reply })
-            .await
+        self.engine.tracked(chat_id).await
     }
 
     async fn leaderboard(
@@ -198,11 +180,9 @@ impl Backend for ServiceBackend {
         let end = callwatch_streams::clock::server_now(&mut self.redis.clone())
             .await
             .unwrap_or(now);
-        let since = end.saturating_sub(window);
-        let outcomes = self
-            .ask(|reply| EngineQuery::Outcomes { since, reply })
-            .await?;
-        Ok(board::leaderboard(outcomes, limit))
+        self.engine
+            .leaderboard(end.saturating_sub(window), limit)
+            .await
     }
 
     async fn names(&self, ids: &[ChannelId]) -> Vec<Option<String>> {

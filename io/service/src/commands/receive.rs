@@ -22,6 +22,7 @@ use engine::time::NANOS_PER_SEC;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use super::engine_ask::EngineAsk;
 use super::limit::{CommandCounters, CommandLimit, Verdict, slow_down_text};
 use super::payments::{self, PaymentParts};
 use super::{EngineQuery, ServiceBackend, StatsFn};
@@ -90,7 +91,7 @@ pub fn start(
         subscriptions: SubscriptionStore::new(&settings.postgres.schema, &prefix),
         database_url,
         pg: Mutex::new(None),
-        engine: parts.queries,
+        engine: EngineAsk::new(parts.queries),
         names: Arc::clone(&parts.alerts.names),
         stats: parts.stats,
         payments,
