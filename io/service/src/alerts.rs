@@ -169,9 +169,7 @@ impl Alerts {
         for (id, message) in left {
             match message {
                 Ok(m) => {
-                    self.queued.lock().queued(m.chat_id, &m.tag, id);
-                    self.sender
-                        .send(m)
+                    self.queue_one(m, id)
                         .await
                         .map_err(|_| anyhow::anyhow!("the Telegram sender closed at start"))?;
                 }
@@ -213,9 +211,31 @@ impl Alerts {
     /// Queues outboxed messages for the sender.
     pub async fn send(&self, messages: Vec<(Message, EntryId)>) -> Result<(), SenderClosed> {
         for (message, id) in messages {
-            self.queued.lock().queued(message.chat_id, &message.tag, id);
-            self.sender.send(message).await.map_err(|_| SenderClosed)?;
+            self.queue_one(message, id).await?;
         }
         Ok(())
+    }
+
+    /// Queues one outboxed message. An alert to a chat that holds as many
+    /// as a chat may (`chat_alert_cap`, a backlog of many minutes) is
+    /// dropped: deleted from the outbox, logged, and counted by the sender
+    /// (`callwatch_telegram_messages_total{outcome="chat_full"}`).
+    async fn queue_one(&self, message: Message, id: EntryId) -> Result<(), SenderClosed> {
+        self.queued.lock().queued(message.chat_id, &message.tag, id);
+        match self.sender.send(message).await {
+            Ok(()) => Ok(()),
+            Err(sender::Rejected::ChatFull(m)) => {
+                tracing::warn!(
+                    chat_id = m.chat_id,
+                    "alert dropped: its chat has a full queue"
+                );
+                let done = self.queued.lock().answered(m.chat_id, &m.tag);
+                if let Err(e) = self.outbox.remove(&mut self.con.clone(), &done).await {
+                    tracing::warn!(error = %e, "could not delete a dropped alert from the outbox");
+                }
+                Ok(())
+            }
+            Err(_) => Err(SenderClosed),
+        }
     }
 }
