@@ -16,6 +16,18 @@
 //! records never waits for Redis; one that keeps waits for room once the
 //! buffer is full (see "The bound").
 //!
+//! # Keys Redis refuses
+//! Every write is a `SET` (which replaces a key of any type) or the raise
+//! script (which reads the key with `GET`), in a pipeline without `MULTI`:
+//! each command runs and is answered on its own. A raise of a key someone
+//! made a hash, a list or any other type fails with `WRONGTYPE`, and would
+//! fail so forever. Such a change, and only it, is set aside (see
+//! [`crate::refused`]): logged with its key, counted in
+//! [`WriteBehindStats::set_aside`] and added to the dead-letter stream,
+//! while the rest of its pipeline counts as written. Any other failure
+//! (the connection, a transient code, an error that would refuse every key
+//! alike) sends the whole pipeline back into the buffer, as above.
+//!
 //! # The bound
 //! The buffer holds at most `capacity` distinct keys (those in a pipeline
 //! count). A change to a key already held is always taken (it replaces the
@@ -51,14 +63,19 @@ use engine::effect::Effect;
 use engine::time::{self, NANOS_PER_SEC, Nanos};
 use engine::token::Token;
 use parking_lot::Mutex;
+use redis::Script;
 use redis::aio::ConnectionManager;
-use redis::{ErrorKind, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use callwatch_common::breaker::{Breaker, BreakerConfig};
+use callwatch_common::keys::dead_letter_key;
 #[cfg(doc)]
 use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
+use callwatch_streams::classify::{has_code, key_errors};
+use callwatch_streams::log::DeadLetters;
+
+use crate::refused::{self, Refused};
 
 /// How the write-behind runs: the `[write_behind]` section of the
 /// service's settings.
@@ -85,6 +102,11 @@ pub struct WriteBehindConfig {
     pub key_prefix: String,
     #[serde(skip)]
     pub breaker: BreakerConfig,
+    /// Where changes Redis refuses for their key are set aside (the
+    /// service's dead-letter stream); `None`: `{key_prefix}events:dead`,
+    /// about 1,000,000 entries.
+    #[serde(skip)]
+    pub dead_letters: Option<DeadLetters>,
 }
 
 impl Default for WriteBehindConfig {
@@ -97,6 +119,7 @@ impl Default for WriteBehindConfig {
             ttl_nanos: engine::config::DEFAULT_TTL_HOURS * 3600 * NANOS_PER_SEC,
             key_prefix: String::new(),
             breaker: BreakerConfig::default(),
+            dead_letters: None,
         }
     }
 }
@@ -192,6 +215,7 @@ struct Counters {
     pipelines: AtomicU64,
     failed_pipelines: AtomicU64,
     breaker_opened: AtomicU64,
+    set_aside: AtomicU64,
     in_flight: AtomicUsize,
 }
 
@@ -210,6 +234,9 @@ pub struct WriteBehindStats {
     /// Pipelines that failed and went back into the buffer.
     pub failed_pipelines: u64,
     pub breaker_opened: u64,
+    /// Changes Redis refused for their key (a key of another type), set
+    /// aside in the dead-letter stream; not in `flushed`.
+    pub set_aside: u64,
     /// Keys waiting, in the buffer or in a pipeline.
     pub pending: u64,
 }
@@ -423,6 +450,7 @@ impl WriteBehind {
             pipelines: c.pipelines.load(Ordering::Relaxed),
             failed_pipelines: c.failed_pipelines.load(Ordering::Relaxed),
             breaker_opened: c.breaker_opened.load(Ordering::Relaxed),
+            set_aside: c.set_aside.load(Ordering::Relaxed),
             pending: (held + c.in_flight.load(Ordering::Relaxed)) as u64,
         }
     }
@@ -448,10 +476,12 @@ impl WriteBehind {
         batch
     }
 
-    /// A taken batch has landed.
-    fn landed(&self, keys: usize) {
+    /// A taken batch has landed, but for `refused` of its keys, set aside.
+    fn landed(&self, keys: usize, refused: usize) {
         let c = &self.shared.counters;
-        c.flushed.fetch_add(keys as u64, Ordering::Relaxed);
+        c.flushed
+            .fetch_add((keys - refused) as u64, Ordering::Relaxed);
+        c.set_aside.fetch_add(refused as u64, Ordering::Relaxed);
         c.in_flight.fetch_sub(keys, Ordering::Relaxed);
         self.shared.room.notify_waiters();
     }
@@ -505,6 +535,7 @@ struct Writer {
     raise: Script,
     prefix: String,
     ttl_nanos: Nanos,
+    dead_letters: DeadLetters,
 }
 
 impl Writer {
@@ -543,25 +574,9 @@ impl Writer {
         let (mut key, mut value) = (Vec::with_capacity(128), Vec::with_capacity(256));
         for (k, op) in batch {
             self.key(k, &mut key);
-            match op {
-                Op::Tracking {
-                    channel_id,
-                    fdv_at_call,
-                    started,
-                    last_threshold,
-                } => {
-                    encode_multiplier(
-                        *channel_id,
-                        *fdv_at_call,
-                        *started,
-                        *last_threshold,
-                        &mut value,
-                    );
-                    self.set_until(&mut pipe, &key, &value, *started);
-                }
-                Op::Threshold(t) => {
-                    value.clear();
-                    value.extend_from_slice(ryu::Buffer::new().format_finite(*t).as_bytes());
+            match encode(op, &mut value) {
+                Write::Set { from } => self.set_until(&mut pipe, &key, &value, from),
+                Write::Raise => {
                     pipe.cmd("EVALSHA")
                         .arg(self.raise.get_hash())
                         .arg(1)
@@ -569,22 +584,73 @@ impl Writer {
                         .arg(&value)
                         .ignore();
                 }
-                Op::Accepted { at, callers } => {
-                    encode_accepted(*at, callers, &mut value);
-                    self.set_until(&mut pipe, &key, &value, *at);
-                }
-                Op::Call { at, fdv_usd } => {
-                    value.clear();
-                    value.extend_from_slice(b"{\"at\":\"");
-                    time::write_rfc3339(*at, &mut value);
-                    value.extend_from_slice(b"\",\"fdv_usd\":");
-                    number(*fdv_usd, &mut value);
-                    value.push(b'}');
-                    self.set_until(&mut pipe, &key, &value, *at);
-                }
             }
         }
         pipe
+    }
+
+    /// The changes of `batch` at the indices of `errors` (one command per
+    /// change), each with its key, what it would have written and why not.
+    fn refused(&self, batch: &[(Key, Op)], errors: Vec<(usize, String)>) -> Vec<Refused> {
+        errors
+            .into_iter()
+            .map(|(i, reason)| {
+                let (k, op) = &batch[i];
+                let (mut key, mut value) = (Vec::new(), Vec::new());
+                self.key(k, &mut key);
+                let write = match encode(op, &mut value) {
+                    Write::Set { .. } => "set",
+                    Write::Raise => "raise_threshold",
+                };
+                Refused {
+                    key,
+                    write,
+                    value,
+                    reason,
+                }
+            })
+            .collect()
+    }
+}
+
+/// How a change is written.
+enum Write {
+    /// `SET` of the value, expiring at `from` + the TTL.
+    Set { from: Nanos },
+    /// The raise script, given the threshold.
+    Raise,
+}
+
+/// What `op` writes, into `value`, and how.
+fn encode(op: &Op, value: &mut Vec<u8>) -> Write {
+    match op {
+        Op::Tracking {
+            channel_id,
+            fdv_at_call,
+            started,
+            last_threshold,
+        } => {
+            encode_multiplier(*channel_id, *fdv_at_call, *started, *last_threshold, value);
+            Write::Set { from: *started }
+        }
+        Op::Threshold(t) => {
+            value.clear();
+            value.extend_from_slice(ryu::Buffer::new().format_finite(*t).as_bytes());
+            Write::Raise
+        }
+        Op::Accepted { at, callers } => {
+            encode_accepted(*at, callers, value);
+            Write::Set { from: *at }
+        }
+        Op::Call { at, fdv_usd } => {
+            value.clear();
+            value.extend_from_slice(b"{\"at\":\"");
+            time::write_rfc3339(*at, value);
+            value.extend_from_slice(b"\",\"fdv_usd\":");
+            number(*fdv_usd, value);
+            value.push(b'}');
+            Write::Set { from: *at }
+        }
     }
 }
 
@@ -645,7 +711,8 @@ async fn send(
     raise: Script,
 ) -> redis::RedisResult<()> {
     match pipe.query_async::<()>(&mut con).await {
-        Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+        // Any command's NOSCRIPT: the first error may be another's.
+        Err(e) if has_code(&e, "NOSCRIPT") => {
             raise.load_async(&mut con).await?;
             pipe.query_async::<()>(&mut con).await
         }
@@ -666,6 +733,10 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
         raise: Script::new(RAISE_LUA),
         prefix: config.key_prefix.clone(),
         ttl_nanos: config.ttl_nanos,
+        dead_letters: config.dead_letters.clone().unwrap_or_else(|| DeadLetters {
+            stream: dead_letter_key(&config.key_prefix),
+            max_len: refused::DEAD_LETTERS_MAX_LEN,
+        }),
     };
     let c = &shared.counters;
     type Sent = tokio::task::JoinHandle<redis::RedisResult<()>>;
@@ -703,25 +774,42 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
         for (k, _) in &batch {
             in_flight.remove(k);
         }
-        match result {
-            Ok(()) => {
-                handle.landed(batch.len());
-                shared.breaker.lock().success();
-            }
-            Err(e) => {
-                c.failed_pipelines.fetch_add(1, Ordering::Relaxed);
-                let keys = batch.len();
-                handle.put_back(batch);
-                let mut breaker = shared.breaker.lock();
-                let before = breaker.opened();
-                breaker.failure(Instant::now());
-                if breaker.opened() > before {
-                    c.breaker_opened.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, keys, "Redis write-behind failing; breaker open, writes wait in the buffer");
-                } else {
-                    tracing::debug!(error = %e, keys, "Redis pipeline failed; will retry");
-                }
-            }
+        handle.settle(&writer, batch, result).await;
+    }
+}
+
+impl WriteBehind {
+    /// Settles a sent batch by Redis's answer: landed; landed but for the
+    /// changes Redis refused for their own key, which are set aside; or,
+    /// for any other failure, put back to be sent again.
+    async fn settle(&self, writer: &Writer, batch: Vec<(Key, Op)>, result: redis::RedisResult<()>) {
+        let refused = match result {
+            Ok(()) => Vec::new(),
+            Err(e) => match key_errors(&e) {
+                Some(errors) => writer.refused(&batch, errors),
+                None => return self.failed(batch, &e),
+            },
+        };
+        refused::set_aside(&mut writer.con.clone(), &writer.dead_letters, &refused).await;
+        self.landed(batch.len(), refused.len());
+        self.shared.breaker.lock().success();
+    }
+
+    /// A pipeline failed: its batch goes back into the buffer, and the
+    /// breaker counts the failure.
+    fn failed(&self, batch: Vec<(Key, Op)>, e: &redis::RedisError) {
+        let c = &self.shared.counters;
+        c.failed_pipelines.fetch_add(1, Ordering::Relaxed);
+        let keys = batch.len();
+        self.put_back(batch);
+        let mut breaker = self.shared.breaker.lock();
+        let before = breaker.opened();
+        breaker.failure(Instant::now());
+        if breaker.opened() > before {
+            c.breaker_opened.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, keys, "Redis write-behind failing; breaker open, writes wait in the buffer");
+        } else {
+            tracing::debug!(error = %e, keys, "Redis pipeline failed; will retry");
         }
     }
 }
