@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use callwatch_feed::metrics::FeedCounters;
 use callwatch_ingest::stream::IngestCounters;
+use callwatch_ledger::audit::SinkCounters;
 use callwatch_state::writebehind::WriteBehind;
 use callwatch_telegram::sender::{self, SenderStats};
 use engine::router::ShardGauges;
@@ -43,6 +44,11 @@ pub struct Live {
     pub sources: Mutex<Option<Arc<FeedCounters>>>,
     /// Calls kept that the sources were not told of (their queue full).
     pub calls_not_recorded: AtomicU64,
+    /// The audit sink's counters, when PostgreSQL is configured.
+    pub audit: Mutex<Option<Arc<SinkCounters>>>,
+    /// Keys the start's rebuild skipped (not UTF-8, another type, not
+    /// parsed).
+    pub rebuild_skipped: AtomicU64,
 }
 
 /// One family's samples: label sets and values.
@@ -77,6 +83,8 @@ impl Live {
             started: Instant::now(),
             sources: Mutex::new(None),
             calls_not_recorded: AtomicU64::new(0),
+            audit: Mutex::new(None),
+            rebuild_skipped: AtomicU64::new(0),
         }
     }
 
@@ -221,10 +229,21 @@ impl Live {
                 vec![(&[][..], v)]
             }
         };
+        let wb = self.write_behind.stats();
         e.gauge(
             "callwatch_write_behind_pending",
             "Redis changes not yet written.",
-            &[(&[], self.write_behind.stats().pending as f64)],
+            &[(&[], wb.pending as f64)],
+        )
+        .counter(
+            "callwatch_write_behind_set_aside_total",
+            "Redis changes refused for their key (a key of another type), set aside in the dead-letter stream.",
+            &[(&[], wb.set_aside as f64)],
+        )
+        .gauge(
+            "callwatch_rebuild_skipped_keys",
+            "Keys the start's rebuild skipped: not UTF-8, of another type, or not parsed.",
+            &[(&[], get(&self.rebuild_skipped))],
         )
         .gauge(
             "callwatch_postgres_up",
@@ -245,6 +264,25 @@ impl Live {
             "callwatch_redis_latency_seconds",
             "The last Redis health check's round trip.",
             &[(&[], get(&self.redis_latency_us) / 1e6)],
+        );
+    }
+
+    /// The audit sink's families: entries by outcome (absent without
+    /// PostgreSQL).
+    fn audit_families(&self, e: &mut Exposition) {
+        let Some(c) = self.audit.lock().clone() else {
+            return;
+        };
+        let s = c.stats();
+        e.counter(
+            "callwatch_audit_entries_total",
+            "Audit stream entries handled, by outcome; set_aside: rows PostgreSQL refuses, in the dead-letter stream.",
+            &[
+                (&[("outcome", "inserted")], s.rows_inserted as f64),
+                (&[("outcome", "duplicate")], s.duplicates as f64),
+                (&[("outcome", "set_aside")], s.set_aside as f64),
+                (&[("outcome", "malformed")], s.malformed as f64),
+            ],
         );
     }
 
@@ -409,6 +447,7 @@ impl Report for Live {
         self.engine_families(&mut e);
         self.ingest_families(&mut e);
         self.store_families(&mut e);
+        self.audit_families(&mut e);
         self.telegram_families(&mut e);
         self.latency_families(&mut e);
         self.source_families(&mut e);

@@ -99,7 +99,10 @@ mod tests {
         assert!(is_transient(&reset));
         let timeout: RedisError = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow").into();
         assert!(is_transient(&timeout));
-        assert!(matches!(&key_errors(&server("WRONGTYPE")).unwrap()[..], [(0, _)]));
+        assert!(matches!(
+            &key_errors(&server("WRONGTYPE")).unwrap()[..],
+            [(0, _)]
+        ));
         assert_eq!(key_errors(&server("NOPERM")), None);
         assert_eq!(key_errors(&reset), None);
     }
