@@ -8,6 +8,7 @@ use std::time::Instant;
 use callwatch_feed::metrics::FeedCounters;
 use callwatch_ingest::stream::IngestCounters;
 use callwatch_ledger::audit::SinkCounters;
+use callwatch_payments::watcher::WatcherCounters;
 use callwatch_state::writebehind::WriteBehind;
 use callwatch_telegram::sender::{self, SenderStats};
 use engine::router::ShardGauges;
@@ -49,6 +50,8 @@ pub struct Live {
     /// Keys the start's rebuild skipped (not UTF-8, another type, not
     /// parsed).
     pub rebuild_skipped: AtomicU64,
+    /// The payment watcher's counters (zero without payments).
+    pub payments: Arc<WatcherCounters>,
 }
 
 /// One family's samples: label sets and values.
@@ -85,6 +88,7 @@ impl Live {
             calls_not_recorded: AtomicU64::new(0),
             audit: Mutex::new(None),
             rebuild_skipped: AtomicU64::new(0),
+            payments: Arc::default(),
         }
     }
 
@@ -286,6 +290,15 @@ impl Live {
         );
     }
 
+    /// The payment watcher's families.
+    fn payment_families(&self, e: &mut Exposition) {
+        e.counter(
+            "callwatch_payments_dropped_total",
+            "Transactions that never finalized within payments.finality_timeout_slots, recorded as dropped.",
+            &[(&[], self.payments.dropped.load(Ordering::Relaxed) as f64)],
+        );
+    }
+
     /// Telegram's families: messages by outcome, the queue, 429s.
     fn telegram_families(&self, e: &mut Exposition) {
         let sender = self.sender_stats();
@@ -448,6 +461,7 @@ impl Report for Live {
         self.ingest_families(&mut e);
         self.store_families(&mut e);
         self.audit_families(&mut e);
+        self.payment_families(&mut e);
         self.telegram_families(&mut e);
         self.latency_families(&mut e);
         self.source_families(&mut e);

@@ -374,6 +374,7 @@ fn start_commands(
         stats: Box::new(move || stats_live.stats_rows()),
         redis: settings.redis.connect()?,
         redis_posts: settings.redis.connect()?,
+        payment_counters: Arc::clone(&live.payments),
     };
     Ok(Some(commands::start(settings, parts, stop)?))
 }

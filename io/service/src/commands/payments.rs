@@ -2,6 +2,7 @@
 //! (and tells the chat, or the admins when a payment matches nothing), and
 //! the reminders before and at expiry.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use callwatch_ledger::pg::connected;
 use callwatch_payments::Ledger;
 use callwatch_payments::config::lamports_to_sol;
 use callwatch_payments::expiry::ReminderKind;
-use callwatch_payments::watcher::{Outcome, Watcher};
+use callwatch_payments::watcher::{Outcome, Watcher, WatcherCounters};
 use callwatch_telegram::commands::{esc, when};
 use callwatch_telegram::sender::{self, Message};
 use engine::event::ChatId;
@@ -45,6 +46,8 @@ pub struct PaymentParts {
     pub redis: ConnectionManager,
     pub sender: sender::Sender,
     pub admins: Vec<i64>,
+    /// The watcher counts into these (`/metrics`).
+    pub counters: Arc<WatcherCounters>,
 }
 
 /// Starts the payment watcher (credits, then a confirmation to the chat;
@@ -52,7 +55,9 @@ pub struct PaymentParts {
 /// days and 1 day before expiry, and at expiry). Both stop with `stop`;
 /// call inside the runtime.
 pub fn start(parts: &PaymentParts, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
-    let watcher = Watcher::new(parts.ledger.clone()).context("payments")?;
+    let watcher = Watcher::new(parts.ledger.clone())
+        .context("payments")?
+        .with_counters(Arc::clone(&parts.counters));
     let (tx, outcomes) = mpsc::channel(64);
     {
         let (url, redis, stop) = (
@@ -118,6 +123,21 @@ async fn tell(mut outcomes: mpsc::Receiver<Outcome>, sender: sender::Sender, adm
             }
             Outcome::Pending { signature } => {
                 tracing::debug!(%signature, "payment not yet finalized");
+            }
+            Outcome::Dropped {
+                signature,
+                slot,
+                finalized_slot,
+            } => {
+                for &admin in &admins {
+                    let text = format!(
+                        "Transaction <code>{signature}</code> (slot {slot}) never finalized: \
+                         the cluster finalized slot {finalized_slot} without it. Recorded as \
+                         dropped and not credited; if the RPC node pruned it and it paid, \
+                         check it on chain and /grant the plan."
+                    );
+                    notify(&sender, admin, text).await;
+                }
             }
             Outcome::AlreadySeen { .. } | Outcome::Ignored { .. } => {}
         }

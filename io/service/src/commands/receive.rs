@@ -14,6 +14,7 @@ use callwatch_feed::posts::{POST_FIELD, Post};
 use callwatch_ledger::audit::{Activity, AuditQueue, QueueRow};
 use callwatch_ledger::subscriptions::SubscriptionStore;
 use callwatch_payments::Ledger;
+use callwatch_payments::watcher::WatcherCounters;
 use callwatch_telegram::BotToken;
 use callwatch_telegram::commands::{Commands, SettingsStore};
 use callwatch_telegram::sender::{self, Message};
@@ -36,6 +37,8 @@ pub struct Parts {
     /// A connection of its own for posts, so that a backlog of them never
     /// queues behind a command's reads.
     pub redis_posts: ConnectionManager,
+    /// The payment watcher's counters, for `/metrics`.
+    pub payment_counters: Arc<WatcherCounters>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -72,6 +75,7 @@ pub fn start(
                     redis: parts.redis.clone(),
                     sender: parts.alerts.sender.clone(),
                     admins: t.admins.clone(),
+                    counters: Arc::clone(&parts.payment_counters),
                 },
                 stop,
             )?;
