@@ -137,6 +137,22 @@ impl Setup {
         )
     }
 
+    /// Chat 42 pays a month in a transfer not finalized (the first on the
+    /// chain), then chat 43 a week in one that is; their signatures.
+    async fn unfinalized_then_paid(&self, now: SystemTime) -> (String, String) {
+        let (a, b) = (
+            self.quote(42, "month", now).await,
+            self.quote(43, "week", now).await,
+        );
+        let unfinalized = self.rpc.add(
+            transfer(&self.payer, &self.us, MONTH)
+                .reference(&a.reference)
+                .block_time(unix_secs(now) + 60)
+                .finalized(false),
+        );
+        (unfinalized, self.pay(&b, now))
+    }
+
     async fn poll(&mut self, watcher: &mut Watcher, now: SystemTime) -> Vec<Outcome> {
         watcher
             .poll_once(&mut self.pg, &mut self.redis, now)
@@ -487,17 +503,7 @@ async fn what_does_not_pay_is_kept_with_its_reason_and_credits_nothing() {
 async fn a_payment_not_yet_finalized_is_pending_holds_the_cursor_then_is_credited() {
     let mut s = setup("pay_pending").await;
     let now = t0();
-    let (a, b) = (
-        s.quote(42, "month", now).await,
-        s.quote(43, "week", now).await,
-    );
-    let sig_a = s.rpc.add(
-        transfer(&s.payer, &s.us, MONTH)
-            .reference(&a.reference)
-            .block_time(unix_secs(now) + 60)
-            .finalized(false),
-    );
-    let sig_b = s.pay(&b, now);
+    let (sig_a, sig_b) = s.unfinalized_then_paid(now).await;
     let mut watcher = s.watcher();
     let first = now + Duration::from_secs(90);
     assert_eq!(
@@ -549,17 +555,7 @@ async fn a_payment_not_yet_finalized_is_pending_holds_the_cursor_then_is_credite
 async fn a_payment_that_never_finalizes_is_dropped_after_the_timeout_and_the_cursor_moves_on() {
     let mut s = setup_with("pay_dropped", |c| c.finality_timeout_slots = 100).await;
     let now = t0();
-    let (a, b) = (
-        s.quote(42, "month", now).await,
-        s.quote(43, "week", now).await,
-    );
-    let never = s.rpc.add(
-        transfer(&s.payer, &s.us, MONTH)
-            .reference(&a.reference)
-            .block_time(unix_secs(now) + 60)
-            .finalized(false),
-    );
-    let sig_b = s.pay(&b, now);
+    let (never, sig_b) = s.unfinalized_then_paid(now).await;
     let mut watcher = s.watcher();
     // The cluster finalizes 99 slots past it: still pending, holding the
     // cursor.
