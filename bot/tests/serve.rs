@@ -278,6 +278,11 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         "callwatch_shard_inbox_depth{shard=\"1\"}",
         "callwatch_telegram_messages_total{outcome=\"sent\"} 5",
         "callwatch_alert_latency_seconds{quantile=\"0.99\"}",
+        // The set-aside paths are counted, and nothing was set aside.
+        "callwatch_write_behind_set_aside_total 0",
+        "callwatch_audit_entries_total{outcome=\"set_aside\"} 0",
+        "callwatch_rebuild_skipped_keys 0",
+        "callwatch_payments_dropped_total 0",
     ];
     // The sender's reports are read a moment after Telegram answers.
     let deadline = Instant::now() + Duration::from_secs(5);

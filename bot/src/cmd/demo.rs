@@ -117,6 +117,7 @@ fn persistence(
         database_url,
         schema,
         audit_stream: audit_key(&settings.redis.key_prefix),
+        dead_letters: settings.dead_letters(),
         write_behind,
         timeouts: settings.redis.timeouts(),
         ..PersistConfig::default()

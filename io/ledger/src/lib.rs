@@ -5,6 +5,8 @@
 //! the engine's path: rows wait in their stream while PostgreSQL is away.
 //!
 //! # Layout
+//! - [`classify`]: transient, the rows' fault, or lasting, for every
+//!   PostgreSQL error: the one classifier.
 //! - [`migrate`]: the SQL files of `migrations/`, applied once each.
 //! - [`pg`]: the `[postgres]` settings, connecting and migrating, and a
 //!   connection kept and made again.
@@ -14,6 +16,7 @@
 //!   then copied to Redis and announced on the chats stream.
 
 pub mod audit;
+pub mod classify;
 pub mod migrate;
 pub mod pg;
 pub mod subscriptions;

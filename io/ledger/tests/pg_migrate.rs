@@ -65,6 +65,7 @@ async fn migrate_applies_each_migration_once() {
             "payment_quotes",
             "payments",
             "payments_announced",
+            "payments_dropped",
             "subscription_reminders",
             "subscriptions",
             "unmatched_payments"

@@ -4,7 +4,8 @@
 //! row landed exactly once. The others use the machine's PostgreSQL
 //! (`CALLWATCH_TEST_DATABASE_URL`, as in `pg_migrate.rs`, each in a schema of
 //! its own, dropped at the end) and prove that entries delivered twice, or
-//! read by a consumer that died before acknowledging them, land once.
+//! read by a consumer that died before acknowledging them, land once, and
+//! that rows PostgreSQL refuses are set aside while the rest land.
 //!
 //! Streams live in Redis at `CALLWATCH_TEST_REDIS_URL`, by default
 //! `redis://127.0.0.1:6379/11`, under keys no other test or run uses,
@@ -18,6 +19,7 @@ use callwatch_ledger::audit::{
     SinkStats,
 };
 use callwatch_ledger::migrate::migrate;
+use callwatch_streams::log::DeadLetters;
 use callwatch_testkit::{connect_pg, database_url, on_own_runtime, own_schema, unique};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
@@ -386,6 +388,86 @@ async fn a_consumer_that_died_before_acknowledging_is_delivered_again() {
     let (rows, distinct) = landed(&client, &schema.0).await;
     assert_eq!(rows, expected(0..2_000));
     assert_eq!(distinct, 2_000);
+}
+
+/// Regression: a row PostgreSQL refuses (a NUL in a text) failed its batch
+/// for good, and the sink retried that batch forever while the stream grew
+/// behind it.
+#[tokio::test]
+async fn rows_postgres_refuses_are_set_aside_and_the_rest_land() {
+    let (schema, client) = own_schema("poison").await;
+    let (key, dead) = (StreamKey::new("poison"), StreamKey::new("poison_dead"));
+    let mut con = connect_redis().await;
+    // 600 alerts and 10 activities, three of which PostgreSQL refuses: an
+    // alert whose token holds a NUL (22021), an activity whose type does,
+    // and one whose JSON does (22P05).
+    let mut rows = audit_rows(0..600);
+    let QueueRow::Audit(poisoned) = &mut rows[250] else {
+        unreachable!()
+    };
+    poisoned.token.push_str("\0bad");
+    rows.extend((0..10).map(activity));
+    let QueueRow::Activity(a) = &mut rows[603] else {
+        unreachable!()
+    };
+    a.activity_type = "command:start\0".to_owned();
+    let QueueRow::Activity(a) = &mut rows[607] else {
+        unreachable!()
+    };
+    a.metadata = serde_json::json!({ "text": "/start \0" });
+    AuditQueue::new(&key.0)
+        .push_batch(&mut con, &rows)
+        .await
+        .unwrap();
+    let config = SinkConfig {
+        batch_rows: 200,
+        dead_letters: DeadLetters {
+            stream: dead.0.clone(),
+            max_len: 1_000,
+        },
+        ..sink_config(&key.0, &schema.0, "poison")
+    };
+    let (stats, events) = drain(config, &database_url()).await;
+    assert_eq!(
+        (stats.set_aside, stats.rows_committed, stats.rows_inserted),
+        (3, 607, 607),
+        "{stats:?}"
+    );
+    let (landed_rows, _) = landed(&client, &schema.0).await;
+    let mut want = expected(0..600);
+    want.remove(250);
+    assert_eq!(landed_rows, want, "every alert but the refused one");
+    assert_eq!(activity_count(&client, &schema.0).await, (8, 8));
+
+    // Each refused row is in the dead-letter stream, with its entry, its
+    // value as queued and PostgreSQL's reason, and was reported.
+    let letters: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(&dead.0)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let found: Vec<(&str, &str, &str)> = letters
+        .iter()
+        .map(|(_, f)| {
+            let value = f.get("audit").or(f.get("activity")).expect("the row");
+            assert_eq!(f["stream"], key.0);
+            (value.as_str(), &f["reason"][..], &f["id"][..])
+        })
+        .collect();
+    assert_eq!(found.len(), 3, "{letters:?}");
+    assert!(found[0].0.contains("\\u0000bad") && found[0].1.contains("(22021)"));
+    assert!(found[1].0.contains("command:start\\u0000") && found[1].1.contains("(22021)"));
+    assert!(found[2].0.contains("/start \\u0000") && found[2].1.contains("(22P05)"));
+    let set_aside: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            SinkEvent::SetAside { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(set_aside, found.iter().map(|f| f.2).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ pub const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
 const SOL_DECIMALS: usize = 9;
 /// `getSignaturesForAddress` answers at most this many per request.
 pub const MAX_SIGNATURES_PER_PAGE: usize = 1_000;
+/// The depth at which the cluster finalizes a block: a shorter finality
+/// timeout would drop transactions on their normal way to finality.
+const MIN_FINALITY_TIMEOUT_SLOTS: u64 = 32;
 
 /// One plan a chat can buy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +89,14 @@ pub struct PaymentsConfig {
     /// Signatures asked for per `getSignaturesForAddress`, 1 to 1,000 (some
     /// providers allow fewer). Default 1,000.
     pub signatures_per_page: usize,
+    /// How far the cluster's finalized slot may pass a listed transaction's
+    /// slot while `getTransaction` at `finalized` still answers nothing.
+    /// Past it the transaction never finalizes (its block was on a fork the
+    /// cluster dropped, or the node pruned it from its history): it is
+    /// recorded as dropped, the admins are told, and the cursor moves past
+    /// it. Measured on the chain's own clock, in slots, at least 32.
+    /// Default 750 (about 5 minutes of 400 ms slots).
+    pub finality_timeout_slots: u64,
 }
 
 impl Default for PaymentsConfig {
@@ -108,6 +119,7 @@ impl Default for PaymentsConfig {
             retry_min_ms: 500,
             retry_max_ms: 30_000,
             signatures_per_page: MAX_SIGNATURES_PER_PAGE,
+            finality_timeout_slots: 750,
         }
     }
 }
@@ -160,6 +172,11 @@ impl PaymentsConfig {
         }
         if !(1..=MAX_SIGNATURES_PER_PAGE).contains(&self.signatures_per_page) {
             problems.push("signatures_per_page must be 1 to 1,000".to_owned());
+        }
+        if self.finality_timeout_slots < MIN_FINALITY_TIMEOUT_SLOTS {
+            problems.push(format!(
+                "finality_timeout_slots must be at least {MIN_FINALITY_TIMEOUT_SLOTS}"
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -311,6 +328,7 @@ mod tests {
                 },
             ],
             signatures_per_page: 0,
+            finality_timeout_slots: 31,
             ..PaymentsConfig::default()
         };
         let err = config.check().unwrap_err().to_string();
@@ -322,6 +340,7 @@ mod tests {
             "`a` is named twice",
             "more than the tolerance",
             "signatures_per_page",
+            "finality_timeout_slots must be at least 32",
         ] {
             assert!(err.contains(expected), "{expected} in {err}");
         }

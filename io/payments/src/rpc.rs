@@ -1,5 +1,7 @@
-//! The two Solana JSON-RPC methods the watcher needs, over HTTP, with a
-//! limit on each request and retries of the failures that pass.
+//! The Solana JSON-RPC methods the watcher needs (a payment's signatures,
+//! its transaction, and the finalized slot that tells a transaction that
+//! will never finalize), over HTTP, with a limit on each request and
+//! retries of the failures that pass.
 //!
 //! Public endpoints and paid providers alike answer 429 under load and drop
 //! out now and then; a payment must survive both. So transport errors,
@@ -215,6 +217,12 @@ impl RpcClient {
             "maxSupportedTransactionVersion": 0,
         });
         self.call("getTransaction", json!([signature, options]))
+            .await
+    }
+
+    /// `getSlot` at `finalized`: the newest slot the cluster has finalized.
+    pub async fn finalized_slot(&self) -> Result<u64, RpcError> {
+        self.call("getSlot", json!([{"commitment": "finalized"}]))
             .await
     }
 

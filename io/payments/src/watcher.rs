@@ -9,8 +9,20 @@
 //! restart or an outage never steps over a payment. Everything a poll does
 //! is idempotent (signatures are unique in every table it writes), so
 //! reading a transaction twice credits it once.
+//!
+//! A transaction can be listed and never finalize: its block was on a fork
+//! the cluster dropped, or the node pruned it from its history. Held for
+//! ever, it would hold the cursor, and every payment after it, for ever.
+//! So once the cluster's finalized slot is `finality_timeout_slots` past
+//! its slot (the chain's own clock: no local clock is compared with chain
+//! times, and a restart does not start the wait again), it is recorded in
+//! `payments_dropped`, counted ([`WatcherCounters::dropped`]), logged,
+//! reported as [`Outcome::Dropped`] for the admins (a pruned one may have
+//! paid), and the cursor moves past it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use engine::time::{NANOS_PER_SEC, Nanos};
@@ -59,6 +71,15 @@ pub enum Outcome {
     /// Confirmed but not yet finalized: read again at the next poll (and
     /// reported again until it is).
     Pending { signature: String },
+    /// Listed at `slot`, and still not finalized with the cluster's
+    /// finalized slot at `finalized_slot`, past the finality timeout: it
+    /// never will be (a dropped fork, or pruned by the node). Recorded,
+    /// credited nothing, and the cursor moves past it; tell the admins.
+    Dropped {
+        signature: String,
+        slot: u64,
+        finalized_slot: u64,
+    },
     /// Not a payment: nothing arrived and no quote is named.
     Ignored { signature: String },
 }
@@ -71,9 +92,18 @@ impl Outcome {
             | Outcome::AlreadySeen { signature }
             | Outcome::Unmatched { signature, .. }
             | Outcome::Pending { signature }
+            | Outcome::Dropped { signature, .. }
             | Outcome::Ignored { signature } => signature,
         }
     }
+}
+
+/// What the watcher has done so far, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WatcherCounters {
+    /// Transactions recorded as dropped: never finalized within the
+    /// finality timeout.
+    pub dropped: AtomicU64,
 }
 
 /// Reads one receiving address and credits what pays.
@@ -81,6 +111,7 @@ impl Outcome {
 pub struct Watcher {
     ledger: Ledger,
     rpc: RpcClient,
+    counters: Arc<WatcherCounters>,
 }
 
 impl Watcher {
@@ -93,7 +124,22 @@ impl Watcher {
             config.rpc_retries,
             (config.retry_min(), config.retry_max()),
         )?;
-        Ok(Watcher { ledger, rpc })
+        Ok(Watcher {
+            ledger,
+            rpc,
+            counters: Arc::default(),
+        })
+    }
+
+    /// Counts into `counters` (the service's, for `/metrics`).
+    pub fn with_counters(mut self, counters: Arc<WatcherCounters>) -> Watcher {
+        self.counters = counters;
+        self
+    }
+
+    /// The live counters.
+    pub fn counters(&self) -> Arc<WatcherCounters> {
+        Arc::clone(&self.counters)
     }
 
     /// One pass: every transaction since the cursor, oldest first, each
@@ -117,13 +163,15 @@ impl Watcher {
         // The newest of the oldest-first run of handled signatures.
         let mut handled: Option<&SignatureInfo> = None;
         let mut held_back = false;
+        // Asked once per poll, and only if a transaction is not finalized.
+        let mut finalized_slot = None;
         for info in &signatures {
             let outcome = if known.contains(info.signature.as_str()) {
                 Ok(Outcome::AlreadySeen {
                     signature: info.signature.clone(),
                 })
             } else {
-                self.handle(pg, redis, info, now).await
+                self.handle(pg, redis, info, &mut finalized_slot, now).await
             };
             let outcome = match outcome {
                 Ok(outcome) => outcome,
@@ -293,9 +341,11 @@ impl Watcher {
             .query(
                 &format!(
                     "SELECT signature FROM {} WHERE signature = ANY($1) \
+                     UNION ALL SELECT signature FROM {} WHERE signature = ANY($1) \
                      UNION ALL SELECT signature FROM {} WHERE signature = ANY($1)",
                     self.ledger.table("payments_announced"),
-                    self.ledger.table("unmatched_payments")
+                    self.ledger.table("unmatched_payments"),
+                    self.ledger.table("payments_dropped")
                 ),
                 &[&names],
             )
@@ -303,17 +353,19 @@ impl Watcher {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Fetches, judges and handles one new transaction.
+    /// Fetches, judges and handles one new transaction. `finalized_slot`
+    /// is the cluster's, asked once per poll when first needed.
     async fn handle(
         &self,
         pg: &mut Client,
         redis: &mut impl redis::aio::ConnectionLike,
         info: &SignatureInfo,
+        finalized_slot: &mut Option<u64>,
         now: SystemTime,
     ) -> Result<Outcome> {
         let signature = info.signature.clone();
         let Some(tx) = self.rpc.finalized_transaction(&signature).await? else {
-            return Ok(Outcome::Pending { signature });
+            return self.not_finalized(pg, info, finalized_slot, now).await;
         };
         let quote = self.named_quote(pg, &tx).await?;
         let config = self.ledger.config();
@@ -343,6 +395,63 @@ impl Watcher {
             }
             Verdict::NotAPayment => Ok(Outcome::Ignored { signature }),
         }
+    }
+
+    /// A listed transaction that `getTransaction` does not have at
+    /// `finalized`: pending, until the cluster's finalized slot is
+    /// `finality_timeout_slots` past its slot; then dropped: recorded,
+    /// counted and logged.
+    async fn not_finalized(
+        &self,
+        pg: &Client,
+        info: &SignatureInfo,
+        finalized_slot: &mut Option<u64>,
+        now: SystemTime,
+    ) -> Result<Outcome> {
+        let signature = info.signature.clone();
+        let finalized = match *finalized_slot {
+            Some(slot) => slot,
+            None => *finalized_slot.insert(self.rpc.finalized_slot().await?),
+        };
+        let timeout = self.ledger.config().finality_timeout_slots;
+        if finalized.saturating_sub(info.slot) < timeout {
+            return Ok(Outcome::Pending { signature });
+        }
+        let block_time = info
+            .block_time
+            .map(|t| system_time(t.saturating_mul(NANOS_PER_SEC)));
+        let slots = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        let recorded = pg
+            .execute(
+                &format!(
+                    "INSERT INTO {} (signature, slot, finalized_slot, block_time, dropped_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (signature) DO NOTHING",
+                    self.ledger.table("payments_dropped")
+                ),
+                &[
+                    &signature,
+                    &slots(info.slot),
+                    &slots(finalized),
+                    &block_time,
+                    &now,
+                ],
+            )
+            .await?;
+        if recorded > 0 {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                %signature,
+                slot = info.slot,
+                finalized_slot = finalized,
+                timeout_slots = timeout,
+                "payment never finalized: recorded as dropped; the watcher reads on past it"
+            );
+        }
+        Ok(Outcome::Dropped {
+            signature,
+            slot: info.slot,
+            finalized_slot: finalized,
+        })
     }
 
     /// The quote whose reference is among `tx`'s accounts, if any.

@@ -6,6 +6,7 @@
 //! fake RPC of its own, and removes them.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use callwatch_ledger::subscriptions::{Credit, Source};
@@ -134,6 +135,22 @@ impl Setup {
                 .reference(&quote.reference)
                 .block_time(unix_secs(now) + 60),
         )
+    }
+
+    /// Chat 42 pays a month in a transfer not finalized (the first on the
+    /// chain), then chat 43 a week in one that is; their signatures.
+    async fn unfinalized_then_paid(&self, now: SystemTime) -> (String, String) {
+        let (a, b) = (
+            self.quote(42, "month", now).await,
+            self.quote(43, "week", now).await,
+        );
+        let unfinalized = self.rpc.add(
+            transfer(&self.payer, &self.us, MONTH)
+                .reference(&a.reference)
+                .block_time(unix_secs(now) + 60)
+                .finalized(false),
+        );
+        (unfinalized, self.pay(&b, now))
     }
 
     async fn poll(&mut self, watcher: &mut Watcher, now: SystemTime) -> Vec<Outcome> {
@@ -488,17 +505,7 @@ async fn what_does_not_pay_is_kept_with_its_reason_and_credits_nothing() {
 async fn a_payment_not_yet_finalized_is_pending_holds_the_cursor_then_is_credited() {
     let mut s = setup("pay_pending").await;
     let now = t0();
-    let (a, b) = (
-        s.quote(42, "month", now).await,
-        s.quote(43, "week", now).await,
-    );
-    let sig_a = s.rpc.add(
-        transfer(&s.payer, &s.us, MONTH)
-            .reference(&a.reference)
-            .block_time(unix_secs(now) + 60)
-            .finalized(false),
-    );
-    let sig_b = s.pay(&b, now);
+    let (sig_a, sig_b) = s.unfinalized_then_paid(now).await;
     let mut watcher = s.watcher();
     let first = now + Duration::from_secs(90);
     assert_eq!(
@@ -541,6 +548,65 @@ async fn a_payment_not_yet_finalized_is_pending_holds_the_cursor_then_is_credite
     );
     assert_eq!(s.poll(&mut watcher, second).await, []);
     assert_eq!(s.count("payments").await, 2);
+}
+
+/// Regression: a transaction listed but never finalized (its fork dropped,
+/// or pruned by the node) was pending for ever, and held the cursor, and
+/// every payment after it, with it.
+#[tokio::test]
+async fn a_payment_that_never_finalizes_is_dropped_after_the_timeout_and_the_cursor_moves_on() {
+    let mut s = setup_with("pay_dropped", |c| c.finality_timeout_slots = 100).await;
+    let now = t0();
+    let (never, sig_b) = s.unfinalized_then_paid(now).await;
+    let mut watcher = s.watcher();
+    // The cluster finalizes 99 slots past it: still pending, holding the
+    // cursor.
+    s.rpc.advance_slots(98);
+    let pending = Outcome::Pending {
+        signature: never.clone(),
+    };
+    let first = s.poll(&mut watcher, now).await;
+    assert_eq!(
+        first,
+        [
+            pending,
+            credited(43, "week", 7, now + 7 * DAY, &sig_b, WEEK)
+        ]
+    );
+    assert_eq!(s.count("payment_cursor").await, 0);
+    // 100 slots past it: dropped, recorded, counted; the cursor moves on.
+    s.rpc.advance_slots(1);
+    let slot = 300_000_000;
+    let second = s.poll(&mut watcher, now).await;
+    let dropped = Outcome::Dropped {
+        signature: never.clone(),
+        slot,
+        finalized_slot: slot + 100,
+    };
+    let seen_b = Outcome::AlreadySeen {
+        signature: sig_b.clone(),
+    };
+    assert_eq!(second, [dropped, seen_b]);
+    assert_eq!(s.count("payments_dropped").await, 1);
+    assert_eq!(watcher.counters().dropped.load(Ordering::Relaxed), 1);
+    let cursor: String =
+        s.pg.query_one(
+            &format!("SELECT signature FROM \"{}\".payment_cursor", s.schema.0),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cursor, sig_b, "the cursor is past both");
+    assert_eq!(s.poll(&mut watcher, now).await, []);
+    // Payments after it are credited as they come; nothing was for chat 42.
+    let c = s.quote(44, "week", now).await;
+    let sig_c = s.pay(&c, now);
+    assert_eq!(
+        s.poll(&mut watcher, now).await,
+        [credited(44, "week", 7, now + 7 * DAY, &sig_c, WEEK)]
+    );
+    assert_eq!(s.subscription(42).await, None);
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use callwatch_feed::metrics::FeedCounters;
 use callwatch_ingest::stream::IngestCounters;
+use callwatch_ledger::audit::SinkCounters;
+use callwatch_payments::watcher::WatcherCounters;
 use callwatch_state::writebehind::WriteBehind;
 use callwatch_telegram::sender::{self, SenderStats};
 use engine::router::ShardGauges;
@@ -46,6 +48,13 @@ pub struct Live {
     pub calls_not_recorded: AtomicU64,
     /// The commands' figures: answered, over their chat's rate; notices.
     pub commands: Arc<CommandCounters>,
+    /// The audit sink's counters, when PostgreSQL is configured.
+    pub audit: Mutex<Option<Arc<SinkCounters>>>,
+    /// Keys the start's rebuild skipped (not UTF-8, another type, not
+    /// parsed).
+    pub rebuild_skipped: AtomicU64,
+    /// The payment watcher's counters (zero without payments).
+    pub payments: Arc<WatcherCounters>,
 }
 
 /// One family's samples: label sets and values.
@@ -81,6 +90,9 @@ impl Live {
             sources: Mutex::new(None),
             calls_not_recorded: AtomicU64::new(0),
             commands: Arc::default(),
+            audit: Mutex::new(None),
+            rebuild_skipped: AtomicU64::new(0),
+            payments: Arc::default(),
         }
     }
 
@@ -225,10 +237,21 @@ impl Live {
                 vec![(&[][..], v)]
             }
         };
+        let wb = self.write_behind.stats();
         e.gauge(
             "callwatch_write_behind_pending",
             "Redis changes not yet written.",
-            &[(&[], self.write_behind.stats().pending as f64)],
+            &[(&[], wb.pending as f64)],
+        )
+        .counter(
+            "callwatch_write_behind_set_aside_total",
+            "Redis changes refused for their key (a key of another type), set aside in the dead-letter stream.",
+            &[(&[], wb.set_aside as f64)],
+        )
+        .gauge(
+            "callwatch_rebuild_skipped_keys",
+            "Keys the start's rebuild skipped: not UTF-8, of another type, or not parsed.",
+            &[(&[], get(&self.rebuild_skipped))],
         )
         .gauge(
             "callwatch_postgres_up",
@@ -249,6 +272,34 @@ impl Live {
             "callwatch_redis_latency_seconds",
             "The last Redis health check's round trip.",
             &[(&[], get(&self.redis_latency_us) / 1e6)],
+        );
+    }
+
+    /// The audit sink's families: entries by outcome (absent without
+    /// PostgreSQL).
+    fn audit_families(&self, e: &mut Exposition) {
+        let Some(c) = self.audit.lock().clone() else {
+            return;
+        };
+        let s = c.stats();
+        e.counter(
+            "callwatch_audit_entries_total",
+            "Audit stream entries handled, by outcome; set_aside: rows PostgreSQL refuses, in the dead-letter stream.",
+            &[
+                (&[("outcome", "inserted")], s.rows_inserted as f64),
+                (&[("outcome", "duplicate")], s.duplicates as f64),
+                (&[("outcome", "set_aside")], s.set_aside as f64),
+                (&[("outcome", "malformed")], s.malformed as f64),
+            ],
+        );
+    }
+
+    /// The payment watcher's families.
+    fn payment_families(&self, e: &mut Exposition) {
+        e.counter(
+            "callwatch_payments_dropped_total",
+            "Transactions that never finalized within payments.finality_timeout_slots, recorded as dropped.",
+            &[(&[], self.payments.dropped.load(Ordering::Relaxed) as f64)],
         );
     }
 
@@ -434,6 +485,8 @@ impl Report for Live {
         self.engine_families(&mut e);
         self.ingest_families(&mut e);
         self.store_families(&mut e);
+        self.audit_families(&mut e);
+        self.payment_families(&mut e);
         self.telegram_families(&mut e);
         self.latency_families(&mut e);
         self.source_families(&mut e);

@@ -24,12 +24,14 @@ use tokio::sync::{mpsc, watch};
 
 use callwatch_common::backoff::Backoff;
 use callwatch_ledger::audit::{
-    AuditError, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkEvent, SinkStats,
+    AuditError, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkCounters, SinkEvent,
+    SinkStats,
 };
 use callwatch_state::writebehind::{
     self, Flusher, WriteBehind, WriteBehindConfig, WriteBehindStats,
 };
 use callwatch_streams::connection::{RedisTimeouts, managed_connection};
+use callwatch_streams::log::DeadLetters;
 
 /// Where state and history go.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct PersistConfig {
     pub audit_consumer: String,
     /// Audit rows waiting to be pushed before `record` blocks.
     pub audit_buffer: usize,
+    /// Where the sink sets aside rows PostgreSQL refuses.
+    pub dead_letters: DeadLetters,
     pub write_behind: WriteBehindConfig,
     pub timeouts: RedisTimeouts,
 }
@@ -59,6 +63,7 @@ impl Default for PersistConfig {
             audit_stream: "callwatch:audit".to_owned(),
             audit_consumer: "sink-1".to_owned(),
             audit_buffer: 1_000_000,
+            dead_letters: SinkConfig::default().dead_letters,
             write_behind: WriteBehindConfig::default(),
             timeouts: RedisTimeouts::default(),
         }
@@ -97,6 +102,7 @@ pub struct Persistence {
     audit_tx: Option<mpsc::Sender<QueueRow>>,
     pusher: Option<tokio::task::JoinHandle<Result<u64, PersistError>>>,
     sink: Option<(watch::Sender<bool>, SinkTask)>,
+    sink_counters: Option<Arc<SinkCounters>>,
     queue: AuditQueue,
     con: redis::aio::ConnectionManager,
     handle: Handle,
@@ -117,7 +123,7 @@ impl Persistence {
         let _entered = handle.enter();
         let con = managed_connection(&config.redis_url, &config.timeouts)?;
         let (wb, flusher) = writebehind::start(config.write_behind.clone(), con.clone());
-        let (mut audit_tx, mut pusher, mut sink) = (None, None, None);
+        let (mut audit_tx, mut pusher, mut sink, mut sink_counters) = (None, None, None, None);
         let rows_pushed = Arc::new(AtomicU64::new(0));
         if let Some(url) = &config.database_url {
             let pg: tokio_postgres::Config = url
@@ -133,11 +139,13 @@ impl Persistence {
                     stream: config.audit_stream.clone(),
                     consumer: config.audit_consumer.clone(),
                     schema: config.schema.clone(),
+                    dead_letters: config.dead_letters.clone(),
                     ..SinkConfig::default()
                 },
                 redis::Client::open(config.redis_url.as_str())?,
                 pg,
             )?;
+            sink_counters = Some(audit.counters());
             let (stop_tx, stop_rx) = watch::channel(false);
             let task = handle.spawn(async move {
                 let stats = audit.run(stop_rx, log_sink_event).await?;
@@ -151,6 +159,7 @@ impl Persistence {
             audit_tx,
             pusher,
             sink,
+            sink_counters,
             queue: AuditQueue::new(config.audit_stream.clone()),
             con,
             handle: handle.clone(),
@@ -223,6 +232,11 @@ impl Persistence {
         &self.wb
     }
 
+    /// The audit sink's counters, when there is a database.
+    pub fn audit_counters(&self) -> Option<Arc<SinkCounters>> {
+        self.sink_counters.clone()
+    }
+
     /// Writes everything held, pushes every audit row, lets the sink land
     /// them, and stops; waits at most `deadline` for each stage. Call from a
     /// plain thread; [`Persistence::shutdown`] is the same from a task.
@@ -292,8 +306,20 @@ fn log_sink_event(event: SinkEvent) {
         SinkEvent::Malformed { id, reason } => {
             tracing::error!(%id, %reason, "malformed audit entry acknowledged without a row");
         }
+        SinkEvent::SetAside { id, reason } => {
+            tracing::error!(%id, %reason, "audit row PostgreSQL refuses set aside in the dead-letter stream");
+        }
         SinkEvent::PostgresRetry {
             error,
+            lasting: true,
+            attempt,
+            backoff,
+        } => {
+            tracing::error!(%error, attempt, ?backoff, "audit sink: PostgreSQL refuses every batch until an operator acts; retrying")
+        }
+        SinkEvent::PostgresRetry {
+            error,
+            lasting: false,
             attempt,
             backoff,
         } => tracing::warn!(%error, attempt, ?backoff, "audit sink: PostgreSQL failed, retrying"),

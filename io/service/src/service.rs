@@ -103,6 +103,7 @@ impl Service {
             persist.write_behind().clone(),
             engine_config.shards,
         ));
+        *live.audit.lock() = persist.audit_counters();
         let (stop, stop_rx) = watch::channel(false);
         let alerts = start_alerts(&rt, settings, &live)?;
         let (http, ops) = start_ops(&rt, settings, &live, &stop_rx)?;
@@ -126,7 +127,7 @@ impl Service {
             sources: sources.as_ref().map(|s| s.calls.clone()),
         };
         let keeper = rt.spawn(Keeper::new(keep).run(merged, submitted));
-        if let Err(e) = rebuild(&rt, settings, &mut router) {
+        if let Err(e) = rebuild(&rt, settings, &mut router, &live) {
             let _ = stop.send(true);
             drop(router);
             return Err(e);
@@ -289,6 +290,7 @@ fn persist_config(settings: &Settings, engine: &EngineConfig) -> PersistConfig {
         schema: settings.postgres.schema.clone(),
         audit_stream: audit_key(&settings.redis.key_prefix),
         audit_consumer: settings.ingest.consumer.clone(),
+        dead_letters: settings.dead_letters(),
         write_behind: settings.write_behind_config(engine),
         timeouts: settings.redis.timeouts(),
         ..PersistConfig::default()
@@ -373,6 +375,7 @@ fn start_commands(
         redis: settings.redis.connect()?,
         redis_posts: settings.redis.connect()?,
         counters: Arc::clone(&live.commands),
+        payment_counters: Arc::clone(&live.payments),
     };
     Ok(Some(commands::start(settings, parts, stop)?))
 }
@@ -403,6 +406,7 @@ fn rebuild(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
     router: &mut Router,
+    live: &Live,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = rt.block_on(async {
@@ -421,6 +425,8 @@ fn rebuild(
         anyhow::Ok(loaded)
     });
     let loaded = loaded.context("rebuilding from Redis")?;
+    live.rebuild_skipped
+        .store(loaded.skipped, Ordering::Relaxed);
     tracing::info!(
         keys = loaded.keys,
         processed = loaded.processed,

@@ -31,12 +31,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use callwatch_common::keys::dead_letter_key;
 use callwatch_feed::FeedConfig;
 use callwatch_ingest::stream::StreamIngestConfig;
 use callwatch_ledger::pg::PostgresConfig;
 use callwatch_payments::config::PaymentsConfig;
 use callwatch_state::writebehind::WriteBehindConfig;
 use callwatch_streams::connection::RedisConfig;
+use callwatch_streams::log::DeadLetters;
 use callwatch_telegram::config::TelegramConfig;
 use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
@@ -293,12 +295,27 @@ impl Settings {
         }
     }
 
-    /// The write-behind's configuration: its section, with the Redis prefix
-    /// and the engine's TTL.
+    /// Where every stage sets aside what it cannot take: the ingest's
+    /// dead-letter stream (`ingest.dead_letter`, by default
+    /// `{prefix}events:dead`) and its bound.
+    pub fn dead_letters(&self) -> DeadLetters {
+        DeadLetters {
+            stream: self
+                .ingest
+                .dead_letter
+                .clone()
+                .unwrap_or_else(|| dead_letter_key(&self.redis.key_prefix)),
+            max_len: self.ingest.dead_letter_max_len,
+        }
+    }
+
+    /// The write-behind's configuration: its section, with the Redis prefix,
+    /// the engine's TTL and the dead-letter stream.
     pub fn write_behind_config(&self, engine: &EngineConfig) -> WriteBehindConfig {
         WriteBehindConfig {
             key_prefix: self.redis.key_prefix.clone(),
             ttl_nanos: engine.ttl_nanos,
+            dead_letters: Some(self.dead_letters()),
             ..self.write_behind.clone()
         }
     }

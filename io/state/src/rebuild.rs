@@ -9,6 +9,12 @@
 //! MGET of the previous batch's values go out together on one multiplexed
 //! connection, so the round trips overlap and every value arrives with its
 //! key. Other keys (subscriptions, channel descriptions) are passed over.
+//!
+//! Nothing in Redis stops a rebuild, and so a start: a key of a loaded kind
+//! that is not UTF-8, holds another type than a string, or whose key or
+//! value does not parse is skipped, counted in [`Loaded::skipped`] and
+//! reported (the key's bytes escaped where they are not printable ASCII),
+//! and the rebuild goes on.
 
 use engine::EngineConfig;
 use engine::router::{self, EngineStopped};
@@ -36,6 +42,8 @@ pub struct Loaded {
 /// Why a key was skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
+    /// The key, prefix included; a key that is not UTF-8 has its bytes
+    /// escaped (`\xff`).
     pub key: String,
     pub reason: String,
 }
@@ -56,11 +64,11 @@ pub enum Restored {
     Call(RestoreCall),
 }
 
-/// Whether a key is one a rebuild loads.
-fn wanted(key: &str) -> bool {
-    key.starts_with("multiplier:")
-        || key.starts_with("processed_token:")
-        || key.starts_with("calls:")
+/// Whether a key (without the prefix) is one a rebuild loads.
+fn wanted(key: &[u8]) -> bool {
+    key.starts_with(b"multiplier:")
+        || key.starts_with(b"processed_token:")
+        || key.starts_with(b"calls:")
 }
 
 /// Turns one key and value into an entry or a processed record.
@@ -158,19 +166,89 @@ pub fn restore_from(key: &str, value: &[u8]) -> Result<Restore, String> {
     })
 }
 
+/// What a key held when the loader asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fetched {
+    Value(Vec<u8>),
+    /// It expired between SCAN and MGET.
+    Gone,
+    /// It holds this type, not a string (MGET answers nil for it).
+    Type(String),
+}
+
+/// The values of `keys`, in one MGET; the keys it answers nil for are
+/// asked their TYPE (in one pipeline), to tell a key gone from one of
+/// another type.
+async fn fetch(con: &MultiplexedConnection, keys: &[String]) -> redis::RedisResult<Vec<Fetched>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut con = con.clone();
+    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(keys).query_async(&mut con).await?;
+    let mut pipe = redis::pipe();
+    let mut nil = 0;
+    for (key, _) in keys.iter().zip(&values).filter(|(_, v)| v.is_none()) {
+        pipe.cmd("TYPE").arg(key);
+        nil += 1;
+    }
+    let mut types = Vec::<String>::new().into_iter();
+    if nil > 0 {
+        types = pipe.query_async::<Vec<String>>(&mut con).await?.into_iter();
+    }
+    Ok(values
+        .into_iter()
+        .map(|v| match v {
+            Some(v) => Fetched::Value(v),
+            None => match types.next() {
+                Some(t) if t != "none" => Fetched::Type(t),
+                _ => Fetched::Gone,
+            },
+        })
+        .collect())
+}
+
+/// Keeps the keys of a SCAN batch a rebuild loads, as text, in `pending`;
+/// one of a loaded kind that is not UTF-8 is skipped.
+fn sort_found(
+    prefix: &str,
+    found: Vec<Vec<u8>>,
+    pending: &mut Vec<String>,
+    loaded: &mut Loaded,
+    skipped: &mut impl FnMut(Skipped),
+) {
+    for key in found {
+        if !key.strip_prefix(prefix.as_bytes()).is_some_and(wanted) {
+            continue;
+        }
+        match String::from_utf8(key) {
+            Ok(key) => pending.push(key),
+            Err(e) => {
+                loaded.skipped += 1;
+                skipped(Skipped {
+                    key: e.as_bytes().escape_ascii().to_string(),
+                    reason: "the key is not UTF-8".to_owned(),
+                });
+            }
+        }
+    }
+}
+
 /// Turns a batch of keys and their values into entries or skips.
 fn absorb(
     prefix: &str,
     keys: Vec<String>,
-    values: Vec<Option<Vec<u8>>>,
+    values: Vec<Fetched>,
     loaded: &mut Loaded,
     restore: &mut impl FnMut(Restored),
     skipped: &mut impl FnMut(Skipped),
 ) {
     for (key, value) in keys.into_iter().zip(values) {
-        // A key that expired between SCAN and MGET is simply gone.
-        let Some(value) = value else { continue };
-        match restored_from(key.strip_prefix(prefix).unwrap_or(&key), &value) {
+        let used = match value {
+            Fetched::Gone => continue,
+            Fetched::Type(t) => Err(format!("the key holds a {t}, not a string")),
+            Fetched::Value(v) => restored_from(key.strip_prefix(prefix).unwrap_or(&key), &v),
+        };
+        match used {
             Ok(r) => {
                 loaded.keys += 1;
                 loaded.processed += u64::from(matches!(r, Restored::Record(_)));
@@ -203,26 +281,17 @@ pub async fn load_state(
     let mut pending: Vec<String> = Vec::new();
     loop {
         let mut scan_con = con.clone();
-        let mut get_con = con.clone();
         let keys = std::mem::take(&mut pending);
+        // Keys as bytes: a key that is not UTF-8 must not fail the SCAN.
         let scan = async {
             redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("COUNT")
                 .arg(scan_count)
-                .query_async::<(u64, Vec<String>)>(&mut scan_con)
+                .query_async::<(u64, Vec<Vec<u8>>)>(&mut scan_con)
                 .await
         };
-        let values = async {
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            redis::cmd("MGET")
-                .arg(&keys)
-                .query_async::<Vec<Option<Vec<u8>>>>(&mut get_con)
-                .await
-        };
-        let ((next, found), values) = tokio::try_join!(scan, values)?;
+        let ((next, found), values) = tokio::try_join!(scan, fetch(con, &keys))?;
         absorb(
             key_prefix,
             keys,
@@ -232,8 +301,7 @@ pub async fn load_state(
             &mut skipped,
         );
         progress(loaded.keys);
-        pending = found;
-        pending.retain(|k| k.strip_prefix(key_prefix).is_some_and(wanted));
+        sort_found(key_prefix, found, &mut pending, &mut loaded, &mut skipped);
         if next == 0 {
             break;
         }
@@ -241,11 +309,7 @@ pub async fn load_state(
     }
     // The last SCAN's keys still need their values.
     if !pending.is_empty() {
-        let mut get_con = con.clone();
-        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&pending)
-            .query_async(&mut get_con)
-            .await?;
+        let values = fetch(con, &pending).await?;
         absorb(
             key_prefix,
             pending,
@@ -421,7 +485,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("maybe"), "{err}");
-        assert!(!wanted("subscription:7") && !wanted("channel:1:info"));
+        assert!(!wanted(b"subscription:7") && !wanted(b"channel:1:info"));
         let Restored::Call(c) =
             restored_from(&format!("calls:{SOL}:-1001"), b"2026-11-25T10:00:00Z").unwrap()
         else {

@@ -289,6 +289,86 @@ async fn rebuild_loads_seed_records_and_reports_bad_ones() {
     }
 }
 
+/// Keys of database 9 deleted on drop, also when a test fails.
+struct Db9Keys(Vec<Vec<u8>>);
+
+impl Drop for Db9Keys {
+    fn drop(&mut self) {
+        let keys = std::mem::take(&mut self.0);
+        callwatch_testkit::on_own_runtime(async move {
+            let mut con = callwatch_testkit::connect_redis(9).await;
+            let _: redis::RedisResult<i64> =
+                redis::cmd("DEL").arg(keys).query_async(&mut con).await;
+        });
+    }
+}
+
+/// Regression: a key that is not UTF-8 failed the SCAN's reply, and so the
+/// rebuild and the start; a key of another type was passed over unseen.
+/// In database 9, which no other test scans whole: a rebuild without this
+/// fix stops at the key too.
+#[tokio::test]
+async fn rebuild_skips_and_reports_keys_not_utf8_or_of_another_type() {
+    use callwatch_state::rebuild::load_state;
+
+    let mut con = callwatch_testkit::connect_redis(9).await;
+    let prefix = format!("cw-test:rebuild-poison:{}:", std::process::id());
+    let token = fresh_token();
+    let record =
+        r#"{"channel_id": -1001, "fdv_at_call": 100.0, "timestamp": "2026-11-25T10:00:00+00:00"}"#;
+    let good = format!("{prefix}multiplier:{token}:1");
+    let mut not_utf8 = format!("{prefix}multiplier:").into_bytes();
+    not_utf8.extend_from_slice(b"\xff\xfe:2");
+    let hash = format!("{prefix}processed_token:{token}:3");
+    let _keys = Db9Keys(vec![
+        good.clone().into_bytes(),
+        not_utf8.clone(),
+        hash.clone().into_bytes(),
+    ]);
+    for key in [good.as_bytes(), &not_utf8] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(record)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg("status")
+        .arg("accepted")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let (mut restored, mut skipped) = (0, Vec::new());
+    let loaded = load_state(
+        &con,
+        &prefix,
+        2,
+        |_| restored += 1,
+        |s| skipped.push(s),
+        |_| {},
+    )
+    .await
+    .expect("the rebuild finishes");
+    skipped.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!((loaded.keys, loaded.skipped, restored), (1, 2, 1));
+    let reasons: Vec<(&str, &str)> = skipped
+        .iter()
+        .map(|s| (s.key.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                format!("{prefix}multiplier:\\xff\\xfe:2").as_str(),
+                "the key is not UTF-8"
+            ),
+            (hash.as_str(), "the key holds a hash, not a string"),
+        ]
+    );
+}
+
 /// Regression: a write that met NOSCRIPT loaded the script and sent EVALSHA
 /// again, which failed when the cache was emptied in between (another
 /// `SCRIPT FLUSH`, or a restart). On a server of its own, flushed over and

@@ -1,4 +1,5 @@
-//! The write-behind's records, its in-place threshold raise and its bound.
+//! The write-behind's records, its in-place threshold raise, its bound, and
+//! a key of another type set aside.
 //! Against the machine's Redis, database 12 (or `CALLWATCH_TEST_REDIS_URL`),
 //! each test under a key prefix of its own that it deletes at the end.
 
@@ -186,6 +187,87 @@ async fn records_are_the_seeds_and_thresholds_rise_in_place() {
         "no record is made from a threshold alone"
     );
     cleanup(&mut check, &prefix).await;
+}
+
+/// A test's keys, deleted on drop (also when it fails).
+struct Prefixed(String);
+
+impl Drop for Prefixed {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        callwatch_testkit::on_own_runtime(async move {
+            let client = redis::Client::open(url()).expect("a valid URL");
+            if let Ok(con) = redis::aio::ConnectionManager::new(client).await {
+                cleanup(&mut con.clone(), &prefix).await;
+            }
+        });
+    }
+}
+
+/// Regression: a raise at a key someone had made a hash failed its whole
+/// pipeline with WRONGTYPE, which went back into the buffer and failed
+/// again, forever.
+#[tokio::test]
+async fn a_key_of_another_type_sets_aside_its_change_and_the_rest_land() {
+    let prefix = prefix("wrongtype");
+    let _keys = Prefixed(prefix.clone());
+    let con = health::managed_connection(&url(), &RedisTimeouts::default()).unwrap();
+    let mut check = con.clone();
+    let token: Token = SOL.parse().unwrap();
+    let at = now();
+    let hash = format!("{prefix}multiplier:{SOL}:7");
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg("channel_id")
+        .arg(-1)
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    let (logs, _guard) = callwatch_testkit::capture_logs();
+    let (wb, flusher) = start_under(&prefix, con);
+    wb.record(&call(1, token, at, 10.0));
+    wb.record(&reached(7, token, at, 5.0));
+    wb.record(&call(2, token, at, 20.0));
+    let stats = flusher.close(Duration::from_secs(10)).await;
+    let stats = stats.expect("the pipeline is not held up by one key");
+    assert_eq!(
+        (stats.flushed, stats.set_aside, stats.pending),
+        (4, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.failed_pipelines, 0, "{stats:?}");
+    for chat in [1, 2] {
+        let kept: Option<String> = redis::cmd("GET")
+            .arg(format!("{prefix}multiplier:{SOL}:{chat}"))
+            .query_async(&mut check)
+            .await
+            .unwrap();
+        assert!(kept.is_some(), "chat {chat}'s record is written");
+    }
+    let kind: String = redis::cmd("TYPE")
+        .arg(&hash)
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    assert_eq!(kind, "hash", "the key is left as it was");
+    // Set aside with its key, what it would have written and why.
+    let dead: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(format!("{prefix}events:dead"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut check)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let fields = &dead[0].1;
+    assert_eq!(fields["key"], hash);
+    assert_eq!(fields["raise_threshold"], "5.0");
+    assert!(fields["reason"].contains("WRONGTYPE"), "{fields:?}");
+    let logged = logs.text();
+    assert!(
+        logged.contains("ERROR") && logged.contains(&hash) && logged.contains("set aside"),
+        "{logged}"
+    );
 }
 
 #[tokio::test]

@@ -45,6 +45,26 @@ pub fn classify(e: &RedisError) -> ErrorClass {
     }
 }
 
+/// Server error codes that are one key's fault: it holds a value of
+/// another type (someone wrote a hash where a string belongs). The command
+/// fails on that key forever, and on no other.
+const KEY_CODES: &[&str] = &["WRONGTYPE"];
+
+/// For a failed pipeline sent without `MULTI` (every command ran, each
+/// answered on its own), the commands that failed for their own key alone:
+/// their indices and errors. `None` if any of its failures calls for
+/// sending the pipeline again: the connection's, a transient code, or a
+/// lasting one that is no key's fault (`NOPERM`, `OOM`, `MISCONF`, a script
+/// missing), which would refuse every key alike. A single command's error
+/// is its index 0.
+pub fn key_errors(e: &RedisError) -> Option<Vec<(usize, String)>> {
+    let errors = e.clone().into_server_errors()?;
+    errors
+        .iter()
+        .all(|(_, s)| KEY_CODES.contains(&s.code()))
+        .then(|| errors.iter().map(|(i, s)| (*i, s.to_string())).collect())
+}
+
 /// Shorthand for `classify(e) == ErrorClass::Transient`.
 pub fn is_transient(e: &RedisError) -> bool {
     classify(e) == ErrorClass::Transient
@@ -79,5 +99,11 @@ mod tests {
         assert!(is_transient(&reset));
         let timeout: RedisError = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow").into();
         assert!(is_transient(&timeout));
+        assert!(matches!(
+            &key_errors(&server("WRONGTYPE")).unwrap()[..],
+            [(0, _)]
+        ));
+        assert_eq!(key_errors(&server("NOPERM")), None);
+        assert_eq!(key_errors(&reset), None);
     }
 }

@@ -22,7 +22,7 @@ pub mod entry;
 pub mod group;
 pub mod log;
 
-pub use classify::{ErrorClass, classify, is_transient};
+pub use classify::{ErrorClass, classify, is_transient, key_errors};
 pub use entry::{Entry, EntryId};
 pub use group::{Consumer, ReadFrom};
 

@@ -1,7 +1,8 @@
 //! A stream used as a durable log without a group: append entries of one
 //! field, read them all back in pages, delete the handled ones (the
-//! Telegram outbox), and the dead-letter stream where bad input is set
-//! aside with its reason.
+//! Telegram outbox), and the dead-letter stream where bad input (a stream
+//! entry, or a change Redis refuses for its key) is set aside with its
+//! reason.
 
 use redis::aio::ConnectionLike;
 
@@ -92,17 +93,21 @@ pub struct DeadLetter<'a> {
     pub reason: &'a str,
 }
 
+/// One change to a Redis key set aside: the key, what it would have
+/// written (under a field that names the write), and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLetter<'a> {
+    pub key: &'a [u8],
+    pub value: (&'a str, &'a [u8]),
+    pub reason: &'a str,
+}
+
 impl DeadLetters {
     /// Adds the `XADD` of `dead` to `pipe`: fields `stream`, `id`, the
     /// value under its own field name (when there is one) and `reason`.
     pub fn add_to(&self, pipe: &mut redis::Pipeline, dead: &DeadLetter<'_>) {
-        let cmd = pipe
-            .cmd("XADD")
-            .arg(&self.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.max_len)
-            .arg("*")
+        let cmd = self
+            .xadd(pipe)
             .arg("stream")
             .arg(dead.stream)
             .arg("id")
@@ -111,5 +116,29 @@ impl DeadLetters {
             cmd.arg(field).arg(value);
         }
         cmd.arg("reason").arg(dead.reason).ignore();
+    }
+
+    /// Adds the `XADD` of `dead` to `pipe`: fields `key`, the value under
+    /// its own field name, and `reason`.
+    pub fn add_key_to(&self, pipe: &mut redis::Pipeline, dead: &KeyLetter<'_>) {
+        let (field, value) = dead.value;
+        self.xadd(pipe)
+            .arg("key")
+            .arg(dead.key)
+            .arg(field)
+            .arg(value)
+            .arg("reason")
+            .arg(dead.reason)
+            .ignore();
+    }
+
+    /// An `XADD` to this stream, trimmed, up to its fields.
+    fn xadd<'p>(&self, pipe: &'p mut redis::Pipeline) -> &'p mut redis::Pipeline {
+        pipe.cmd("XADD")
+            .arg(&self.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*")
     }
 }

@@ -7,6 +7,10 @@
 //! first, honouring `before`, `until`, `limit` and the commitment (a
 //! transfer not yet finalized is listed at `confirmed` but not at
 //! `finalized`, and `getTransaction` at `finalized` answers `null` for it).
+//! A transfer added with `finalized(false)` stays so for ever unless
+//! [`FakeRpc::finalize`] is called: a transaction on a dropped fork. The
+//! chain's tip, which `getSlot` answers (at any commitment), is the newest
+//! transfer's slot, moved on by [`FakeRpc::advance_slots`].
 //!
 //! It misbehaves on demand: [`FakeRpc::down`] closes the port (connection
 //! refused) until [`FakeRpc::up`]; [`FakeRpc::fail_next`] answers the next
@@ -221,6 +225,15 @@ struct State {
     faults: VecDeque<Fault>,
     requests: usize,
     by_method: HashMap<String, usize>,
+    /// Slots the tip has moved on past the newest transfer.
+    advanced: u64,
+}
+
+impl State {
+    /// The newest slot: the newest transfer's, moved on.
+    fn tip(&self) -> u64 {
+        (FIRST_SLOT + self.chain.len() as u64).saturating_sub(1) + self.advanced
+    }
 }
 
 /// The running fake. Stops when dropped.
@@ -279,6 +292,11 @@ impl FakeRpc {
             transfer,
         });
         signature
+    }
+
+    /// Moves the chain's tip (`getSlot`) on by `slots`, as time passing.
+    pub fn advance_slots(&self, slots: u64) {
+        self.state.lock().advanced += slots;
     }
 
     /// The transfer `signature` is finalized from now on.
@@ -418,6 +436,7 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Repl
             let visible = landed.filter(|l| l.transfer.finalized || commitment != "finalized");
             answer(id, visible.map_or(Value::Null, Landed::transaction))
         }
+        "getSlot" => answer(id, json!(state.tip())),
         _ => rpc_error(id, -32601, "Method not found"),
     })
 }

@@ -26,11 +26,21 @@
 //! that stays the same across restarts (an entry stays pending for the
 //! consumer that read it until that name reads again).
 //!
-//! Failures:
-//! - PostgreSQL down or failing: the batch is kept, the connection dropped
-//!   and made again with exponential backoff (explicit connect and batch
-//!   timeouts), for as long as it takes. Each attempt is reported as a
-//!   [`SinkEvent`]; nothing is acknowledged meanwhile.
+//! Failures, sorted by [`crate::classify`]:
+//! - PostgreSQL down or failing (transient: the connection lost, the server
+//!   shutting down, a serialization failure; or lasting: a missing table, a
+//!   denied grant): the batch is kept, the connection dropped and made again
+//!   with exponential backoff (explicit connect and batch timeouts), for as
+//!   long as it takes. Each attempt is reported as a [`SinkEvent`]; nothing
+//!   is acknowledged meanwhile.
+//! - Rows PostgreSQL refuses for their data (a NUL in a text, 22021; JSON
+//!   it cannot store, 22P05; any error of class 22, 23 or 54): retrying
+//!   would fail forever and hold up every row behind them. The batch is
+//!   halved until the refused rows are found (`poison`); every other row
+//!   lands, and each refused one is added to the dead-letter stream
+//!   ([`SinkConfig::dead_letters`]) with its entry id, its value and
+//!   PostgreSQL's reason, counted ([`SinkStats::set_aside`]), reported as
+//!   [`SinkEvent::SetAside`], and only then acknowledged with its batch.
 //! - Redis connection lost: the sink reconnects with backoff and reads its
 //!   own pending entries again from the start. Other Redis errors (a key of
 //!   the wrong type) end [`AuditSink::run`] with the error.
@@ -47,6 +57,7 @@
 //! The sink deletes what it acknowledges, so the stream must belong to this
 //! one group alone.
 
+mod poison;
 mod postgres;
 mod queue;
 mod rows;

@@ -12,6 +12,8 @@ use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::AuditRow;
 use super::sink::Batch;
+use crate::classify::{ErrorClass, classify};
+use crate::migrate::pg_detail;
 
 const AUDIT_COLUMNS: &str =
     "chat_id, token, kind, threshold, alert_at, fdv_usd, fdv_at_call, multiplier, callers";
@@ -65,20 +67,35 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
-/// One try at a PostgreSQL step, with its limit.
+/// Why a try at a batch failed, and what that calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failure {
+    pub(super) class: ErrorClass,
+    /// The step that failed and PostgreSQL's answer (message, code).
+    pub(super) message: String,
+}
+
+/// One try at a PostgreSQL step, with its limit; running out of time is
+/// transient.
 async fn limited<T>(
     limit: Duration,
     what: &str,
     f: impl Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
     match tokio::time::timeout(limit, f).await {
-        Ok(r) => r.map_err(|e| format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {limit:?}")),
+        Ok(r) => r.map_err(|e| Failure {
+            class: classify(&e),
+            message: format!("{what}: {}", pg_detail(&e)),
+        }),
+        Err(_) => Err(Failure {
+            class: ErrorClass::Transient,
+            message: format!("{what}: no answer within {limit:?}"),
+        }),
     }
 }
 
 impl Postgres {
-    async fn connect(&self) -> Result<Client, String> {
+    async fn connect(&self) -> Result<Client, Failure> {
         let (client, conn) =
             limited(self.connect_timeout, "connect", self.config.connect(NoTls)).await?;
         // The connection's own error reaches us through the client's calls.
@@ -97,8 +114,9 @@ impl Postgres {
     }
 
     /// One attempt at the batch: its rows inserted, or why not. The
-    /// connection is dropped on failure.
-    pub(super) async fn try_commit(&mut self, batch: &Batch) -> Result<u64, String> {
+    /// connection is dropped on failure, unless the rows were at fault
+    /// (the transaction is rolled back and the connection is sound).
+    pub(super) async fn try_commit(&mut self, batch: &Batch) -> Result<u64, Failure> {
         if batch.rows() == 0 {
             return Ok(0);
         }
@@ -110,10 +128,12 @@ impl Postgres {
         let result = limited(self.batch_timeout, "batch", insert(client, batch, direct)).await;
         match &result {
             Ok(inserted) => self.staging_next = *inserted < batch.rows(),
-            Err(_) => {
+            Err(failure) => {
                 // Perhaps committed without our hearing of it: delivered again.
                 self.staging_next = true;
-                self.client = None;
+                if failure.class != ErrorClass::Data {
+                    self.client = None;
+                }
             }
         }
         result

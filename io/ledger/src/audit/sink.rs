@@ -7,12 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use callwatch_common::backoff::Backoff;
+use callwatch_common::keys::dead_letter_key;
+use callwatch_streams::log::{DeadLetter, DeadLetters};
 use callwatch_streams::{Consumer, Entry, EntryId, ReadFrom};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
-use super::postgres::Postgres;
+use super::poison::{Poison, sift};
+use super::postgres::{Failure, Postgres};
 use super::{ActivityRow, AuditError, AuditRow, QueueRow};
+use crate::classify::ErrorClass;
 
 /// How a sink reads and writes. Checked by [`AuditSink::new`].
 #[derive(Debug, Clone)]
@@ -44,6 +48,10 @@ pub struct SinkConfig {
     pub backoff_min: Duration,
     /// Longest wait between retries. Default 5 s.
     pub backoff_max: Duration,
+    /// Where rows PostgreSQL refuses for their data are set aside, with
+    /// PostgreSQL's reason. Default `events:dead`, trimmed to about
+    /// 1,000,000 entries.
+    pub dead_letters: DeadLetters,
 }
 
 impl Default for SinkConfig {
@@ -59,6 +67,10 @@ impl Default for SinkConfig {
             batch_timeout: Duration::from_secs(60),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            dead_letters: DeadLetters {
+                stream: dead_letter_key(""),
+                max_len: 1_000_000,
+            },
         }
     }
 }
@@ -81,6 +93,9 @@ impl SinkConfig {
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
             return fail("backoff_min must be positive and at most backoff_max");
         }
+        if self.dead_letters.stream.is_empty() || self.dead_letters.max_len == 0 {
+            return fail("the dead-letter stream must be named and hold at least one entry");
+        }
         Ok(())
     }
 }
@@ -90,9 +105,16 @@ impl SinkConfig {
 pub enum SinkEvent {
     /// An entry that is not a row; acknowledged and deleted without one.
     Malformed { id: String, reason: String },
+    /// A row PostgreSQL refuses for its data (`reason`: its answer, with
+    /// the SQLSTATE); added to the dead-letter stream, then acknowledged
+    /// and deleted, while the rest of its batch landed.
+    SetAside { id: String, reason: String },
     /// PostgreSQL failed; the batch is kept and tried again after `backoff`.
+    /// `lasting`: the failure is neither the connection's nor the rows'
+    /// (a missing table, a denied grant): it lasts until an operator acts.
     PostgresRetry {
         error: String,
+        lasting: bool,
         attempt: u32,
         backoff: Duration,
     },
@@ -114,6 +136,7 @@ pub struct SinkCounters {
     postgres_retries: AtomicU64,
     redis_retries: AtomicU64,
     malformed: AtomicU64,
+    set_aside: AtomicU64,
 }
 
 /// A reading of [`SinkCounters`].
@@ -132,6 +155,9 @@ pub struct SinkStats {
     pub redis_retries: u64,
     /// Entries acknowledged without a row.
     pub malformed: u64,
+    /// Rows PostgreSQL refused for their data, set aside in the
+    /// dead-letter stream (and acknowledged): not in `rows_committed`.
+    pub set_aside: u64,
     /// Entries read but not landed when the sink stopped (PostgreSQL was
     /// down); they stay pending and are delivered again on restart.
     pub left_pending: u64,
@@ -149,6 +175,7 @@ impl SinkCounters {
             postgres_retries: get(&self.postgres_retries),
             redis_retries: get(&self.redis_retries),
             malformed: get(&self.malformed),
+            set_aside: get(&self.set_aside),
             left_pending: 0,
         }
     }
@@ -160,6 +187,8 @@ impl SinkCounters {
 pub(super) struct Batch {
     pub(super) ids: Vec<EntryId>,
     pub(super) audit: Vec<AuditRow>,
+    /// The entry of each audit row.
+    pub(super) audit_ids: Vec<EntryId>,
     pub(super) activity: Vec<ActivityRow>,
     pub(super) malformed: Vec<SinkEvent>,
 }
@@ -177,7 +206,10 @@ impl Batch {
                 .only_field()
                 .and_then(|(field, value)| QueueRow::decode(&field, &value));
             match decoded {
-                Ok(QueueRow::Audit(r)) => batch.audit.push(r),
+                Ok(QueueRow::Audit(r)) => {
+                    batch.audit.push(r);
+                    batch.audit_ids.push(entry.id);
+                }
                 Ok(QueueRow::Activity(activity)) => batch.activity.push(ActivityRow {
                     event_id: entry.id.to_string(),
                     activity,
@@ -215,6 +247,7 @@ struct Reader {
     batch_rows: usize,
     block: Duration,
     connect_timeout: Duration,
+    dead_letters: DeadLetters,
     con: Option<MultiplexedConnection>,
 }
 
@@ -254,12 +287,32 @@ impl Reader {
         let con = self.connection().await?;
         consumer.ack_and_delete(con, &stream, ids).await
     }
+
+    /// Adds `poison` to the dead-letter stream, each row with its entry,
+    /// value and reason, in one pipeline.
+    async fn dead_letter(&mut self, poison: &[Poison]) -> callwatch_streams::Result<()> {
+        let mut pipe = redis::pipe();
+        for p in poison {
+            self.dead_letters.add_to(
+                &mut pipe,
+                &DeadLetter {
+                    stream: &self.stream,
+                    id: p.id,
+                    value: Some((p.field, &p.value)),
+                    reason: &p.reason,
+                },
+            );
+        }
+        let con = self.connection().await?;
+        let () = pipe.query_async(con).await?;
+        Ok(())
+    }
 }
 
 /// What one turn of the loop brought: the commit of the batch in hand (if
 /// there was one), the acknowledgement of the one before, the next read.
 struct Turn {
-    committed: Option<Result<u64, String>>,
+    committed: Option<Result<u64, Failure>>,
     acked: callwatch_streams::Result<()>,
     next: Option<callwatch_streams::Result<Vec<Entry>>>,
 }
@@ -302,6 +355,7 @@ impl AuditSink {
                 batch_rows: config.batch_rows,
                 block: config.block,
                 connect_timeout: config.connect_timeout,
+                dead_letters: config.dead_letters,
                 con: None,
             },
             counters: Arc::default(),
@@ -351,7 +405,7 @@ impl AuditSink {
                         _ => 0,
                     };
                     let done = self.commit_until_done(&batch, committed, &mut stop, &mut on_event);
-                    if done.await.is_none() {
+                    if !done.await? {
                         let mut stats = self.counters.stats();
                         stats.left_pending = (batch.ids.len() + read) as u64;
                         return Ok(stats);
@@ -453,42 +507,85 @@ impl AuditSink {
         Some(batch).filter(|b| !b.ids.is_empty())
     }
 
-    /// Retries `batch` until it commits (`Some`), or stop comes (`None`:
-    /// it stays pending).
+    /// Retries `batch` until it commits (true), or stop comes (false: it
+    /// stays pending). A batch that fails for its data lands without its
+    /// poison rows, which go to the dead-letter stream first (see
+    /// `poison`); a Redis error that lasts, meanwhile, is returned.
     async fn commit_until_done(
         &mut self,
         batch: &Batch,
-        mut committed: Result<u64, String>,
+        mut committed: Result<u64, Failure>,
         stop: &mut watch::Receiver<bool>,
         on_event: &mut impl FnMut(SinkEvent),
-    ) -> Option<()> {
+    ) -> Result<bool, AuditError> {
         let mut backoff = self.new_backoff();
-        let inserted = loop {
-            let error = match committed {
-                Ok(inserted) => break inserted,
-                Err(error) => error,
+        let (inserted, landed, poison) = loop {
+            let failure = match committed {
+                Ok(inserted) => break (inserted, batch.rows(), Vec::new()),
+                Err(f) if f.class == ErrorClass::Data => {
+                    match sift(&mut self.postgres, batch, f.message).await {
+                        Ok(s) => break (s.inserted, s.landed, s.poison),
+                        Err(f) => f,
+                    }
+                }
+                Err(f) => f,
             };
             let wait = backoff.next_delay();
             self.counters
                 .postgres_retries
                 .fetch_add(1, Ordering::Relaxed);
             on_event(SinkEvent::PostgresRetry {
-                error,
+                error: failure.message,
+                lasting: failure.class == ErrorClass::Lasting,
                 attempt: backoff.attempts(),
                 backoff: wait,
             });
             if sleep_or_stop(wait, stop).await {
-                return None;
+                return Ok(false);
             }
             committed = self.postgres.try_commit(batch).await;
         };
+        if !self.set_aside(&poison, stop, on_event).await? {
+            return Ok(false);
+        }
         let c = &self.counters;
-        c.rows_committed.fetch_add(batch.rows(), Ordering::Relaxed);
+        c.rows_committed.fetch_add(landed, Ordering::Relaxed);
         c.rows_inserted.fetch_add(inserted, Ordering::Relaxed);
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.malformed
             .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
-        Some(())
+        Ok(true)
+    }
+
+    /// Adds `poison` to the dead-letter stream, reconnecting as often as it
+    /// takes, and reports each row; only then may its entry be
+    /// acknowledged. False if stop came first (the batch stays pending, and
+    /// the search is made again on the next run).
+    async fn set_aside(
+        &mut self,
+        poison: &[Poison],
+        stop: &mut watch::Receiver<bool>,
+        on_event: &mut impl FnMut(SinkEvent),
+    ) -> Result<bool, AuditError> {
+        if poison.is_empty() {
+            return Ok(true);
+        }
+        let mut backoff = self.new_backoff();
+        while let Err(e) = self.reader.dead_letter(poison).await {
+            if !self.redis_failed(e, &mut backoff, stop, on_event).await? {
+                return Ok(false);
+            }
+        }
+        self.counters
+            .set_aside
+            .fetch_add(poison.len() as u64, Ordering::Relaxed);
+        for p in poison {
+            on_event(SinkEvent::SetAside {
+                id: p.id.to_string(),
+                reason: p.reason.clone(),
+            });
+        }
+        Ok(true)
     }
 
     /// Acknowledges `ids` after a failed try, reconnecting as often as it

@@ -12,7 +12,7 @@ use callwatch_ledger::pg::connected;
 use callwatch_payments::Ledger;
 use callwatch_payments::config::lamports_to_sol;
 use callwatch_payments::expiry::ReminderKind;
-use callwatch_payments::watcher::{Outcome, Watcher};
+use callwatch_payments::watcher::{Outcome, Watcher, WatcherCounters};
 use callwatch_telegram::commands::{esc, when};
 use callwatch_telegram::sender::{self, Message, Rejected};
 use engine::event::ChatId;
@@ -66,6 +66,8 @@ pub struct PaymentParts {
     pub sender: sender::Sender,
     pub admins: Vec<i64>,
     pub counters: Arc<CommandCounters>,
+    /// The watcher counts into these (`/metrics`).
+    pub watcher_counters: Arc<WatcherCounters>,
 }
 
 /// Starts the payment watcher (credits, then a confirmation to the chat;
@@ -73,7 +75,9 @@ pub struct PaymentParts {
 /// days and 1 day before expiry, and at expiry). Both stop with `stop`;
 /// call inside the runtime.
 pub fn start(parts: &PaymentParts, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
-    let watcher = Watcher::new(parts.ledger.clone()).context("payments")?;
+    let watcher = Watcher::new(parts.ledger.clone())
+        .context("payments")?
+        .with_counters(Arc::clone(&parts.watcher_counters));
     let (tx, outcomes) = mpsc::channel(64);
     {
         let (url, redis, stop) = (
@@ -187,6 +191,21 @@ impl Teller {
             }
             Outcome::Pending { signature } => {
                 tracing::debug!(%signature, "payment not yet finalized");
+            }
+            Outcome::Dropped {
+                signature,
+                slot,
+                finalized_slot,
+            } => {
+                let text = format!(
+                    "Transaction <code>{signature}</code> (slot {slot}) never finalized: \
+                     the cluster finalized slot {finalized_slot} without it. Recorded as \
+                     dropped and not credited; if the RPC node pruned it and it paid, \
+                     check it on chain and /grant the plan."
+                );
+                for &admin in &self.admins {
+                    notify(&self.sender, &self.counters, admin, text.clone());
+                }
             }
             Outcome::AlreadySeen { .. } | Outcome::Ignored { .. } => {}
         }

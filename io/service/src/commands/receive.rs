@@ -14,6 +14,7 @@ use callwatch_feed::posts::{POST_FIELD, Post};
 use callwatch_ledger::audit::{Activity, AuditQueue, QueueRow};
 use callwatch_ledger::subscriptions::SubscriptionStore;
 use callwatch_payments::Ledger;
+use callwatch_payments::watcher::WatcherCounters;
 use callwatch_telegram::BotToken;
 use callwatch_telegram::commands::{Commands, SettingsStore};
 use callwatch_telegram::sender::{self, Message};
@@ -40,6 +41,8 @@ pub struct Parts {
     pub redis_posts: ConnectionManager,
     /// The commands' figures, which `/metrics` shows.
     pub counters: Arc<CommandCounters>,
+    /// The payment watcher's counters, for `/metrics`.
+    pub payment_counters: Arc<WatcherCounters>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -77,6 +80,7 @@ pub fn start(
                     sender: parts.alerts.sender.clone(),
                     admins: t.admins.clone(),
                     counters: Arc::clone(&parts.counters),
+                    watcher_counters: Arc::clone(&parts.payment_counters),
                 },
                 stop,
             )?;

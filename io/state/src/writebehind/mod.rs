@@ -16,6 +16,18 @@
 //! records never waits for Redis; one that keeps waits for room once the
 //! buffer is full (see "The bound").
 //!
+//! # Keys Redis refuses
+//! Every write is a `SET` (which replaces a key of any type) or the raise
+//! script (which reads the key with `GET`), in a pipeline without `MULTI`:
+//! each command runs and is answered on its own. A raise of a key someone
+//! made a hash, a list or any other type fails with `WRONGTYPE`, and would
+//! fail so forever. Such a change, and only it, is set aside (see
+//! [`crate::refused`]): logged with its key, counted in
+//! [`WriteBehindStats::set_aside`] and added to the dead-letter stream,
+//! while the rest of its pipeline counts as written. Any other failure
+//! (the connection, a transient code, an error that would refuse every key
+//! alike) sends the whole pipeline back into the buffer, as above.
+//!
 //! # The bound
 //! The buffer holds at most `capacity` distinct keys (those in a pipeline
 //! count). A change to a key already held is always taken (it replaces the
@@ -48,17 +60,23 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::effect::Effect;
-use engine::time::{self, NANOS_PER_SEC, Nanos};
+use engine::time::{NANOS_PER_SEC, Nanos};
 use engine::token::Token;
 use parking_lot::Mutex;
+use redis::Script;
 use redis::aio::ConnectionManager;
-use redis::{ErrorKind, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use callwatch_common::breaker::{Breaker, BreakerConfig};
-#[cfg(doc)]
-use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
+use callwatch_common::keys::dead_letter_key;
+use callwatch_streams::classify::key_errors;
+use callwatch_streams::log::DeadLetters;
+
+use crate::refused;
+
+mod writer;
+use writer::{RAISE_LUA, Writer, send};
 
 /// How the write-behind runs: the `[write_behind]` section of the
 /// service's settings.
@@ -85,6 +103,11 @@ pub struct WriteBehindConfig {
     pub key_prefix: String,
     #[serde(skip)]
     pub breaker: BreakerConfig,
+    /// Where changes Redis refuses for their key are set aside (the
+    /// service's dead-letter stream); `None`: `{key_prefix}events:dead`,
+    /// about 1,000,000 entries.
+    #[serde(skip)]
+    pub dead_letters: Option<DeadLetters>,
 }
 
 impl Default for WriteBehindConfig {
@@ -97,6 +120,7 @@ impl Default for WriteBehindConfig {
             ttl_nanos: engine::config::DEFAULT_TTL_HOURS * 3600 * NANOS_PER_SEC,
             key_prefix: String::new(),
             breaker: BreakerConfig::default(),
+            dead_letters: None,
         }
     }
 }
@@ -192,6 +216,7 @@ struct Counters {
     pipelines: AtomicU64,
     failed_pipelines: AtomicU64,
     breaker_opened: AtomicU64,
+    set_aside: AtomicU64,
     in_flight: AtomicUsize,
 }
 
@@ -210,6 +235,9 @@ pub struct WriteBehindStats {
     /// Pipelines that failed and went back into the buffer.
     pub failed_pipelines: u64,
     pub breaker_opened: u64,
+    /// Changes Redis refused for their key (a key of another type), set
+    /// aside in the dead-letter stream; not in `flushed`.
+    pub set_aside: u64,
     /// Keys waiting, in the buffer or in a pipeline.
     pub pending: u64,
 }
@@ -423,6 +451,7 @@ impl WriteBehind {
             pipelines: c.pipelines.load(Ordering::Relaxed),
             failed_pipelines: c.failed_pipelines.load(Ordering::Relaxed),
             breaker_opened: c.breaker_opened.load(Ordering::Relaxed),
+            set_aside: c.set_aside.load(Ordering::Relaxed),
             pending: (held + c.in_flight.load(Ordering::Relaxed)) as u64,
         }
     }
@@ -448,10 +477,12 @@ impl WriteBehind {
         batch
     }
 
-    /// A taken batch has landed.
-    fn landed(&self, keys: usize) {
+    /// A taken batch has landed, but for `refused` of its keys, set aside.
+    fn landed(&self, keys: usize, refused: usize) {
         let c = &self.shared.counters;
-        c.flushed.fetch_add(keys as u64, Ordering::Relaxed);
+        c.flushed
+            .fetch_add((keys - refused) as u64, Ordering::Relaxed);
+        c.set_aside.fetch_add(refused as u64, Ordering::Relaxed);
         c.in_flight.fetch_sub(keys, Ordering::Relaxed);
         self.shared.room.notify_waiters();
     }
@@ -474,185 +505,6 @@ impl WriteBehind {
     }
 }
 
-/// Raises `last_threshold` of a stored multiplier record, keeping its TTL;
-/// a missing record, or one that is not a JSON object, is left alone
-/// (returns 0). The record's text is edited in place rather than decoded
-/// and encoded again: cjson writes numbers with 14 digits, which would
-/// change `fdv_at_call`.
-///
-/// KEYS[1]: the record. ARGV[1]: the threshold, a JSON number.
-const RAISE_LUA: &str = r#"
-local old = redis.call('GET', KEYS[1])
-if not old then return 0 end
-local t = tonumber(ARGV[1])
-local s, e, last = string.find(old, '"last_threshold"%s*:%s*([^,}%s]+)')
-local new
-if s then
-    local held = tonumber(last)
-    if held and held >= t then return 1 end
-    new = string.sub(old, 1, s - 1) .. '"last_threshold":' .. ARGV[1] .. string.sub(old, e + 1)
-else
-    local close = string.find(old, '}%s*$')
-    if not close or not string.find(old, '^%s*{%s*"') then return 0 end
-    new = string.sub(old, 1, close - 1) .. ',"last_threshold":' .. ARGV[1] .. '}'
-end
-redis.call('SET', KEYS[1], new, 'KEEPTTL')
-return 1
-"#;
-
-struct Writer {
-    con: ConnectionManager,
-    raise: Script,
-    prefix: String,
-    ttl_nanos: Nanos,
-}
-
-impl Writer {
-    /// `{prefix}{multiplier|processed_token}:{token}:{chat}` into `out`.
-    fn key(&self, (kind, token, chat): &Key, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(self.prefix.as_bytes());
-        out.extend_from_slice(match kind {
-            Kind::Multiplier => b"multiplier:",
-            Kind::Processed => b"processed_token:",
-            Kind::Call => b"calls:",
-        });
-        token.write_to(out);
-        out.push(b':');
-        out.extend_from_slice(itoa::Buffer::new().format(*chat).as_bytes());
-    }
-
-    /// SET with an absolute expiry (`EXAT`). Redis judges it by its own
-    /// clock: a moment already past removes the key, as a DEL would, so
-    /// this process never compares its clock with the server's.
-    fn set_until(&self, pipe: &mut redis::Pipeline, key: &[u8], value: &[u8], from: Nanos) {
-        let expires = from
-            .saturating_add(self.ttl_nanos)
-            .div_euclid(NANOS_PER_SEC)
-            + 1;
-        pipe.cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("EXAT")
-            .arg(expires.max(1))
-            .ignore();
-    }
-
-    fn pipeline(&self, batch: &[(Key, Op)]) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        let (mut key, mut value) = (Vec::with_capacity(128), Vec::with_capacity(256));
-        for (k, op) in batch {
-            self.key(k, &mut key);
-            match op {
-                Op::Tracking {
-                    channel_id,
-                    fdv_at_call,
-                    started,
-                    last_threshold,
-                } => {
-                    encode_multiplier(
-                        *channel_id,
-                        *fdv_at_call,
-                        *started,
-                        *last_threshold,
-                        &mut value,
-                    );
-                    self.set_until(&mut pipe, &key, &value, *started);
-                }
-                Op::Threshold(t) => {
-                    value.clear();
-                    value.extend_from_slice(ryu::Buffer::new().format_finite(*t).as_bytes());
-                    pipe.cmd("EVALSHA")
-                        .arg(self.raise.get_hash())
-                        .arg(1)
-                        .arg(&key)
-                        .arg(&value)
-                        .ignore();
-                }
-                Op::Accepted { at, callers } => {
-                    encode_accepted(*at, callers, &mut value);
-                    self.set_until(&mut pipe, &key, &value, *at);
-                }
-                Op::Call { at, fdv_usd } => {
-                    value.clear();
-                    value.extend_from_slice(b"{\"at\":\"");
-                    time::write_rfc3339(*at, &mut value);
-                    value.extend_from_slice(b"\",\"fdv_usd\":");
-                    number(*fdv_usd, &mut value);
-                    value.push(b'}');
-                    self.set_until(&mut pipe, &key, &value, *at);
-                }
-            }
-        }
-        pipe
-    }
-}
-
-/// A finite JSON number (the engine's values are checked finite).
-fn number(v: f64, out: &mut Vec<u8>) {
-    let v = if v.is_finite() {
-        v
-    } else {
-        f64::MAX.copysign(v)
-    };
-    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-}
-
-/// A [`MultiplierRecord`] as JSON, written directly: this runs for every
-/// key the write-behind writes.
-fn encode_multiplier(
-    channel_id: i64,
-    fdv_at_call: f64,
-    started: Nanos,
-    last_threshold: Option<f64>,
-    out: &mut Vec<u8>,
-) {
-    out.clear();
-    out.extend_from_slice(b"{\"channel_id\":");
-    out.extend_from_slice(itoa::Buffer::new().format(channel_id).as_bytes());
-    out.extend_from_slice(b",\"fdv_at_call\":");
-    number(fdv_at_call, out);
-    out.extend_from_slice(b",\"timestamp\":\"");
-    time::write_rfc3339(started, out);
-    out.push(b'"');
-    if let Some(t) = last_threshold {
-        out.extend_from_slice(b",\"last_threshold\":");
-        number(t, out);
-    }
-    out.push(b'}');
-}
-
-/// An accepted [`ProcessedRecord`] as JSON.
-fn encode_accepted(at: Nanos, callers: &[i64], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(b"{\"status\":\"accepted\",\"timestamp\":\"");
-    time::write_rfc3339(at, out);
-    out.extend_from_slice(b"\",\"channels_checked\":[");
-    let mut ints = itoa::Buffer::new();
-    for (i, c) in callers.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(ints.format(*c).as_bytes());
-    }
-    out.extend_from_slice(b"],\"channels_called_at\":{}}");
-}
-
-/// Sends one pipeline; loads the script once if the server lost it.
-async fn send(
-    pipe: redis::Pipeline,
-    mut con: ConnectionManager,
-    raise: Script,
-) -> redis::RedisResult<()> {
-    match pipe.query_async::<()>(&mut con).await {
-        Err(e) if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            raise.load_async(&mut con).await?;
-            pipe.query_async::<()>(&mut con).await
-        }
-        other => other,
-    }
-}
-
 /// Flushes forever (until closed and empty), with up to
 /// `pipelines_in_flight` pipelines sent at once. Pipelines in flight
 /// together hold different keys (see [`WriteBehind::take`]), so any order
@@ -666,6 +518,10 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
         raise: Script::new(RAISE_LUA),
         prefix: config.key_prefix.clone(),
         ttl_nanos: config.ttl_nanos,
+        dead_letters: config.dead_letters.clone().unwrap_or_else(|| DeadLetters {
+            stream: dead_letter_key(&config.key_prefix),
+            max_len: refused::DEAD_LETTERS_MAX_LEN,
+        }),
     };
     let c = &shared.counters;
     type Sent = tokio::task::JoinHandle<redis::RedisResult<()>>;
@@ -703,25 +559,42 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
         for (k, _) in &batch {
             in_flight.remove(k);
         }
-        match result {
-            Ok(()) => {
-                handle.landed(batch.len());
-                shared.breaker.lock().success();
-            }
-            Err(e) => {
-                c.failed_pipelines.fetch_add(1, Ordering::Relaxed);
-                let keys = batch.len();
-                handle.put_back(batch);
-                let mut breaker = shared.breaker.lock();
-                let before = breaker.opened();
-                breaker.failure(Instant::now());
-                if breaker.opened() > before {
-                    c.breaker_opened.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, keys, "Redis write-behind failing; breaker open, writes wait in the buffer");
-                } else {
-                    tracing::debug!(error = %e, keys, "Redis pipeline failed; will retry");
-                }
-            }
+        handle.settle(&writer, batch, result).await;
+    }
+}
+
+impl WriteBehind {
+    /// Settles a sent batch by Redis's answer: landed; landed but for the
+    /// changes Redis refused for their own key, which are set aside; or,
+    /// for any other failure, put back to be sent again.
+    async fn settle(&self, writer: &Writer, batch: Vec<(Key, Op)>, result: redis::RedisResult<()>) {
+        let refused = match result {
+            Ok(()) => Vec::new(),
+            Err(e) => match key_errors(&e) {
+                Some(errors) => writer.refused(&batch, errors),
+                None => return self.failed(batch, &e),
+            },
+        };
+        refused::set_aside(&mut writer.con.clone(), &writer.dead_letters, &refused).await;
+        self.landed(batch.len(), refused.len());
+        self.shared.breaker.lock().success();
+    }
+
+    /// A pipeline failed: its batch goes back into the buffer, and the
+    /// breaker counts the failure.
+    fn failed(&self, batch: Vec<(Key, Op)>, e: &redis::RedisError) {
+        let c = &self.shared.counters;
+        c.failed_pipelines.fetch_add(1, Ordering::Relaxed);
+        let keys = batch.len();
+        self.put_back(batch);
+        let mut breaker = self.shared.breaker.lock();
+        let before = breaker.opened();
+        breaker.failure(Instant::now());
+        if breaker.opened() > before {
+            c.breaker_opened.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, keys, "Redis write-behind failing; breaker open, writes wait in the buffer");
+        } else {
+            tracing::debug!(error = %e, keys, "Redis pipeline failed; will retry");
         }
     }
 }
@@ -776,35 +649,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn records_encode_as_serde_would_read_them() {
-        use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
-        let mut out = Vec::new();
-        for (fdv, last) in [
-            (125_000.0, None),
-            (0.1 + 0.2, Some(2.0)),
-            (1e21, Some(100.0)),
-        ] {
-            encode_multiplier(-1001, fdv, 1_795_600_800_123_456_789, last, &mut out);
-            let rec: MultiplierRecord = serde_json::from_slice(&out).unwrap();
-            assert_eq!(
-                rec,
-                MultiplierRecord {
-                    channel_id: -1001,
-                    fdv_at_call: fdv,
-                    timestamp: "2026-11-25T10:00:00.123456789Z".to_owned(),
-                    last_threshold: last,
-                }
-            );
-        }
-        encode_accepted(1_795_600_800_000_000_000, &[-3, -2], &mut out);
-        let rec: ProcessedRecord = serde_json::from_slice(&out).unwrap();
-        assert_eq!(rec.status, "accepted");
-        assert_eq!(rec.timestamp, "2026-11-25T10:00:00Z");
-        assert_eq!(rec.channels_checked, [-3, -2]);
-        assert!(rec.channels_called_at.is_empty());
     }
 
     #[test]
