@@ -76,6 +76,7 @@ impl ShardState {
         // that the misses overlap instead of adding up.
         fanout.clear();
         fanout.extend(chats.followers_of(channel));
+        stats.followers_visited += fanout.len() as u64;
         prefetch_first(chats, &ts.records, fanout);
         for (i, &u) in fanout.iter().enumerate() {
             prefetch_ahead(chats, &ts.records, fanout, i);

@@ -103,6 +103,11 @@ pub struct ShardStats {
     /// Tracked entries dropped because their TTL ran out or a restart
     /// replaced them.
     pub expired_tracked: u64,
+    /// Chats a call looked at, over every call: the followers of its
+    /// channel in the index, whether or not active at the call's time.
+    /// Per call it is bounded by the chats that can be active (see
+    /// `crate::chat`), not by every chat ever seen.
+    pub followers_visited: u64,
 }
 
 /// One shard: its tokens, its copy of the chats, its clock.
