@@ -729,19 +729,12 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
     let now = redis_clock_now();
     let at = |secs: i64| engine::time::format_rfc3339(now + secs * 1_000_000_000);
     let token = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
-    publish(
-        &mut con,
-        &prefix,
-        2,
-        &[format!(
-            r#"{{"type":"subscribe","at":"{}","chat_id":42,"expires_at":"{}"}}"#,
-            at(-60),
-            at(86_400)
-        )],
-    )
-    .await
-    .unwrap();
     let running = spawn_serve(&config);
+
+    // Settings are for subscribers: an admin's grant subscribes the chat
+    // (a subscribe event on the chats stream, and the copy commands read).
+    let r = command(&fake, ADMIN, ADMIN, "/grant 42 1").await;
+    assert!(r.contains("Granted 1 day to <code>42</code>"), "{r}");
 
     // Settings: one caller is enough, and only channel -1001 counts.
     let r = command(&fake, 42, 42, "/min_callers 1").await;
@@ -843,7 +836,10 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
     tokio::spawn(conn);
     let grant = client
         .query_one(
-            &format!("SELECT chat_id, payment_method, granted_by, days FROM \"{schema}\".payments"),
+            &format!(
+                "SELECT chat_id, payment_method, granted_by, days FROM \"{schema}\".payments \
+                 WHERE chat_id = 99"
+            ),
             &[],
         )
         .await
@@ -867,7 +863,7 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(logged.len(), 9, "{logged:?}");
+    assert_eq!(logged.len(), 10, "{logged:?}");
     assert!(
         logged.contains(&"command:grant".to_owned())
             && logged.contains(&"command:invalid".to_owned()),
@@ -925,12 +921,14 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
         .to_owned();
     assert!(r.contains(&format!("<code>{us}</code>")), "{r}");
     let r = command(&fake, 42, 42, "/min_callers 1").await;
-    assert!(r.contains("Done"), "{r}");
+    assert!(r.contains("Settings are for subscribers"), "{r}");
 
     // Paid in full: credited, confirmed, and the engine alerts the chat.
     let signature = rpc.add(transfer(&payer, &us, 250_000_000).reference(&reference));
     let r = message_with(&fake, 42, "Payment received").await;
     assert!(r.contains("0.25 SOL for <b>week</b> (7 days)"), "{r}");
+    let r = command(&fake, 42, 42, "/min_callers 1").await;
+    assert!(r.contains("Done"), "{r}");
     let now = redis_clock_now();
     let mut con = redis::Client::open(redis_url())
         .unwrap()
