@@ -784,19 +784,12 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
     let now = redis_clock_now();
     let at = |secs: i64| engine::time::format_rfc3339(now + secs * 1_000_000_000);
     let token = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
-    publish(
-        &mut con,
-        &prefix,
-        2,
-        &[format!(
-            r#"{{"type":"subscribe","at":"{}","chat_id":42,"expires_at":"{}"}}"#,
-            at(-60),
-            at(86_400)
-        )],
-    )
-    .await
-    .unwrap();
     let running = spawn_serve(&config);
+
+    // Settings are for subscribers: an admin's grant subscribes the chat
+    // (a subscribe event on the chats stream, and the copy commands read).
+    let r = command(&fake, ADMIN, ADMIN, "/grant 42 1").await;
+    assert!(r.contains("Granted 1 day to <code>42</code>"), "{r}");
 
     // Settings: one caller is enough, and only channel -1001 counts.
     let r = command(&fake, 42, 42, "/min_callers 1").await;
@@ -898,7 +891,10 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
     tokio::spawn(conn);
     let grant = client
         .query_one(
-            &format!("SELECT chat_id, payment_method, granted_by, days FROM \"{schema}\".payments"),
+            &format!(
+                "SELECT chat_id, payment_method, granted_by, days FROM \"{schema}\".payments \
+                 WHERE chat_id = 99"
+            ),
             &[],
         )
         .await
@@ -922,7 +918,7 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(logged.len(), 9, "{logged:?}");
+    assert_eq!(logged.len(), 10, "{logged:?}");
     assert!(
         logged.contains(&"command:grant".to_owned())
             && logged.contains(&"command:invalid".to_owned()),
@@ -980,12 +976,14 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
         .to_owned();
     assert!(r.contains(&format!("<code>{us}</code>")), "{r}");
     let r = command(&fake, 42, 42, "/min_callers 1").await;
-    assert!(r.contains("Done"), "{r}");
+    assert!(r.contains("Settings are for subscribers"), "{r}");
 
     // Paid in full: credited, confirmed, and the engine alerts the chat.
     let signature = rpc.add(transfer(&payer, &us, 250_000_000).reference(&reference));
     let r = message_with(&fake, 42, "Payment received").await;
     assert!(r.contains("0.25 SOL for <b>week</b> (7 days)"), "{r}");
+    let r = command(&fake, 42, 42, "/min_callers 1").await;
+    assert!(r.contains("Done"), "{r}");
     let now = redis_clock_now();
     let mut con = redis::Client::open(redis_url())
         .unwrap()
@@ -1404,4 +1402,108 @@ async fn a_full_write_behind_holds_the_input_back_and_loses_no_state() {
     assert_eq!(multiplier, with_prefix("multiplier", &tracked));
     assert_eq!(processed, with_prefix("processed_token", &tracked));
     assert_eq!(calls, called);
+}
+
+/// [2.3]: the chats stream grew with every command ever sent, and every
+/// start read all of it. `serve` compacts it at start: 300 settings changes
+/// of one chat leave its subscribe and one merged entry, the engine decides
+/// with the settings the chat had, and `/metrics` counts what went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_compacts_the_chats_stream_at_start_and_each_chat_keeps_its_settings() {
+    let scratch = Scratch::new("compact");
+    let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
+    let config = config(&prefix, &schema, 2, &[], "one", None);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "block_ms = 50\n",
+        "block_ms = 50\ncompact_horizon_secs = 0\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let now = redis_clock_now();
+    let at = |secs: i64| engine::time::format_rfc3339(now + secs * 1_000_000_000);
+    // Last set: one caller is enough, and only channel -1001 counts.
+    let mut lines = vec![format!(
+        r#"{{"type":"subscribe","at":"{}","chat_id":42,"expires_at":"{}"}}"#,
+        at(0),
+        at(86_400)
+    )];
+    lines.extend((0..300).map(|i| {
+        let change = match i % 3 {
+            0 => r#""min_callers":3"#.to_owned(),
+            1 => format!(r#""follow":[{}]"#, -1001 - i % 2),
+            _ => r#""min_callers":1"#.to_owned(),
+        };
+        format!(
+            r#"{{"type":"settings","at":"{}","chat_id":42,{change}}}"#,
+            at(0)
+        )
+    }));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    publish(&mut con, &prefix, 2, &lines).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let running = spawn_serve(&config);
+
+    // Compacted before anything is read: a subscribe and the settings.
+    let chats = redis::cmd("XLEN")
+        .arg(format!("{prefix}events:chats"))
+        .clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let len @ 3.. = chats.query_async::<usize>(&mut con).await.unwrap() {
+        assert!(Instant::now() < deadline, "{len} entries left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = |token: &str, channel: i64| {
+        format!(
+            r#"{{"type":"call","at":"{}","token":"{token}","channel_id":{channel},"fdv_usd":50000}}"#,
+            at(1)
+        )
+    };
+    let (followed, other) = (
+        "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN",
+        "So11111111111111111111111111111111111111112",
+    );
+    publish(
+        &mut con,
+        &prefix,
+        2,
+        &[call(other, -1002), call(followed, -1001)],
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while keys_matching(&mut con, &prefix, "processed_token:*")
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no call alert");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listen = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("listen = \"")?
+                .strip_suffix('"')
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let metrics = tokio::task::spawn_blocking(move || {
+        callwatch_service::ops::get(&listen, "/metrics").unwrap().1
+    })
+    .await
+    .unwrap();
+    let exit = stop(running).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(
+        keys_matching(&mut con, &prefix, "processed_token:*").await,
+        [format!("{prefix}processed_token:{followed}:42")].into()
+    );
+    for line in [
+        "callwatch_chats_compacted_total{entries=\"deleted\"} 300",
+        "callwatch_chats_compacted_total{entries=\"merged\"} 1",
+        "callwatch_chats_compactions_total{outcome=\"done\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    drop(scratch);
 }

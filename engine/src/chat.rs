@@ -3,12 +3,16 @@
 //!
 //! Every shard gets every chat event in input order, so each holds an
 //! identical copy, and chat indices (`u32`, in order of first appearance)
-//! are the same on every shard.
+//! are the same on every shard. Only subscribed chats are in the follower
+//! index ([`crate::followers`]), and a chat found expired leaves it when
+//! a call or the sweep meets it, which differs from shard to shard and
+//! changes no output.
 
 use smallvec::SmallVec;
 
 use crate::FlatMap;
 use crate::event::{ChannelId, ChatId, SettingsPatch};
+use crate::followers::Followers;
 use crate::time::{NANOS_PER_SEC, Nanos};
 
 /// A chat's index inside a shard.
@@ -65,17 +69,15 @@ impl Chat {
     }
 }
 
-/// Every chat, indexed, with the reverse index from channel to followers.
+/// Every chat, indexed, with the reverse index from channel to the
+/// followers a call can alert ([`crate::followers`]).
 #[derive(Debug, Default)]
 pub struct Chats {
     index: FlatMap<ChatId, ChatIdx>,
     list: Vec<Chat>,
     /// Each chat's id, by index.
     ids: Vec<ChatId>,
-    /// Chats with an empty follow list (they follow every channel).
-    follow_all: Vec<ChatIdx>,
-    /// For each channel, the chats that name it in their follow list.
-    followers: FlatMap<ChannelId, Vec<ChatIdx>>,
+    followers: Followers,
 }
 
 impl Chats {
@@ -95,12 +97,18 @@ impl Chats {
         self.list.is_empty()
     }
 
+    /// Chats in the follower index now: subscribed, and not yet found
+    /// expired by a call or the sweep.
+    pub fn followed_len(&self) -> usize {
+        self.followers.linked_len()
+    }
+
     pub fn lookup(&self, id: ChatId) -> Option<ChatIdx> {
         self.index.get(&id).copied()
     }
 
     /// The index of chat `id`, adding it (inactive, default settings) if
-    /// it is new.
+    /// it is new. A new chat is in no follower list until it subscribes.
     pub fn intern(&mut self, id: ChatId) -> ChatIdx {
         if let Some(&idx) = self.index.get(&id) {
             return idx;
@@ -109,13 +117,15 @@ impl Chats {
         self.index.insert(id, idx);
         self.list.push(Chat::new());
         self.ids.push(id);
-        self.follow_all.push(idx);
+        self.followers.push_chat();
         idx
     }
 
     pub fn subscribe(&mut self, id: ChatId, expires_at: Nanos) {
         let idx = self.intern(id);
-        self.list[idx as usize].expires_at = expires_at;
+        let chat = &mut self.list[idx as usize];
+        let old = std::mem::replace(&mut chat.expires_at, expires_at);
+        self.followers.subscribed(idx, old, chat);
     }
 
     pub fn apply_settings(&mut self, id: ChatId, patch: &SettingsPatch) {
@@ -135,33 +145,23 @@ impl Chats {
         }
         if let Some(follow) = &patch.follow {
             let old = std::mem::replace(&mut chat.follow, Follow::from_slice(follow));
-            self.unlink(idx, &old);
-            self.link(idx);
+            self.followers.refollowed(idx, &old, &chat.follow);
         }
     }
 
-    fn unlink(&mut self, idx: ChatIdx, follow: &[ChannelId]) {
-        if follow.is_empty() {
-            self.follow_all.retain(|&c| c != idx);
-        }
-        for ch in follow {
-            if let Some(v) = self.followers.get_mut(ch) {
-                v.retain(|&c| c != idx);
-                if v.is_empty() {
-                    self.followers.remove(ch);
-                }
-            }
-        }
+    /// Takes the chats `idxs` (no repeats), found expired, out of the
+    /// follower lists: calls dated after their expiry no longer walk them.
+    pub(crate) fn retire(&mut self, idxs: &[ChatIdx]) {
+        self.followers.retire(&self.list, idxs);
     }
 
-    fn link(&mut self, idx: ChatIdx) {
-        let follow = &self.list[idx as usize].follow;
-        if follow.is_empty() {
-            self.follow_all.push(idx);
-        }
-        for &ch in follow {
-            self.followers.entry(ch).or_default().push(idx);
-        }
+    /// The sweep: up to `budget` chats of the follower lists looked at,
+    /// and those expired at `clock` retired. `scratch` is reused.
+    pub(crate) fn sweep(&mut self, clock: Nanos, budget: usize, scratch: &mut Vec<ChatIdx>) {
+        scratch.clear();
+        self.followers.expired(&self.list, clock, budget, scratch);
+        self.retire(scratch);
+        scratch.clear();
     }
 
     /// Starts loading chat `idx` into the cache (see [`crate::prefetch`]).
@@ -181,18 +181,25 @@ impl Chats {
         }
     }
 
-    /// Every chat that follows `channel`, in no particular order: those
-    /// that name it and those that follow everything (the two never
-    /// overlap).
-    pub fn followers_of(&self, channel: ChannelId) -> impl Iterator<Item = ChatIdx> + '_ {
-        let named = self.followers.get(&channel).map_or(&[][..], Vec::as_slice);
-        named.iter().chain(self.follow_all.iter()).copied()
+    /// The chats a call on `channel` at `t` must look at, in no particular
+    /// order: every chat active at `t` that follows `channel` is among
+    /// them. They are the followers in the index (some perhaps expired
+    /// since a call or the sweep last met them) and, for a call dated
+    /// before expiries already passed, the retired chats active at `t`.
+    pub fn followers_of(&self, channel: ChannelId, t: Nanos) -> impl Iterator<Item = ChatIdx> + '_ {
+        let late = self
+            .followers
+            .retired_active(t)
+            .filter(move |&idx| self.list[idx as usize].follows(channel));
+        self.followers.of(channel).chain(late)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FOREVER: Nanos = Nanos::MAX;
 
     fn follow(list: Vec<i64>) -> SettingsPatch {
         SettingsPatch {
@@ -201,19 +208,27 @@ mod tests {
         }
     }
 
+    fn followers(chats: &Chats, channel: ChannelId) -> Vec<ChatIdx> {
+        let mut f: Vec<_> = chats.followers_of(channel, 200).collect();
+        f.sort_unstable();
+        f
+    }
+
     #[test]
     fn a_chat_is_one_cache_line() {
         assert_eq!((size_of::<Chat>(), align_of::<Chat>()), (64, 64));
     }
 
     #[test]
-    fn a_chat_without_subscription_is_inactive() {
+    fn a_chat_without_subscription_is_inactive_and_no_follower() {
         let mut chats = Chats::default();
         chats.apply_settings(7, &SettingsPatch::default());
         assert!(!chats.get(0).is_active(0));
+        assert_eq!(followers(&chats, 1), [] as [ChatIdx; 0]);
         chats.subscribe(7, 100);
         assert!(chats.get(0).is_active(99));
         assert!(!chats.get(0).is_active(100), "expires_at must be after t");
+        assert_eq!(followers(&chats, 1), [0]);
     }
 
     #[test]
@@ -221,32 +236,58 @@ mod tests {
         let mut chats = Chats::default();
         chats.apply_settings(1, &follow(vec![10, 20]));
         chats.apply_settings(2, &SettingsPatch::default());
-        let mut f: Vec<_> = chats.followers_of(10).collect();
-        f.sort();
-        assert_eq!(f, [0, 1]);
-        assert_eq!(chats.followers_of(30).collect::<Vec<_>>(), [1]);
+        chats.subscribe(1, FOREVER);
+        chats.subscribe(2, FOREVER);
+        assert_eq!(followers(&chats, 10), [0, 1]);
+        assert_eq!(followers(&chats, 30), [1]);
         chats.apply_settings(1, &follow(vec![]));
-        let mut f: Vec<_> = chats.followers_of(30).collect();
-        f.sort();
-        assert_eq!(f, [0, 1]);
+        assert_eq!(followers(&chats, 30), [0, 1]);
         assert!(chats.get(0).follows(99));
         chats.apply_settings(2, &follow(vec![5]));
-        assert_eq!(chats.followers_of(30).collect::<Vec<_>>(), [0]);
+        assert_eq!(followers(&chats, 30), [0]);
     }
 
     #[test]
     fn long_follow_lists_live_apart_and_read_the_same() {
         let mut chats = Chats::default();
         chats.apply_settings(7, &follow(vec![1, 2, 3, 4, 5]));
+        chats.subscribe(7, FOREVER);
         assert!(chats.get(0).follow.spilled());
         assert_eq!(chats.id(0), 7);
         assert!((1..=5).all(|c| chats.get(0).follows(c)) && !chats.get(0).follows(6));
-        assert_eq!(chats.followers_of(5).collect::<Vec<_>>(), [0]);
+        assert_eq!(followers(&chats, 5), [0]);
         chats.prefetch_follow(0);
         chats.apply_settings(7, &follow(vec![2, 6]));
         assert!(!chats.get(0).follow.spilled());
-        assert_eq!(chats.followers_of(5).count(), 0);
-        assert_eq!(chats.followers_of(6).collect::<Vec<_>>(), [0]);
+        assert_eq!(followers(&chats, 5), [] as [ChatIdx; 0]);
+        assert_eq!(followers(&chats, 6), [0]);
         assert!(chats.get(0).follows(2) && !chats.get(0).follows(1));
+    }
+
+    #[test]
+    fn retired_chats_leave_the_lists_and_come_back_when_renewed() {
+        let mut chats = Chats::default();
+        chats.apply_settings(1, &follow(vec![10, 20]));
+        chats.subscribe(1, 100);
+        chats.subscribe(2, 100);
+        chats.subscribe(3, FOREVER);
+        let mut scratch = Vec::new();
+        chats.sweep(100, 10, &mut scratch);
+        assert_eq!(chats.followed_len(), 1);
+        assert_eq!(followers(&chats, 10), [2], "retired, and not active at 200");
+        let late: Vec<_> = chats.followers_of(10, 99).collect();
+        assert_eq!(late.len(), 3, "active at 99: {late:?}");
+        let mut late: Vec<_> = chats.followers_of(30, 99).collect();
+        late.sort_unstable();
+        assert_eq!(late, [1, 2], "chat 1 follows 10 and 20 only");
+        assert_eq!(chats.followers_of(10, 100).count(), 1);
+        chats.subscribe(1, 500);
+        assert_eq!(chats.followed_len(), 2);
+        assert_eq!(followers(&chats, 20), [0, 2]);
+        // A follow list changed while retired is the one linked back.
+        chats.apply_settings(2, &follow(vec![30]));
+        chats.subscribe(2, 500);
+        assert_eq!(followers(&chats, 30), [1, 2]);
+        assert_eq!(followers(&chats, 20), [0, 2]);
     }
 }

@@ -10,7 +10,8 @@
 //! - [`event`]: the typed input events; [`parse`]: JSON line → event;
 //!   [`ingest`]: numbering, stateful checks and the stream clock.
 //! - [`calls`]: one token's calls table, with each call's value and peak.
-//! - [`chat`]: subscriptions, settings and followers, copied on every shard.
+//! - [`chat`]: subscriptions, settings and followers, copied on every shard;
+//!   `followers`: the index of the subscribed ones, which a call walks.
 //! - [`tracked`]: one token's tracked entries, ordered by next crossing.
 //! - [`prefetch`]: the cache hint the big tables and the call loop use.
 //! - [`table`]: the shard's flat tables that can prefetch (token index,
@@ -28,6 +29,7 @@ pub mod chat;
 pub mod config;
 pub mod effect;
 pub mod event;
+mod followers;
 pub mod ingest;
 pub mod parse;
 pub mod prefetch;

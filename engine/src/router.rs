@@ -99,6 +99,8 @@ pub struct ShardGauges {
     pub tokens: AtomicU64,
     pub tracked: AtomicU64,
     pub records: AtomicU64,
+    /// [`ShardStats::followers_visited`].
+    pub followers_visited: AtomicU64,
 }
 
 impl ShardGauges {
@@ -109,6 +111,8 @@ impl ShardGauges {
         self.tokens.store(s.tokens, Ordering::Relaxed);
         self.tracked.store(s.tracked, Ordering::Relaxed);
         self.records.store(s.records, Ordering::Relaxed);
+        self.followers_visited
+            .store(s.followers_visited, Ordering::Relaxed);
     }
 }
 

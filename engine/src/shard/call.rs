@@ -10,8 +10,8 @@ use crate::time::Nanos;
 use crate::token::Token;
 use crate::tracked::Entry;
 
-use super::ShardState;
 use super::record::{Record, Status, merge_checked};
+use super::{ShardState, TokenState};
 
 /// How many followers ahead a call asks for a chat and the home bucket of
 /// its processed record to be loaded, and then for its follow list and
@@ -27,6 +27,23 @@ struct CallAt<'a> {
     channel: ChannelId,
     fdv_usd: f64,
     t: Nanos,
+}
+
+impl TokenState {
+    /// The call in the calls table, and the sweep told when what it
+    /// touches can first expire.
+    fn take_call(&mut self, channel: ChannelId, t: Nanos, fdv_usd: f64, ttl: Nanos) {
+        // The call is a new current FDV for the calls before it, then a
+        // call of its own (whose peak starts at its value).
+        self.calls.raise_peaks(fdv_usd);
+        self.calls.record(channel, t, fdv_usd, fdv_usd);
+        // Records checked by the call get `last_check = t` and entries
+        // `started = t`: nothing it touches expires before the earlier of
+        // these.
+        self.next_sweep = self
+            .next_sweep
+            .min(t.saturating_add(ttl.min(limits::MAX_LOOKBACK_NANOS)));
+    }
 }
 
 impl ShardState {
@@ -56,31 +73,28 @@ impl ShardState {
             callers,
             merged,
             fanout,
+            lapsed,
             stats,
             clock,
             ..
         } = self;
         let ts = &mut slots[slot];
-        // The call is a new current FDV for the calls before it, then a
-        // call of its own (whose peak starts at its value).
-        ts.calls.raise_peaks(fdv_usd);
-        ts.calls.record(channel, t, fdv_usd, fdv_usd);
         let ttl = rules.ttl_nanos;
-        // Records checked below get `last_check = t` and entries `started =
-        // t`: nothing this call touches expires before the earlier of these.
-        ts.next_sweep = ts
-            .next_sweep
-            .min(t.saturating_add(ttl.min(limits::MAX_LOOKBACK_NANOS)));
+        ts.take_call(channel, t, fdv_usd, ttl);
         // Each follower's chat, follow list and record are a cache miss
         // apart from the last one's: ask for them a few followers ahead, so
         // that the misses overlap instead of adding up.
         fanout.clear();
-        fanout.extend(chats.followers_of(channel));
+        fanout.extend(chats.followers_of(channel, t));
+        stats.followers_visited += fanout.len() as u64;
         prefetch_first(chats, &ts.records, fanout);
         for (i, &u) in fanout.iter().enumerate() {
             prefetch_ahead(chats, &ts.records, fanout, i);
             let chat = chats.get(u);
             if !chat.is_active(t) {
+                // Expired at the call's time, so not a retired chat (those
+                // walked are active at `t`): out of the index after the walk.
+                lapsed.push(u);
                 continue;
             }
             callers_of(
@@ -124,6 +138,8 @@ impl ShardState {
                 rec.status = Status::Rejected;
             }
         }
+        chats.retire(lapsed);
+        lapsed.clear();
         let hot = index.get_mut(token).expect("interned above");
         hot.fdv_usd = fdv_usd;
         hot.next_change = ts.next_change(&rules.thresholds);

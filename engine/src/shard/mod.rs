@@ -103,6 +103,12 @@ pub struct ShardStats {
     /// Tracked entries dropped because their TTL ran out or a restart
     /// replaced them.
     pub expired_tracked: u64,
+    /// Chats calls looked at, over every call: the followers of each
+    /// call's channel in the follower index, active at its time or not.
+    /// Per call that is the chats active then plus those expired since a
+    /// call or the sweep last met them (`crate::followers`), not every
+    /// chat ever seen.
+    pub followers_visited: u64,
 }
 
 /// One shard: its tokens, its copy of the chats, its clock.
@@ -120,6 +126,8 @@ pub struct ShardState {
     merged: Vec<(ChannelId, Nanos)>,
     /// The followers of the channel a call is being decided for.
     fanout: Vec<ChatIdx>,
+    /// Followers a call or the sweep found expired, to retire.
+    lapsed: Vec<ChatIdx>,
     crossed: Vec<Entry>,
     stats: ShardStats,
 }
@@ -141,6 +149,7 @@ impl ShardState {
             callers: Vec::new(),
             merged: Vec::new(),
             fanout: Vec::new(),
+            lapsed: Vec::new(),
             crossed: Vec::new(),
             stats: ShardStats::default(),
         }

@@ -9,14 +9,19 @@ use super::{ShardState, TokenState};
 
 impl ShardState {
     /// Drops what has expired from up to `budget` token slots, continuing
-    /// where the last call stopped, and frees tokens left with nothing.
+    /// where the last call stopped, and frees tokens left with nothing;
+    /// and takes the chats of up to `budget` followers out of the follower
+    /// index if their subscription expired (`crate::followers`).
     ///
     /// Invisible in the output: everything it drops is judged against the
     /// stream clock, which never goes back, so it could never have mattered
     /// again. The one exception is a call more than a week (the longest
     /// lookback) older than the clock, which only an event that much out of
-    /// order could still count; ARCHITECTURE.md states that bound.
+    /// order could still count; ARCHITECTURE.md states that bound. A chat
+    /// taken out of the follower index is still found by a call dated
+    /// before its expiry, so that changes no output either.
     pub fn maintain(&mut self, budget: usize) {
+        self.chats.sweep(self.clock, budget, &mut self.lapsed);
         let n = self.slots.len();
         if n == 0 {
             return;

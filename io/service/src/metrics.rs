@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use callwatch_feed::metrics::FeedCounters;
-use callwatch_ingest::stream::IngestCounters;
+use callwatch_ingest::stream::{CompactCounters, IngestCounters};
 use callwatch_ledger::audit::SinkCounters;
 use callwatch_payments::watcher::WatcherCounters;
 use callwatch_state::writebehind::WriteBehind;
@@ -55,6 +55,8 @@ pub struct Live {
     pub rebuild_skipped: AtomicU64,
     /// The payment watcher's counters (zero without payments).
     pub payments: Arc<WatcherCounters>,
+    /// The chats stream's compaction, when it runs.
+    pub compaction: Mutex<Option<Arc<CompactCounters>>>,
 }
 
 /// One family's samples: label sets and values.
@@ -93,6 +95,7 @@ impl Live {
             audit: Mutex::new(None),
             rebuild_skipped: AtomicU64::new(0),
             payments: Arc::default(),
+            compaction: Mutex::new(None),
         }
     }
 
@@ -181,6 +184,11 @@ impl Live {
             "Tracked entries held, per shard.",
             &per_shard(|g| &g.tracked),
         )
+        .counter(
+            "callwatch_shard_followers_visited_total",
+            "Chats calls looked at in the follower index, per shard.",
+            &per_shard(|g| &g.followers_visited),
+        )
         .gauge(
             "callwatch_shard_inbox_depth",
             "Batches waiting in each shard's inbox.",
@@ -222,6 +230,32 @@ impl Live {
             "callwatch_ingest_in_flight",
             "Events read and not yet acknowledged.",
             &[(&[], ingest.in_flight as f64)],
+        );
+    }
+
+    /// The chats stream's compaction, when it runs: entries deleted and
+    /// merged, runs by outcome.
+    fn compaction_families(&self, e: &mut Exposition) {
+        let Some(c) = self.compaction.lock().clone() else {
+            return;
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        e.counter(
+            "callwatch_chats_compacted_total",
+            "Chats-stream entries deleted by compaction (superseded or bad), and merged settings entries written.",
+            &[
+                (&[("entries", "deleted")], get(&c.deleted)),
+                (&[("entries", "merged")], get(&c.merged)),
+            ],
+        )
+        .counter(
+            "callwatch_chats_compactions_total",
+            "Compaction runs of the chats stream, by outcome; conflicts are chunks that met new entries.",
+            &[
+                (&[("outcome", "done")], get(&c.runs)),
+                (&[("outcome", "failed")], get(&c.failed)),
+                (&[("outcome", "conflict")], get(&c.conflicts)),
+            ],
         );
     }
 
@@ -484,6 +518,7 @@ impl Report for Live {
         let mut e = Exposition::new();
         self.engine_families(&mut e);
         self.ingest_families(&mut e);
+        self.compaction_families(&mut e);
         self.store_families(&mut e);
         self.audit_families(&mut e);
         self.payment_families(&mut e);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use callwatch_common::keys::audit_key;
-use callwatch_ingest::stream::{Acker, IngestStats, StreamError, StreamIngest};
+use callwatch_ingest::stream::{Acker, ChatCompactor, IngestStats, StreamError, StreamIngest};
 use callwatch_ledger::pg::connect_and_migrate;
 use callwatch_state::rebuild::{bulk_connection_config, load_into};
 use engine::EngineConfig;
@@ -73,13 +73,14 @@ struct Stages {
     updates: Option<UpdatesTask>,
     sources: Option<Sources>,
     ops: tokio::task::JoinHandle<()>,
+    compaction: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
     /// Starts the service: migrations, the engine and its persistence,
     /// Telegram (what a crash left in the outbox first), the health checks
     /// and `/metrics`, the commands; then the engine is rebuilt from Redis,
-    /// and only then are events read.
+    /// the chats stream compacted, and only then are events read.
     pub fn start(settings: &Settings) -> anyhow::Result<Service> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -133,6 +134,7 @@ impl Service {
             return Err(e);
         }
 
+        let compaction = start_compaction(&rt, settings, &live, &stop_rx)?;
         let (batches_tx, batches) = mpsc::channel(BATCHES_DEPTH);
         let ingest = rt.spawn(ingest.run(batches_tx, stop_rx.clone()));
         let reader = Reader {
@@ -164,6 +166,7 @@ impl Service {
                 updates,
                 sources,
                 ops,
+                compaction,
             },
         })
     }
@@ -277,6 +280,10 @@ impl Stages {
                 Err(_) => tracing::warn!("the sources did not stop in time"),
             }
         }
+        if let Some(task) = self.compaction {
+            // Each chunk is one script: stopping between them loses nothing.
+            let _ = rt.block_on(tokio::time::timeout(deadline, task));
+        }
         let _ = rt.block_on(self.ops);
         Ok(ingest)
     }
@@ -327,6 +334,27 @@ fn start_alerts(
     *live.sender.lock() = Some(alerts.sender.clone());
     rt.block_on(alerts.restore())?;
     Ok(Some((alerts, tasks)))
+}
+
+/// The chats stream compacted once, before anything reads it, then every
+/// `ingest.compact_every_secs` in a task (none when that is 0). A failed
+/// run is logged and counted; the service goes on with a longer stream.
+fn start_compaction(
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    live: &Live,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let compactor = ChatCompactor::new(&settings.ingest_config());
+    if !compactor.enabled() {
+        return Ok(None);
+    }
+    *live.compaction.lock() = Some(compactor.counters());
+    let mut con = settings.redis.connect()?;
+    rt.block_on(compactor.run_logged(&mut con));
+    Ok(Some(
+        rt.spawn(compactor.run_periodically(con, stop.clone())),
+    ))
 }
 
 /// The health checks, and the HTTP server of `/metrics`, `/healthz` and

@@ -54,6 +54,15 @@ pub struct StreamIngestConfig {
     /// would otherwise move the engine's clock and expire every record
     /// [default: 300].
     pub max_future_skew_secs: u64,
+    /// `serve` compacts the chats stream at start and then this often:
+    /// entries a later one for the same chat supersedes are deleted, so
+    /// its length follows the number of chats, not of commands (see
+    /// `stream::compact`); 0 turns compaction off [default: 600].
+    pub compact_every_secs: u64,
+    /// Compaction never deletes chats-stream entries younger than this,
+    /// so that readers in flight and pending entries are left alone
+    /// [default: 3,600].
+    pub compact_horizon_secs: u64,
     /// Put before every key: the `[redis]` section's `key_prefix`.
     #[serde(skip)]
     pub prefix: String,
@@ -80,6 +89,8 @@ impl Default for StreamIngestConfig {
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
             max_future_skew_secs: 300,
+            compact_every_secs: 600,
+            compact_horizon_secs: 3_600,
             prefix: String::new(),
             dead_letter: None,
             timeouts: RedisTimeouts::default(),

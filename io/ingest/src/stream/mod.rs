@@ -120,15 +120,19 @@
 //!
 //! # Not done here
 //!
-//! callwatch never trims or deletes entries of the input streams: trim the
-//! partitions with `XTRIM … MINID` below the oldest entry still pending.
-//! Never trim the chats stream: it is the chat state, read in full at
-//! every start (a few hundred bytes per subscription or settings change). On Redis
+//! callwatch never trims or deletes entries of the partitions: trim them
+//! with `XTRIM … MINID` below the oldest entry still pending. Never trim
+//! the chats stream: it is the chat state, read in full at every start.
+//! `serve` compacts it instead ([`ChatCompactor`], module `compact`):
+//! entries that a later entry for the same chat supersedes are deleted,
+//! a chat's settings merged into one entry, so that its length follows
+//! the number of chats rather than of commands. On Redis
 //! Cluster, one `MULTI` needs all of a process's streams in one slot; there
 //! the read splits into one per node, and the order across nodes is exact
 //! only up to one read.
 
 mod ack;
+mod compact;
 mod config;
 mod counters;
 mod order;
@@ -154,6 +158,7 @@ pub use ack::Acker;
 pub use callwatch_common::keys::EVENT_FIELD;
 pub use callwatch_common::route::{Route, partition_of, route};
 pub use callwatch_streams::EntryId;
+pub use compact::{ChatCompactor, CompactCounters, Compacted};
 pub use config::StreamIngestConfig;
 pub use counters::{IngestCounters, IngestStats};
 pub use publish::{Publisher, input_drained, publish};

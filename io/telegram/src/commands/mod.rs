@@ -24,7 +24,8 @@
 //! `start`, `help`, `status`, `settings`, `quorum`
 //! (`/min_callers`, `/lookback`), `mcap`, `follow` (`/follow`,
 //! `/unfollow`, `/following`), `tracked`, `top`, `subscribe`, and the
-//! admins' `grant`, `stats`, `unmatched`, `resolve`.
+//! admins' `grant`, `stats`, `unmatched`, `resolve`. The commands that
+//! change settings are for subscribed chats only (`subscribed`).
 //!
 //! Shared by them: `backend` (what the commands need from the service),
 //! `chat_settings` and `store` (a chat's settings and where they are
@@ -52,6 +53,7 @@ mod stats;
 mod status;
 mod store;
 mod subscribe;
+mod subscribed;
 mod text;
 mod top;
 mod tracked;
@@ -114,6 +116,19 @@ impl Command {
         matches!(
             self,
             Command::Grant { .. } | Command::Stats | Command::Unmatched | Command::Resolve { .. }
+        )
+    }
+
+    /// Whether the command changes the chat's settings (it records a
+    /// `settings` event): only for a subscribed chat (`subscribed`).
+    fn changes_settings(&self) -> bool {
+        matches!(
+            self,
+            Command::MinCallers(_)
+                | Command::Lookback(_)
+                | Command::Mcap { .. }
+                | Command::Follow(_)
+                | Command::Unfollow(_)
         )
     }
 
@@ -275,6 +290,12 @@ impl<B: Backend> Commands<B> {
         req.user_id.is_some_and(|u| self.admins.contains(&u))
     }
 
+    /// An admin writing in their own private chat, which may change its
+    /// settings without a subscription (to try the bot out).
+    fn is_admins_own_chat(&self, req: &Incoming) -> bool {
+        self.is_admin(req) && req.user_id == Some(req.chat_id)
+    }
+
     /// The parsed command of a message, if it is one of ours.
     fn parse(&self, text: &str) -> Option<Result<Command, String>> {
         parse(text, self.bot_username.as_deref())
@@ -320,6 +341,9 @@ impl<B: Backend> Commands<B> {
             now,
             links: &self.links,
         };
+        if command.changes_settings() && !self.is_admins_own_chat(req) {
+            subscribed::check(ask).await?;
+        }
         match command {
             Command::Start => start::answer(ask).await,
             Command::Help => Ok(help::answer(self.is_admin(req))),

@@ -197,9 +197,28 @@ fn bot() -> Commands<Mem> {
     )
 }
 
+/// A bot whose chat has a subscription for another 30 days: settings
+/// commands are for subscribed chats.
+fn subscribed_bot() -> Commands<Mem> {
+    let c = bot();
+    subscribe_until(&c, NOW + 30 * DAY);
+    c
+}
+
+fn subscribe_until(c: &Commands<Mem>, expires_at: Nanos) {
+    c.backend().0.lock().subscription = Some(Subscription {
+        plan: "month".to_owned(),
+        expires_at,
+    });
+}
+
 fn ask_as(c: &Commands<Mem>, user: i64, text: &str) -> Option<Reply> {
+    ask_in(c, CHAT, user, text)
+}
+
+fn ask_in(c: &Commands<Mem>, chat_id: ChatId, user: i64, text: &str) -> Option<Reply> {
     let req = Incoming {
-        chat_id: CHAT,
+        chat_id,
         user_id: Some(user),
         message_id: 1,
         text: text.to_owned(),
@@ -332,7 +351,7 @@ fn status_shows_subscription_settings_and_the_number_tracked() {
 
 #[test]
 fn settings_shows_every_setting_and_how_to_change_it() {
-    let c = bot();
+    let c = subscribed_bot();
     ask(&c, "/mcap 50k 5m");
     ask(&c, "/follow -1001 -1002");
     let r = ask(&c, "/settings");
@@ -348,7 +367,7 @@ fn settings_shows_every_setting_and_how_to_change_it() {
 
 #[test]
 fn min_callers_becomes_a_settings_event_and_bad_values_are_explained() {
-    let c = bot();
+    let c = subscribed_bot();
     assert!(ask(&c, "/min_callers 3").contains("3 of your channels have"));
     assert_eq!(
         events(&c),
@@ -380,7 +399,7 @@ fn min_callers_becomes_a_settings_event_and_bad_values_are_explained() {
 
 #[test]
 fn lookback_becomes_a_settings_event_and_bad_values_are_explained() {
-    let c = bot();
+    let c = subscribed_bot();
     assert!(ask(&c, "/lookback 2880").contains("last 2 days"));
     assert_eq!(events(&c)[0].1.lookback_minutes, Some(2880));
     for bad in [
@@ -400,7 +419,7 @@ fn lookback_becomes_a_settings_event_and_bad_values_are_explained() {
 
 #[test]
 fn mcap_takes_suffixes_and_any_and_refuses_an_empty_range() {
-    let c = bot();
+    let c = subscribed_bot();
     assert!(ask(&c, "/mcap 50k 1.5M").contains("from $50K to $1.5M"));
     assert_eq!(events(&c)[0].1.min_fdv_usd, Some(50_000.0));
     assert_eq!(events(&c)[0].1.max_fdv_usd, Some(1_500_000.0));
@@ -436,7 +455,7 @@ fn mcap_takes_suffixes_and_any_and_refuses_an_empty_range() {
 
 #[test]
 fn follow_adds_to_the_list_and_follow_all_clears_it() {
-    let c = bot();
+    let c = subscribed_bot();
     c.backend()
         .0
         .lock()
@@ -476,7 +495,7 @@ fn follow_adds_to_the_list_and_follow_all_clears_it() {
 
 #[test]
 fn follow_refuses_a_list_over_the_cap() {
-    let c = bot();
+    let c = subscribed_bot();
     let many: Vec<String> = (1..=MAX_FOLLOW as i64).map(|i| (-i).to_string()).collect();
     ask(&c, &format!("/follow {}", many.join(" ")));
     assert_eq!(
@@ -491,7 +510,7 @@ fn follow_refuses_a_list_over_the_cap() {
 
 #[test]
 fn unfollow_removes_and_refuses_what_it_cannot_express() {
-    let c = bot();
+    let c = subscribed_bot();
     assert!(ask(&c, "/unfollow -1001").contains("You follow every channel"));
     ask(&c, "/follow -1001 -1002");
     assert!(ask(&c, "/unfollow -1005").contains("did not follow any"));
@@ -512,7 +531,7 @@ fn unfollow_removes_and_refuses_what_it_cannot_express() {
 
 #[test]
 fn following_lists_names_or_says_every_channel() {
-    let c = bot();
+    let c = subscribed_bot();
     assert!(ask(&c, "/following").contains("You follow every channel"));
     c.backend().0.lock().names.insert(-1001, "Gems".to_owned());
     ask(&c, "/follow -1001 -1002");
@@ -686,7 +705,7 @@ fn an_unavailable_backend_gets_an_apology_not_a_crash_and_saves_nothing() {
 
 #[test]
 fn replies_stay_under_telegrams_limit_for_the_longest_lists() {
-    let c = bot();
+    let c = subscribed_bot();
     let long = "x".repeat(200);
     {
         let mut f = c.backend().0.lock();
@@ -753,3 +772,5 @@ fn unmatched_and_resolve_are_for_admins_and_credit_the_named_payment() {
         );
     }
 }
+
+mod subscribed;
