@@ -12,6 +12,7 @@ use callwatch_telegram::sender::{self, SenderStats};
 use engine::router::ShardGauges;
 use parking_lot::Mutex;
 
+use crate::commands::ReceivingCounters;
 use crate::ops::{Exposition, Readiness, Report};
 
 /// A gauge that has no value yet (PostgreSQL not configured).
@@ -43,6 +44,8 @@ pub struct Live {
     pub sources: Mutex<Option<Arc<FeedCounters>>>,
     /// Calls kept that the sources were not told of (their queue full).
     pub calls_not_recorded: AtomicU64,
+    /// What receiving the bot's updates refused.
+    pub receiving: ReceivingCounters,
 }
 
 /// One family's samples: label sets and values.
@@ -77,6 +80,7 @@ impl Live {
             started: Instant::now(),
             sources: Mutex::new(None),
             calls_not_recorded: AtomicU64::new(0),
+            receiving: ReceivingCounters::default(),
         }
     }
 
@@ -403,6 +407,36 @@ impl Live {
     }
 }
 
+impl Live {
+    /// Receiving's families: the group administrator checks.
+    fn receiving_families(&self, e: &mut Exposition) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let rights = &self.receiving.rights;
+        let failures = get(&rights.lookup_failures);
+        e.counter(
+            "callwatch_telegram_admin_lookups_total",
+            "getChatMember lookups of group administrators, by outcome.",
+            &[
+                (&[("outcome", "answered")], get(&rights.lookups) - failures),
+                (&[("outcome", "failed")], failures),
+            ],
+        )
+        .counter(
+            "callwatch_telegram_admin_cache_full_total",
+            "Administrator answers not kept because the cache was full.",
+            &[(&[], get(&rights.uncached))],
+        )
+        .counter(
+            "callwatch_commands_refused_total",
+            "Group commands refused, by reason.",
+            &[
+                (&[("reason", "not_group_admin")], get(&rights.refused)),
+                (&[("reason", "admin_check_failed")], failures),
+            ],
+        );
+    }
+}
+
 impl Report for Live {
     fn metrics(&self) -> String {
         let mut e = Exposition::new();
@@ -410,6 +444,7 @@ impl Report for Live {
         self.ingest_families(&mut e);
         self.store_families(&mut e);
         self.telegram_families(&mut e);
+        self.receiving_families(&mut e);
         self.latency_families(&mut e);
         self.source_families(&mut e);
         e.finish()

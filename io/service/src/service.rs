@@ -372,6 +372,7 @@ fn start_commands(
         stats: Box::new(move || stats_live.stats_rows()),
         redis: settings.redis.connect()?,
         redis_posts: settings.redis.connect()?,
+        counters: live.receiving.clone(),
     };
     Ok(Some(commands::start(settings, parts, stop)?))
 }

@@ -62,7 +62,13 @@ pub const WORKER_QUEUE: usize = 64;
 pub struct Incoming {
     pub chat_id: i64,
     /// The sender; `None` for messages on behalf of a channel or group.
+    /// (Telegram names a placeholder user for a group's anonymous
+    /// administrators: see `sender_chat_id`.)
     pub user_id: Option<i64>,
+    /// The chat the message was sent on behalf of, if any: the group
+    /// itself for its anonymous administrators, a channel for a channel's
+    /// posts forwarded to its discussion group.
+    pub sender_chat_id: Option<i64>,
     pub message_id: i32,
     pub text: String,
 }
@@ -130,6 +136,7 @@ impl Incoming {
                 .from
                 .as_ref()
                 .and_then(|u| i64::try_from(u.id.0).ok()),
+            sender_chat_id: message.sender_chat.as_ref().map(|c| c.id.0),
             message_id: message.id.0,
             text: message.text()?.to_owned(),
         })

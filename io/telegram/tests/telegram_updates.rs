@@ -348,6 +348,7 @@ async fn webhook_mode_sets_the_webhook_and_takes_only_requests_with_the_secret()
         Incoming {
             chat_id: 9,
             user_id: Some(9),
+            sender_chat_id: None,
             message_id: 4,
             text: "/right".to_owned(),
         }

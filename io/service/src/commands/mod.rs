@@ -27,6 +27,7 @@ use callwatch_telegram::commands::{
     Backend, BackendError, ChatSettings, PlanView, QuoteView, SettingsStore, Subscription,
     UnmatchedView,
 };
+use callwatch_telegram::members::ChatMembers;
 use callwatch_telegram::names::ChannelNames;
 use engine::board::{self, ChannelScore};
 use engine::event::{ChannelId, ChatId, SettingsPatch};
@@ -35,7 +36,7 @@ use engine::time::Nanos;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-pub use receive::{Parts, UpdatesTask, start};
+pub use receive::{Parts, ReceivingCounters, UpdatesTask, start};
 
 pub use crate::reader::EngineQuery;
 
@@ -59,6 +60,8 @@ pub struct ServiceBackend {
     pub stats: StatsFn,
     /// Payments, when configured.
     pub payments: Option<Ledger>,
+    /// Telegram, asked who administers a group.
+    pub members: ChatMembers,
 }
 
 impl std::fmt::Debug for ServiceBackend {
@@ -370,5 +373,12 @@ impl Backend for ServiceBackend {
             ))),
             Err(e) => Err(self.payment_failed(&mut pg, e)),
         }
+    }
+
+    async fn is_chat_admin(&self, chat_id: ChatId, user_id: i64) -> Result<bool, BackendError> {
+        self.members
+            .is_admin(chat_id, user_id)
+            .await
+            .map_err(|e| unavailable("Telegram", e))
     }
 }

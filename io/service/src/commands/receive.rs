@@ -15,7 +15,8 @@ use callwatch_ledger::audit::{Activity, AuditQueue, QueueRow};
 use callwatch_ledger::subscriptions::SubscriptionStore;
 use callwatch_payments::Ledger;
 use callwatch_telegram::BotToken;
-use callwatch_telegram::commands::{Commands, SettingsStore};
+use callwatch_telegram::commands::{Commands, RightsCounters, SettingsStore};
+use callwatch_telegram::members::ChatMembers;
 use callwatch_telegram::sender::{self, Message};
 use callwatch_telegram::updates::{self, Incoming, Mode};
 use engine::time::NANOS_PER_SEC;
@@ -36,6 +37,14 @@ pub struct Parts {
     /// A connection of its own for posts, so that a backlog of them never
     /// queues behind a command's reads.
     pub redis_posts: ConnectionManager,
+    /// What the receiving side counts, for `/metrics`.
+    pub counters: ReceivingCounters,
+}
+
+/// What the receiving side counts: who was refused a change to a group.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivingCounters {
+    pub rights: Arc<RightsCounters>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -79,6 +88,8 @@ pub fn start(
         }
         _ => None,
     };
+    let api_url: url::Url = t.api_url.parse().context("telegram.api_url")?;
+    let token = BotToken::new(t.token.clone());
     let backend = ServiceBackend {
         redis: parts.redis.clone(),
         prefix: prefix.clone(),
@@ -90,9 +101,12 @@ pub fn start(
         names: Arc::clone(&parts.alerts.names),
         stats: parts.stats,
         payments,
+        members: ChatMembers::new(&api_url, &token).context("telegram")?,
     };
     let username = (!t.bot_username.is_empty()).then(|| t.bot_username.clone());
-    let commands = Arc::new(Commands::new(backend, t.admins.clone(), username));
+    let commands = Commands::new(backend, t.admins.clone(), username)
+        .counting_rights(Arc::clone(&parts.counters.rights));
+    let commands = Arc::new(commands);
     let mode = if t.updates == "webhook" {
         Mode::Webhook {
             listen: t
@@ -105,8 +119,6 @@ pub fn start(
     } else {
         Mode::Polling
     };
-    let api_url: url::Url = t.api_url.parse().context("telegram.api_url")?;
-    let token = BotToken::new(t.token.clone());
     let answer = Answer {
         commands,
         replies: parts.alerts.sender.clone(),

@@ -144,4 +144,13 @@ pub trait Backend: Send + Sync {
         plan: &str,
         now: Nanos,
     ) -> impl Future<Output = Result<Nanos, BackendError>> + Send;
+
+    /// Whether `user_id` administers the group `chat_id`: Telegram's
+    /// `getChatMember` status `creator` or `administrator`. `Unavailable`
+    /// when Telegram could not say.
+    fn is_chat_admin(
+        &self,
+        chat_id: ChatId,
+        user_id: i64,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 }

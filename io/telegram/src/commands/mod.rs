@@ -26,10 +26,17 @@
 //! `/unfollow`, `/following`), `tracked`, `top`, `subscribe`, and the
 //! admins' `grant`, `stats`, `unmatched`, `resolve`.
 //!
+//! Who may: the bot's admins (the `[telegram]` list) alone the admin
+//! commands; in a group, only its administrators the commands that change
+//! its settings or subscription (`rights`, which asks Telegram and keeps
+//! the answer a minute).
+//!
 //! Shared by them: `backend` (what the commands need from the service),
 //! `chat_settings` and `store` (a chat's settings and where they are
 //! kept), `args` (argument readers) and `text` (values written for
 //! people).
+
+use std::sync::Arc;
 
 use engine::event::{ChannelId, ChatId, SettingsPatch};
 use engine::time::Nanos;
@@ -46,6 +53,7 @@ mod help;
 mod mcap;
 mod quorum;
 mod resolve;
+mod rights;
 mod settings;
 mod start;
 mod stats;
@@ -61,6 +69,9 @@ pub use backend::{Backend, BackendError, PlanView, QuoteView, Subscription, Unma
 pub use chat_settings::ChatSettings;
 pub use follow::MAX_FOLLOW;
 pub use grant::MAX_GRANT_DAYS;
+pub use rights::{
+    ADMIN_CACHE_ENTRIES, ADMIN_CACHE_NANOS, CANNOT_CHECK, NOT_AN_ADMIN, RightsCounters,
+};
 pub use store::SettingsStore;
 pub use text::{esc, when};
 pub use top::{TOP_ROWS, TOP_WINDOW_NANOS};
@@ -114,6 +125,20 @@ impl Command {
         matches!(
             self,
             Command::Grant { .. } | Command::Stats | Command::Unmatched | Command::Resolve { .. }
+        )
+    }
+
+    /// Whether it changes the chat's settings or subscription, which in a
+    /// group only its administrators may (see `rights`).
+    fn changes_chat(&self) -> bool {
+        matches!(
+            self,
+            Command::MinCallers(_)
+                | Command::Lookback(_)
+                | Command::Mcap { .. }
+                | Command::Follow(_)
+                | Command::Unfollow(_)
+                | Command::Subscribe(Some(_))
         )
     }
 
@@ -254,6 +279,7 @@ pub struct Commands<B> {
     admins: Vec<i64>,
     bot_username: Option<String>,
     links: Links,
+    rights: rights::Rights,
 }
 
 impl<B: Backend> Commands<B> {
@@ -264,7 +290,14 @@ impl<B: Backend> Commands<B> {
             admins,
             bot_username,
             links: Links::default(),
+            rights: rights::Rights::default(),
         }
+    }
+
+    /// Counts the checks of who may change a group into `counters`.
+    pub fn counting_rights(mut self, counters: Arc<RightsCounters>) -> Commands<B> {
+        self.rights = rights::Rights::counting(counters);
+        self
     }
 
     pub fn backend(&self) -> &B {
@@ -291,6 +324,11 @@ impl<B: Backend> Commands<B> {
         let name = command.name();
         if command.admin_only() && !self.is_admin(req) {
             return Some((name, Reply::text("That command is for the bot's admins.")));
+        }
+        if command.changes_chat()
+            && let Err(why) = self.rights.may_change(&self.backend, req, now).await
+        {
+            return Some((name, Reply::text(why)));
         }
         let reply = match self.answer(req, command, now).await {
             Ok(reply) => reply,

@@ -33,6 +33,11 @@ struct Fake {
     plans: Vec<PlanView>,
     unmatched: Vec<UnmatchedView>,
     resolved: Vec<(i64, String, ChatId, String)>,
+    /// (group, user) → administers it; absent: a plain member.
+    admins_of: HashMap<(ChatId, i64), bool>,
+    /// `is_chat_admin` calls, and whether Telegram is away for them.
+    member_lookups: usize,
+    members_down: bool,
 }
 
 #[derive(Debug, Default)]
@@ -166,6 +171,15 @@ impl Backend for Mem {
         self.resolve_one(admin, signature, chat_id, plan)?;
         Ok(now + 30 * DAY)
     }
+
+    async fn is_chat_admin(&self, chat_id: ChatId, user_id: i64) -> Result<bool, BackendError> {
+        let mut f = self.0.lock();
+        f.member_lookups += 1;
+        if f.members_down {
+            return Err(BackendError::Unavailable("getChatMember: 502".to_owned()));
+        }
+        Ok(f.admins_of.get(&(chat_id, user_id)) == Some(&true))
+    }
 }
 
 impl Mem {
@@ -201,6 +215,7 @@ fn ask_as(c: &Commands<Mem>, user: i64, text: &str) -> Option<Reply> {
     let req = Incoming {
         chat_id: CHAT,
         user_id: Some(user),
+        sender_chat_id: None,
         message_id: 1,
         text: text.to_owned(),
     };
@@ -213,6 +228,31 @@ fn ask_as(c: &Commands<Mem>, user: i64, text: &str) -> Option<Reply> {
 
 fn ask(c: &Commands<Mem>, text: &str) -> String {
     ask_as(c, CHAT, text).expect("a reply").text
+}
+
+/// A message in `chat`, from `user` (on behalf of `sender_chat`, if any).
+fn message(chat: ChatId, user: Option<i64>, sender_chat: Option<ChatId>, text: &str) -> Incoming {
+    Incoming {
+        chat_id: chat,
+        user_id: user,
+        sender_chat_id: sender_chat,
+        message_id: 1,
+        text: text.to_owned(),
+    }
+}
+
+fn reply_at(c: &Commands<Mem>, req: &Incoming, now: Nanos) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(c.handle(req, now))
+        .expect("a reply")
+        .1
+        .text
+}
+
+fn reply(c: &Commands<Mem>, req: &Incoming) -> String {
+    reply_at(c, req, NOW)
 }
 
 fn events(c: &Commands<Mem>) -> Vec<(ChatId, SettingsPatch, Nanos)> {
@@ -753,3 +793,5 @@ fn unmatched_and_resolve_are_for_admins_and_credit_the_named_payment() {
         );
     }
 }
+
+mod rights;
