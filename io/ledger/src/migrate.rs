@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_payments.sql",
         sql: include_str!("../../../migrations/0002_payments.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_grant_ids.sql",
+        sql: include_str!("../../../migrations/0003_grant_ids.sql"),
+    },
 ];
 
 /// Why migrating failed.

@@ -16,7 +16,7 @@ use callwatch_payments::unmatched::{Resolution, Resolved};
 use callwatch_payments::watcher::{Outcome, Watcher};
 use callwatch_payments::{Ledger, PaymentError, Quote, solana_pay_url};
 use callwatch_testkit::fake_rpc::{FakeRpc, Fault, pubkey, transfer};
-use callwatch_testkit::{OwnPrefix, Schema, own_schema};
+use callwatch_testkit::{OwnPrefix, Schema, own_schema, unique};
 use engine::time::{self, NANOS_PER_SEC, Nanos};
 use redis::aio::MultiplexedConnection;
 use tokio_postgres::Client;
@@ -690,7 +690,8 @@ async fn an_unmatched_payment_resolved_by_an_admin_credits_once_and_names_the_ad
     assert_eq!(
         resolved,
         Resolved::Credited {
-            expires_at: nanos(when + 30 * DAY)
+            expires_at: nanos(when + 30 * DAY),
+            announced: true,
         }
     );
     let row =
@@ -766,7 +767,10 @@ async fn grant(s: &mut Setup, chat_id: i64, days: u32, now: SystemTime) -> Syste
         chat_id,
         plan: "grant".to_owned(),
         days,
-        source: Source::Grant { granted_by: 1 },
+        source: Source::Grant {
+            granted_by: 1,
+            grant_id: unique("grant"),
+        },
         amount_sol: None,
         amount_usd: None,
     };

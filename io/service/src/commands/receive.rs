@@ -102,6 +102,7 @@ pub fn start(
         stats: parts.stats,
         payments,
         members: ChatMembers::new(&api_url, &token).context("telegram")?,
+        notices: parts.alerts.sender.clone(),
     };
     let username = (!t.bot_username.is_empty()).then(|| t.bot_username.clone());
     let commands = Commands::new(backend, t.admins.clone(), username)

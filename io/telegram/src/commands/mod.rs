@@ -65,7 +65,9 @@ mod top;
 mod tracked;
 mod unmatched;
 
-pub use backend::{Backend, BackendError, PlanView, QuoteView, Subscription, UnmatchedView};
+pub use backend::{
+    Applied, Backend, BackendError, PlanView, QuoteView, Subscription, UnmatchedView,
+};
 pub use chat_settings::ChatSettings;
 pub use follow::MAX_FOLLOW;
 pub use grant::MAX_GRANT_DAYS;
@@ -103,10 +105,13 @@ pub enum Command {
     Top,
     /// The plans, or a quote for one of them.
     Subscribe(Option<String>),
-    /// Admins: give a chat this many days.
+    /// Admins: give a chat this many days. The grant is named by
+    /// `grant_id` when given (to finish one cut short), otherwise by the
+    /// command's own message.
     Grant {
         chat_id: ChatId,
         days: u32,
+        grant_id: Option<String>,
     },
     /// Admins: the service's figures.
     Stats,
@@ -227,6 +232,8 @@ struct Ask<'a, B> {
     /// Who asked: the user, or the chat when Telegram names no user. A
     /// `/grant` or `/resolve` is recorded as decided by them.
     user: i64,
+    /// The command's message in `chat`: what names a grant.
+    message_id: i32,
     now: Nanos,
     links: &'a Links,
 }
@@ -350,6 +357,7 @@ impl<B: Backend> Commands<B> {
             b: &self.backend,
             chat: req.chat_id,
             user: req.user_id.unwrap_or(req.chat_id),
+            message_id: req.message_id,
             now,
             links: &self.links,
         };
@@ -367,7 +375,11 @@ impl<B: Backend> Commands<B> {
             Command::Tracked => tracked::answer(ask).await,
             Command::Top => top::answer(ask).await,
             Command::Subscribe(plan) => subscribe::answer(ask, plan.as_deref()).await,
-            Command::Grant { chat_id, days } => grant::answer(ask, chat_id, days).await,
+            Command::Grant {
+                chat_id,
+                days,
+                grant_id,
+            } => grant::answer(ask, chat_id, days, grant_id).await,
             Command::Stats => stats::answer(ask).await,
             Command::Unmatched => unmatched::answer(ask).await,
             Command::Resolve {

@@ -30,6 +30,10 @@ struct Fake {
     board_since: Option<Nanos>,
     names: HashMap<ChannelId, String>,
     grants: Vec<(i64, ChatId, u32)>,
+    /// The grant id of each grant, in order.
+    grant_ids: Vec<String>,
+    /// Credits are recorded, but not announced to the engine.
+    announce_fails: bool,
     plans: Vec<PlanView>,
     unmatched: Vec<UnmatchedView>,
     resolved: Vec<(i64, String, ChatId, String)>,
@@ -109,13 +113,21 @@ impl Backend for Mem {
     async fn grant(
         &self,
         admin: i64,
+        grant_id: &str,
         chat_id: ChatId,
         days: u32,
         now: Nanos,
-    ) -> Result<Nanos, BackendError> {
+    ) -> Result<Applied, BackendError> {
         self.check()?;
-        self.0.lock().grants.push((admin, chat_id, days));
-        Ok(now + i64::from(days) * DAY)
+        let mut f = self.0.lock();
+        if !f.grant_ids.iter().any(|g| g == grant_id) {
+            f.grants.push((admin, chat_id, days));
+            f.grant_ids.push(grant_id.to_owned());
+        }
+        Ok(Applied {
+            expires_at: now + i64::from(days) * DAY,
+            announced: !f.announce_fails,
+        })
     }
 
     async fn stats(&self) -> Result<Vec<(String, String)>, BackendError> {
@@ -166,10 +178,13 @@ impl Backend for Mem {
         chat_id: ChatId,
         plan: &str,
         now: Nanos,
-    ) -> Result<Nanos, BackendError> {
+    ) -> Result<Applied, BackendError> {
         self.check()?;
         self.resolve_one(admin, signature, chat_id, plan)?;
-        Ok(now + 30 * DAY)
+        Ok(Applied {
+            expires_at: now + 30 * DAY,
+            announced: !self.0.lock().announce_fails,
+        })
     }
 
     async fn is_chat_admin(&self, chat_id: ChatId, user_id: i64) -> Result<bool, BackendError> {
@@ -794,4 +809,5 @@ fn unmatched_and_resolve_are_for_admins_and_credit_the_named_payment() {
     }
 }
 
+mod credits;
 mod rights;
