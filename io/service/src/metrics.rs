@@ -44,7 +44,7 @@ pub struct Live {
     pub sources: Mutex<Option<Arc<FeedCounters>>>,
     /// Calls kept that the sources were not told of (their queue full).
     pub calls_not_recorded: AtomicU64,
-    /// What receiving the bot's updates refused.
+    /// What receiving the bot's updates refused and took.
     pub receiving: ReceivingCounters,
 }
 
@@ -408,12 +408,24 @@ impl Live {
 }
 
 impl Live {
-    /// Receiving's families: the group administrator checks.
+    /// Receiving's families: what the webhook refused and took, and the
+    /// group administrator checks.
     fn receiving_families(&self, e: &mut Exposition) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rights = &self.receiving.rights;
+        let (hook, rights) = (&self.receiving.webhook, &self.receiving.rights);
         let failures = get(&rights.lookup_failures);
         e.counter(
+            "callwatch_telegram_webhook_requests_total",
+            "Webhook requests, by outcome (all but queued were refused or dropped).",
+            &[
+                (&[("outcome", "queued")], get(&hook.queued)),
+                (&[("outcome", "bad_secret")], get(&hook.refused_secret)),
+                (&[("outcome", "too_large")], get(&hook.too_large)),
+                (&[("outcome", "queue_full")], get(&hook.queue_full)),
+                (&[("outcome", "unreadable")], get(&hook.unreadable)),
+            ],
+        )
+        .counter(
             "callwatch_telegram_admin_lookups_total",
             "getChatMember lookups of group administrators, by outcome.",
             &[

@@ -35,6 +35,9 @@
 //! - [`updates`]: receiving the bot's messages (commands) through
 //!   teloxide's dispatcher, by long polling or a webhook behind axum, in
 //!   order per chat, with a graceful shutdown.
+//! - [`webhook`]: the webhook's front door, ours: the secret compared in
+//!   constant time, bodies capped at 64 KiB, a bounded queue to the
+//!   dispatcher (429 when full), each refusal counted.
 //! - [`members`]: who administers a group, asked of the Bot API
 //!   (`getChatMember`), for the commands' permission check.
 //!
@@ -51,6 +54,7 @@ pub mod names;
 pub mod outbox;
 pub mod sender;
 pub mod updates;
+pub mod webhook;
 
 use std::fmt;
 use std::sync::Arc;

@@ -18,7 +18,8 @@ use callwatch_telegram::BotToken;
 use callwatch_telegram::commands::{Commands, RightsCounters, SettingsStore};
 use callwatch_telegram::members::ChatMembers;
 use callwatch_telegram::sender::{self, Message};
-use callwatch_telegram::updates::{self, Incoming, Mode};
+use callwatch_telegram::updates::{self, Incoming, Mode, Webhook};
+use callwatch_telegram::webhook::WebhookCounters;
 use engine::time::NANOS_PER_SEC;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, watch};
@@ -41,10 +42,12 @@ pub struct Parts {
     pub counters: ReceivingCounters,
 }
 
-/// What the receiving side counts: who was refused a change to a group.
+/// What the receiving side counts: who was refused a change to a group,
+/// and what the webhook refused and took.
 #[derive(Debug, Clone, Default)]
 pub struct ReceivingCounters {
     pub rights: Arc<RightsCounters>,
+    pub webhook: Arc<WebhookCounters>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -109,14 +112,16 @@ pub fn start(
         .counting_rights(Arc::clone(&parts.counters.rights));
     let commands = Arc::new(commands);
     let mode = if t.updates == "webhook" {
-        Mode::Webhook {
+        Mode::Webhook(Webhook {
             listen: t
                 .webhook_listen
                 .parse()
                 .context("telegram.webhook_listen")?,
             public_url: t.webhook_url.parse().context("telegram.webhook_url")?,
             secret_token: t.webhook_secret.clone(),
-        }
+            queue: t.webhook_queue,
+            counters: Arc::clone(&parts.counters.webhook),
+        })
     } else {
         Mode::Polling
     };
