@@ -91,15 +91,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
     };
     assert_eq!(expires_at, nanos(later(37 * DAY)));
     // A grant is a payment row too, with who granted it.
-    let grant = Credit {
-        source: Source::Grant {
-            granted_by: 99,
-            grant_id: "8:100".to_owned(),
-        },
-        amount_sol: None,
-        amount_usd: None,
-        ..paid(8, "", 1)
-    };
+    let grant = granted(8, 1, "8:100");
     store.credit(&mut pg, &mut con, &grant, now).await.unwrap();
 
     let rows = pg
@@ -134,7 +126,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
                 None,
                 Some("0.500000000".into())
             ),
-            (8, "grant".into(), None, Some(99), None),
+            (8, "grant".into(), None, Some(5), None),
         ]
     );
     let copy7 = copy(&mut con, &format!("{prefix}subscription:7"))
