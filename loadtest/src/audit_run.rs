@@ -245,6 +245,9 @@ impl Sinks {
                     SinkEvent::Malformed { id, reason } => {
                         eprintln!("malformed entry {id}: {reason}");
                     }
+                    SinkEvent::SetAside { id, reason } => {
+                        eprintln!("entry {id} set aside: {reason}");
+                    }
                     SinkEvent::PostgresRetry { error, .. } => {
                         eprintln!("PostgreSQL: {error}; retrying");
                     }

@@ -23,26 +23,6 @@ const BONK: &str = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263";
 const PEPE: &str = "0x6982508145454ce325ddbe47a25d4ec3d2311933";
 const PARTITIONS: u32 = 2;
 
-/// A test's prefix, its keys deleted on drop.
-struct Keys(String);
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        let pattern = format!("{}*", self.0);
-        callwatch_testkit::on_own_runtime(async move {
-            let mut con = callwatch_testkit::connect_redis(6).await;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut con)
-                .await
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
-            }
-        });
-    }
-}
-
 fn config(dex: &FakeDex, gecko: Option<&FakeDex>, per_minute: u32) -> FeedConfig {
     let mut c = FeedConfig::default();
     c.dexscreener.url = dex.url();
@@ -174,8 +154,8 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_becomes_a_call_with_its_value_and_then_prices_follow_their_changes() {
-    let keys = Keys(format!("{}:", callwatch_testkit::unique("cw-test-feed")));
-    let prefix = keys.0.clone();
+    let keys = callwatch_testkit::OwnPrefix::new("cw-test-feed", 6);
+    let prefix = keys.prefix.clone();
     let dex = FakeDex::start(Api::DexScreener, 300).await.unwrap();
     dex.set("solana", JUP, Some(125_000.0));
     let mut con = callwatch_testkit::connect_redis(6).await;
@@ -235,8 +215,8 @@ async fn a_post_becomes_a_call_with_its_value_and_then_prices_follow_their_chang
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_calls_only_the_addresses_it_adds_and_bad_posts_are_set_aside() {
-    let keys = Keys(format!("{}:", callwatch_testkit::unique("cw-test-feed")));
-    let prefix = keys.0.clone();
+    let keys = callwatch_testkit::OwnPrefix::new("cw-test-feed", 6);
+    let prefix = keys.prefix.clone();
     let dex = FakeDex::start(Api::DexScreener, 300).await.unwrap();
     dex.set("solana", JUP, Some(1_000.0));
     dex.set("solana", BONK, Some(2_000.0));
@@ -298,8 +278,8 @@ async fn an_edit_calls_only_the_addresses_it_adds_and_bad_posts_are_set_aside() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_source_holds_calls_back_until_it_returns_and_the_other_stands_in() {
-    let keys = Keys(format!("{}:", callwatch_testkit::unique("cw-test-feed")));
-    let prefix = keys.0.clone();
+    let keys = callwatch_testkit::OwnPrefix::new("cw-test-feed", 6);
+    let prefix = keys.prefix.clone();
     let dex = FakeDex::start(Api::DexScreener, 300).await.unwrap();
     let gecko = FakeDex::start(Api::GeckoTerminal, 300).await.unwrap();
     // GeckoTerminal knows PEPE only; DexScreener knows JUP, and is down.
@@ -344,8 +324,8 @@ async fn a_dead_source_holds_calls_back_until_it_returns_and_the_other_stands_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_nobody_can_value_is_set_aside_with_the_reason_after_its_wait() {
-    let keys = Keys(format!("{}:", callwatch_testkit::unique("cw-test-feed")));
-    let prefix = keys.0.clone();
+    let keys = callwatch_testkit::OwnPrefix::new("cw-test-feed", 6);
+    let prefix = keys.prefix.clone();
     let dex = FakeDex::start(Api::DexScreener, 300).await.unwrap();
     let mut c = config(&dex, None, 300);
     c.call_value_wait_secs = 3;
@@ -378,8 +358,8 @@ async fn a_call_nobody_can_value_is_set_aside_with_the_reason_after_its_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_source_is_asked_past_its_limit() {
-    let keys = Keys(format!("{}:", callwatch_testkit::unique("cw-test-feed")));
-    let prefix = keys.0.clone();
+    let keys = callwatch_testkit::OwnPrefix::new("cw-test-feed", 6);
+    let prefix = keys.prefix.clone();
     // A strict fake: 20 a minute; the feed is allowed the same.
     let dex = FakeDex::start(Api::DexScreener, 20).await.unwrap();
     let mut con = callwatch_testkit::connect_redis(6).await;

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_payments_dropped.sql",
         sql: include_str!("../../../migrations/0003_payments_dropped.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_grant_ids.sql",
+        sql: include_str!("../../../migrations/0004_grant_ids.sql"),
+    },
 ];
 
 /// Why migrating failed.

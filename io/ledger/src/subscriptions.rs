@@ -5,8 +5,9 @@
 //! and logged PostgreSQL failures as "non-fatal", so a subscription could
 //! exist only in a cache.
 //!
-//! A payment's transaction signature is unique in `payments`: crediting the
-//! same signature again changes nothing. A renewal extends from the current
+//! A payment's transaction signature is unique in `payments`, and so is a
+//! grant's id (the command that made it): crediting the same signature or
+//! grant again changes nothing. A renewal extends from the current
 //! expiry when that is later than now. If the Redis copy cannot be written
 //! after the commit, the credit still stands and the error says so;
 //! [`SubscriptionStore::sync_redis`] rewrites every copy from PostgreSQL (the
@@ -15,9 +16,9 @@
 use std::time::SystemTime;
 
 use engine::time::{self, Nanos};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
-use callwatch_common::clock::nanos_of;
+use callwatch_common::clock::{nanos_of, system_time};
 use callwatch_common::keys::{EVENT_FIELD, SUBSCRIPTION_TTL_SECS, stream_key, subscription_key};
 use callwatch_common::route::Route;
 
@@ -54,8 +55,9 @@ pub enum Source {
         signature: String,
         reference: Option<String>,
     },
-    /// An admin's grant, named by the admin's chat id.
-    Grant { granted_by: i64 },
+    /// An admin's grant, named by the admin's chat id and by the command
+    /// that made it (`grant_id`, unique: the same id credits once).
+    Grant { granted_by: i64, grant_id: String },
 }
 
 /// One credit of a plan to a chat.
@@ -75,8 +77,68 @@ pub struct Credit {
 pub enum Credited {
     /// Committed; the subscription now runs until `expires_at`.
     New { payment_id: i64, expires_at: Nanos },
-    /// This signature was credited before; nothing changed.
+    /// This signature or grant id was credited before; nothing changed.
     AlreadyCredited,
+}
+
+/// A grant as recorded, for a repeat of its command to compare with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedGrant {
+    pub chat_id: i64,
+    pub days: u32,
+    pub granted_by: Option<i64>,
+}
+
+/// A credit's payment row, checked: what its source names.
+struct Row<'a> {
+    method: &'static str,
+    signature: Option<&'a str>,
+    reference: Option<&'a str>,
+    granted_by: Option<i64>,
+    grant_id: Option<&'a str>,
+    days: i32,
+}
+
+impl Row<'_> {
+    fn of(credit: &Credit) -> Result<Row<'_>, CreditError> {
+        if credit.chat_id == 0 || credit.days == 0 || credit.plan.is_empty() {
+            return Err(CreditError::Invalid(
+                "a credit needs a chat, a plan and at least one day".to_owned(),
+            ));
+        }
+        let days = i32::try_from(credit.days)
+            .map_err(|_| CreditError::Invalid(format!("{} days", credit.days)))?;
+        let row = match &credit.source {
+            Source::Solana {
+                signature,
+                reference,
+            } => Row {
+                method: "solana",
+                signature: Some(signature.as_str()),
+                reference: reference.as_deref(),
+                granted_by: None,
+                grant_id: None,
+                days,
+            },
+            Source::Grant {
+                granted_by,
+                grant_id,
+            } => Row {
+                method: "grant",
+                signature: None,
+                reference: None,
+                granted_by: Some(*granted_by),
+                grant_id: Some(grant_id.as_str()),
+                days,
+            },
+        };
+        if row.signature.is_some_and(str::is_empty) || row.grant_id.is_some_and(str::is_empty) {
+            return Err(CreditError::Invalid(
+                "an empty signature or grant id".to_owned(),
+            ));
+        }
+        Ok(row)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,59 +196,73 @@ impl SubscriptionStore {
         credit: &Credit,
         now: SystemTime,
     ) -> Result<Credited, CreditError> {
-        if credit.chat_id == 0 || credit.days == 0 || credit.plan.is_empty() {
-            return Err(CreditError::Invalid(
-                "a credit needs a chat, a plan and at least one day".to_owned(),
-            ));
-        }
-        let (method, signature, reference, granted_by) = match &credit.source {
-            Source::Solana {
-                signature,
-                reference,
-            } => {
-                if signature.is_empty() {
-                    return Err(CreditError::Invalid("an empty signature".to_owned()));
-                }
-                (
-                    "solana",
-                    Some(signature.as_str()),
-                    reference.as_deref(),
-                    None,
-                )
-            }
-            Source::Grant { granted_by } => ("grant", None, None, Some(*granted_by)),
-        };
-        let days = i32::try_from(credit.days)
-            .map_err(|_| CreditError::Invalid(format!("{} days", credit.days)))?;
         let tx = pg.transaction().await?;
+        let credited = self.credit_in(&tx, credit, now).await?;
+        let Credited::New { expires_at, .. } = credited else {
+            tx.rollback().await?;
+            return Ok(credited);
+        };
+        tx.commit().await?;
+        if let Err(error) = self.copy_credit(redis, credit, expires_at).await {
+            return Err(CreditError::RedisCopy { credited, error });
+        }
+        Ok(credited)
+    }
+
+    /// The Redis copy of a committed credit: the chat active until
+    /// `expires_at`.
+    pub async fn copy_credit(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        credit: &Credit,
+        expires_at: Nanos,
+    ) -> redis::RedisResult<()> {
+        let until = system_time(expires_at);
+        self.write_copy(redis, credit.chat_id, &credit.plan, until, "active")
+            .await
+    }
+
+    /// The PostgreSQL half of [`credit`](Self::credit), inside the caller's
+    /// transaction, so that the credit commits (or not) with whatever else
+    /// the caller decided in it: the payment row (unless its signature or
+    /// grant id is recorded already: then nothing, and `AlreadyCredited`)
+    /// and the subscription extended. The caller commits, then writes the
+    /// Redis copy.
+    pub async fn credit_in(
+        &self,
+        tx: &Transaction<'_>,
+        credit: &Credit,
+        now: SystemTime,
+    ) -> Result<Credited, CreditError> {
+        let row = Row::of(credit)?;
         let inserted = tx
             .query_opt(
                 &format!(
                     "INSERT INTO {} (chat_id, payment_method, signature, reference, plan, days, \
-                     amount_sol, amount_usd, granted_by) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::numeric, $8::text::numeric, $9) \
-                     ON CONFLICT (signature) DO NOTHING RETURNING id",
+                     amount_sol, amount_usd, granted_by, grant_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::numeric, $8::text::numeric, $9, \
+                     $10) ON CONFLICT DO NOTHING RETURNING id",
                     self.table("payments")
                 ),
                 &[
                     &credit.chat_id,
-                    &method,
-                    &signature,
-                    &reference,
+                    &row.method,
+                    &row.signature,
+                    &row.reference,
                     &credit.plan,
-                    &days,
+                    &row.days,
                     &credit.amount_sol,
                     &credit.amount_usd,
-                    &granted_by,
+                    &row.granted_by,
+                    &row.grant_id,
                 ],
             )
             .await?;
-        let Some(row) = inserted else {
-            tx.rollback().await?;
+        let Some(inserted) = inserted else {
             return Ok(Credited::AlreadyCredited);
         };
-        let payment_id: i64 = row.get(0);
-        let row = tx
+        let payment_id: i64 = inserted.get(0);
+        let extended = tx
             .query_one(
                 &format!(
                     "INSERT INTO {t} AS s (chat_id, plan, status, expires_at, payment_method, \
@@ -206,26 +282,66 @@ impl SubscriptionStore {
                     &credit.chat_id,
                     &credit.plan,
                     &now,
-                    &days,
-                    &method,
+                    &row.days,
+                    &row.method,
                     &credit.amount_sol,
                     &credit.amount_usd,
                 ],
             )
             .await?;
-        let expires_at: SystemTime = row.get(0);
-        tx.commit().await?;
-        let credited = Credited::New {
+        Ok(Credited::New {
             payment_id,
-            expires_at: nanos_of(expires_at),
+            expires_at: nanos_of(extended.get(0)),
+        })
+    }
+
+    /// The grant recorded under `grant_id`, if any.
+    pub async fn recorded_grant(
+        &self,
+        pg: &Client,
+        grant_id: &str,
+    ) -> Result<Option<RecordedGrant>, CreditError> {
+        let row = pg
+            .query_opt(
+                &format!(
+                    "SELECT chat_id, days, granted_by FROM {} WHERE grant_id = $1",
+                    self.table("payments")
+                ),
+                &[&grant_id],
+            )
+            .await?;
+        Ok(row.map(|r| RecordedGrant {
+            chat_id: r.get(0),
+            days: r.get::<_, i32>(1).unsigned_abs(),
+            granted_by: r.get(2),
+        }))
+    }
+
+    /// Rewrites `chat_id`'s Redis copy from PostgreSQL: the way to finish a
+    /// credit whose copy was cut short. Its plan and expiry; `None` when
+    /// the chat has no subscription.
+    pub async fn copy_from_record(
+        &self,
+        pg: &Client,
+        redis: &mut impl redis::aio::ConnectionLike,
+        chat_id: i64,
+    ) -> Result<Option<(String, Nanos)>, CreditError> {
+        let row = pg
+            .query_opt(
+                &format!(
+                    "SELECT plan, expires_at, status FROM {} WHERE chat_id = $1",
+                    self.table("subscriptions")
+                ),
+                &[&chat_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
         };
-        if let Err(error) = self
-            .write_copy(redis, credit.chat_id, &credit.plan, expires_at, "active")
-            .await
-        {
-            return Err(CreditError::RedisCopy { credited, error });
-        }
-        Ok(credited)
+        let (plan, expires_at): (String, SystemTime) = (row.get(0), row.get(1));
+        self.write_copy(redis, chat_id, &plan, expires_at, row.get(2))
+            .await?;
+        Ok(Some((plan, nanos_of(expires_at))))
     }
 
     /// The plan and expiry in a chat's Redis copy; `None` without one.

@@ -1,5 +1,5 @@
 //! Credits of plans: PostgreSQL first, then the Redis copy; a signature
-//! credits once; renewals extend from the current expiry; a failed copy is
+//! or a grant id credits once; renewals extend from the current expiry; a failed copy is
 //! reported and repaired from PostgreSQL. Each test has a schema of its own
 //! and a Redis key prefix of its own, and removes both.
 
@@ -91,12 +91,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
     };
     assert_eq!(expires_at, nanos(later(37 * DAY)));
     // A grant is a payment row too, with who granted it.
-    let grant = Credit {
-        source: Source::Grant { granted_by: 99 },
-        amount_sol: None,
-        amount_usd: None,
-        ..paid(8, "", 1)
-    };
+    let grant = granted(8, 1, "8:100");
     store.credit(&mut pg, &mut con, &grant, now).await.unwrap();
 
     let rows = pg
@@ -131,7 +126,7 @@ async fn a_signature_credits_once_and_renewals_extend() {
                 None,
                 Some("0.500000000".into())
             ),
-            (8, "grant".into(), None, Some(99), None),
+            (8, "grant".into(), None, Some(5), None),
         ]
     );
     let copy7 = copy(&mut con, &format!("{prefix}subscription:7"))
@@ -211,4 +206,83 @@ async fn a_failed_redis_copy_is_reported_and_repaired_from_postgres() {
         .query_async(&mut con)
         .await
         .unwrap();
+}
+
+/// An admin's grant of `days` to `chat_id`, made by the command `grant_id`.
+fn granted(chat_id: i64, days: u32, grant_id: &str) -> Credit {
+    Credit {
+        chat_id,
+        plan: "grant".to_owned(),
+        days,
+        source: Source::Grant {
+            granted_by: 5,
+            grant_id: grant_id.to_owned(),
+        },
+        amount_sol: None,
+        amount_usd: None,
+    }
+}
+
+#[tokio::test]
+async fn a_grant_id_credits_once_and_its_record_is_found_again() {
+    let (schema, mut pg) = own_schema("subs_grant_id").await;
+    let prefix = format!("{}:", unique("cw-test-subs"));
+    let store = SubscriptionStore::new(&schema.0, &prefix);
+    let mut con = redis().await;
+    let now = now_in_whole_seconds();
+
+    let first = store
+        .credit(&mut pg, &mut con, &granted(11, 30, "5:77"), now)
+        .await
+        .unwrap();
+    assert!(matches!(first, Credited::New { .. }), "{first:?}");
+    // The same command handled again: nothing more.
+    let again = store
+        .credit(&mut pg, &mut con, &granted(11, 30, "5:77"), now)
+        .await
+        .unwrap();
+    assert_eq!(again, Credited::AlreadyCredited);
+    // Another command, the same words: a grant of its own.
+    let other = store
+        .credit(&mut pg, &mut con, &granted(11, 30, "5:78"), now)
+        .await
+        .unwrap();
+    assert!(matches!(other, Credited::New { .. }), "{other:?}");
+    assert_eq!(
+        store.expires_at(&pg, 11).await.unwrap(),
+        Some(nanos(now) + 60 * DAY),
+        "two grants, not three"
+    );
+    assert_eq!(
+        store.recorded_grant(&pg, "5:77").await.unwrap(),
+        Some(callwatch_ledger::subscriptions::RecordedGrant {
+            chat_id: 11,
+            days: 30,
+            granted_by: Some(5),
+        })
+    );
+    assert_eq!(store.recorded_grant(&pg, "5:79").await.unwrap(), None);
+
+    // The copy, lost, is written again from the record.
+    let key = format!("{prefix}subscription:11");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.copy_from_record(&pg, &mut con, 11).await.unwrap(),
+        Some(("grant".to_owned(), nanos(now) + 60 * DAY))
+    );
+    assert_eq!(copy(&mut con, &key).await.unwrap()["status"], "active");
+    assert_eq!(
+        store.copy_from_record(&pg, &mut con, 12).await.unwrap(),
+        None
+    );
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    drop(schema);
 }

@@ -212,42 +212,45 @@ impl Ledger {
         credit: &Credit,
         now: SystemTime,
     ) -> Result<Nanos> {
-        let expires_at = match self.store.credit(pg, redis, credit, now).await? {
-            Credited::New { expires_at, .. } => expires_at,
-            Credited::AlreadyCredited => self.copy_from_record(pg, redis, credit.chat_id).await?,
-        };
-        announce(
-            redis,
-            &self.key_prefix,
-            credit.chat_id,
-            &credit.plan,
-            expires_at,
-        )
-        .await?;
-        Ok(expires_at)
+        match self.store.credit(pg, redis, credit, now).await? {
+            Credited::New { expires_at, .. } => {
+                self.announce(redis, credit.chat_id, &credit.plan, expires_at)
+                    .await?;
+                Ok(expires_at)
+            }
+            Credited::AlreadyCredited => self.announce_from_record(pg, redis, credit.chat_id).await,
+        }
     }
 
-    /// Rewrites `chat_id`'s Redis copy from PostgreSQL; its expiry.
-    async fn copy_from_record(
+    /// The `subscribe` event of `chat_id`'s new expiry, on the chats stream.
+    async fn announce(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        chat_id: i64,
+        plan: &str,
+        expires_at: Nanos,
+    ) -> Result<()> {
+        announce(redis, &self.key_prefix, chat_id, plan, expires_at).await?;
+        Ok(())
+    }
+
+    /// Rewrites `chat_id`'s Redis copy from PostgreSQL and announces its
+    /// expiry again: what finishes a credit whose announcement was cut
+    /// short. The expiry; the chat was credited, so it has one.
+    async fn announce_from_record(
         &self,
         pg: &Client,
         redis: &mut impl redis::aio::ConnectionLike,
         chat_id: i64,
     ) -> Result<Nanos> {
-        let row = pg
-            .query_one(
-                &format!(
-                    "SELECT plan, expires_at, status FROM {} WHERE chat_id = $1",
-                    self.table("subscriptions")
-                ),
-                &[&chat_id],
-            )
-            .await?;
-        let expires_at: SystemTime = row.get(1);
-        self.store
-            .write_copy(redis, chat_id, row.get(0), expires_at, row.get(2))
-            .await?;
-        Ok(nanos_of(expires_at))
+        let Some((plan, expires_at)) = self.store.copy_from_record(pg, redis, chat_id).await?
+        else {
+            return Err(PaymentError::Record(format!(
+                "chat {chat_id} was credited and has no subscription"
+            )));
+        };
+        self.announce(redis, chat_id, &plan, expires_at).await?;
+        Ok(expires_at)
     }
 }
 

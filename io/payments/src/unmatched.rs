@@ -1,8 +1,9 @@
 //! Payments that matched nothing: money that arrived naming no quote, too
 //! little, too late, or a failed transfer that named one. The watcher keeps
-//! them; an admin looks at them and may credit one to a chat. The credit
-//! carries the transaction's own signature, so it can happen only once,
-//! whoever tries and however often.
+//! them; an admin looks at them and may credit one to a chat. The claim of
+//! the payment and its credit are one transaction, and the credit carries
+//! the transaction's own signature, so it can happen only once, whoever
+//! tries, however often and however many at once.
 
 use std::time::SystemTime;
 
@@ -13,7 +14,7 @@ use super::config::lamports_to_sol;
 use super::matching::Reason;
 use super::{Ledger, PaymentError, Result};
 use callwatch_common::clock::nanos_of;
-use callwatch_ledger::subscriptions::{Credit, Source};
+use callwatch_ledger::subscriptions::{Credit, Credited, Source};
 
 /// The admin's list shows at most this many, oldest first.
 pub const LIST_LIMIT: i64 = 100;
@@ -46,7 +47,9 @@ pub struct Resolution<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolved {
     /// Credited; the chat's subscription now ends at `expires_at`.
-    Credited { expires_at: Nanos },
+    /// `announced` is false when the Redis copy or the engine's
+    /// `subscribe` event could not be written after the commit.
+    Credited { expires_at: Nanos, announced: bool },
     /// An admin resolved it before; nothing changed.
     AlreadyResolved { resolved_by: i64, chat_id: i64 },
 }
@@ -89,8 +92,14 @@ impl Ledger {
     }
 
     /// Credits an unmatched payment to a chat, as an admin decided, and
-    /// records who decided. Once: the credit carries the payment's
-    /// signature, and a resolved payment stays resolved.
+    /// records who decided. The claim (the payment marked resolved, if no
+    /// one had) and the credit commit in one transaction: of two admins
+    /// resolving one payment at once, one credits and the other waits on
+    /// the claim and is told who did; a claim never stands without its
+    /// credit, nor a credit without its claim. Then the Redis copy and the
+    /// `subscribe` event; if those fail, the credit stands and says so
+    /// (`announced: false`), and resolving the payment again, which finds
+    /// it resolved, writes them again.
     pub async fn resolve_unmatched(
         &self,
         pg: &mut Client,
@@ -98,22 +107,29 @@ impl Ledger {
         resolution: &Resolution<'_>,
         now: SystemTime,
     ) -> Result<Resolved> {
-        let table = self.table("unmatched_payments");
-        let select = format!(
-            "SELECT received, reference, resolved_by, resolved_chat_id FROM {table} \
-             WHERE signature = $1"
-        );
-        let row = pg
-            .query_opt(&select, &[&resolution.signature])
-            .await?
-            .ok_or_else(|| PaymentError::NotFound(resolution.signature.to_owned()))?;
-        if let (Some(resolved_by), Some(chat_id)) = (row.get(2), row.get(3)) {
-            return Ok(Resolved::AlreadyResolved {
-                resolved_by,
-                chat_id,
-            });
-        }
+        // An unknown plan claims nothing.
         let plan = self.config.plan(resolution.plan)?;
+        let table = self.table("unmatched_payments");
+        let tx = pg.transaction().await?;
+        let claimed = tx
+            .query_opt(
+                &format!(
+                    "UPDATE {table} SET resolved_by = $2, resolved_chat_id = $3, \
+                     resolved_at = $4 WHERE signature = $1 AND resolved_at IS NULL \
+                     RETURNING received, reference"
+                ),
+                &[
+                    &resolution.signature,
+                    &resolution.admin_chat_id,
+                    &resolution.chat_id,
+                    &now,
+                ],
+            )
+            .await?;
+        let Some(row) = claimed else {
+            tx.rollback().await?;
+            return self.already_resolved(pg, redis, resolution.signature).await;
+        };
         let received: i64 = row.get(0);
         let credit = Credit {
             chat_id: resolution.chat_id,
@@ -129,35 +145,92 @@ impl Ledger {
                 .map(lamports_to_sol),
             amount_usd: None,
         };
-        let expires_at = self.credit_and_announce(pg, redis, &credit, now).await?;
-        let marked = pg
-            .execute(
+        let Credited::New { expires_at, .. } = self.store.credit_in(&tx, &credit, now).await?
+        else {
+            // Credited before its claim was recorded (a resolve cut short
+            // when the two were separate): the claim names the chat paid.
+            tx.execute(
                 &format!(
-                    "UPDATE {table} SET resolved_by = $2, resolved_chat_id = $3, resolved_at = $4 \
-                     WHERE signature = $1 AND resolved_at IS NULL"
+                    "UPDATE {table} SET resolved_chat_id = p.chat_id FROM {} p \
+                     WHERE {table}.signature = $1 AND p.signature = $1",
+                    self.table("payments")
                 ),
-                &[
-                    &resolution.signature,
-                    &resolution.admin_chat_id,
-                    &resolution.chat_id,
-                    &now,
-                ],
+                &[&resolution.signature],
             )
             .await?;
-        if marked == 0 {
-            // Another admin got there first.
-            let row = pg.query_one(&select, &[&resolution.signature]).await?;
-            return Ok(Resolved::AlreadyResolved {
-                resolved_by: row.get(2),
-                chat_id: row.get(3),
-            });
-        }
+            tx.commit().await?;
+            return self.already_resolved(pg, redis, resolution.signature).await;
+        };
+        tx.commit().await?;
         tracing::info!(
             signature = resolution.signature,
             chat_id = resolution.chat_id,
             admin = resolution.admin_chat_id,
             "unmatched payment credited by an admin"
         );
-        Ok(Resolved::Credited { expires_at })
+        let announced = self
+            .copy_and_announce(redis, &credit, expires_at)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(
+                    signature = resolution.signature,
+                    error = %e,
+                    "resolved payment credited; its copy or subscribe event failed"
+                );
+            })
+            .is_ok();
+        Ok(Resolved::Credited {
+            expires_at,
+            announced,
+        })
+    }
+
+    /// The Redis copy and the `subscribe` event of a committed credit.
+    async fn copy_and_announce(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        credit: &Credit,
+        expires_at: Nanos,
+    ) -> Result<()> {
+        self.store.copy_credit(redis, credit, expires_at).await?;
+        self.announce(redis, credit.chat_id, &credit.plan, expires_at)
+            .await
+    }
+
+    /// Who resolved `signature`, for chat which; `NotFound` if it is not
+    /// an unmatched payment. The chat's copy and `subscribe` event are
+    /// written again from PostgreSQL on the way (logged if that fails), so
+    /// a resolve whose announcement was cut short is finished by the next.
+    async fn already_resolved(
+        &self,
+        pg: &Client,
+        redis: &mut impl redis::aio::ConnectionLike,
+        signature: &str,
+    ) -> Result<Resolved> {
+        let row = pg
+            .query_opt(
+                &format!(
+                    "SELECT resolved_by, resolved_chat_id FROM {} WHERE signature = $1",
+                    self.table("unmatched_payments")
+                ),
+                &[&signature],
+            )
+            .await?
+            .ok_or_else(|| PaymentError::NotFound(signature.to_owned()))?;
+        let (resolved_by, chat_id): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        let (Some(resolved_by), Some(chat_id)) = (resolved_by, chat_id) else {
+            // Between our claim's rollback and this read nothing un-resolves
+            // a payment; the CHECKs keep the three columns together.
+            return Err(PaymentError::Record(format!(
+                "{signature} is neither claimable nor resolved"
+            )));
+        };
+        if let Err(e) = self.announce_from_record(pg, redis, chat_id).await {
+            tracing::warn!(%signature, chat_id, error = %e, "resolved payment not announced again");
+        }
+        Ok(Resolved::AlreadyResolved {
+            resolved_by,
+            chat_id,
+        })
     }
 }

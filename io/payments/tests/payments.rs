@@ -17,7 +17,7 @@ use callwatch_payments::unmatched::{Resolution, Resolved};
 use callwatch_payments::watcher::{Outcome, Watcher};
 use callwatch_payments::{Ledger, PaymentError, Quote, solana_pay_url};
 use callwatch_testkit::fake_rpc::{FakeRpc, Fault, pubkey, transfer};
-use callwatch_testkit::{Schema, own_schema, unique};
+use callwatch_testkit::{OwnPrefix, Schema, own_schema, unique};
 use engine::time::{self, NANOS_PER_SEC, Nanos};
 use redis::aio::MultiplexedConnection;
 use tokio_postgres::Client;
@@ -48,34 +48,12 @@ fn t0() -> SystemTime {
     })
 }
 
-/// A Redis key prefix whose keys are deleted on drop (also when a test
-/// fails).
-struct Keys(String);
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        let pattern = format!("{}*", self.0);
-        callwatch_testkit::on_own_runtime(async move {
-            let mut con = callwatch_testkit::connect_redis(13).await;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut con)
-                .await
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<i64> =
-                    redis::cmd("DEL").arg(&keys).query_async(&mut con).await;
-            }
-        });
-    }
-}
-
 struct Setup {
     rpc: FakeRpc,
     ledger: Ledger,
     pg: Client,
     redis: MultiplexedConnection,
-    keys: Keys,
+    keys: OwnPrefix,
     schema: Schema,
     /// The receiving address.
     us: String,
@@ -89,7 +67,7 @@ async fn setup(test: &str) -> Setup {
 
 async fn setup_with(test: &str, adjust: impl FnOnce(&mut PaymentsConfig)) -> Setup {
     let (schema, pg) = own_schema(test).await;
-    let keys = Keys(format!("{}:", unique("cw-test-pay")));
+    let keys = OwnPrefix::new("cw-test-pay", 13);
     let rpc = FakeRpc::start().await.unwrap();
     let us = pubkey(1);
     let mut config = PaymentsConfig {
@@ -103,7 +81,7 @@ async fn setup_with(test: &str, adjust: impl FnOnce(&mut PaymentsConfig)) -> Set
         ..PaymentsConfig::default()
     };
     adjust(&mut config);
-    let ledger = Ledger::new(config, &schema.0, &keys.0).unwrap();
+    let ledger = Ledger::new(config, &schema.0, &keys.prefix).unwrap();
     Setup {
         rpc,
         ledger,
@@ -188,7 +166,7 @@ impl Setup {
 
     async fn redis_copy(&mut self, chat_id: i64) -> Option<serde_json::Value> {
         let raw: Option<String> = redis::cmd("GET")
-            .arg(format!("{}subscription:{chat_id}", self.keys.0))
+            .arg(format!("{}subscription:{chat_id}", self.keys.prefix))
             .query_async(&mut self.redis)
             .await
             .unwrap();
@@ -198,7 +176,7 @@ impl Setup {
     /// The events on the chats stream, oldest first.
     async fn chat_events(&mut self) -> Vec<serde_json::Value> {
         let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(format!("{}events:chats", self.keys.0))
+            .arg(format!("{}events:chats", self.keys.prefix))
             .arg("-")
             .arg("+")
             .query_async(&mut self.redis)
@@ -780,7 +758,8 @@ async fn an_unmatched_payment_resolved_by_an_admin_credits_once_and_names_the_ad
     assert_eq!(
         resolved,
         Resolved::Credited {
-            expires_at: nanos(when + 30 * DAY)
+            expires_at: nanos(when + 30 * DAY),
+            announced: true,
         }
     );
     let row =
@@ -856,7 +835,10 @@ async fn grant(s: &mut Setup, chat_id: i64, days: u32, now: SystemTime) -> Syste
         chat_id,
         plan: "grant".to_owned(),
         days,
-        source: Source::Grant { granted_by: 1 },
+        source: Source::Grant {
+            granted_by: 1,
+            grant_id: unique("grant"),
+        },
         amount_sol: None,
         amount_usd: None,
     };

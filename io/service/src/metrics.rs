@@ -15,6 +15,7 @@ use engine::router::ShardGauges;
 use parking_lot::Mutex;
 
 use crate::commands::CommandCounters;
+use crate::commands::ReceivingCounters;
 use crate::ops::{Exposition, Readiness, Report};
 
 /// A gauge that has no value yet (PostgreSQL not configured).
@@ -57,6 +58,8 @@ pub struct Live {
     pub payments: Arc<WatcherCounters>,
     /// The chats stream's compaction, when it runs.
     pub compaction: Mutex<Option<Arc<CompactCounters>>>,
+    /// What receiving the bot's updates refused and took.
+    pub receiving: ReceivingCounters,
 }
 
 /// One family's samples: label sets and values.
@@ -96,6 +99,7 @@ impl Live {
             rebuild_skipped: AtomicU64::new(0),
             payments: Arc::default(),
             compaction: Mutex::new(None),
+            receiving: ReceivingCounters::default(),
         }
     }
 
@@ -513,6 +517,48 @@ impl Live {
     }
 }
 
+impl Live {
+    /// Receiving's families: what the webhook refused and took, and the
+    /// group administrator checks.
+    fn receiving_families(&self, e: &mut Exposition) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let (hook, rights) = (&self.receiving.webhook, &self.receiving.rights);
+        let failures = get(&rights.lookup_failures);
+        e.counter(
+            "callwatch_telegram_webhook_requests_total",
+            "Webhook requests, by outcome (all but queued were refused or dropped).",
+            &[
+                (&[("outcome", "queued")], get(&hook.queued)),
+                (&[("outcome", "bad_secret")], get(&hook.refused_secret)),
+                (&[("outcome", "too_large")], get(&hook.too_large)),
+                (&[("outcome", "queue_full")], get(&hook.queue_full)),
+                (&[("outcome", "unreadable")], get(&hook.unreadable)),
+            ],
+        )
+        .counter(
+            "callwatch_telegram_admin_lookups_total",
+            "getChatMember lookups of group administrators, by outcome.",
+            &[
+                (&[("outcome", "answered")], get(&rights.lookups) - failures),
+                (&[("outcome", "failed")], failures),
+            ],
+        )
+        .counter(
+            "callwatch_telegram_admin_cache_full_total",
+            "Administrator answers not kept because the cache was full.",
+            &[(&[], get(&rights.uncached))],
+        )
+        .counter(
+            "callwatch_commands_refused_total",
+            "Group commands refused, by reason.",
+            &[
+                (&[("reason", "not_group_admin")], get(&rights.refused)),
+                (&[("reason", "admin_check_failed")], failures),
+            ],
+        );
+    }
+}
+
 impl Report for Live {
     fn metrics(&self) -> String {
         let mut e = Exposition::new();
@@ -523,6 +569,7 @@ impl Report for Live {
         self.audit_families(&mut e);
         self.payment_families(&mut e);
         self.telegram_families(&mut e);
+        self.receiving_families(&mut e);
         self.latency_families(&mut e);
         self.source_families(&mut e);
         e.finish()

@@ -404,6 +404,7 @@ fn start_commands(
         redis_posts: settings.redis.connect()?,
         counters: Arc::clone(&live.commands),
         payment_counters: Arc::clone(&live.payments),
+        receiving: live.receiving.clone(),
     };
     Ok(Some(commands::start(settings, parts, stop)?))
 }

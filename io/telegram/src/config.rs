@@ -47,6 +47,9 @@ pub struct TelegramConfig {
     /// `X-Telegram-Bot-Api-Secret-Token` (1 to 256 of A-Z a-z 0-9 _ -)
     /// [default: empty].
     pub webhook_secret: String,
+    /// Webhook mode: updates held for the dispatcher; when that many wait,
+    /// Telegram is answered 429 and sends them again later [default: 256].
+    pub webhook_queue: usize,
 }
 
 impl Default for TelegramConfig {
@@ -64,6 +67,7 @@ impl Default for TelegramConfig {
             webhook_url: String::new(),
             webhook_listen: "0.0.0.0:8443".to_owned(),
             webhook_secret: String::new(),
+            webhook_queue: crate::webhook::DEFAULT_QUEUE,
         }
     }
 }
@@ -136,6 +140,9 @@ impl TelegramConfig {
                 .webhook_secret
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if self.webhook_queue == 0 {
+            problems.push("telegram.webhook_queue must be at least 1".to_owned());
+        }
         if !secret_ok {
             problems.push(
                 "telegram.webhook_secret (or CALLWATCH_WEBHOOK_SECRET) must be 1 to 256 \

@@ -30,9 +30,16 @@
 //!   command (or family sharing an argument shape), each a pure parse and
 //!   an answer; `commands/mod.rs` dispatches to them and holds
 //!   [`Command`](commands::Command) and [`Commands`](commands::Commands).
+//!   In a group, only its administrators change its settings or
+//!   subscription (`commands::rights`).
 //! - [`updates`]: receiving the bot's messages (commands) through
 //!   teloxide's dispatcher, by long polling or a webhook behind axum, in
 //!   order per chat, with a graceful shutdown.
+//! - [`webhook`]: the webhook's front door, ours: the secret compared in
+//!   constant time, bodies capped at 64 KiB, a bounded queue to the
+//!   dispatcher (429 when full), each refusal counted.
+//! - [`members`]: who administers a group, asked of the Bot API
+//!   (`getChatMember`), for the commands' permission check.
 //!
 //! The bot token is a [`BotToken`]: its `Debug` hides it, and every error
 //! text that leaves this module has been through [`BotToken::scrub`]
@@ -42,10 +49,12 @@
 pub mod commands;
 pub mod config;
 pub mod format;
+pub mod members;
 pub mod names;
 pub mod outbox;
 pub mod sender;
 pub mod updates;
+pub mod webhook;
 
 use std::fmt;
 use std::sync::Arc;

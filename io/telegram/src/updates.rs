@@ -6,10 +6,12 @@
 //! already keeps Telegram's `offset` (an update is confirmed only once the
 //! next `getUpdates` asks past it, so one that arrived while the process
 //! stopped comes again), backs off when the Bot API fails, and runs one
-//! worker per chat. The webhook is teloxide's axum server (the
-//! `webhooks-axum` feature): it calls `setWebhook` with our secret, refuses
+//! worker per chat. The webhook is an axum server of ours in front of the
+//! dispatcher ([`webhook`](crate::webhook)): `setWebhook` with our secret,
 //! requests whose `X-Telegram-Bot-Api-Secret-Token` is missing or wrong
-//! (401), and calls `deleteWebhook` when it stops.
+//! refused (401, compared in constant time), bodies over 64 KiB refused
+//! (413), a bounded queue to the dispatcher (429 when full, so Telegram
+//! sends again later), and `deleteWebhook` when it stops.
 //!
 //! # Order and bounds
 //! Updates of one chat reach the handler in order, one at a time: the
@@ -44,10 +46,14 @@ use std::time::Duration;
 use teloxide::Bot;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::ErrorHandler;
+use teloxide::payloads::SetWebhookSetters;
+use teloxide::requests::Requester;
+use teloxide::stop::StopToken;
 use teloxide::types::{Message, Update};
-use teloxide::update_listeners::{Polling, UpdateListener, webhooks};
+use teloxide::update_listeners::{Polling, UpdateListener};
 
 use crate::BotToken;
+use crate::webhook::{self, WebhookCounters};
 
 /// How long one `getUpdates` long poll waits for an update. Below
 /// teloxide's HTTP client timeout (17 s), as it must be.
@@ -62,7 +68,13 @@ pub const WORKER_QUEUE: usize = 64;
 pub struct Incoming {
     pub chat_id: i64,
     /// The sender; `None` for messages on behalf of a channel or group.
+    /// (Telegram names a placeholder user for a group's anonymous
+    /// administrators: see `sender_chat_id`.)
     pub user_id: Option<i64>,
+    /// The chat the message was sent on behalf of, if any: the group
+    /// itself for its anonymous administrators, a channel for a channel's
+    /// posts forwarded to its discussion group.
+    pub sender_chat_id: Option<i64>,
     pub message_id: i32,
     pub text: String,
 }
@@ -130,6 +142,7 @@ impl Incoming {
                 .from
                 .as_ref()
                 .and_then(|u| i64::try_from(u.id.0).ok()),
+            sender_chat_id: message.sender_chat.as_ref().map(|c| c.id.0),
             message_id: message.id.0,
             text: message.text()?.to_owned(),
         })
@@ -137,21 +150,45 @@ impl Incoming {
 }
 
 /// Where updates come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Mode {
     /// Long polling with `getUpdates` (any webhook set is deleted first:
     /// Telegram refuses to poll while one is set).
     Polling,
-    /// Telegram posts updates to `public_url`, which must reach `listen`
-    /// (through a proxy or directly); Telegram sends `secret_token` with
-    /// each, and a request without it is refused. The route is
-    /// `public_url`'s path. Telegram wants `https` on port 443, 80, 88 or
-    /// 8443; `run` leaves that to Telegram's answer to `setWebhook`.
-    Webhook {
-        listen: SocketAddr,
-        public_url: url::Url,
-        secret_token: String,
-    },
+    /// Telegram posts updates to a server of ours (see [`Webhook`]).
+    Webhook(Webhook),
+}
+
+/// Webhook mode: Telegram posts updates to `public_url`, which must reach
+/// `listen` (through a proxy or directly); Telegram sends `secret_token`
+/// with each, and a request without it is refused. The route is
+/// `public_url`'s path. Telegram wants `https` on port 443, 80, 88 or
+/// 8443; `run` leaves that to Telegram's answer to `setWebhook`. What the
+/// server takes is bounded (see [`webhook`](crate::webhook)): bodies at
+/// 64 KiB, and `queue` updates waiting for the dispatcher.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub listen: SocketAddr,
+    pub public_url: url::Url,
+    pub secret_token: String,
+    /// Updates held for the dispatcher; beyond, Telegram is answered 429.
+    pub queue: usize,
+    /// What the server refused and took.
+    pub counters: Arc<WebhookCounters>,
+}
+
+impl Webhook {
+    /// A webhook at `public_url` served on `listen`, with the default
+    /// queue and counters of its own.
+    pub fn new(listen: SocketAddr, public_url: url::Url, secret_token: &str) -> Webhook {
+        Webhook {
+            listen,
+            public_url,
+            secret_token: secret_token.to_owned(),
+            queue: crate::webhook::DEFAULT_QUEUE,
+            counters: Arc::default(),
+        }
+    }
 }
 
 /// Why receiving could not start (or its server failed). Texts are
@@ -219,8 +256,8 @@ where
     P: Fn(Post) -> G + Clone + Send + Sync + 'static,
     G: Future<Output = ()> + Send,
 {
-    if let Mode::Webhook { secret_token, .. } = &mode {
-        check_secret(secret_token)?;
+    if let Mode::Webhook(webhook) = &mode {
+        check_secret(&webhook.secret_token)?;
     }
     let client = teloxide::net::default_reqwest_settings()
         .build()
@@ -249,41 +286,11 @@ where
                 .await
                 .map_err(|e| UpdatesError::Start(scrub(&e)))
         }
-        Mode::Webhook {
-            listen,
-            public_url,
-            secret_token,
-        } => {
-            // Bound before Telegram is told to send here, so a busy port is
-            // an error rather than updates sent to nothing.
-            let socket =
-                tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|e| UpdatesError::Listen {
-                        addr: listen,
-                        detail: e.to_string(),
-                    })?;
-            let options = webhooks::Options::new(listen, public_url).secret_token(secret_token);
-            let (mut listener, stopped, router) = tokio::select! {
-                set = webhooks::axum_to_router(bot, options) => {
-                    set.map_err(|e| UpdatesError::SetWebhook(scrub(&e)))?
-                }
-                () = &mut shutdown => return Ok(()),
+        Mode::Webhook(webhook) => {
+            let started = start_webhook(&bot, token, webhook, shutdown.as_mut()).await?;
+            let Some((listener, server, stop_listener)) = started else {
+                return Ok(());
             };
-            // The server stops (after deleteWebhook) once the listener is
-            // stopped; if it fails first, it stops the listener, which ends
-            // the dispatcher.
-            let stop_listener = listener.stop_token();
-            let stop_on_failure = stop_listener.clone();
-            let server = tokio::spawn(async move {
-                let served = axum::serve(socket, router)
-                    .with_graceful_shutdown(stopped)
-                    .await;
-                if served.is_err() {
-                    stop_on_failure.stop();
-                }
-                served
-            });
             let dispatch = dispatcher.try_dispatch_with_listener(listener, errors);
             let dispatched = until_shutdown(dispatch, stop_dispatching, shutdown)
                 .await
@@ -298,6 +305,78 @@ where
             dispatched.and(served)
         }
     }
+}
+
+/// The webhook server's task: it ends once the listener is stopped (after
+/// deleting the webhook), or when it fails.
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Webhook mode's start: listens, tells Telegram to post there with the
+/// secret, and serves [`webhook::front`]. The listener for the dispatcher,
+/// the server's task and the listener's stop token; `None` if `shutdown`
+/// came first.
+async fn start_webhook<S: Future<Output = ()> + Send>(
+    bot: &Bot,
+    token: &BotToken,
+    webhook: Webhook,
+    shutdown: Pin<&mut S>,
+) -> Result<
+    Option<(
+        impl UpdateListener<Err = Infallible> + use<S>,
+        ServerTask,
+        StopToken,
+    )>,
+    UpdatesError,
+> {
+    let Webhook {
+        listen,
+        public_url,
+        secret_token,
+        queue,
+        counters,
+    } = webhook;
+    // Bound before Telegram is told to send here, so a busy port is an
+    // error rather than updates sent to nothing.
+    let socket = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| UpdatesError::Listen {
+            addr: listen,
+            detail: e.to_string(),
+        })?;
+    let set = bot
+        .set_webhook(public_url.clone())
+        .secret_token(secret_token.clone())
+        .drop_pending_updates(false)
+        .into_future();
+    tokio::select! {
+        set = set => { set.map_err(|e| UpdatesError::SetWebhook(token.scrub(&e.to_string())))?; }
+        () = shutdown => return Ok(None),
+    }
+    let (mut listener, stopped, router) =
+        webhook::front(public_url.path(), &secret_token, queue, counters);
+    // Once the listener is stopped, Telegram is told to stop posting, then
+    // the server stops; if it fails first, it stops the listener, which
+    // ends the dispatcher.
+    let (bot, token) = (bot.clone(), token.clone());
+    let stopped = async move {
+        stopped.await;
+        if let Err(e) = bot.delete_webhook().await {
+            let error = token.scrub(&e.to_string());
+            tracing::warn!(%error, "telegram updates: deleteWebhook failed");
+        }
+    };
+    let stop_listener = listener.stop_token();
+    let stop_on_failure = stop_listener.clone();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(socket, router)
+            .with_graceful_shutdown(stopped)
+            .await;
+        if served.is_err() {
+            stop_on_failure.stop();
+        }
+        served
+    });
+    Ok(Some((listener, server, stop_listener)))
 }
 
 /// The dispatcher's tree: text messages to `handler`, and posts to

@@ -2,18 +2,21 @@
 //! each once and in order per chat, a slow chat not holding back another,
 //! non-text updates ignored, a prompt graceful shutdown that confirms what
 //! was taken; by webhook, `setWebhook` with the URL and secret, requests
-//! without the right secret refused, `deleteWebhook` at shutdown; a bad
+//! without the right secret refused, bodies over 64 KiB refused (413), a
+//! full queue answered 429 and counted, `deleteWebhook` at shutdown; a bad
 //! secret refused; and the token in no error and no log line.
 //!
 //! Every wait is bounded: a hang fails the test.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callwatch_telegram::BotToken;
-use callwatch_telegram::updates::{self, Incoming, Mode, UpdatesError};
+use callwatch_telegram::updates::{self, Incoming, Mode, UpdatesError, WORKER_QUEUE};
+use callwatch_telegram::webhook::WebhookCounters;
 use callwatch_testkit::fake_bot::{FakeBotApi, Webhook, deliver_update, text_update};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -282,26 +285,130 @@ fn update_json(update_id: i64, chat: i64, text: &str) -> String {
     text_update(update_id, chat, chat, text).to_string()
 }
 
+/// The webhook `run` set at the fake, once it has (within `LIMIT`).
+async fn webhook_set(fake: &FakeBotApi) -> Option<Webhook> {
+    for _ in 0..(LIMIT.as_millis() / 25) {
+        if let Some(set) = fake.webhook() {
+            return Some(set);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+const HOOK_SECRET: &str = "s3cret_Hook-token";
+
+/// `run` in webhook mode at a free address, with `handler`, a queue of
+/// `queue` and the secret [`HOOK_SECRET`]; once the webhook is set.
+async fn webhook_running<H, F>(
+    fake: &FakeBotApi,
+    queue: usize,
+    handler: H,
+) -> (Running, SocketAddr, Arc<WebhookCounters>)
+where
+    H: Fn(Incoming) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let listen = free_addr();
+    let url = url::Url::parse(&format!("http://{listen}/hook")).unwrap();
+    let hook = updates::Webhook {
+        queue,
+        ..updates::Webhook::new(listen, url, HOOK_SECRET)
+    };
+    let counters = Arc::clone(&hook.counters);
+    let running = Running::start(&fake.url(), TOKEN, Mode::Webhook(hook), handler);
+    assert!(webhook_set(fake).await.is_some(), "setWebhook never came");
+    (running, listen, counters)
+}
+
+#[tokio::test]
+async fn the_webhook_refuses_a_body_over_64_kib_with_413_and_handles_nothing_of_it() {
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = move |m: Incoming| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(m);
+        }
+    };
+    let (running, listen, counters) = webhook_running(&fake, 16, handler).await;
+    // A well-formed update, 100 KiB of it: an old server would take it.
+    let huge = update_json(1, 9, &format!("/min_callers {}", "9".repeat(100 * 1024)));
+    assert!(huge.len() > 100 * 1024);
+    assert_eq!(
+        post_update(listen, "/hook", Some(HOOK_SECRET), &huge).await,
+        413
+    );
+    let small = update_json(2, 9, "/status");
+    assert_eq!(
+        post_update(listen, "/hook", Some(HOOK_SECRET), &small).await,
+        200
+    );
+    let got = receive(&mut rx, 1).await;
+    assert_eq!(
+        got[0].text, "/status",
+        "the large one never reached the handler"
+    );
+    assert_eq!(counters.too_large.load(Ordering::Relaxed), 1);
+    running.stop().await.unwrap();
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_full_webhook_queue_answers_429_counts_it_and_loses_nothing_it_took() {
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    // The chat's handler is held: the dispatcher fills the chat's worker
+    // queue, then stops taking from ours, which fills in turn.
+    let (open, opened) = tokio::sync::watch::channel(false);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = move |m: Incoming| {
+        let (tx, mut opened) = (tx.clone(), opened.clone());
+        async move {
+            let _ = opened.wait_for(|open| *open).await;
+            let _ = tx.send(m);
+        }
+    };
+    let (running, listen, counters) = webhook_running(&fake, 4, handler).await;
+    let mut statuses = Vec::new();
+    for i in 1..=100 {
+        let body = update_json(i, 9, &format!("/cmd {i}"));
+        statuses.push(post_update(listen, "/hook", Some(HOOK_SECRET), &body).await);
+    }
+    let taken = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(taken + refused, 100, "{statuses:?}");
+    assert!(refused > 0, "the queue never filled: {statuses:?}");
+    // The worker's queue (64), the update in the handler, at most one the
+    // dispatcher holds, and ours (4).
+    assert!(taken <= WORKER_QUEUE + 1 + 1 + 4, "{taken} taken");
+    assert_eq!(counters.queue_full.load(Ordering::Relaxed), refused as u64);
+    open.send(true).unwrap();
+    let got = receive(&mut rx, taken).await;
+    let expected: Vec<String> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s == 200)
+        .map(|(i, _)| format!("/cmd {}", i + 1))
+        .collect();
+    let texts: Vec<String> = got.into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        texts, expected,
+        "every update taken, in order, and no other"
+    );
+    running.stop().await.unwrap();
+    assert!(rx.try_recv().is_err());
+}
+
 #[tokio::test]
 async fn webhook_mode_sets_the_webhook_and_takes_only_requests_with_the_secret() {
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let listen = free_addr();
     let public_url = url::Url::parse(&format!("http://{listen}/tg/hook")).unwrap();
     let secret = "s3cret_Hook-token";
-    let mode = Mode::Webhook {
-        listen,
-        public_url: public_url.clone(),
-        secret_token: secret.to_owned(),
-    };
-    let (running, mut rx) = Running::forwarding(&fake.url(), mode);
-    let mut set = None;
-    for _ in 0..200 {
-        set = fake.webhook();
-        if set.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let hook = updates::Webhook::new(listen, public_url.clone(), secret);
+    let counters = Arc::clone(&hook.counters);
+    let (running, mut rx) = Running::forwarding(&fake.url(), Mode::Webhook(hook));
+    let set = webhook_set(&fake).await;
     assert_eq!(
         set,
         Some(Webhook {
@@ -348,10 +455,14 @@ async fn webhook_mode_sets_the_webhook_and_takes_only_requests_with_the_secret()
         Incoming {
             chat_id: 9,
             user_id: Some(9),
+            sender_chat_id: None,
             message_id: 4,
             text: "/right".to_owned(),
         }
     );
+
+    assert_eq!(counters.refused_secret.load(Ordering::Relaxed), 3);
+    assert_eq!(counters.queued.load(Ordering::Relaxed), 1);
 
     running.stop().await.unwrap();
     assert!(rx.try_recv().is_err(), "nothing else reached the handler");
@@ -366,11 +477,11 @@ async fn webhook_mode_sets_the_webhook_and_takes_only_requests_with_the_secret()
 async fn a_bad_webhook_secret_is_refused_before_anything_is_sent() {
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     for bad in [String::new(), "with space".to_owned(), "x".repeat(257)] {
-        let mode = Mode::Webhook {
-            listen: free_addr(),
-            public_url: url::Url::parse("https://bot.example/hook").unwrap(),
-            secret_token: bad.clone(),
-        };
+        let mode = Mode::Webhook(updates::Webhook::new(
+            free_addr(),
+            url::Url::parse("https://bot.example/hook").unwrap(),
+            &bad,
+        ));
         let (running, _rx) = Running::forwarding(&fake.url(), mode);
         let error = running.error().await;
         assert!(
@@ -390,11 +501,11 @@ async fn a_busy_webhook_port_is_an_error_and_no_webhook_is_set() {
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap();
-    let mode = Mode::Webhook {
+    let mode = Mode::Webhook(updates::Webhook::new(
         listen,
-        public_url: url::Url::parse("https://bot.example/hook").unwrap(),
-        secret_token: "ok".to_owned(),
-    };
+        url::Url::parse("https://bot.example/hook").unwrap(),
+        "ok",
+    ));
     let (running, _rx) = Running::forwarding(&fake.url(), mode);
     let error = running.error().await;
     assert!(

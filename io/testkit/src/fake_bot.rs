@@ -11,7 +11,9 @@
 //! queued with [`FakeBotApi::push_text`] come out of `getUpdates` (long
 //! polling with `offset`, `timeout` and `limit`, as Telegram's), and
 //! `setWebhook` / `deleteWebhook` / `getWebhookInfo` keep the webhook's URL
-//! and secret. Like Telegram, it refuses `getUpdates` (409) while a webhook
+//! and secret. `getChatMember` answers with the status set for the (chat,
+//! user) by [`FakeBotApi::set_member`] (`member` when none was), or fails
+//! as scripted by [`FakeBotApi::fail_member_lookups`]. Like Telegram, it refuses `getUpdates` (409) while a webhook
 //! is set; it never calls the webhook itself.
 //!
 //! It watches the limits on its own clock: [`FakeBotApi::max_in_window`]
@@ -105,6 +107,15 @@ pub struct WindowMax {
     pub chat_id: Option<i64>,
 }
 
+/// A member's status in a chat, as `getChatMember` answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberStatus {
+    Creator,
+    Administrator,
+    Member,
+    Left,
+}
+
 /// The webhook as the last `setWebhook` left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
@@ -128,6 +139,10 @@ struct State {
     updates: VecDeque<(i64, Value)>,
     next_update_id: i64,
     webhook: Option<Webhook>,
+    members: HashMap<(i64, i64), MemberStatus>,
+    /// `getChatMember` requests still to fail (500), and those received.
+    member_faults: usize,
+    member_lookups: u64,
 }
 
 /// The running fake. Stops when dropped.
@@ -300,6 +315,21 @@ impl FakeBotApi {
         };
         self.pushed.notify_waiters();
         id
+    }
+
+    /// `user_id`'s status in `chat_id` from now on.
+    pub fn set_member(&self, chat_id: i64, user_id: i64, status: MemberStatus) {
+        self.state.lock().members.insert((chat_id, user_id), status);
+    }
+
+    /// The next `times` `getChatMember` requests are answered 500.
+    pub fn fail_member_lookups(&self, times: usize) {
+        self.state.lock().member_faults += times;
+    }
+
+    /// How many `getChatMember` requests it received.
+    pub fn member_lookups(&self) -> u64 {
+        self.state.lock().member_lookups
     }
 
     /// Updates queued and not yet confirmed by a `getUpdates` with a
@@ -476,6 +506,7 @@ async fn handle(
         )),
         "sendmessage" => Ok(send_message(&body, &state, epoch).await),
         "getupdates" => Ok(get_updates(&body, &state, &pushed).await),
+        "getchatmember" => Ok(get_chat_member(&body, &state)),
         "setwebhook" | "deletewebhook" | "getwebhookinfo" => {
             // setWebhook comes as a form (it may carry a certificate).
             let Some(params) = form_fields(&content_type, &body) else {
@@ -537,6 +568,52 @@ async fn get_updates(body: &[u8], state: &Mutex<State>, pushed: &Notify) -> Repl
         // Timing out only ends the wait: the loop answers (empty) then.
         let _ = tokio::time::timeout_at(deadline, woken).await;
     }
+}
+
+/// `getChatMember`: the status set for the chat and user, `member` if none
+/// was; 500 while faults are scripted.
+fn get_chat_member(body: &[u8], state: &Mutex<State>) -> Reply {
+    let Ok(params) = serde_json::from_slice::<Value>(body) else {
+        return error(StatusCode::BAD_REQUEST, "Bad Request: not JSON");
+    };
+    let id = |v: &Value| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    let (Some(chat), Some(user)) = (id(&params["chat_id"]), id(&params["user_id"])) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: chat or user not found",
+        );
+    };
+    let status = {
+        let mut s = state.lock();
+        s.member_lookups += 1;
+        if s.member_faults > 0 {
+            s.member_faults -= 1;
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
+        s.members
+            .get(&(chat, user))
+            .copied()
+            .unwrap_or(MemberStatus::Member)
+    };
+    let mut member = json!({"user": {"id": user, "is_bot": false, "first_name": "fake"}});
+    let fields = match status {
+        MemberStatus::Creator => json!({"status": "creator", "is_anonymous": false}),
+        MemberStatus::Administrator => json!({
+            "status": "administrator", "is_anonymous": false, "can_be_edited": false,
+            "can_manage_chat": true, "can_change_info": true, "can_delete_messages": true,
+            "can_manage_video_chats": true, "can_invite_users": true,
+            "can_restrict_members": true, "can_promote_members": false
+        }),
+        MemberStatus::Member => json!({"status": "member"}),
+        MemberStatus::Left => json!({"status": "left"}),
+    };
+    if let (Value::Object(m), Value::Object(f)) = (&mut member, fields) {
+        m.extend(f);
+    }
+    reply(StatusCode::OK, &json!({"ok": true, "result": member}))
 }
 
 /// `setWebhook`, `deleteWebhook` (each honouring `drop_pending_updates`)

@@ -116,3 +116,39 @@ pub async fn redis_now(con: &mut impl redis::aio::ConnectionLike) -> i64 {
         .expect("Redis answers TIME");
     secs * 1_000_000_000 + micros * 1_000
 }
+
+/// A Redis key prefix of a test's own (`what` made unique, then `:`) on
+/// database `db`, whose keys are deleted on drop (also when the test
+/// fails).
+#[derive(Debug)]
+pub struct OwnPrefix {
+    pub prefix: String,
+    db: u8,
+}
+
+impl OwnPrefix {
+    pub fn new(what: &str, db: u8) -> OwnPrefix {
+        OwnPrefix {
+            prefix: format!("{}:", unique(what)),
+            db,
+        }
+    }
+}
+
+impl Drop for OwnPrefix {
+    fn drop(&mut self) {
+        let (pattern, db) = (format!("{}*", self.prefix), self.db);
+        on_own_runtime(async move {
+            let mut con = connect_redis(db).await;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut con)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<i64> =
+                    redis::cmd("DEL").arg(&keys).query_async(&mut con).await;
+            }
+        });
+    }
+}

@@ -7,6 +7,7 @@
 //! event read before it. Settings and subscriptions change the engine only
 //! through the chats stream, as every other producer does.
 
+mod credits;
 mod engine_ask;
 mod limit;
 mod payments;
@@ -19,17 +20,17 @@ use callwatch_common::backoff::Backoff;
 use callwatch_common::clock::system_time;
 use callwatch_ledger::migrate::pg_detail;
 use callwatch_ledger::pg::connected;
-use callwatch_ledger::subscriptions::{
-    Credit, CreditError, Credited, Source, SubscriptionStore, announce,
-};
+use callwatch_ledger::subscriptions::{SubscriptionStore, announce};
 use callwatch_payments::config::lamports_to_sol;
-use callwatch_payments::unmatched::{Resolution, Resolved};
+use callwatch_payments::unmatched::Resolution;
 use callwatch_payments::{Ledger, PaymentError, solana_pay_url};
 use callwatch_telegram::commands::{
-    Backend, BackendError, ChatSettings, PlanView, QuoteView, SettingsStore, Subscription,
+    Applied, Backend, BackendError, ChatSettings, PlanView, QuoteView, SettingsStore, Subscription,
     UnmatchedView,
 };
+use callwatch_telegram::members::ChatMembers;
 use callwatch_telegram::names::ChannelNames;
+use callwatch_telegram::sender;
 use engine::board::ChannelScore;
 use engine::event::{ChannelId, ChatId, SettingsPatch};
 use engine::shard::Holding;
@@ -39,7 +40,7 @@ use tokio::sync::Mutex;
 
 pub use engine_ask::EngineAsk;
 pub use limit::CommandCounters;
-pub use receive::{Parts, UpdatesTask, start};
+pub use receive::{Parts, ReceivingCounters, UpdatesTask, start};
 
 pub use crate::reader::EngineQuery;
 
@@ -60,6 +61,13 @@ pub struct ServiceBackend {
     pub stats: StatsFn,
     /// Payments, when configured.
     pub payments: Option<Ledger>,
+    /// Telegram, asked who administers a group.
+    pub members: ChatMembers,
+    /// Where notices to other chats than the asking one go (a resolved
+    /// payment's chat): the sender's reply lane.
+    pub notices: sender::Sender,
+    /// Where a notice without room is counted.
+    pub counters: Arc<CommandCounters>,
 }
 
 impl std::fmt::Debug for ServiceBackend {
@@ -197,45 +205,13 @@ impl Backend for ServiceBackend {
     async fn grant(
         &self,
         admin: i64,
+        grant_id: &str,
         chat_id: ChatId,
         days: u32,
         now: Nanos,
-    ) -> Result<Nanos, BackendError> {
-        let credit = Credit {
-            chat_id,
-            plan: "grant".to_owned(),
-            days,
-            source: Source::Grant { granted_by: admin },
-            amount_sol: None,
-            amount_usd: None,
-        };
-        let credited = {
-            let mut pg = self.postgres().await?;
-            let client = pg.as_mut().expect("connected above");
-            let result = self
-                .subscriptions
-                .credit(client, &mut self.redis.clone(), &credit, system_time(now))
-                .await;
-            if let Err(CreditError::Postgres(_)) = &result {
-                *pg = None;
-            }
-            match result {
-                Ok(c) => c,
-                // Committed; the Redis copy is rewritten at the next start.
-                Err(CreditError::RedisCopy { credited, error }) => {
-                    tracing::warn!(chat_id, %error, "grant committed; its Redis copy failed");
-                    credited
-                }
-                Err(e) => return Err(unavailable("grant", e)),
-            }
-        };
-        let Credited::New { expires_at, .. } = credited else {
-            return Err(BackendError::Refused(
-                "That grant was already recorded.".to_owned(),
-            ));
-        };
-        self.publish_subscribe(chat_id, "grant", expires_at).await?;
-        Ok(expires_at)
+    ) -> Result<Applied, BackendError> {
+        let credit = credits::granted(admin, grant_id, chat_id, days);
+        self.grant_once(&credit, now).await
     }
 
     async fn stats(&self) -> Result<Vec<(String, String)>, BackendError> {
@@ -318,39 +294,20 @@ impl Backend for ServiceBackend {
         chat_id: ChatId,
         plan: &str,
         now: Nanos,
-    ) -> Result<Nanos, BackendError> {
-        let ledger = self.ledger()?;
-        let mut pg = self.postgres().await?;
-        let client = pg.as_mut().expect("connected above");
+    ) -> Result<Applied, BackendError> {
         let resolution = Resolution {
             signature,
             chat_id,
             plan,
             admin_chat_id: admin,
         };
-        let resolved = ledger
-            .resolve_unmatched(
-                client,
-                &mut self.redis.clone(),
-                &resolution,
-                system_time(now),
-            )
-            .await;
-        match resolved {
-            Ok(Resolved::Credited { expires_at }) => Ok(expires_at),
-            Ok(Resolved::AlreadyResolved {
-                resolved_by,
-                chat_id,
-            }) => Err(BackendError::Refused(format!(
-                "That payment was already resolved by {resolved_by}, for chat {chat_id}."
-            ))),
-            Err(PaymentError::NotFound(sig)) => Err(BackendError::Refused(format!(
-                "No unmatched payment has the signature {sig}."
-            ))),
-            Err(PaymentError::UnknownPlan(name)) => Err(BackendError::Refused(format!(
-                "There is no plan \"{name}\"."
-            ))),
-            Err(e) => Err(self.payment_failed(&mut pg, e)),
-        }
+        self.resolve_once(&resolution, now).await
+    }
+
+    async fn is_chat_admin(&self, chat_id: ChatId, user_id: i64) -> Result<bool, BackendError> {
+        self.members
+            .is_admin(chat_id, user_id)
+            .await
+            .map_err(|e| unavailable("Telegram", e))
     }
 }

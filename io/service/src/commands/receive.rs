@@ -16,9 +16,11 @@ use callwatch_ledger::subscriptions::SubscriptionStore;
 use callwatch_payments::Ledger;
 use callwatch_payments::watcher::WatcherCounters;
 use callwatch_telegram::BotToken;
-use callwatch_telegram::commands::{Commands, SettingsStore};
+use callwatch_telegram::commands::{Commands, RightsCounters, SettingsStore};
+use callwatch_telegram::members::ChatMembers;
 use callwatch_telegram::sender::{self, Message};
-use callwatch_telegram::updates::{self, Incoming, Mode};
+use callwatch_telegram::updates::{self, Incoming, Mode, Webhook};
+use callwatch_telegram::webhook::WebhookCounters;
 use engine::time::NANOS_PER_SEC;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc, watch};
@@ -43,6 +45,16 @@ pub struct Parts {
     pub counters: Arc<CommandCounters>,
     /// The payment watcher's counters, for `/metrics`.
     pub payment_counters: Arc<WatcherCounters>,
+    /// What the receiving side counts, for `/metrics`.
+    pub receiving: ReceivingCounters,
+}
+
+/// What the receiving side counts: who was refused a change to a group,
+/// and what the webhook refused and took.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivingCounters {
+    pub rights: Arc<RightsCounters>,
+    pub webhook: Arc<WebhookCounters>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -88,6 +100,8 @@ pub fn start(
         }
         _ => None,
     };
+    let api_url: url::Url = t.api_url.parse().context("telegram.api_url")?;
+    let token = BotToken::new(t.token.clone());
     let backend = ServiceBackend {
         redis: parts.redis.clone(),
         prefix: prefix.clone(),
@@ -99,23 +113,28 @@ pub fn start(
         names: Arc::clone(&parts.alerts.names),
         stats: parts.stats,
         payments,
+        members: ChatMembers::new(&api_url, &token).context("telegram")?,
+        notices: parts.alerts.sender.clone(),
+        counters: Arc::clone(&parts.counters),
     };
     let username = (!t.bot_username.is_empty()).then(|| t.bot_username.clone());
-    let commands = Arc::new(Commands::new(backend, t.admins.clone(), username));
+    let commands = Commands::new(backend, t.admins.clone(), username)
+        .counting_rights(Arc::clone(&parts.receiving.rights));
+    let commands = Arc::new(commands);
     let mode = if t.updates == "webhook" {
-        Mode::Webhook {
+        Mode::Webhook(Webhook {
             listen: t
                 .webhook_listen
                 .parse()
                 .context("telegram.webhook_listen")?,
             public_url: t.webhook_url.parse().context("telegram.webhook_url")?,
             secret_token: t.webhook_secret.clone(),
-        }
+            queue: t.webhook_queue,
+            counters: Arc::clone(&parts.receiving.webhook),
+        })
     } else {
         Mode::Polling
     };
-    let api_url: url::Url = t.api_url.parse().context("telegram.api_url")?;
-    let token = BotToken::new(t.token.clone());
     let answer = Answer {
         commands,
         limit: Arc::new(CommandLimit::new(t.commands_per_minute, t.command_burst)),

@@ -52,6 +52,18 @@ pub struct UnmatchedView {
     pub chat_id: Option<ChatId>,
 }
 
+/// A credit of record (a grant, a resolved payment), and whether the
+/// engine was told of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The chat's subscription now runs until then.
+    pub expires_at: Nanos,
+    /// False when the credit is committed but its `subscribe` event could
+    /// not be published yet: repeating the command (by the same grant id,
+    /// or the same payment) publishes it without crediting again.
+    pub announced: bool,
+}
+
 /// Why the backend could not answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BackendError {
@@ -107,15 +119,18 @@ pub trait Backend: Send + Sync {
     /// Channel names, where known.
     fn names(&self, ids: &[ChannelId]) -> impl Future<Output = Vec<Option<String>>> + Send;
 
-    /// Credits `days` to `chat_id`, recorded as granted by `admin`; the new
-    /// expiry.
+    /// Credits `days` to `chat_id`, recorded as granted by `admin` under
+    /// `grant_id` (the command that made it), once per `grant_id`: a grant
+    /// id recorded already credits nothing more, but its announcement is
+    /// made again (refused if that id granted something else).
     fn grant(
         &self,
         admin: i64,
+        grant_id: &str,
         chat_id: ChatId,
         days: u32,
         now: Nanos,
-    ) -> impl Future<Output = Result<Nanos, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Applied, BackendError>> + Send;
 
     /// The service's figures, as (name, value) rows.
     fn stats(&self) -> impl Future<Output = Result<Vec<(String, String)>, BackendError>> + Send;
@@ -135,7 +150,8 @@ pub trait Backend: Send + Sync {
     fn unmatched(&self) -> impl Future<Output = Result<Vec<UnmatchedView>, BackendError>> + Send;
 
     /// Credits the unmatched payment `signature` to `chat_id` as `plan`,
-    /// recorded as decided by `admin`; the new expiry.
+    /// recorded as decided by `admin`, once (refused, naming who, if it was
+    /// resolved before), and tells `chat_id` it was applied.
     fn resolve(
         &self,
         admin: i64,
@@ -143,5 +159,14 @@ pub trait Backend: Send + Sync {
         chat_id: ChatId,
         plan: &str,
         now: Nanos,
-    ) -> impl Future<Output = Result<Nanos, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Applied, BackendError>> + Send;
+
+    /// Whether `user_id` administers the group `chat_id`: Telegram's
+    /// `getChatMember` status `creator` or `administrator`. `Unavailable`
+    /// when Telegram could not say.
+    fn is_chat_admin(
+        &self,
+        chat_id: ChatId,
+        user_id: i64,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
 }

@@ -27,10 +27,17 @@
 //! admins' `grant`, `stats`, `unmatched`, `resolve`. The commands that
 //! change settings are for subscribed chats only (`subscribed`).
 //!
+//! Who may: the bot's admins (the `[telegram]` list) alone the admin
+//! commands; in a group, only its administrators the commands that change
+//! its settings or subscription (`rights`, which asks Telegram and keeps
+//! the answer a minute).
+//!
 //! Shared by them: `backend` (what the commands need from the service),
 //! `chat_settings` and `store` (a chat's settings and where they are
 //! kept), `args` (argument readers) and `text` (values written for
 //! people).
+
+use std::sync::Arc;
 
 use engine::event::{ChannelId, ChatId, SettingsPatch};
 use engine::time::Nanos;
@@ -47,6 +54,7 @@ mod help;
 mod mcap;
 mod quorum;
 mod resolve;
+mod rights;
 mod settings;
 mod start;
 mod stats;
@@ -59,10 +67,15 @@ mod top;
 mod tracked;
 mod unmatched;
 
-pub use backend::{Backend, BackendError, PlanView, QuoteView, Subscription, UnmatchedView};
+pub use backend::{
+    Applied, Backend, BackendError, PlanView, QuoteView, Subscription, UnmatchedView,
+};
 pub use chat_settings::ChatSettings;
 pub use follow::MAX_FOLLOW;
 pub use grant::MAX_GRANT_DAYS;
+pub use rights::{
+    ADMIN_CACHE_ENTRIES, ADMIN_CACHE_NANOS, CANNOT_CHECK, NOT_AN_ADMIN, RightsCounters,
+};
 pub use store::SettingsStore;
 pub use text::{esc, when};
 pub use top::{TOP_ROWS, TOP_WINDOW_NANOS};
@@ -94,10 +107,13 @@ pub enum Command {
     Top,
     /// The plans, or a quote for one of them.
     Subscribe(Option<String>),
-    /// Admins: give a chat this many days.
+    /// Admins: give a chat this many days. The grant is named by
+    /// `grant_id` when given (to finish one cut short), otherwise by the
+    /// command's own message.
     Grant {
         chat_id: ChatId,
         days: u32,
+        grant_id: Option<String>,
     },
     /// Admins: the service's figures.
     Stats,
@@ -129,6 +145,20 @@ impl Command {
                 | Command::Mcap { .. }
                 | Command::Follow(_)
                 | Command::Unfollow(_)
+        )
+    }
+
+    /// Whether it changes the chat's settings or subscription, which in a
+    /// group only its administrators may (see `rights`).
+    fn changes_chat(&self) -> bool {
+        matches!(
+            self,
+            Command::MinCallers(_)
+                | Command::Lookback(_)
+                | Command::Mcap { .. }
+                | Command::Follow(_)
+                | Command::Unfollow(_)
+                | Command::Subscribe(Some(_))
         )
     }
 
@@ -217,6 +247,8 @@ struct Ask<'a, B> {
     /// Who asked: the user, or the chat when Telegram names no user. A
     /// `/grant` or `/resolve` is recorded as decided by them.
     user: i64,
+    /// The command's message in `chat`: what names a grant.
+    message_id: i32,
     now: Nanos,
     links: &'a Links,
 }
@@ -269,6 +301,7 @@ pub struct Commands<B> {
     admins: Vec<i64>,
     bot_username: Option<String>,
     links: Links,
+    rights: rights::Rights,
 }
 
 impl<B: Backend> Commands<B> {
@@ -279,7 +312,14 @@ impl<B: Backend> Commands<B> {
             admins,
             bot_username,
             links: Links::default(),
+            rights: rights::Rights::default(),
         }
+    }
+
+    /// Counts the checks of who may change a group into `counters`.
+    pub fn counting_rights(mut self, counters: Arc<RightsCounters>) -> Commands<B> {
+        self.rights = rights::Rights::counting(counters);
+        self
     }
 
     pub fn backend(&self) -> &B {
@@ -318,6 +358,11 @@ impl<B: Backend> Commands<B> {
         if command.admin_only() && !self.is_admin(req) {
             return Some((name, Reply::text("That command is for the bot's admins.")));
         }
+        if command.changes_chat()
+            && let Err(why) = self.rights.may_change(&self.backend, req, now).await
+        {
+            return Some((name, Reply::text(why)));
+        }
         let reply = match self.answer(req, command, now).await {
             Ok(reply) => reply,
             Err(BackendError::Refused(why)) => Reply::text(esc(&why)),
@@ -338,6 +383,7 @@ impl<B: Backend> Commands<B> {
             b: &self.backend,
             chat: req.chat_id,
             user: req.user_id.unwrap_or(req.chat_id),
+            message_id: req.message_id,
             now,
             links: &self.links,
         };
@@ -358,7 +404,11 @@ impl<B: Backend> Commands<B> {
             Command::Tracked => tracked::answer(ask).await,
             Command::Top => top::answer(ask).await,
             Command::Subscribe(plan) => subscribe::answer(ask, plan.as_deref()).await,
-            Command::Grant { chat_id, days } => grant::answer(ask, chat_id, days).await,
+            Command::Grant {
+                chat_id,
+                days,
+                grant_id,
+            } => grant::answer(ask, chat_id, days, grant_id).await,
             Command::Stats => stats::answer(ask).await,
             Command::Unmatched => unmatched::answer(ask).await,
             Command::Resolve {

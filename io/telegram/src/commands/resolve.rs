@@ -1,5 +1,7 @@
 //! `/resolve` (admins): credits a payment that matched no quote (see
-//! `/unmatched`) to a chat as a plan, recorded as the admin's decision.
+//! `/unmatched`) to a chat as a plan, recorded as the admin's decision,
+//! once (a payment resolved before is refused, naming who resolved it), and
+//! tells that chat.
 
 use engine::event::ChatId;
 
@@ -34,13 +36,21 @@ pub(super) async fn answer<B: Backend>(
     chat_id: ChatId,
     plan: &str,
 ) -> Answer {
-    let expires_at = ask
+    let applied = ask
         .b
         .resolve(ask.user, signature, chat_id, plan, ask.now)
         .await?;
-    Ok(Reply::text(format!(
-        "Credited to <code>{chat_id}</code> as {}: subscribed until {}.",
+    let mut text = format!(
+        "Credited to <code>{chat_id}</code> as {}: subscribed until {}. The chat is told.",
         esc(plan),
-        when(expires_at)
-    )))
+        when(applied.expires_at)
+    );
+    if !applied.announced {
+        text.push_str(
+            "\n\nThe credit is recorded, but I could not tell the alerting engine yet \
+             (storage is unavailable). In a minute, send the same /resolve again to finish: \
+             it credits nothing more.",
+        );
+    }
+    Ok(Reply::text(text))
 }

@@ -30,9 +30,18 @@ struct Fake {
     board_since: Option<Nanos>,
     names: HashMap<ChannelId, String>,
     grants: Vec<(i64, ChatId, u32)>,
+    /// The grant id of each grant, in order.
+    grant_ids: Vec<String>,
+    /// Credits are recorded, but not announced to the engine.
+    announce_fails: bool,
     plans: Vec<PlanView>,
     unmatched: Vec<UnmatchedView>,
     resolved: Vec<(i64, String, ChatId, String)>,
+    /// (group, user) → administers it; absent: a plain member.
+    admins_of: HashMap<(ChatId, i64), bool>,
+    /// `is_chat_admin` calls, and whether Telegram is away for them.
+    member_lookups: usize,
+    members_down: bool,
 }
 
 #[derive(Debug, Default)]
@@ -104,13 +113,21 @@ impl Backend for Mem {
     async fn grant(
         &self,
         admin: i64,
+        grant_id: &str,
         chat_id: ChatId,
         days: u32,
         now: Nanos,
-    ) -> Result<Nanos, BackendError> {
+    ) -> Result<Applied, BackendError> {
         self.check()?;
-        self.0.lock().grants.push((admin, chat_id, days));
-        Ok(now + i64::from(days) * DAY)
+        let mut f = self.0.lock();
+        if !f.grant_ids.iter().any(|g| g == grant_id) {
+            f.grants.push((admin, chat_id, days));
+            f.grant_ids.push(grant_id.to_owned());
+        }
+        Ok(Applied {
+            expires_at: now + i64::from(days) * DAY,
+            announced: !f.announce_fails,
+        })
     }
 
     async fn stats(&self) -> Result<Vec<(String, String)>, BackendError> {
@@ -161,10 +178,22 @@ impl Backend for Mem {
         chat_id: ChatId,
         plan: &str,
         now: Nanos,
-    ) -> Result<Nanos, BackendError> {
+    ) -> Result<Applied, BackendError> {
         self.check()?;
         self.resolve_one(admin, signature, chat_id, plan)?;
-        Ok(now + 30 * DAY)
+        Ok(Applied {
+            expires_at: now + 30 * DAY,
+            announced: !self.0.lock().announce_fails,
+        })
+    }
+
+    async fn is_chat_admin(&self, chat_id: ChatId, user_id: i64) -> Result<bool, BackendError> {
+        let mut f = self.0.lock();
+        f.member_lookups += 1;
+        if f.members_down {
+            return Err(BackendError::Unavailable("getChatMember: 502".to_owned()));
+        }
+        Ok(f.admins_of.get(&(chat_id, user_id)) == Some(&true))
     }
 }
 
@@ -220,6 +249,7 @@ fn ask_in(c: &Commands<Mem>, chat_id: ChatId, user: i64, text: &str) -> Option<R
     let req = Incoming {
         chat_id,
         user_id: Some(user),
+        sender_chat_id: None,
         message_id: 1,
         text: text.to_owned(),
     };
@@ -232,6 +262,31 @@ fn ask_in(c: &Commands<Mem>, chat_id: ChatId, user: i64, text: &str) -> Option<R
 
 fn ask(c: &Commands<Mem>, text: &str) -> String {
     ask_as(c, CHAT, text).expect("a reply").text
+}
+
+/// A message in `chat`, from `user` (on behalf of `sender_chat`, if any).
+fn message(chat: ChatId, user: Option<i64>, sender_chat: Option<ChatId>, text: &str) -> Incoming {
+    Incoming {
+        chat_id: chat,
+        user_id: user,
+        sender_chat_id: sender_chat,
+        message_id: 1,
+        text: text.to_owned(),
+    }
+}
+
+fn reply_at(c: &Commands<Mem>, req: &Incoming, now: Nanos) -> String {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(c.handle(req, now))
+        .expect("a reply")
+        .1
+        .text
+}
+
+fn reply(c: &Commands<Mem>, req: &Incoming) -> String {
+    reply_at(c, req, NOW)
 }
 
 fn events(c: &Commands<Mem>) -> Vec<(ChatId, SettingsPatch, Nanos)> {
@@ -773,4 +828,6 @@ fn unmatched_and_resolve_are_for_admins_and_credit_the_named_payment() {
     }
 }
 
+mod credits;
+mod rights;
 mod subscribed;
