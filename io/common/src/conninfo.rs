@@ -108,7 +108,11 @@ mod tests {
     #[test]
     fn spans_cover_each_pair_as_written() {
         let s = "host=db sslmode = 'verify-full' user=cw";
-        let spans: Vec<&str> = pairs(s).unwrap().iter().map(|p| &s[p.span.clone()]).collect();
+        let spans: Vec<&str> = pairs(s)
+            .unwrap()
+            .iter()
+            .map(|p| &s[p.span.clone()])
+            .collect();
         assert_eq!(spans, ["host=db", "sslmode = 'verify-full'", "user=cw"]);
     }
 

@@ -252,7 +252,10 @@ mod tests {
                 "redis://default:s3cret@cache:6379/0",
                 "redis://default:***@cache:6379/0",
             ),
-            ("rediss://:s3cret@cache:6380/2", "rediss://:***@cache:6380/2"),
+            (
+                "rediss://:s3cret@cache:6380/2",
+                "rediss://:***@cache:6380/2",
+            ),
             ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
             (
                 "postgres://cw:pw@db:5432/cw?sslmode=verify-full&password=pw2",
@@ -274,7 +277,10 @@ mod tests {
                 "host=db user=cw password='hunter 2' sslmode=require",
                 "host=db user=cw password=*** sslmode=require",
             ),
-            ("host=db password=x secret=y", "host=db password=*** secret=***"),
+            (
+                "host=db password=x secret=y",
+                "host=db password=*** secret=***",
+            ),
             ("password='open", "<not a connection string, ***>"),
             ("", ""),
         ] {

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use callwatch_common::backoff::Backoff;
+use callwatch_common::secret::SecretUrl;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -143,7 +144,7 @@ pub struct SignaturesQuery<'a> {
 #[derive(Debug, Clone)]
 pub struct RpcClient {
     http: reqwest::Client,
-    url: String,
+    url: SecretUrl,
     retries: u32,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -179,7 +180,7 @@ impl RpcClient {
             .map_err(|e| RpcError::Transport(e.without_url()))?;
         Ok(RpcClient {
             http,
-            url: url.to_owned(),
+            url: SecretUrl::new(url),
             retries,
             backoff_min,
             backoff_max,
@@ -242,7 +243,7 @@ impl RpcClient {
         let transport = |e: reqwest::Error| RpcError::Transport(e.without_url());
         let response = self
             .http
-            .post(&self.url)
+            .post(self.url.expose())
             .json(body)
             .send()
             .await

@@ -41,6 +41,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use callwatch_common::secret::Secret;
 use teloxide::Bot;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::ErrorHandler;
@@ -150,7 +151,7 @@ pub enum Mode {
     Webhook {
         listen: SocketAddr,
         public_url: url::Url,
-        secret_token: String,
+        secret_token: Secret,
     },
 }
 
@@ -220,7 +221,7 @@ where
     G: Future<Output = ()> + Send,
 {
     if let Mode::Webhook { secret_token, .. } = &mode {
-        check_secret(secret_token)?;
+        check_secret(secret_token.expose())?;
     }
     let client = teloxide::net::default_reqwest_settings()
         .build()
@@ -263,7 +264,8 @@ where
                         addr: listen,
                         detail: e.to_string(),
                     })?;
-            let options = webhooks::Options::new(listen, public_url).secret_token(secret_token);
+            let options = webhooks::Options::new(listen, public_url)
+                .secret_token(secret_token.expose().to_owned());
             let (mut listener, stopped, router) = tokio::select! {
                 set = webhooks::axum_to_router(bot, options) => {
                     set.map_err(|e| UpdatesError::SetWebhook(scrub(&e)))?

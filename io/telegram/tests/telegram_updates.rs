@@ -291,7 +291,7 @@ async fn webhook_mode_sets_the_webhook_and_takes_only_requests_with_the_secret()
     let mode = Mode::Webhook {
         listen,
         public_url: public_url.clone(),
-        secret_token: secret.to_owned(),
+        secret_token: secret.into(),
     };
     let (running, mut rx) = Running::forwarding(&fake.url(), mode);
     let mut set = None;
@@ -369,7 +369,7 @@ async fn a_bad_webhook_secret_is_refused_before_anything_is_sent() {
         let mode = Mode::Webhook {
             listen: free_addr(),
             public_url: url::Url::parse("https://bot.example/hook").unwrap(),
-            secret_token: bad.clone(),
+            secret_token: bad.clone().into(),
         };
         let (running, _rx) = Running::forwarding(&fake.url(), mode);
         let error = running.error().await;
@@ -393,7 +393,7 @@ async fn a_busy_webhook_port_is_an_error_and_no_webhook_is_set() {
     let mode = Mode::Webhook {
         listen,
         public_url: url::Url::parse("https://bot.example/hook").unwrap(),
-        secret_token: "ok".to_owned(),
+        secret_token: "ok".into(),
     };
     let (running, _rx) = Running::forwarding(&fake.url(), mode);
     let error = running.error().await;

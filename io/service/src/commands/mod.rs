@@ -17,6 +17,7 @@ use callwatch_common::backoff::Backoff;
 use callwatch_common::clock::system_time;
 use callwatch_ledger::migrate::pg_detail;
 use callwatch_ledger::pg::connected;
+use callwatch_ledger::server::PgServer;
 use callwatch_ledger::subscriptions::{
     Credit, CreditError, Credited, Source, SubscriptionStore, announce,
 };
@@ -52,7 +53,7 @@ pub struct ServiceBackend {
     pub settings: SettingsStore,
     pub subscriptions: SubscriptionStore,
     /// PostgreSQL, where grants are recorded; `None` when not configured.
-    pub database_url: Option<String>,
+    pub database: Option<PgServer>,
     pub pg: Mutex<Option<tokio_postgres::Client>>,
     pub engine: mpsc::Sender<EngineQuery>,
     pub names: Arc<ChannelNames>,
@@ -139,13 +140,13 @@ impl ServiceBackend {
     async fn postgres(
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>, BackendError> {
-        let Some(url) = &self.database_url else {
+        let Some(server) = &self.database else {
             return Err(BackendError::Refused(
                 "Subscriptions need PostgreSQL, and this service runs without it.".to_owned(),
             ));
         };
         let mut pg = self.pg.lock().await;
-        connected(url, &mut pg)
+        connected(server, &mut pg)
             .await
             .map_err(|e| unavailable("PostgreSQL", pg_detail(&e)))?;
         Ok(pg)
