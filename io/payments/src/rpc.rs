@@ -281,6 +281,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_clients_debug_shows_no_key() {
+        let url = "https://user:pw@rpc.example/v2/KEY123?api-key=KEY456";
+        let limits = (Duration::from_millis(1), Duration::from_millis(2));
+        let client = RpcClient::new(url, Duration::from_secs(1), 0, limits).unwrap();
+        let shown = format!("{client:?}");
+        for secret in ["pw@", "KEY123", "KEY456"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
     fn answers_are_parsed_and_errors_classified() {
         let none: Option<Transaction> =
             parse_answer(br#"{"jsonrpc":"2.0","result":null,"id":1}"#).unwrap();

@@ -410,6 +410,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_webhook_modes_debug_shows_no_secret() {
+        let mode = Mode::Webhook {
+            listen: "127.0.0.1:8443".parse().unwrap(),
+            public_url: url::Url::parse("https://bot.example/hook").unwrap(),
+            secret_token: "hook-s3cret".into(),
+        };
+        let shown = format!("{mode:?}");
+        assert!(!shown.contains("hook-s3cret"), "{shown}");
+    }
+
+    #[test]
     fn the_webhook_secret_follows_telegrams_rule() {
         assert_eq!(check_secret("aZ09_-"), Ok(()));
         assert_eq!(check_secret(&"x".repeat(256)), Ok(()));
