@@ -67,43 +67,56 @@ pub fn client_config(check: Check, roots: RootCertStore) -> Result<ClientConfig,
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
-    let verifier: Arc<dyn ServerCertVerifier> = match check {
-        Check::Nothing => Arc::new(Unchecked { provider }),
-        Check::Chain | Check::ChainAndHost => {
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+    let webpki = match check {
+        Check::Nothing => None,
+        Check::Chain | Check::ChainAndHost => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                 .build()
-                .map_err(|e| format!("TLS roots: {e}"))?;
-            if check == Check::Chain {
-                Arc::new(AnyName { webpki })
-            } else {
-                webpki
-            }
-        }
+                .map_err(|e| format!("TLS roots: {e}"))?,
+        ),
+    };
+    let verifier = Verifier {
+        webpki,
+        any_name: check != Check::ChainAndHost,
+        provider,
     };
     Ok(builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth())
 }
 
-/// `require`: any certificate, as libpq takes it. The handshake's
-/// signatures are still checked, so the connection is encrypted to
-/// whoever holds the certificate's key.
+/// The check of a [`Check`]. Without `webpki` (`require`) any certificate
+/// passes, as libpq takes it; the handshake's signatures are still
+/// checked, so the connection is encrypted to whoever holds the
+/// certificate's key. With `any_name` (`verify-ca`) the chain must reach a
+/// trusted root whatever host the certificate names: webpki checks the
+/// name only after the chain, so a name error means the chain was good.
 #[derive(Debug)]
-struct Unchecked {
+struct Verifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    any_name: bool,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Unchecked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if self.any_name => Ok(ServerCertVerified::assertion()),
+            verified => verified,
+        }
     }
 
     fn verify_tls12_signature(
@@ -130,56 +143,5 @@ impl ServerCertVerifier for Unchecked {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain to a trusted root, whatever host the certificate
-/// names. webpki checks the name only after the chain, so a name error
-/// means the chain was good.
-#[derive(Debug)]
-struct AnyName {
-    webpki: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        let verified =
-            self.webpki
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
-        match verified {
-            Err(Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
     }
 }
