@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use callwatch_common::secret::SecretUrl;
 use callwatch_ledger::audit::{
     AlertKind, AuditError, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkCounters,
     SinkEvent, SinkStats,
 };
 use callwatch_ledger::migrate::migrate;
+use callwatch_ledger::server::PgServer;
+use callwatch_streams::connection::RedisEndpoint;
 use engine::sim::{self, Rng};
 use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;
@@ -24,8 +27,8 @@ use crate::market::T0;
 /// What the scenario is asked to do.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub redis_url: String,
-    pub database_url: String,
+    pub redis_url: SecretUrl,
+    pub database_url: SecretUrl,
     pub rows: u64,
     /// The sink's batch, in entries.
     pub batch: usize,
@@ -92,7 +95,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let redis = redis::Client::open(plan.redis_url.as_str())?;
+        let redis = RedisEndpoint::new(plan.redis_url.clone()).client()?;
         // A pipeline of thousands of XADDs may take longer than the
         // client's default half-second answer limit.
         let limits = redis::AsyncConnectionConfig::new()
@@ -102,7 +105,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
             .get_multiplexed_async_connection_with_config(&limits)
             .await
             .context("cannot connect to Redis")?;
-        let (mut client, conn) = tokio_postgres::connect(&plan.database_url, tokio_postgres::NoTls)
+        let (mut client, conn) = PgServer::parse(plan.database_url.expose())?
+            .connect()
             .await
             .context("cannot connect to PostgreSQL")?;
         tokio::spawn(conn);
@@ -237,7 +241,8 @@ impl Sinks {
                 batch_rows: plan.batch,
                 ..SinkConfig::default()
             };
-            let mut sink = AuditSink::new(config, redis.clone(), plan.database_url.parse()?)?;
+            let mut sink =
+                AuditSink::new(config, redis.clone(), plan.database_url.expose().parse()?)?;
             counters.push(sink.counters());
             let stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use callwatch_common::secret::SecretUrl;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod audit_run;
@@ -217,7 +218,7 @@ struct RebuildArgs {
     /// The Redis server and database to fill (flushed first and after),
     /// e.g. redis://127.0.0.1:6379/13.
     #[arg(long)]
-    redis_url: String,
+    redis_url: SecretUrl,
     /// Multiplier keys to write and load.
     #[arg(long, default_value_t = 2_500_000)]
     keys: u64,
@@ -252,13 +253,13 @@ struct AuditArgs {
     /// The Redis server and database for the stream (one key, deleted at
     /// the end).
     #[arg(long, default_value = "redis://127.0.0.1:6379/14")]
-    redis_url: String,
+    redis_url: SecretUrl,
     /// The PostgreSQL database to create a schema in.
     #[arg(
         long,
         default_value = "host=127.0.0.1 port=5432 dbname=test user=postgres"
     )]
-    database_url: String,
+    database_url: SecretUrl,
     /// Audit rows to push and land.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
@@ -283,7 +284,7 @@ struct AuditArgs {
 struct WritebehindArgs {
     /// The Redis server and database to write (flushed first and after).
     #[arg(long, default_value = "redis://127.0.0.1:6379/15")]
-    redis_url: String,
+    redis_url: SecretUrl,
     /// Call alerts to record; each writes two keys.
     #[arg(long, default_value_t = 1_000_000)]
     alerts: u64,
@@ -334,11 +335,11 @@ struct PipelineArgs {
     /// The Redis server and database for the streams and state (flushed
     /// first and after).
     #[arg(long, default_value = "redis://127.0.0.1:6379/7")]
-    redis_url: String,
+    redis_url: SecretUrl,
     /// Also land audit rows in this PostgreSQL (a schema of its own,
     /// dropped at the end).
     #[arg(long)]
-    database_url: Option<String>,
+    database_url: Option<SecretUrl>,
     /// Events to publish and run through the service.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,

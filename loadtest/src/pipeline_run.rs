@@ -16,7 +16,10 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use callwatch_common::secret::SecretUrl;
 use callwatch_ingest::stream::{input_drained, publish};
+use callwatch_ledger::server::PgServer;
+use callwatch_streams::connection::RedisEndpoint;
 use engine::sim::{Market, MarketConfig};
 use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;
@@ -26,8 +29,8 @@ use crate::rebuild_run::db_of;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub redis_url: String,
-    pub database_url: Option<String>,
+    pub redis_url: SecretUrl,
+    pub database_url: Option<SecretUrl>,
     pub events: u64,
     pub partitions: u32,
     pub tokens: u64,
@@ -62,7 +65,7 @@ impl Results {
 /// backlog before serve starts, or paced while it runs), serve timed until
 /// every entry is acknowledged, then stopped, and what it left cleaned up.
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
-    let db = db_of(&plan.redis_url)?;
+    let db = db_of(plan.redis_url.expose())?;
     anyhow::ensure!(plan.events > 0, "--events must be positive");
     anyhow::ensure!(
         plan.callwatch.is_file(),
@@ -73,7 +76,11 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         .enable_all()
         .build()?;
     let mut con = rt
-        .block_on(redis::Client::open(plan.redis_url.as_str())?.get_multiplexed_async_connection())
+        .block_on(
+            RedisEndpoint::new(plan.redis_url.clone())
+                .client()?
+                .get_multiplexed_async_connection(),
+        )
         .context("cannot connect to Redis")?;
     rt.block_on(async {
         let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await?;
@@ -103,7 +110,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     anyhow::ensure!(status.success(), "serve did not stop cleanly: {status}");
 
     let audit_rows = match &plan.database_url {
-        Some(url) => Some(rt.block_on(audit_rows(url, &serve.schema))?),
+        Some(url) => Some(rt.block_on(audit_rows(url.expose(), &serve.schema))?),
         None => None,
     };
     rt.block_on(async {
@@ -258,7 +265,10 @@ impl<'a> Serve<'a> {
         let config =
             std::env::temp_dir().join(format!("callwatch-pipeline-{}.toml", std::process::id()));
         let postgres = plan.database_url.as_ref().map_or(String::new(), |url| {
-            format!("[postgres]\nurl = \"{url}\"\nschema = \"{schema}\"\n")
+            format!(
+                "[postgres]\nurl = \"{}\"\nschema = \"{schema}\"\n",
+                url.expose()
+            )
         });
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
             .local_addr()?
@@ -268,7 +278,8 @@ impl<'a> Serve<'a> {
             format!(
                 "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
                  [sources]\ncalls = false\nprices = false\n",
-                plan.redis_url, plan.partitions
+                plan.redis_url.expose(),
+                plan.partitions
             ),
         )?;
         Ok(Serve {
@@ -357,7 +368,7 @@ fn wait_drained(
 /// The rows serve landed in the schema's audit table; then drops the
 /// schema.
 async fn audit_rows(url: &str, schema: &str) -> anyhow::Result<i64> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (client, conn) = PgServer::parse(url)?.connect().await?;
     let driver = tokio::spawn(conn);
     let n: i64 = client
         .query_one(

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use callwatch_common::secret::SecretUrl;
 use callwatch_state::rebuild::{bulk_connection_config, into_fresh_engine};
+use callwatch_streams::connection::RedisEndpoint;
 use engine::EngineConfig;
 use engine::time::NANOS_PER_SEC;
 use indicatif::ProgressBar;
@@ -20,7 +22,7 @@ use crate::market::{Market, Spec};
 /// What the scenario is asked to do.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub redis_url: String,
+    pub redis_url: SecretUrl,
     pub market: Spec,
     pub shards: usize,
     pub scan_count: usize,
@@ -98,8 +100,8 @@ async fn seed_rebuild(con: &mut MultiplexedConnection) -> redis::RedisResult<(u6
 /// predecessor's way, measure the server's floor, and load it callwatch's
 /// way; each timed on its own.
 pub fn run(plan: &Plan) -> anyhow::Result<Results> {
-    let db = db_of(&plan.redis_url)?;
-    let client = redis::Client::open(plan.redis_url.as_str())?;
+    let db = db_of(plan.redis_url.expose())?;
+    let client = RedisEndpoint::new(plan.redis_url.clone()).client()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use callwatch_common::secret::SecretUrl;
 use callwatch_state::writebehind::{self, WriteBehind, WriteBehindConfig, WriteBehindStats};
 use callwatch_streams::connection::{self, RedisTimeouts};
 use engine::effect::{CallAlert, Effect, MultiplierAlert};
@@ -24,7 +25,7 @@ use crate::rebuild_run::db_of;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub redis_url: String,
+    pub redis_url: SecretUrl,
     /// Call alerts to write (two keys each).
     pub alerts: u64,
     /// Share of alerts that later reach a threshold.
@@ -73,8 +74,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         response: Duration::from_secs(60),
         ..RedisTimeouts::default()
     };
-    let mut admin =
-        connection::managed_connection(&plan.redis_url, &timeouts).context("--redis-url")?;
+    let mut admin = connection::managed_connection(plan.redis_url.expose(), &timeouts)
+        .context("--redis-url")?;
     rt.block_on(async {
         let size: u64 = redis::cmd("DBSIZE")
             .query_async(&mut admin)
@@ -134,7 +135,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
 /// Checks the plan before anything touches Redis; returns the database
 /// number its URL names.
 fn check(plan: &Plan) -> anyhow::Result<i64> {
-    let db = db_of(&plan.redis_url)?;
+    let db = db_of(plan.redis_url.expose())?;
     anyhow::ensure!(plan.alerts > 0, "--alerts must be positive");
     anyhow::ensure!(
         (0.0..=1.0).contains(&plan.threshold_share),

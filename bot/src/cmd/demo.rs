@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use callwatch_common::keys::audit_key;
+use callwatch_common::secret::SecretUrl;
 use callwatch_ledger::pg::connect_and_migrate;
 use callwatch_service::persist::{PersistConfig, Persistence};
 use engine::effect::Effect;
@@ -52,12 +53,12 @@ pub struct Args {
     /// Keep the state in this Redis (e.g. redis://127.0.0.1:6379/0); implies
     /// --persist [default: redis.url, or REDIS_URL].
     #[arg(long)]
-    redis_url: Option<String>,
+    redis_url: Option<SecretUrl>,
     /// Land audit rows in this PostgreSQL (through the Redis audit stream);
     /// the schema is migrated first; implies --persist [default:
     /// postgres.url, or DATABASE_URL; none: no audit rows].
     #[arg(long)]
-    database_url: Option<String>,
+    database_url: Option<SecretUrl>,
     /// The PostgreSQL schema [default: postgres.schema, or CALLWATCH_SCHEMA].
     #[arg(long)]
     schema: Option<String>,
@@ -93,18 +94,21 @@ fn persistence(
         return Ok(None);
     }
     let settings = args.config.settings()?;
-    let redis_url = args.redis_url.clone().unwrap_or(settings.redis.url.clone());
+    let mut redis = settings.redis.endpoint();
+    if let Some(url) = &args.redis_url {
+        redis.url = url.clone();
+    }
     let database_url = args
         .database_url
         .clone()
-        .or_else(|| settings.postgres.url().map(str::to_owned));
+        .or_else(|| settings.postgres.url().map(SecretUrl::from));
     let schema = args
         .schema
         .clone()
         .unwrap_or(settings.postgres.schema.clone());
     if let Some(url) = &database_url {
         rt.block_on(connect_and_migrate(
-            url,
+            url.expose(),
             &schema,
             "--database-url / DATABASE_URL",
         ))?;
@@ -113,7 +117,7 @@ fn persistence(
     write_behind.ttl_nanos = ttl_nanos;
     write_behind.key_prefix = settings.redis.key_prefix.clone();
     let config = PersistConfig {
-        redis_url,
+        redis,
         database_url,
         schema,
         audit_stream: audit_key(&settings.redis.key_prefix),

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use callwatch_common::secret::SecretUrl;
 use callwatch_ledger::migrate::MIGRATIONS;
 use callwatch_ledger::pg::connect_and_migrate;
 
@@ -17,7 +18,7 @@ pub struct Args {
     /// The database, as a URL (`postgres://user@host:port/db`) or key=value
     /// pairs (`host=… dbname=…`) [default: postgres.url, or DATABASE_URL].
     #[arg(long)]
-    database_url: Option<String>,
+    database_url: Option<SecretUrl>,
     /// The schema callwatch's tables live in, created if missing [default:
     /// postgres.schema, or CALLWATCH_SCHEMA, or `callwatch`].
     #[arg(long)]
@@ -27,7 +28,7 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let settings = args.config.settings()?;
     let url = match &args.database_url {
-        Some(url) => url.clone(),
+        Some(url) => url.expose().to_owned(),
         None => settings.postgres.url().map(str::to_owned).ok_or_else(|| {
             anyhow::anyhow!("no database: pass --database-url, or set DATABASE_URL or postgres.url")
         })?,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use callwatch_common::secret::SecretUrl;
 use callwatch_state::rebuild::{bulk_connection_config, into_fresh_engine};
 
 use super::{ConfigArgs, EngineArgs};
@@ -19,7 +20,7 @@ pub struct Args {
     /// The Redis server and database, e.g. redis://127.0.0.1:6379/0
     /// [default: redis.url, or REDIS_URL].
     #[arg(long)]
-    redis_url: Option<String>,
+    redis_url: Option<SecretUrl>,
     /// SCAN's COUNT hint: keys asked for per round trip.
     #[arg(long, default_value_t = 10_000)]
     scan_count: usize,
@@ -34,8 +35,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.scan_count > 0, "--scan-count must be positive");
     let config = args.engine.config()?;
     let settings = args.config.settings()?;
-    let url = args.redis_url.as_deref().unwrap_or(&settings.redis.url);
-    let client = redis::Client::open(url).context("--redis-url is not a Redis URL")?;
+    let mut redis = settings.redis.endpoint();
+    if let Some(url) = &args.redis_url {
+        redis.url = url.clone();
+    }
+    let client = redis
+        .client()
+        .context("--redis-url (or redis.url, redis.ca_file)")?;
     let prefix = &settings.redis.key_prefix;
     let rt = super::runtime()?;
     let started = Instant::now();
@@ -45,6 +51,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let mut con = client
             .get_multiplexed_async_connection_with_config(&bulk_connection_config())
             .await
+            .map_err(|e| redis.explain(e))
             .context("cannot connect to Redis (check --redis-url / REDIS_URL / redis.url)")?;
         // The database's size bounds the records to load: the bar's length.
         let size: u64 = redis::cmd("DBSIZE")

@@ -22,10 +22,9 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let settings = args.config.settings()?;
     super::init_logging(&settings.log.level, settings.log.format == "json")?;
-    let masked = settings.masked();
     tracing::info!(
-        redis = %masked.redis.url,
-        postgres = %masked.postgres.url,
+        redis = %settings.redis.url,
+        postgres = %settings.postgres.url,
         partitions = ?settings.owned_partitions(),
         "callwatch serve starting (`callwatch config` prints every setting)"
     );

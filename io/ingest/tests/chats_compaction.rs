@@ -97,7 +97,7 @@ fn change(chat: ChatId, i: usize, at: Nanos) -> String {
 /// a `StreamIngest` named `consumer` (a restart if that name read before),
 /// acknowledged; and the ingest's counters.
 async fn learnt(config: StreamIngestConfig) -> (BTreeMap<ChatId, Chat>, IngestStats) {
-    let ingest = StreamIngest::new(config, &redis_url(DB)).unwrap();
+    let ingest = StreamIngest::new(config, redis_url(DB).as_str()).unwrap();
     let acker = ingest.acker();
     let (tx, mut rx) = mpsc::channel(4);
     let (stop, stop_rx) = watch::channel(false);

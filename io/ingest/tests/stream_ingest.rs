@@ -702,7 +702,7 @@ async fn a_full_window_stops_reading_until_events_are_acknowledged() {
 #[should_panic(expected = "past the last event handed out")]
 fn acknowledging_what_was_never_handed_out_is_a_bug() {
     let prefix = Prefix("cw_test:never:".to_owned());
-    let ingest = StreamIngest::new(config(&prefix, "a", 1, &[]), &redis_url()).unwrap();
+    let ingest = StreamIngest::new(config(&prefix, "a", 1, &[]), redis_url()).unwrap();
     ingest.acker().ack_through(1);
 }
 

@@ -10,6 +10,9 @@
 //! - [`migrate`]: the SQL files of `migrations/`, applied once each.
 //! - [`pg`]: the `[postgres]` settings, connecting and migrating, and a
 //!   connection kept and made again.
+//! - [`server`]: a server as its connection string describes it, with the
+//!   TLS its `sslmode` asks for; the one way to connect.
+//! - [`tls`]: the rustls configuration of each `sslmode` that encrypts.
 //! - [`audit`]: audit and activity rows through a Redis stream into
 //!   PostgreSQL, in batches, acknowledged after commit, landing once.
 //! - [`subscriptions`]: credits of plans, committed in PostgreSQL first,
@@ -19,4 +22,6 @@ pub mod audit;
 pub mod classify;
 pub mod migrate;
 pub mod pg;
+pub mod server;
 pub mod subscriptions;
+pub mod tls;

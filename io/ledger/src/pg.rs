@@ -1,19 +1,22 @@
 //! Where PostgreSQL is (the `[postgres]` section of the service's
 //! settings), and the connections the ledger's users keep.
 
+use callwatch_common::secret::SecretUrl;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::migrate::{self, MigrateError};
+use crate::server::{PgServer, PgUrlError};
 
 /// The `[postgres]` section of the settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// A connection string (`host=… dbname=… user=…` or `postgres://…`);
-    /// empty: no audit rows and no subscriptions of record [default:
-    /// empty].
-    pub url: String,
+    /// A connection string (`host=… dbname=… user=…` or `postgres://…`),
+    /// TLS by its `sslmode` and `sslrootcert` as libpq reads them (see
+    /// [`crate::server`]); never printed unmasked. Empty: no audit rows
+    /// and no subscriptions of record [default: empty].
+    pub url: SecretUrl,
     /// The schema holding callwatch's tables [default: `callwatch`].
     pub schema: String,
 }
@@ -21,7 +24,7 @@ pub struct PostgresConfig {
 impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
-            url: String::new(),
+            url: SecretUrl::default(),
             schema: "callwatch".to_owned(),
         }
     }
@@ -30,14 +33,19 @@ impl Default for PostgresConfig {
 impl PostgresConfig {
     /// The connection string, when one is configured.
     pub fn url(&self) -> Option<&str> {
-        (!self.url.is_empty()).then_some(self.url.as_str())
+        (!self.url.is_empty()).then_some(self.url.expose())
+    }
+
+    /// The server, when one is configured.
+    pub fn server(&self) -> Result<Option<PgServer>, PgUrlError> {
+        self.url().map(PgServer::parse).transpose()
     }
 
     /// What is wrong with it, each problem named.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !self.url.is_empty() && self.url.parse::<tokio_postgres::Config>().is_err() {
-            problems.push("postgres.url is not a PostgreSQL connection string".to_owned());
+        if let Err(e) = self.server() {
+            problems.push(format!("postgres.url: {e}"));
         }
         if !migrate::valid_schema_name(&self.schema) {
             problems.push(format!(
@@ -67,13 +75,15 @@ pub async fn connect_and_migrate(
     schema: &str,
     hint: &str,
 ) -> Result<Vec<i32>, ConnectError> {
-    let (mut client, conn) =
-        tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(|e| ConnectError::Connect {
-                hint: hint.to_owned(),
-                detail: migrate::pg_detail(&e),
-            })?;
+    let failed = |detail: String| ConnectError::Connect {
+        hint: hint.to_owned(),
+        detail,
+    };
+    let server = PgServer::parse(url).map_err(|e| failed(e.to_string()))?;
+    let (mut client, conn) = server
+        .connect()
+        .await
+        .map_err(|e| failed(migrate::pg_detail(&e)))?;
     let driver = tokio::spawn(conn);
     let applied = migrate::migrate(&mut client, schema).await;
     drop(client);
@@ -81,15 +91,15 @@ pub async fn connect_and_migrate(
     Ok(applied?)
 }
 
-/// The client in `slot`, connecting to `url` first when there is none or
-/// it has closed: for tasks that keep one PostgreSQL connection and make
-/// it again after a failure.
+/// The client in `slot`, connecting to `server` first when there is none
+/// or it has closed: for tasks that keep one PostgreSQL connection and
+/// make it again after a failure.
 pub async fn connected<'a>(
-    url: &str,
+    server: &PgServer,
     slot: &'a mut Option<Client>,
 ) -> Result<&'a mut Client, tokio_postgres::Error> {
     if slot.as_ref().is_none_or(Client::is_closed) {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        let (client, connection) = server.connect().await?;
         // Its error reaches the caller through the client's next call.
         tokio::spawn(connection);
         *slot = Some(client);

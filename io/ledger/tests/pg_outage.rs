@@ -20,7 +20,9 @@ use callwatch_ledger::audit::{
 };
 use callwatch_ledger::migrate::migrate;
 use callwatch_streams::log::DeadLetters;
-use callwatch_testkit::{connect_pg, database_url, on_own_runtime, own_schema, unique};
+use callwatch_testkit::{
+    OwnPostgres, connect_pg, database_url, on_own_runtime, own_schema, unique,
+};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -510,110 +512,13 @@ async fn a_sink_stopped_while_postgres_is_unreachable_leaves_its_entries_pending
     assert_eq!(distinct, 3_000);
 }
 
-/// A PostgreSQL cluster of the test's own, dropped (stopped first) on drop.
-struct OwnCluster {
-    version: String,
-    name: String,
-    port: u16,
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = callwatch_testkit::server_command(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("`{program}` could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl OwnCluster {
-    /// Creates and starts a cluster on a free port near one derived from
-    /// the process id.
-    fn create() -> OwnCluster {
-        let missing = |what: &str| -> ! {
-            panic!(
-                "this test runs a PostgreSQL cluster of its own and needs {what}: install \
-                 PostgreSQL's server with Debian's cluster tools (apt-get install postgresql)"
-            )
-        };
-        if callwatch_testkit::server_command("pg_createcluster")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            missing("pg_createcluster");
-        }
-        let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-            .unwrap_or_else(|_| missing("/etc/postgresql"))
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|v| v.parse::<u32>().is_ok())
-            .collect();
-        versions.sort_by_key(|v| v.parse::<u32>().unwrap());
-        let version = versions
-            .pop()
-            .unwrap_or_else(|| missing("a version under /etc/postgresql"));
-        let mut port = 20_000 + (std::process::id() % 20_000) as u16;
-        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            port += 1;
-        }
-        // Made before the cluster, so a failure part-way is cleaned up too.
-        let cluster = OwnCluster {
-            version,
-            name: unique("cw_outage"),
-            port,
-        };
-        run(
-            "pg_createcluster",
-            &[
-                &cluster.version,
-                &cluster.name,
-                "-p",
-                &port.to_string(),
-                "--start-conf",
-                "manual",
-                "--",
-                "-A",
-                "trust",
-            ],
-        );
-        cluster.ctl(&["start"]);
-        cluster
-    }
-
-    fn ctl(&self, action: &[&str]) {
-        let mut args = vec!["--skip-systemctl-redirect", &self.version, &self.name];
-        args.extend_from_slice(action);
-        run("pg_ctlcluster", &args);
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} dbname=postgres user=postgres",
-            self.port
-        )
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = callwatch_testkit::server_command("pg_dropcluster")
-            .args(["--stop", &self.version, &self.name])
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_land_exactly_once_across_a_postgres_outage() {
     const ROWS: u64 = 50_000;
     const CHUNK: u64 = 500;
     const SCHEMA: &str = "audit_outage";
     let key = StreamKey::new("outage");
-    let cluster = tokio::task::spawn_blocking(OwnCluster::create)
+    let cluster = tokio::task::spawn_blocking(|| OwnPostgres::create("cw_outage"))
         .await
         .unwrap();
     let mut client = connect_pg(&cluster.url())

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use callwatch_common::secret::SecretUrl;
 use serde::{Deserialize, Serialize};
 
 use super::PaymentError;
@@ -51,9 +52,10 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PaymentsConfig {
-    /// The Solana JSON-RPC endpoint. It may carry an API key, so it is
-    /// never logged. Default `https://api.mainnet-beta.solana.com`.
-    pub rpc_url: String,
+    /// The Solana JSON-RPC endpoint. It may carry an API key (in its path
+    /// or query), so it is never printed unmasked. Default
+    /// `https://api.mainnet-beta.solana.com`.
+    pub rpc_url: SecretUrl,
     /// Where subscribers pay: a base58 32-byte public key. Default empty
     /// (which `check` refuses).
     pub receiving_address: String,
@@ -107,7 +109,7 @@ impl Default for PaymentsConfig {
             price_sol: price.to_owned(),
         };
         PaymentsConfig {
-            rpc_url: "https://api.mainnet-beta.solana.com".to_owned(),
+            rpc_url: SecretUrl::new("https://api.mainnet-beta.solana.com"),
             receiving_address: String::new(),
             plans: vec![plan("week", 7, "0.25"), plan("month", 30, "0.8")],
             quote_valid_secs: 30 * 60,
@@ -128,7 +130,7 @@ impl PaymentsConfig {
     /// Every problem with the settings, in one error; `Ok` if none.
     pub fn check(&self) -> Result<(), PaymentError> {
         let mut problems = Vec::new();
-        match url::Url::parse(&self.rpc_url) {
+        match url::Url::parse(self.rpc_url.expose()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             // Not the URL itself: it may hold an API key.
             _ => problems.push("rpc_url must be an http or https URL".to_owned()),
@@ -313,7 +315,7 @@ mod tests {
     #[test]
     fn bad_settings_are_each_named() {
         let config = PaymentsConfig {
-            rpc_url: "ftp://x".to_owned(),
+            rpc_url: "ftp://x".into(),
             receiving_address: bs58::encode([7u8; 31]).into_string(),
             plans: vec![
                 Plan {

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use callwatch_common::backoff::Backoff;
+use callwatch_common::secret::SecretUrl;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -145,7 +146,7 @@ pub struct SignaturesQuery<'a> {
 #[derive(Debug, Clone)]
 pub struct RpcClient {
     http: reqwest::Client,
-    url: String,
+    url: SecretUrl,
     retries: u32,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -181,7 +182,7 @@ impl RpcClient {
             .map_err(|e| RpcError::Transport(e.without_url()))?;
         Ok(RpcClient {
             http,
-            url: url.to_owned(),
+            url: SecretUrl::new(url),
             retries,
             backoff_min,
             backoff_max,
@@ -250,7 +251,7 @@ impl RpcClient {
         let transport = |e: reqwest::Error| RpcError::Transport(e.without_url());
         let response = self
             .http
-            .post(&self.url)
+            .post(self.url.expose())
             .json(body)
             .send()
             .await
@@ -286,6 +287,17 @@ fn parse_answer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clients_debug_shows_no_key() {
+        let url = "https://user:pw@rpc.example/v2/KEY123?api-key=KEY456";
+        let limits = (Duration::from_millis(1), Duration::from_millis(2));
+        let client = RpcClient::new(url, Duration::from_secs(1), 0, limits).unwrap();
+        let shown = format!("{client:?}");
+        for secret in ["pw@", "KEY123", "KEY456"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 
     #[test]
     fn answers_are_parsed_and_errors_classified() {

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use engine::time::{NANOS_PER_SEC, Nanos};
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::config::lamports_to_sol;
 use super::matching::{Reason, Verdict, judge, received};
@@ -36,6 +36,7 @@ use callwatch_common::backoff::Backoff;
 use super::rpc::{RpcClient, SignatureInfo, SignaturesQuery, Transaction};
 use super::{Ledger, PaymentError, Quote, Result, to_i64};
 use callwatch_common::clock::{nanos_of, system_time};
+use callwatch_ledger::server::PgServer;
 use callwatch_ledger::subscriptions::{Credit, Source};
 
 /// At most this many pages of signatures per poll; more is a
@@ -119,7 +120,7 @@ impl Watcher {
     pub fn new(ledger: Ledger) -> Result<Watcher> {
         let config = ledger.config();
         let rpc = RpcClient::new(
-            &config.rpc_url,
+            config.rpc_url.expose(),
             config.rpc_timeout(),
             config.rpc_retries,
             (config.retry_min(), config.retry_max()),
@@ -197,11 +198,11 @@ impl Watcher {
     /// sender is dropped), handing every outcome to `outcomes` (the
     /// confirmations are the `Credited` ones). Failures are logged and
     /// retried with doubling waits up to `retry_max_ms`; PostgreSQL is
-    /// connected (again) as needed. Returns early only if `pg_url` is not
-    /// a valid connection string, or when `outcomes` is closed.
+    /// connected (again) as needed. Returns early only when `outcomes` is
+    /// closed.
     pub async fn run<R>(
         mut self,
-        pg_url: &str,
+        postgres: &PgServer,
         mut redis: R,
         outcomes: mpsc::Sender<Outcome>,
         mut stop: watch::Receiver<bool>,
@@ -209,10 +210,6 @@ impl Watcher {
     where
         R: redis::aio::ConnectionLike + Send,
     {
-        let pg_config: tokio_postgres::Config = pg_url.parse().map_err(|_| {
-            // Not the URL itself: it may hold a password.
-            PaymentError::Config("the PostgreSQL connection string is not valid".to_owned())
-        })?;
         let config = self.ledger.config();
         let (poll, connect_timeout) = (config.poll_interval(), config.rpc_timeout());
         let mut backoff = Backoff::new(config.retry_min(), config.retry_max());
@@ -227,7 +224,7 @@ impl Watcher {
             }
             let polled = match pg.as_mut() {
                 Some(client) => self.poll_once(client, &mut redis, SystemTime::now()).await,
-                None => match connect(&pg_config, connect_timeout).await {
+                None => match connect(postgres, connect_timeout).await {
                     Ok(client) => {
                         pg = Some(client);
                         continue;
@@ -598,8 +595,8 @@ impl Watcher {
     }
 }
 
-async fn connect(config: &tokio_postgres::Config, limit: Duration) -> Result<Client> {
-    let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
+async fn connect(postgres: &PgServer, limit: Duration) -> Result<Client> {
+    let (client, connection) = tokio::time::timeout(limit, postgres.connect())
         .await
         .map_err(|_| PaymentError::PgConnect(format!("no connection within {limit:?}")))??;
     // The connection's own error reaches us through the client's calls.

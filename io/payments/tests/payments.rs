@@ -71,7 +71,7 @@ async fn setup_with(test: &str, adjust: impl FnOnce(&mut PaymentsConfig)) -> Set
     let rpc = FakeRpc::start().await.unwrap();
     let us = pubkey(1);
     let mut config = PaymentsConfig {
-        rpc_url: rpc.url(),
+        rpc_url: rpc.url().into(),
         receiving_address: us.clone(),
         rpc_timeout_ms: 2_000,
         rpc_retries: 2,
@@ -676,7 +676,12 @@ async fn the_running_watcher_rides_out_an_outage_and_hands_over_the_credit() {
     let redis = callwatch_testkit::connect_redis(13).await;
     let running = tokio::spawn(async move {
         watcher
-            .run(&callwatch_testkit::database_url(), redis, tx, stop)
+            .run(
+                &callwatch_testkit::database_url().parse().unwrap(),
+                redis,
+                tx,
+                stop,
+            )
             .await
     });
     let sig = s.pay(&quote, now);

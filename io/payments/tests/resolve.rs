@@ -54,7 +54,7 @@ async fn admins_resolving_one_payment_at_once_credit_it_once_to_the_chat_that_cl
     let (schema, pg) = own_schema("resolve_race").await;
     let keys = OwnPrefix::new("cw-test-resolve", 13);
     let config = PaymentsConfig {
-        rpc_url: "http://127.0.0.1:1".to_owned(),
+        rpc_url: "http://127.0.0.1:1".into(),
         receiving_address: pubkey(1),
         ..PaymentsConfig::default()
     };

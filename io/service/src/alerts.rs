@@ -101,7 +101,7 @@ impl Alerts {
         con: &ConnectionManager,
     ) -> anyhow::Result<(Alerts, AlertTasks)> {
         let (sender, reports, task) =
-            sender::Sender::start(BotToken::new(telegram.token.clone()), telegram.sender())?;
+            sender::Sender::start(BotToken::new(telegram.token.expose()), telegram.sender())?;
         let names = Arc::new(ChannelNames::new(
             NamesConfig {
                 key_prefix: prefix.to_owned(),

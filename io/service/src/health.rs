@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use callwatch_ledger::pg::connected;
+use callwatch_ledger::server::PgServer;
 use callwatch_streams::connection;
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
@@ -23,16 +24,16 @@ const LIMIT: Duration = Duration::from_secs(1);
 pub struct HealthChecks {
     pub live: Arc<Live>,
     pub redis: ConnectionManager,
-    pub postgres_url: Option<String>,
+    pub postgres: Option<PgServer>,
 }
 
 impl HealthChecks {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut pg: Option<tokio_postgres::Client> = None;
         loop {
-            if let Some(url) = &self.postgres_url {
+            if let Some(server) = &self.postgres {
                 let t = Instant::now();
-                let ok = pg_ping(url, &mut pg).await;
+                let ok = pg_ping(server, &mut pg).await;
                 self.live
                     .postgres_ok
                     .store(u64::from(ok), Ordering::Relaxed);
@@ -56,9 +57,9 @@ impl HealthChecks {
 }
 
 /// `SELECT 1` within [`LIMIT`], connecting first if needed.
-async fn pg_ping(url: &str, client: &mut Option<tokio_postgres::Client>) -> bool {
+async fn pg_ping(server: &PgServer, client: &mut Option<tokio_postgres::Client>) -> bool {
     let attempt = async {
-        connected(url, client)
+        connected(server, client)
             .await?
             .simple_query("SELECT 1")
             .await

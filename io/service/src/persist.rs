@@ -23,22 +23,24 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use callwatch_common::backoff::Backoff;
+use callwatch_common::secret::SecretUrl;
 use callwatch_ledger::audit::{
     AuditError, AuditQueue, AuditRow, AuditSink, QueueRow, SinkConfig, SinkCounters, SinkEvent,
     SinkStats,
 };
+use callwatch_ledger::server::PgServer;
 use callwatch_state::writebehind::{
     self, Flusher, WriteBehind, WriteBehindConfig, WriteBehindStats,
 };
-use callwatch_streams::connection::{RedisTimeouts, managed_connection};
+use callwatch_streams::connection::{RedisEndpoint, RedisTimeouts};
 use callwatch_streams::log::DeadLetters;
 
 /// Where state and history go.
 #[derive(Debug, Clone)]
 pub struct PersistConfig {
-    pub redis_url: String,
+    pub redis: RedisEndpoint,
     /// PostgreSQL connection string; without it no audit rows are made.
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretUrl>,
     /// The PostgreSQL schema (already migrated).
     pub schema: String,
     /// The audit stream's key.
@@ -57,7 +59,7 @@ pub struct PersistConfig {
 impl Default for PersistConfig {
     fn default() -> Self {
         PersistConfig {
-            redis_url: String::new(),
+            redis: RedisEndpoint::default(),
             database_url: None,
             schema: "callwatch".to_owned(),
             audit_stream: "callwatch:audit".to_owned(),
@@ -121,14 +123,13 @@ impl Persistence {
     /// sink, on the runtime of `handle`.
     pub fn start(config: &PersistConfig, handle: &Handle) -> Result<Persistence, PersistError> {
         let _entered = handle.enter();
-        let con = managed_connection(&config.redis_url, &config.timeouts)?;
+        let con = config.redis.managed(&config.timeouts)?;
         let (wb, flusher) = writebehind::start(config.write_behind.clone(), con.clone());
         let (mut audit_tx, mut pusher, mut sink, mut sink_counters) = (None, None, None, None);
         let rows_pushed = Arc::new(AtomicU64::new(0));
         if let Some(url) = &config.database_url {
-            let pg: tokio_postgres::Config = url
-                .parse()
-                .map_err(|e: tokio_postgres::Error| PersistError::DatabaseUrl(e.to_string()))?;
+            let pg = PgServer::parse(url.expose())
+                .map_err(|e| PersistError::DatabaseUrl(e.to_string()))?;
             let (tx, rx) = mpsc::channel(config.audit_buffer.max(1));
             let queue = AuditQueue::new(config.audit_stream.clone());
             pusher =
@@ -142,7 +143,7 @@ impl Persistence {
                     dead_letters: config.dead_letters.clone(),
                     ..SinkConfig::default()
                 },
-                redis::Client::open(config.redis_url.as_str())?,
+                config.redis.client()?,
                 pg,
             )?;
             sink_counters = Some(audit.counters());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use callwatch_common::keys::audit_key;
+use callwatch_common::secret::SecretUrl;
 use callwatch_ingest::stream::{Acker, ChatCompactor, IngestStats, StreamError, StreamIngest};
 use callwatch_ledger::pg::connect_and_migrate;
 use callwatch_state::rebuild::{bulk_connection_config, load_into};
@@ -95,7 +96,7 @@ impl Service {
             Persistence::start(&persist_config(settings, &engine_config), rt.handle())
                 .context("redis.url")?,
         );
-        let ingest = StreamIngest::new(settings.ingest_config(), &settings.redis.url)
+        let ingest = StreamIngest::new(settings.ingest_config(), settings.redis.endpoint())
             .context("ingest settings")?;
         let acker = ingest.acker();
         let live = Arc::new(Live::new(
@@ -292,8 +293,8 @@ impl Stages {
 /// The persistence's settings, from the service's.
 fn persist_config(settings: &Settings, engine: &EngineConfig) -> PersistConfig {
     PersistConfig {
-        redis_url: settings.redis.url.clone(),
-        database_url: settings.postgres.url().map(str::to_owned),
+        redis: settings.redis.endpoint(),
+        database_url: settings.postgres.url().map(SecretUrl::from),
         schema: settings.postgres.schema.clone(),
         audit_stream: audit_key(&settings.redis.key_prefix),
         audit_consumer: settings.ingest.consumer.clone(),
@@ -368,7 +369,7 @@ fn start_ops(
     let checks = HealthChecks {
         live: Arc::clone(live),
         redis: settings.redis.connect()?,
-        postgres_url: settings.postgres.url().map(str::to_owned),
+        postgres: settings.postgres.server().context("postgres.url")?,
     };
     rt.spawn(checks.run(stop.clone()));
     let listen = settings
@@ -439,9 +440,12 @@ fn rebuild(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = rt.block_on(async {
-        let con = redis::Client::open(settings.redis.url.as_str())?
+        let redis = settings.redis.endpoint();
+        let con = redis
+            .client()?
             .get_multiplexed_async_connection_with_config(&bulk_connection_config())
-            .await?;
+            .await
+            .map_err(|e| redis.explain(e))?;
         let loaded = load_into(
             &con,
             &settings.redis.key_prefix,

@@ -1,6 +1,8 @@
 //! The service's configuration: a TOML file, then environment overrides,
 //! checked once at start. `callwatch config` prints the result with every
-//! secret masked.
+//! secret masked, and so does `Debug`: the token, the webhook secret and
+//! every URL that may carry a password or key are
+//! `callwatch_common::secret` types.
 //!
 //! Each section is the configuration of the crate that owns that concern,
 //! with its defaults written there once: `[redis]`
@@ -32,6 +34,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use callwatch_common::keys::dead_letter_key;
+use callwatch_common::secret::{MASK, Secret, SecretUrl};
 use callwatch_feed::FeedConfig;
 use callwatch_ingest::stream::StreamIngestConfig;
 use callwatch_ledger::pg::PostgresConfig;
@@ -217,13 +220,18 @@ impl Settings {
                 *field = v;
             }
         };
-        set("REDIS_URL", &mut self.redis.url);
-        set("DATABASE_URL", &mut self.postgres.url);
-        set("TELOXIDE_TOKEN", &mut self.telegram.token);
-        set(
-            "CALLWATCH_WEBHOOK_SECRET",
-            &mut self.telegram.webhook_secret,
-        );
+        if let Some(v) = env("REDIS_URL") {
+            self.redis.url = SecretUrl::new(v);
+        }
+        if let Some(v) = env("DATABASE_URL") {
+            self.postgres.url = SecretUrl::new(v);
+        }
+        if let Some(v) = env("TELOXIDE_TOKEN") {
+            self.telegram.token = Secret::new(v);
+        }
+        if let Some(v) = env("CALLWATCH_WEBHOOK_SECRET") {
+            self.telegram.webhook_secret = Secret::new(v);
+        }
         set("CALLWATCH_SCHEMA", &mut self.postgres.schema);
         set("CALLWATCH_CONSUMER", &mut self.ingest.consumer);
         set("CALLWATCH_HTTP_LISTEN", &mut self.http.listen);
@@ -352,27 +360,21 @@ impl Settings {
         }
     }
 
-    /// These settings with every secret replaced, for printing and logs.
+    /// These settings with every secret replaced, for printing as TOML
+    /// (`Debug` masks them by itself).
     pub fn masked(&self) -> Settings {
         let mut s = self.clone();
-        s.redis.url = mask_url(&s.redis.url);
-        s.postgres.url = mask_url(&s.postgres.url);
-        if !s.telegram.token.is_empty() {
-            s.telegram.token = "<set, masked>".to_owned();
+        for url in [
+            &mut s.redis.url,
+            &mut s.postgres.url,
+            &mut s.payments.rpc_url,
+        ] {
+            *url = SecretUrl::new(url.masked());
         }
-        // An RPC provider's key may sit anywhere in the URL: keep the host.
-        if s.payments.rpc_url != PaymentsConfig::default().rpc_url {
-            s.payments.rpc_url = match s.payments.rpc_url.split_once("://") {
-                Some((scheme, rest)) => {
-                    let host = rest.split(['/', '?']).next().unwrap_or_default();
-                    let host = host.rsplit('@').next().unwrap_or_default();
-                    format!("{scheme}://{host}/<masked>")
-                }
-                None => "<set, masked>".to_owned(),
-            };
-        }
-        if !s.telegram.webhook_secret.is_empty() {
-            s.telegram.webhook_secret = "<set, masked>".to_owned();
+        for secret in [&mut s.telegram.token, &mut s.telegram.webhook_secret] {
+            if !secret.is_empty() {
+                *secret = Secret::new(format!("<set, {MASK}>"));
+            }
         }
         s
     }
@@ -381,26 +383,6 @@ impl Settings {
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(&self.masked()).expect("settings serialise")
     }
-}
-
-/// A connection string with its password replaced: the URL form
-/// (`scheme://user:password@host`) and PostgreSQL's key=value form.
-pub fn mask_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((auth, host)) = rest.split_once('@')
-            && let Some((user, _)) = auth.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}");
-        }
-        return url.to_owned();
-    }
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => kv.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -464,10 +446,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(s.redis.url, "redis://env:6379/2");
+        assert_eq!(s.redis.url.expose(), "redis://env:6379/2");
         assert_eq!(s.ingest.partitions, 16);
         assert_eq!(s.owned_partitions(), [0, 1, 2, 3, 9]);
-        assert_eq!(s.telegram.token, "123:secret");
+        assert_eq!(s.telegram.token.expose(), "123:secret");
     }
 
     #[test]
@@ -502,46 +484,81 @@ mod tests {
         assert!(format!("{unknown:#}").contains("urll"), "{unknown:#}");
     }
 
-    #[test]
-    fn secrets_never_print() {
-        let s = load(
-            "[postgres]\nurl = \"host=db user=cw password=hunter2 dbname=cw\"\n",
+    /// Settings with a secret in every place one can be, from the file and
+    /// from the environment.
+    fn with_secrets() -> Settings {
+        load(
+            "[postgres]\nurl = \"host=db user=cw password='hunter 2' dbname=cw sslmode=require\"\n\
+             [payments]\nrpc_url = \"https://user:pw@rpc.example.com/v2/KEY123?api-key=KEY456\"\n",
             &[
-                ("REDIS_URL", "redis://default:s3cret@cache:6379/0"),
+                ("REDIS_URL", "rediss://default:s3cret@cache:6380/0"),
                 ("TELOXIDE_TOKEN", "123456:AAE-very-secret"),
                 ("CALLWATCH_WEBHOOK_SECRET", "hook-secret_1"),
             ],
         )
-        .unwrap();
-        let s = Settings {
-            payments: PaymentsConfig {
-                rpc_url: "https://user:pw@rpc.example.com/v2/KEY123?api-key=KEY456".to_owned(),
-                ..PaymentsConfig::default()
-            },
-            ..s
-        };
+        .unwrap()
+    }
+
+    const SECRETS: &[&str] = &[
+        "hunter",
+        "s3cret",
+        "AAE-very-secret",
+        "123456:",
+        "hook-secret_1",
+        "KEY123",
+        "KEY456",
+        "pw@",
+    ];
+
+    #[test]
+    fn secrets_never_print() {
+        let s = with_secrets();
+        assert_eq!(s.telegram.token.expose(), "123456:AAE-very-secret");
         let printed = s.to_masked_toml();
-        assert!(
-            printed.contains("https://rpc.example.com/<masked>"),
-            "{printed}"
-        );
-        for secret in [
-            "hunter2",
-            "s3cret",
-            "AAE-very-secret",
-            "123456:",
-            "hook-secret_1",
-            "KEY123",
-            "KEY456",
-            "pw@",
-        ] {
+        for secret in SECRETS {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }
-        assert!(printed.contains("redis://default:***@cache:6379/0"));
-        assert!(printed.contains("password=***"));
-        assert_eq!(
-            mask_url("postgres://cw:pw@db:5432/cw"),
-            "postgres://cw:***@db:5432/cw"
-        );
+        for shown in [
+            "rediss://default:***@cache:6380/0",
+            "password=*** dbname=cw sslmode=require",
+            "https://user:***@rpc.example.com/***?api-key=***",
+            "token = \"<set, ***>\"",
+        ] {
+            assert!(printed.contains(shown), "{shown} not in:\n{printed}");
+        }
+    }
+
+    fn assert_shows_no_secret(shown: &[String]) {
+        for text in shown {
+            for secret in SECRETS {
+                assert!(!text.contains(secret), "{secret} shown:\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let s = with_secrets();
+        let shown = [
+            format!("{s:?}"),
+            format!("{s:#?}"),
+            format!("{:?}", s.redis),
+            format!("{:?}", s.postgres),
+            format!("{:?}", s.telegram),
+            format!("{:?}", s.payments),
+        ];
+        assert_shows_no_secret(&shown);
+        assert!(shown[0].contains("rediss://default:***@cache:6380/0"));
+    }
+
+    #[test]
+    fn what_carries_a_url_onward_shows_no_secret_either() {
+        let s = with_secrets();
+        assert_shows_no_secret(&[
+            format!("{:?}", s.redis.endpoint()),
+            format!("{:?}", s.postgres.server().unwrap()),
+            format!("{}", s.redis.url),
+            format!("{}", s.payments.rpc_url),
+        ]);
     }
 }

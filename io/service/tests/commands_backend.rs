@@ -49,7 +49,7 @@ async fn setup(test: &str) -> Setup {
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let token = BotToken::new(TOKEN);
     let telegram = TelegramConfig {
-        token: TOKEN.to_owned(),
+        token: TOKEN.into(),
         api_url: fake.url(),
         ..TelegramConfig::default()
     };
@@ -57,7 +57,7 @@ async fn setup(test: &str) -> Setup {
     tokio::spawn(async move { while reports.recv().await.is_some() {} });
     let redis = managed_connection(&redis_url(REDIS_DB), &RedisTimeouts::default()).unwrap();
     let payments = PaymentsConfig {
-        rpc_url: "http://127.0.0.1:1".to_owned(),
+        rpc_url: "http://127.0.0.1:1".into(),
         receiving_address: pubkey(1),
         ..PaymentsConfig::default()
     };
@@ -67,7 +67,7 @@ async fn setup(test: &str) -> Setup {
         prefix: keys.prefix.clone(),
         settings: SettingsStore::new(&keys.prefix),
         subscriptions: SubscriptionStore::new(&schema.0, &keys.prefix),
-        database_url: Some(database_url()),
+        database: Some(database_url().parse().unwrap()),
         pg: Mutex::new(None),
         engine: EngineAsk::new(engine),
         names: Arc::new(ChannelNames::new(NamesConfig::default(), redis)),

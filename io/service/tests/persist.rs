@@ -43,8 +43,8 @@ impl Fixture {
         };
         let persist = Persistence::start(
             &PersistConfig {
-                redis_url: redis_url(12),
-                database_url: Some(database_url()),
+                redis: redis_url(12).into(),
+                database_url: Some(database_url().into()),
                 schema: schema.0.clone(),
                 audit_stream: format!("{prefix}audit"),
                 write_behind: WriteBehindConfig {

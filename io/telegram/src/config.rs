@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use callwatch_common::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::sender::SenderConfig;
@@ -13,8 +14,8 @@ use crate::sender::SenderConfig;
 #[serde(default, deny_unknown_fields)]
 pub struct TelegramConfig {
     /// The bot token; empty runs the service without sending (alerts are
-    /// still decided, kept and audited) [default: empty].
-    pub token: String,
+    /// still decided, kept and audited). Never printed [default: empty].
+    pub token: Secret,
     /// The Bot API's base URL [default: `https://api.telegram.org`].
     pub api_url: String,
     /// Messages a second to one chat [default: 1].
@@ -44,9 +45,9 @@ pub struct TelegramConfig {
     /// `0.0.0.0:8443`].
     pub webhook_listen: String,
     /// Webhook mode: the secret Telegram sends in
-    /// `X-Telegram-Bot-Api-Secret-Token` (1 to 256 of A-Z a-z 0-9 _ -)
-    /// [default: empty].
-    pub webhook_secret: String,
+    /// `X-Telegram-Bot-Api-Secret-Token` (1 to 256 of A-Z a-z 0-9 _ -).
+    /// Never printed [default: empty].
+    pub webhook_secret: Secret,
     /// Webhook mode: updates held for the dispatcher; when that many wait,
     /// Telegram is answered 429 and sends them again later [default: 256].
     pub webhook_queue: usize,
@@ -55,7 +56,7 @@ pub struct TelegramConfig {
 impl Default for TelegramConfig {
     fn default() -> Self {
         TelegramConfig {
-            token: String::new(),
+            token: Secret::default(),
             api_url: "https://api.telegram.org".to_owned(),
             per_chat_per_sec: 1.0,
             global_per_sec: 30.0,
@@ -66,7 +67,7 @@ impl Default for TelegramConfig {
             bot_username: String::new(),
             webhook_url: String::new(),
             webhook_listen: "0.0.0.0:8443".to_owned(),
-            webhook_secret: String::new(),
+            webhook_secret: Secret::default(),
             webhook_queue: crate::webhook::DEFAULT_QUEUE,
         }
     }
@@ -111,7 +112,7 @@ impl TelegramConfig {
         if !self.api_url.starts_with("http://") && !self.api_url.starts_with("https://") {
             problems.push("telegram.api_url must be an http(s) URL".to_owned());
         }
-        if !self.token.is_empty() && !self.token.contains(':') {
+        if !self.token.is_empty() && !self.token.expose().contains(':') {
             problems.push("telegram.token does not look like a bot token (id:secret)".to_owned());
         }
         match self.updates.as_str() {
@@ -135,9 +136,9 @@ impl TelegramConfig {
                 self.webhook_listen
             ));
         }
-        let secret_ok = (1..=256).contains(&self.webhook_secret.len())
-            && self
-                .webhook_secret
+        let secret = self.webhook_secret.expose();
+        let secret_ok = (1..=256).contains(&secret.len())
+            && secret
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if self.webhook_queue == 0 {

@@ -43,6 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use callwatch_common::secret::Secret;
 use teloxide::Bot;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt, UpdateHandler};
 use teloxide::error_handlers::ErrorHandler;
@@ -170,7 +171,7 @@ pub enum Mode {
 pub struct Webhook {
     pub listen: SocketAddr,
     pub public_url: url::Url,
-    pub secret_token: String,
+    pub secret_token: Secret,
     /// Updates held for the dispatcher; beyond, Telegram is answered 429.
     pub queue: usize,
     /// What the server refused and took.
@@ -184,7 +185,7 @@ impl Webhook {
         Webhook {
             listen,
             public_url,
-            secret_token: secret_token.to_owned(),
+            secret_token: Secret::from(secret_token),
             queue: crate::webhook::DEFAULT_QUEUE,
             counters: Arc::default(),
         }
@@ -257,7 +258,7 @@ where
     G: Future<Output = ()> + Send,
 {
     if let Mode::Webhook(webhook) = &mode {
-        check_secret(&webhook.secret_token)?;
+        check_secret(webhook.secret_token.expose())?;
     }
     let client = teloxide::net::default_reqwest_settings()
         .build()
@@ -345,7 +346,7 @@ async fn start_webhook<S: Future<Output = ()> + Send>(
         })?;
     let set = bot
         .set_webhook(public_url.clone())
-        .secret_token(secret_token.clone())
+        .secret_token(secret_token.expose().to_owned())
         .drop_pending_updates(false)
         .into_future();
     tokio::select! {
@@ -353,7 +354,7 @@ async fn start_webhook<S: Future<Output = ()> + Send>(
         () = shutdown => return Ok(None),
     }
     let (mut listener, stopped, router) =
-        webhook::front(public_url.path(), &secret_token, queue, counters);
+        webhook::front(public_url.path(), secret_token.expose(), queue, counters);
     // Once the listener is stopped, Telegram is told to stop posting, then
     // the server stops; if it fails first, it stops the listener, which
     // ends the dispatcher.
@@ -485,6 +486,17 @@ fn check_secret(secret: &str) -> Result<(), UpdatesError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_modes_debug_shows_no_secret() {
+        let mode = Mode::Webhook(Webhook::new(
+            "127.0.0.1:8443".parse().unwrap(),
+            url::Url::parse("https://bot.example/hook").unwrap(),
+            "hook-s3cret",
+        ));
+        let shown = format!("{mode:?}");
+        assert!(!shown.contains("hook-s3cret"), "{shown}");
+    }
 
     #[test]
     fn the_webhook_secret_follows_telegrams_rule() {

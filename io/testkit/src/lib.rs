@@ -12,17 +12,23 @@
 //!   built in the test, outages and rate limits on demand.
 //! - [`servers`]: where the test PostgreSQL and Redis are, names no other
 //!   test uses, schemas dropped at the end.
-//! - [`own_redis`]: a `redis-server` of a test's own, and server commands
-//!   run on the real clock.
+//! - [`own_redis`]: a `redis-server` of a test's own (plain or TLS), and
+//!   server commands run on the real clock.
+//! - [`own_postgres`]: a PostgreSQL cluster of a test's own (plain or TLS).
+//! - [`pki`]: a CA and a server certificate made at test time, for TLS.
 //! - [`logs`]: what a component logs, captured.
 
 pub mod fake_bot;
 pub mod fake_dex;
 pub mod fake_rpc;
 pub mod logs;
+pub mod own_postgres;
 pub mod own_redis;
+pub mod pki;
 pub mod servers;
 
 pub use logs::{Logs, capture_logs};
+pub use own_postgres::OwnPostgres;
 pub use own_redis::{OwnRedis, server_command};
+pub use pki::TestPki;
 pub use servers::*;

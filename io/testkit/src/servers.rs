@@ -9,7 +9,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use callwatch_ledger::migrate::migrate;
-use tokio_postgres::{Client, NoTls};
+use callwatch_ledger::server::PgServer;
+use tokio_postgres::Client;
 
 pub fn database_url() -> String {
     std::env::var("CALLWATCH_TEST_DATABASE_URL")
@@ -72,7 +73,8 @@ pub fn on_own_runtime<F: Future<Output = ()> + Send + 'static>(f: F) {
 }
 
 pub async fn connect_pg(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    let server = PgServer::parse(url).expect("a valid test connection string");
+    let (client, conn) = server.connect().await?;
     tokio::spawn(conn);
     Ok(client)
 }

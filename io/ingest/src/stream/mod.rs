@@ -146,7 +146,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use callwatch_common::backoff::Backoff;
 use callwatch_common::keys::{dead_letter_key, stream_key};
 use callwatch_streams::Consumer;
-use callwatch_streams::connection::managed_connection;
+use callwatch_streams::connection::RedisEndpoint;
 use callwatch_streams::log::DeadLetters;
 use engine::event::Envelope;
 use engine::ingest::Ingest;
@@ -214,7 +214,7 @@ pub struct EventBatch {
 #[derive(Debug)]
 pub struct StreamIngest {
     config: StreamIngestConfig,
-    redis_url: String,
+    redis: RedisEndpoint,
     layout: Layout,
     dead_letter: String,
     ingest: Ingest,
@@ -223,11 +223,15 @@ pub struct StreamIngest {
 }
 
 impl StreamIngest {
-    /// An ingest reading from the Redis at `redis_url`. Connects lazily, in
-    /// [`StreamIngest::run`].
-    pub fn new(config: StreamIngestConfig, redis_url: &str) -> Result<StreamIngest, StreamError> {
+    /// An ingest reading from the Redis at `redis` (a URL, or an endpoint
+    /// with its CA). Connects lazily, in [`StreamIngest::run`].
+    pub fn new(
+        config: StreamIngestConfig,
+        redis: impl Into<RedisEndpoint>,
+    ) -> Result<StreamIngest, StreamError> {
         let owned = config.owned_partitions()?;
-        redis::Client::open(redis_url)?;
+        let redis = redis.into();
+        redis.client()?;
         let keys = std::iter::once(Route::Chats)
             .chain(owned.iter().map(|&p| Route::Partition(p)))
             .map(|r| stream_key(&config.prefix, r))
@@ -245,7 +249,7 @@ impl StreamIngest {
                     &config.consumer,
                 ),
             },
-            redis_url: redis_url.to_owned(),
+            redis,
             dead_letter,
             ingest: Ingest::new(),
             acker: Acker {
@@ -280,15 +284,15 @@ impl StreamIngest {
     ) -> Result<IngestStats, StreamError> {
         let StreamIngest {
             config,
-            redis_url,
+            redis,
             layout,
             dead_letter,
             mut ingest,
             acker,
             counters,
         } = self;
-        let read_con = managed_connection(&redis_url, &config.timeouts)?;
-        let ack_con = managed_connection(&redis_url, &config.timeouts)?;
+        let read_con = redis.managed(&config.timeouts)?;
+        let ack_con = redis.managed(&config.timeouts)?;
         let through = acker.through.subscribe();
         let handed = acker.handed.clone();
         // Ours must not keep `through` open: its closing says no caller is left.

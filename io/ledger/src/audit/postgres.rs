@@ -8,12 +8,13 @@ use callwatch_common::clock::system_time;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::AuditRow;
 use super::sink::Batch;
 use crate::classify::{ErrorClass, classify};
 use crate::migrate::pg_detail;
+use crate::server::PgServer;
 
 const AUDIT_COLUMNS: &str =
     "chat_id, token, kind, threshold, alert_at, fdv_usd, fdv_at_call, multiplier, callers";
@@ -48,7 +49,7 @@ const STAGING_SQL: &str = "
 /// The PostgreSQL side of the sink: one connection, made again after any
 /// failure.
 pub(super) struct Postgres {
-    pub(super) config: tokio_postgres::Config,
+    pub(super) server: PgServer,
     pub(super) schema: String,
     pub(super) connect_timeout: Duration,
     pub(super) batch_timeout: Duration,
@@ -97,7 +98,7 @@ async fn limited<T>(
 impl Postgres {
     async fn connect(&self) -> Result<Client, Failure> {
         let (client, conn) =
-            limited(self.connect_timeout, "connect", self.config.connect(NoTls)).await?;
+            limited(self.connect_timeout, "connect", self.server.connect()).await?;
         // The connection's own error reaches us through the client's calls.
         tokio::spawn(conn);
         limited(self.connect_timeout, "staging tables", async {

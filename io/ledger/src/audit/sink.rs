@@ -17,6 +17,7 @@ use super::poison::{Poison, sift};
 use super::postgres::{Failure, Postgres};
 use super::{ActivityRow, AuditError, AuditRow, QueueRow};
 use crate::classify::ErrorClass;
+use crate::server::PgServer;
 
 /// How a sink reads and writes. Checked by [`AuditSink::new`].
 #[derive(Debug, Clone)]
@@ -333,15 +334,15 @@ impl AuditSink {
     pub fn new(
         config: SinkConfig,
         redis: redis::Client,
-        mut postgres: tokio_postgres::Config,
+        mut postgres: PgServer,
     ) -> Result<AuditSink, AuditError> {
         config.check()?;
-        if postgres.get_connect_timeout().is_none() {
-            postgres.connect_timeout(config.connect_timeout);
+        if postgres.config().get_connect_timeout().is_none() {
+            postgres.set_connect_timeout(config.connect_timeout);
         }
         Ok(AuditSink {
             postgres: Postgres {
-                config: postgres,
+                server: postgres,
                 schema: config.schema.clone(),
                 connect_timeout: config.connect_timeout,
                 batch_timeout: config.batch_timeout,

@@ -20,6 +20,7 @@ use callwatch_common::backoff::Backoff;
 use callwatch_common::clock::system_time;
 use callwatch_ledger::migrate::pg_detail;
 use callwatch_ledger::pg::connected;
+use callwatch_ledger::server::PgServer;
 use callwatch_ledger::subscriptions::{SubscriptionStore, announce};
 use callwatch_payments::config::lamports_to_sol;
 use callwatch_payments::unmatched::Resolution;
@@ -54,7 +55,7 @@ pub struct ServiceBackend {
     pub settings: SettingsStore,
     pub subscriptions: SubscriptionStore,
     /// PostgreSQL, where grants are recorded; `None` when not configured.
-    pub database_url: Option<String>,
+    pub database: Option<PgServer>,
     pub pg: Mutex<Option<tokio_postgres::Client>>,
     pub engine: EngineAsk,
     pub names: Arc<ChannelNames>,
@@ -132,13 +133,13 @@ impl ServiceBackend {
     async fn postgres(
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>, BackendError> {
-        let Some(url) = &self.database_url else {
+        let Some(server) = &self.database else {
             return Err(BackendError::Refused(
                 "Subscriptions need PostgreSQL, and this service runs without it.".to_owned(),
             ));
         };
         let mut pg = self.pg.lock().await;
-        connected(url, &mut pg)
+        connected(server, &mut pg)
             .await
             .map_err(|e| unavailable("PostgreSQL", pg_detail(&e)))?;
         Ok(pg)

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use callwatch_ledger::migrate::pg_detail;
 use callwatch_ledger::pg::connected;
+use callwatch_ledger::server::PgServer;
 use callwatch_payments::Ledger;
 use callwatch_payments::config::lamports_to_sol;
 use callwatch_payments::expiry::ReminderKind;
@@ -61,7 +62,7 @@ const ADMIN_NOTE_LINES: usize = 10;
 #[derive(Debug, Clone)]
 pub struct PaymentParts {
     pub ledger: Ledger,
-    pub database_url: String,
+    pub database: PgServer,
     pub redis: ConnectionManager,
     pub sender: sender::Sender,
     pub admins: Vec<i64>,
@@ -80,13 +81,9 @@ pub fn start(parts: &PaymentParts, stop: &watch::Receiver<bool>) -> anyhow::Resu
         .with_counters(Arc::clone(&parts.watcher_counters));
     let (tx, outcomes) = mpsc::channel(64);
     {
-        let (url, redis, stop) = (
-            parts.database_url.clone(),
-            parts.redis.clone(),
-            stop.clone(),
-        );
+        let (database, redis, stop) = (parts.database.clone(), parts.redis.clone(), stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = watcher.run(&url, redis, tx, stop).await {
+            if let Err(e) = watcher.run(&database, redis, tx, stop).await {
                 tracing::error!(error = %e, "the payment watcher stopped");
             }
         });
@@ -275,7 +272,7 @@ async fn remind(
     parts: &mut PaymentParts,
     pg: &mut Option<tokio_postgres::Client>,
 ) -> anyhow::Result<()> {
-    let client = connected(&parts.database_url, pg)
+    let client = connected(&parts.database, pg)
         .await
         .map_err(|e| anyhow::anyhow!(pg_detail(&e)))?;
     let now = SystemTime::now();

@@ -75,9 +75,9 @@ pub fn start(
 ) -> anyhow::Result<UpdatesTask> {
     let t = &settings.telegram;
     let prefix = settings.redis.key_prefix.clone();
-    let database_url = settings.postgres.url().map(str::to_owned);
-    let payments = match &database_url {
-        Some(url) if settings.payments_enabled() => {
+    let database = settings.postgres.server().context("postgres.url")?;
+    let payments = match &database {
+        Some(server) if settings.payments_enabled() => {
             let ledger = Ledger::new(
                 settings.payments.clone(),
                 &settings.postgres.schema,
@@ -87,7 +87,7 @@ pub fn start(
             payments::start(
                 &PaymentParts {
                     ledger: ledger.clone(),
-                    database_url: url.clone(),
+                    database: server.clone(),
                     redis: parts.redis.clone(),
                     sender: parts.alerts.sender.clone(),
                     admins: t.admins.clone(),
@@ -101,13 +101,13 @@ pub fn start(
         _ => None,
     };
     let api_url: url::Url = t.api_url.parse().context("telegram.api_url")?;
-    let token = BotToken::new(t.token.clone());
+    let token = BotToken::new(t.token.expose());
     let backend = ServiceBackend {
         redis: parts.redis.clone(),
         prefix: prefix.clone(),
         settings: SettingsStore::new(&prefix),
         subscriptions: SubscriptionStore::new(&settings.postgres.schema, &prefix),
-        database_url,
+        database,
         pg: Mutex::new(None),
         engine: EngineAsk::new(parts.queries),
         names: Arc::clone(&parts.alerts.names),
