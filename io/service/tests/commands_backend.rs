@@ -148,6 +148,9 @@ impl Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_group_telegram_is_asked_who_administers_it_and_a_failure_refuses() {
     let mut s = setup("cmd_rights").await;
+    // Settings are for subscribed chats: the group is granted a month.
+    let granted = s.ask(ADMIN, ADMIN, 90, &format!("/grant {GROUP} 30")).await;
+    assert!(granted.contains("Granted"), "{granted}");
     s.fake.set_member(GROUP, 20, MemberStatus::Administrator);
     s.fake.set_member(GROUP, 21, MemberStatus::Creator);
     s.fake.set_member(GROUP, 22, MemberStatus::Left);
@@ -163,7 +166,12 @@ async fn in_a_group_telegram_is_asked_who_administers_it_and_a_failure_refuses()
     // Telegram failing: refused, with a word to try again.
     s.fake.fail_member_lookups(1);
     assert_eq!(s.ask(GROUP, 24, 7, "/min_callers 5").await, CANNOT_CHECK);
-    assert_eq!(s.chat_events().await.len(), 3, "the administrators' three");
+    // The grant's subscribe event, then the administrators' three.
+    assert_eq!(
+        s.chat_events().await.len(),
+        4,
+        "the grant and the administrators' three"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
