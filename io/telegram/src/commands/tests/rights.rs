@@ -11,7 +11,7 @@ const GROUP_ADMIN: i64 = 6;
 
 /// A bot in whose group `GROUP_ADMIN` is an administrator.
 fn group_bot() -> Commands<Mem> {
-    let c = bot();
+    let c = subscribed_bot();
     c.backend()
         .0
         .lock()
@@ -91,7 +91,7 @@ fn the_group_writing_as_itself_may_and_a_channel_or_nobody_may_not() {
 
 #[test]
 fn in_a_private_chat_its_user_owns_it_and_nothing_is_asked() {
-    let c = bot();
+    let c = subscribed_bot();
     let r = reply(&c, &message(CHAT, Some(CHAT), None, "/min_callers 3"));
     assert!(r.contains("Done"), "{r}");
     assert_eq!(lookups(&c), 0);
