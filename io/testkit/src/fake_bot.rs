@@ -43,6 +43,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+mod requests;
+use requests::{form_fields, get_chat_member, webhook};
+
 /// One misbehaviour, for the next request(s) it applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -568,121 +571,6 @@ async fn get_updates(body: &[u8], state: &Mutex<State>, pushed: &Notify) -> Repl
         // Timing out only ends the wait: the loop answers (empty) then.
         let _ = tokio::time::timeout_at(deadline, woken).await;
     }
-}
-
-/// `getChatMember`: the status set for the chat and user, `member` if none
-/// was; 500 while faults are scripted.
-fn get_chat_member(body: &[u8], state: &Mutex<State>) -> Reply {
-    let Ok(params) = serde_json::from_slice::<Value>(body) else {
-        return error(StatusCode::BAD_REQUEST, "Bad Request: not JSON");
-    };
-    let id = |v: &Value| {
-        v.as_i64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-    };
-    let (Some(chat), Some(user)) = (id(&params["chat_id"]), id(&params["user_id"])) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request: chat or user not found",
-        );
-    };
-    let status = {
-        let mut s = state.lock();
-        s.member_lookups += 1;
-        if s.member_faults > 0 {
-            s.member_faults -= 1;
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
-        }
-        s.members
-            .get(&(chat, user))
-            .copied()
-            .unwrap_or(MemberStatus::Member)
-    };
-    let mut member = json!({"user": {"id": user, "is_bot": false, "first_name": "fake"}});
-    let fields = match status {
-        MemberStatus::Creator => json!({"status": "creator", "is_anonymous": false}),
-        MemberStatus::Administrator => json!({
-            "status": "administrator", "is_anonymous": false, "can_be_edited": false,
-            "can_manage_chat": true, "can_change_info": true, "can_delete_messages": true,
-            "can_manage_video_chats": true, "can_invite_users": true,
-            "can_restrict_members": true, "can_promote_members": false
-        }),
-        MemberStatus::Member => json!({"status": "member"}),
-        MemberStatus::Left => json!({"status": "left"}),
-    };
-    if let (Value::Object(m), Value::Object(f)) = (&mut member, fields) {
-        m.extend(f);
-    }
-    reply(StatusCode::OK, &json!({"ok": true, "result": member}))
-}
-
-/// `setWebhook`, `deleteWebhook` (each honouring `drop_pending_updates`)
-/// and `getWebhookInfo`; `method` in lower case.
-fn webhook(method: &str, params: &HashMap<String, String>, state: &Mutex<State>) -> Reply {
-    let mut s = state.lock();
-    let info = |s: &State| {
-        let url = s.webhook.as_ref().map_or("", |w| w.url.as_str());
-        json!({"url": url, "has_custom_certificate": false, "pending_update_count": s.updates.len()})
-    };
-    if method == "getwebhookinfo" {
-        return reply(StatusCode::OK, &json!({"ok": true, "result": info(&s)}));
-    }
-    if params.get("drop_pending_updates").map(String::as_str) == Some("true") {
-        s.updates.clear();
-    }
-    if method == "deletewebhook" {
-        s.webhook = None;
-    } else {
-        let Some(url) = params.get("url").filter(|u| !u.is_empty()) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Bad Request: bad webhook: URL is empty",
-            );
-        };
-        s.webhook = Some(Webhook {
-            url: url.clone(),
-            secret_token: params.get("secret_token").cloned(),
-        });
-    }
-    reply(StatusCode::OK, &json!({"ok": true, "result": true}))
-}
-
-/// A request's parameters as text, from a `multipart/form-data` body or a
-/// JSON object (numbers and booleans as they print); `None` if it is
-/// neither.
-fn form_fields(content_type: &str, body: &[u8]) -> Option<HashMap<String, String>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let Some(boundary) = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-    else {
-        if text.trim().is_empty() {
-            return Some(HashMap::new());
-        }
-        let Value::Object(fields) = serde_json::from_str::<Value>(text).ok()? else {
-            return None;
-        };
-        let as_text = |v: Value| match v {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        return Some(fields.into_iter().map(|(k, v)| (k, as_text(v))).collect());
-    };
-    let delimiter = format!("--{}", boundary.trim_matches('"'));
-    let mut fields = HashMap::new();
-    // Each part: `\r\n` headers `\r\n\r\n` value `\r\n`; the last is `--`.
-    for part in text.split(delimiter.as_str()).skip(1) {
-        let Some((head, value)) = part.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let name = head
-            .split_once("name=\"")
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(name, _)| name)?;
-        let value = value.strip_suffix("\r\n").unwrap_or(value);
-        fields.insert(name.to_owned(), value.to_owned());
-    }
-    Some(fields)
 }
 
 async fn send_message(body: &[u8], state: &Mutex<State>, epoch: Instant) -> Reply {
