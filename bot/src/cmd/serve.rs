@@ -28,25 +28,77 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         partitions = ?settings.owned_partitions(),
         "callwatch serve starting (`callwatch config` prints every setting)"
     );
+    // Listening before the start, which answers commands while it is
+    // still rebuilding: a SIGTERM then stops the service once started,
+    // rather than kill it as the default action would.
+    let signals = Signals::listen()?;
     let service = Service::start(&settings)?;
-    stop_on_signal(service.stopper())?;
+    signals.stop(service.stopper())?;
     service.join(Duration::from_secs(args.shutdown_secs))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stops the service on SIGTERM or Ctrl-C, from a thread of its own.
-fn stop_on_signal(stopper: Stopper) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    std::thread::Builder::new()
-        .name("callwatch-signals".to_owned())
-        .spawn(move || {
-            rt.block_on(signalled());
-            tracing::info!("stopping: no new events; draining");
-            stopper.stop();
-        })?;
-    Ok(())
+/// SIGTERM and Ctrl-C, listened for from the moment this is made: one
+/// that comes before [`Signals::stop`] is kept, not lost.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        #[cfg(unix)]
+        let (term, interrupt) = {
+            use tokio::signal::unix::{SignalKind, signal};
+            let _entered = rt.enter();
+            (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            )
+        };
+        Ok(Signals {
+            rt,
+            #[cfg(unix)]
+            term,
+            #[cfg(unix)]
+            interrupt,
+        })
+    }
+
+    /// Stops the service at the first signal, from a thread of its own.
+    fn stop(self, stopper: Stopper) -> anyhow::Result<()> {
+        std::thread::Builder::new()
+            .name("callwatch-signals".to_owned())
+            .spawn(move || {
+                #[cfg(unix)]
+                {
+                    let Signals {
+                        rt,
+                        mut term,
+                        mut interrupt,
+                    } = self;
+                    rt.block_on(async {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = interrupt.recv() => {}
+                        }
+                    });
+                }
+                #[cfg(not(unix))]
+                self.rt.block_on(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                });
+                tracing::info!("stopping: no new events; draining");
+                stopper.stop();
+            })?;
+        Ok(())
+    }
 }
 
 /// Completes at SIGTERM or Ctrl-C.
