@@ -151,15 +151,7 @@ impl Command {
     /// Whether it changes the chat's settings or subscription, which in a
     /// group only its administrators may (see `rights`).
     fn changes_chat(&self) -> bool {
-        matches!(
-            self,
-            Command::MinCallers(_)
-                | Command::Lookback(_)
-                | Command::Mcap { .. }
-                | Command::Follow(_)
-                | Command::Unfollow(_)
-                | Command::Subscribe(Some(_))
-        )
+        self.changes_settings() || matches!(self, Command::Subscribe(Some(_)))
     }
 
     /// The name for the activity log.

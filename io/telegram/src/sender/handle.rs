@@ -62,10 +62,9 @@ impl Shared {
     fn hold(&self, chat: ChatId, lane: Lane) -> bool {
         let mut by_chat = self.by_chat.lock();
         let held = by_chat.entry(chat).or_default();
+        // Caps are at least 1, so a chat refused holds something: its
+        // entry stays.
         if held[lane as usize] >= self.chat_caps[lane as usize] {
-            if held == &[0, 0] {
-                by_chat.remove(&chat);
-            }
             return false;
         }
         held[lane as usize] += 1;
