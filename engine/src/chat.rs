@@ -164,34 +164,25 @@ impl Chats {
         scratch.clear();
     }
 
-    /// Starts loading chat `idx` into the cache (see [`crate::prefetch`]).
-    pub(crate) fn prefetch(&self, idx: ChatIdx) {
-        if let Some(chat) = self.list.get(idx as usize) {
-            crate::prefetch::prefetch(chat);
+    /// The chats a call on `channel` at `t` must look at, ascending, into
+    /// `out` (cleared first): every chat active at `t` that follows
+    /// `channel` is among them. They are the followers in the index (some
+    /// perhaps expired since a call or the sweep last met them) and, for a
+    /// call dated before expiries already passed, the retired chats active
+    /// at `t`.
+    pub fn followers_of(&self, channel: ChannelId, t: Nanos, out: &mut Vec<ChatIdx>) {
+        out.clear();
+        self.followers.of_sorted(channel, out);
+        let linked = out.len();
+        out.extend(
+            self.followers
+                .retired_active(t)
+                .filter(|&idx| self.list[idx as usize].follows(channel)),
+        );
+        if out.len() > linked {
+            // Retired chats are never linked: the two parts are disjoint.
+            out.sort_unstable();
         }
-    }
-
-    /// Starts loading chat `idx`'s follow list if it is too long to live
-    /// in the chat. Reads the chat, so it pays only once that is cached.
-    pub(crate) fn prefetch_follow(&self, idx: ChatIdx) {
-        if let Some(chat) = self.list.get(idx as usize)
-            && chat.follow.spilled()
-        {
-            crate::prefetch::prefetch(&chat.follow[0]);
-        }
-    }
-
-    /// The chats a call on `channel` at `t` must look at, in no particular
-    /// order: every chat active at `t` that follows `channel` is among
-    /// them. They are the followers in the index (some perhaps expired
-    /// since a call or the sweep last met them) and, for a call dated
-    /// before expiries already passed, the retired chats active at `t`.
-    pub fn followers_of(&self, channel: ChannelId, t: Nanos) -> impl Iterator<Item = ChatIdx> + '_ {
-        let late = self
-            .followers
-            .retired_active(t)
-            .filter(move |&idx| self.list[idx as usize].follows(channel));
-        self.followers.of(channel).chain(late)
     }
 }
 
@@ -208,10 +199,15 @@ mod tests {
         }
     }
 
-    fn followers(chats: &Chats, channel: ChannelId) -> Vec<ChatIdx> {
-        let mut f: Vec<_> = chats.followers_of(channel, 200).collect();
-        f.sort_unstable();
+    fn followers_at(chats: &Chats, channel: ChannelId, t: Nanos) -> Vec<ChatIdx> {
+        let mut f = Vec::new();
+        chats.followers_of(channel, t, &mut f);
+        assert!(f.windows(2).all(|w| w[0] < w[1]), "ascending: {f:?}");
         f
+    }
+
+    fn followers(chats: &Chats, channel: ChannelId) -> Vec<ChatIdx> {
+        followers_at(chats, channel, 200)
     }
 
     #[test]
@@ -256,7 +252,6 @@ mod tests {
         assert_eq!(chats.id(0), 7);
         assert!((1..=5).all(|c| chats.get(0).follows(c)) && !chats.get(0).follows(6));
         assert_eq!(followers(&chats, 5), [0]);
-        chats.prefetch_follow(0);
         chats.apply_settings(7, &follow(vec![2, 6]));
         assert!(!chats.get(0).follow.spilled());
         assert_eq!(followers(&chats, 5), [] as [ChatIdx; 0]);
@@ -275,12 +270,11 @@ mod tests {
         chats.sweep(100, 10, &mut scratch);
         assert_eq!(chats.followed_len(), 1);
         assert_eq!(followers(&chats, 10), [2], "retired, and not active at 200");
-        let late: Vec<_> = chats.followers_of(10, 99).collect();
+        let late = followers_at(&chats, 10, 99);
         assert_eq!(late.len(), 3, "active at 99: {late:?}");
-        let mut late: Vec<_> = chats.followers_of(30, 99).collect();
-        late.sort_unstable();
+        let late = followers_at(&chats, 30, 99);
         assert_eq!(late, [1, 2], "chat 1 follows 10 and 20 only");
-        assert_eq!(chats.followers_of(10, 100).count(), 1);
+        assert_eq!(followers_at(&chats, 10, 100).len(), 1);
         chats.subscribe(1, 500);
         assert_eq!(chats.followed_len(), 2);
         assert_eq!(followers(&chats, 20), [0, 2]);

@@ -39,9 +39,10 @@ const NOT_LINKED: u32 = u32::MAX;
 /// The follower index of one shard's copy of the chats.
 #[derive(Debug, Default)]
 pub(crate) struct Followers {
-    /// Linked chats with an empty follow list (they follow every channel).
+    /// Linked chats with an empty follow list (they follow every channel),
+    /// ascending.
     follow_all: Vec<ChatIdx>,
-    /// For each channel, the linked chats that name it.
+    /// For each channel, the linked chats that name it, ascending.
     named: FlatMap<ChannelId, Vec<ChatIdx>>,
     /// Every linked chat, in no order: what the sweep walks.
     linked: Vec<ChatIdx>,
@@ -121,10 +122,10 @@ impl Followers {
 
     fn list(&mut self, idx: ChatIdx, follow: &[ChannelId]) {
         if follow.is_empty() {
-            self.follow_all.push(idx);
+            insert_sorted(&mut self.follow_all, idx);
         }
         for &ch in follow {
-            self.named.entry(ch).or_default().push(idx);
+            insert_sorted(self.named.entry(ch).or_default(), idx);
         }
     }
 
@@ -195,12 +196,12 @@ impl Followers {
         }
     }
 
-    /// The linked chats that follow `channel`, in no particular order:
-    /// those that name it and those that follow everything (the two never
-    /// overlap).
-    pub(crate) fn of(&self, channel: ChannelId) -> impl Iterator<Item = ChatIdx> + '_ {
+    /// Appends the linked chats that follow `channel` to `out`, ascending:
+    /// those that name it merged with those that follow everything (the
+    /// two never overlap).
+    pub(crate) fn of_sorted(&self, channel: ChannelId, out: &mut Vec<ChatIdx>) {
         let named = self.named.get(&channel).map_or(&[][..], Vec::as_slice);
-        named.iter().chain(self.follow_all.iter()).copied()
+        merge_into(named, &self.follow_all, out);
     }
 
     /// The retired chats active at `t` (their expiry after it): none
@@ -211,4 +212,34 @@ impl Followers {
             .range((Bound::Excluded((t, ChatIdx::MAX)), Bound::Unbounded))
             .map(|&(_, idx)| idx)
     }
+}
+
+/// Puts `idx` in its place in the ascending `list`. Chats are numbered in
+/// order of first appearance, so a new chat's place is almost always the
+/// end.
+fn insert_sorted(list: &mut Vec<ChatIdx>, idx: ChatIdx) {
+    match list.last() {
+        Some(&last) if last > idx => {
+            let at = list.partition_point(|&c| c < idx);
+            list.insert(at, idx);
+        }
+        _ => list.push(idx),
+    }
+}
+
+/// Appends the merge of two ascending, disjoint lists to `out`.
+fn merge_into(a: &[ChatIdx], b: &[ChatIdx], out: &mut Vec<ChatIdx>) {
+    out.reserve(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] < b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
 }

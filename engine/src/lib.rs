@@ -14,8 +14,7 @@
 //!   `followers`: the index of the subscribed ones, which a call walks.
 //! - [`tracked`]: one token's tracked entries, ordered by next crossing.
 //! - [`prefetch`]: the cache hint the big tables and the call loop use.
-//! - [`table`]: the shard's flat tables that can prefetch (token index,
-//!   processed records).
+//! - [`table`]: the shard's token index, a flat table that can prefetch.
 //! - [`shard`]: one shard's state and the rules, as a pure `apply`.
 //! - [`router`]: the sharded runtime: pinned threads, bounded inboxes,
 //!   ordered effects out.

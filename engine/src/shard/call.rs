@@ -3,21 +3,15 @@
 
 use crate::calls::Calls;
 use crate::chat::{Chat, ChatIdx, Chats};
+use crate::config::Rules;
 use crate::effect::{CallAlert, Effect};
 use crate::event::{ChannelId, limits};
-use crate::table::Records;
 use crate::time::Nanos;
 use crate::token::Token;
 use crate::tracked::Entry;
 
 use super::record::{Record, Status, merge_checked};
-use super::{ShardState, TokenState};
-
-/// How many followers ahead a call asks for a chat and the home bucket of
-/// its processed record to be loaded, and then for its follow list and
-/// the record itself (which need those, so they come later).
-const CHAT_AHEAD: usize = 16;
-const FOLLOW_AHEAD: usize = 8;
+use super::{ShardState, ShardStats, TokenState};
 
 /// One call, as every follower's check reads it.
 #[derive(Clone, Copy)]
@@ -70,8 +64,7 @@ impl ShardState {
             chats,
             index,
             slots,
-            callers,
-            merged,
+            scratch,
             fanout,
             lapsed,
             stats,
@@ -79,65 +72,25 @@ impl ShardState {
             ..
         } = self;
         let ts = &mut slots[slot];
-        let ttl = rules.ttl_nanos;
-        ts.take_call(channel, t, fdv_usd, ttl);
-        // Each follower's chat, follow list and record are a cache miss
-        // apart from the last one's: ask for them a few followers ahead, so
-        // that the misses overlap instead of adding up.
-        fanout.clear();
-        fanout.extend(chats.followers_of(channel, t));
+        ts.take_call(channel, t, fdv_usd, rules.ttl_nanos);
+        // The followers ascending, and the token's records sorted by chat:
+        // the walk is a merge of the two, reading chats and records in
+        // address order.
+        chats.followers_of(channel, t, fanout);
         stats.followers_visited += fanout.len() as u64;
-        prefetch_first(chats, &ts.records, fanout);
-        for (i, &u) in fanout.iter().enumerate() {
-            prefetch_ahead(chats, &ts.records, fanout, i);
-            let chat = chats.get(u);
-            if !chat.is_active(t) {
-                // Expired at the call's time, so not a retired chat (those
-                // walked are active at `t`): out of the index after the walk.
-                lapsed.push(u);
-                continue;
-            }
-            callers_of(
-                chat,
-                &ts.calls,
-                t.saturating_sub(chat.lookback_nanos()),
-                callers,
-            );
-            let (rec, made) = ts.records.get_or_insert_with(u, Record::new);
-            stats.records += u64::from(made);
-            if rec.expired(*clock, ttl) {
-                rec.status = Status::None;
-                rec.checked.clear();
-            }
-            if !merge_checked(&mut rec.checked, callers, merged) {
-                continue;
-            }
-            rec.last_check = t;
-            if rec.status == Status::Accepted {
-                continue;
-            }
-            if callers.len() >= chat.min_callers as usize && chat.fdv_in_range(fdv_usd) {
-                rec.status = Status::Accepted;
-                rec.tracking_started = t;
-                out.push(call_alert(&call, chats.id(u), callers));
-                stats.call_alerts += 1;
-                // A restart leaves any earlier entry of this chat in the
-                // heap: `tracking_started` now names the new one, and the
-                // old one is dropped unseen when it next surfaces
-                // (`current`). Finding it now would mean a scan of the
-                // token's heap, on a popular token thousands of entries.
-                let entry = Entry {
-                    fdv_at_call: fdv_usd,
-                    started: t,
-                    chat: u,
-                    last: 0,
-                };
-                ts.tracked.push(entry, &rules.thresholds);
-                stats.tracked += 1;
-            } else {
-                rec.status = Status::Rejected;
-            }
+        ts.records.settle();
+        let mut walk = Walk {
+            call: &call,
+            chats,
+            rules,
+            clock: *clock,
+            pos: 0,
+        };
+        scratch.start_call();
+        for &u in fanout.iter() {
+            walk.decide(u, ts, scratch, lapsed, stats, out);
         }
+        ts.records.merge_sorted(&mut scratch.fresh);
         chats.retire(lapsed);
         lapsed.clear();
         let hot = index.get_mut(token).expect("interned above");
@@ -146,30 +99,184 @@ impl ShardState {
     }
 }
 
-/// Asks for the chats and record homes of the first `CHAT_AHEAD`
-/// followers together, before the first is decided.
-#[inline]
-fn prefetch_first(chats: &Chats, records: &Records, fanout: &[ChatIdx]) {
-    for &u in fanout.iter().take(CHAT_AHEAD) {
-        chats.prefetch(u);
-        records.prefetch_home(&u);
+/// Buffers a call's walk reuses from call to call.
+#[derive(Debug, Default)]
+pub(super) struct CallScratch {
+    /// The callers of a chat that names its channels.
+    callers: Vec<(ChannelId, Nanos)>,
+    /// The callers of chats that follow every channel depend only on the
+    /// lookback: one list per lookback met in this call, `(lookback
+    /// minutes, start, end)` in `all_callers`.
+    all_lookbacks: Vec<(u32, usize, usize)>,
+    all_callers: Vec<(ChannelId, Nanos)>,
+    merged: Vec<(ChannelId, Nanos)>,
+    /// Records the walk made, in chat order, merged in at its end.
+    fresh: Vec<(ChatIdx, Record)>,
+}
+
+impl CallScratch {
+    /// Forgets the callers worked out for the last call.
+    fn start_call(&mut self) {
+        self.all_lookbacks.clear();
+        self.all_callers.clear();
+    }
+
+    /// The callers of `chat` in `calls` since `since`, worked out once per
+    /// call for all the chats that follow every channel with one lookback.
+    #[inline]
+    fn callers(
+        &mut self,
+        chat: &Chat,
+        calls: &Calls,
+        since: Nanos,
+    ) -> CallersOf<'_> {
+        if !chat.follow.is_empty() {
+            callers_of(chat, calls, since, &mut self.callers);
+            return (&self.callers, &mut self.merged, &mut self.fresh);
+        }
+        let lookback = chat.lookback_minutes;
+        let (start, end) = match self.all_lookbacks.iter().find(|m| m.0 == lookback) {
+            Some(&(_, start, end)) => (start, end),
+            None => {
+                let start = self.all_callers.len();
+                self.all_callers.extend(
+                    calls
+                        .as_slice()
+                        .iter()
+                        .filter(|c| c.at >= since)
+                        .map(|c| (c.channel, c.at)),
+                );
+                let end = self.all_callers.len();
+                self.all_lookbacks.push((lookback, start, end));
+                (start, end)
+            }
+        };
+        (
+            &self.all_callers[start..end],
+            &mut self.merged,
+            &mut self.fresh,
+        )
     }
 }
 
-/// Asks for the chat and record home of the follower `CHAT_AHEAD` after
-/// the `i`-th, and for the follow list and record of the one
-/// `FOLLOW_AHEAD` after it.
-#[inline]
-fn prefetch_ahead(chats: &Chats, records: &Records, fanout: &[ChatIdx], i: usize) {
-    if let Some(&ahead) = fanout.get(i + CHAT_AHEAD) {
-        chats.prefetch(ahead);
-        records.prefetch_home(&ahead);
+/// A chat's callers, with the merge scratch and the fresh records beside
+/// them (borrowed from one [`CallScratch`] together).
+type CallersOf<'a> = (
+    &'a [(ChannelId, Nanos)],
+    &'a mut Vec<(ChannelId, Nanos)>,
+    &'a mut Vec<(ChatIdx, Record)>,
+);
+
+/// A call's walk through its followers, ascending.
+struct Walk<'a> {
+    call: &'a CallAt<'a>,
+    chats: &'a Chats,
+    rules: &'a Rules,
+    /// The stream clock, against which records expire.
+    clock: Nanos,
+    /// Position in the token's records from which the next follower's is
+    /// sought (the followers ascend, and so do the records).
+    pos: usize,
+}
+
+impl Walk<'_> {
+    /// The contract's step 2 for one follower `u` of the call.
+    #[inline]
+    fn decide(
+        &mut self,
+        u: ChatIdx,
+        ts: &mut TokenState,
+        scratch: &mut CallScratch,
+        lapsed: &mut Vec<ChatIdx>,
+        stats: &mut ShardStats,
+        out: &mut Vec<Effect>,
+    ) {
+        let chat = self.chats.get(u);
+        let t = self.call.t;
+        if !chat.is_active(t) {
+            // Expired at the call's time, so not a retired chat (those
+            // walked are active at `t`): out of the index after the walk.
+            lapsed.push(u);
+            return;
+        }
+        let since = t.saturating_sub(chat.lookback_nanos());
+        let found = ts.records.seek(self.pos, u);
+        let (callers, merged, fresh) = scratch.callers(chat, &ts.calls, since);
+        let accepted = match found {
+            Ok(i) => {
+                self.pos = i + 1;
+                ts.records.prefetch_at(i + RECORD_AHEAD);
+                self.check(ts.records.at_mut(i), chat, callers, merged)
+            }
+            Err(i) => {
+                // A record made now: the call's own channel is among the
+                // callers, so the check always finds something new and the
+                // record is kept.
+                self.pos = i;
+                let mut rec = Record::new();
+                let accepted = self.check(&mut rec, chat, callers, merged);
+                fresh.push((u, rec));
+                stats.records += 1;
+                accepted
+            }
+        };
+        if accepted {
+            out.push(call_alert(self.call, self.chats.id(u), callers));
+            stats.call_alerts += 1;
+            // A restart leaves any earlier entry of this chat in the
+            // heap: `tracking_started` now names the new one, and the
+            // old one is dropped unseen when it next surfaces
+            // (`current`). Finding it now would mean a scan of the
+            // token's heap, on a popular token thousands of entries.
+            let entry = Entry {
+                fdv_at_call: self.call.fdv_usd,
+                started: t,
+                chat: u,
+                last: 0,
+            };
+            ts.tracked.push(entry, &self.rules.thresholds);
+            stats.tracked += 1;
+        }
     }
-    if let Some(&ahead) = fanout.get(i + FOLLOW_AHEAD) {
-        chats.prefetch_follow(ahead);
-        records.prefetch(&ahead);
+
+    /// The re-check of one record against the chat's `callers`; whether
+    /// it accepts the call now (an alert, and tracking starts). `merged`
+    /// is scratch.
+    #[inline]
+    fn check(
+        &self,
+        rec: &mut Record,
+        chat: &Chat,
+        callers: &[(ChannelId, Nanos)],
+        merged: &mut Vec<(ChannelId, Nanos)>,
+    ) -> bool {
+        if rec.expired(self.clock, self.rules.ttl_nanos) {
+            rec.status = Status::None;
+            rec.checked.clear();
+        }
+        if !merge_checked(&mut rec.checked, callers, merged) {
+            return false;
+        }
+        let t = self.call.t;
+        rec.last_check = t;
+        if rec.status == Status::Accepted {
+            return false;
+        }
+        if callers.len() >= chat.min_callers as usize && chat.fdv_in_range(self.call.fdv_usd) {
+            rec.status = Status::Accepted;
+            rec.tracking_started = t;
+            true
+        } else {
+            rec.status = Status::Rejected;
+            false
+        }
     }
 }
+
+/// How many records past the one just found a walk asks for: records are
+/// read in address order, but a call that visits few of a token's many
+/// records skips between them.
+const RECORD_AHEAD: usize = 4;
 
 /// The channels `chat` follows that called the token at or after `since`,
 /// with their call times, sorted by channel, into `callers`. Walks

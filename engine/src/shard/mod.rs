@@ -21,17 +21,20 @@ use crate::calls::Calls;
 use crate::chat::{ChatIdx, Chats};
 use crate::config::Rules;
 use crate::effect::Effect;
-use crate::event::{ChannelId, Envelope, Event};
-use crate::table::{Records, Table};
+use crate::event::{Envelope, Event};
+use crate::table::Table;
 use crate::time::Nanos;
 use crate::token::Token;
 use crate::tracked::{Entry, Tracked};
+
+use records::Records;
 
 mod ahead;
 mod call;
 mod price;
 mod query;
 mod record;
+mod records;
 mod restore;
 mod sweep;
 
@@ -122,8 +125,8 @@ pub struct ShardState {
     /// The stream clock: the latest `Envelope::clock` seen.
     clock: Nanos,
     sweep_cursor: usize,
-    callers: Vec<(ChannelId, Nanos)>,
-    merged: Vec<(ChannelId, Nanos)>,
+    /// Buffers a call's walk reuses.
+    scratch: call::CallScratch,
     /// The followers of the channel a call is being decided for.
     fanout: Vec<ChatIdx>,
     /// Followers a call or the sweep found expired, to retire.
@@ -146,8 +149,7 @@ impl ShardState {
             free: Vec::new(),
             clock: Nanos::MIN,
             sweep_cursor: 0,
-            callers: Vec::new(),
-            merged: Vec::new(),
+            scratch: call::CallScratch::default(),
             fanout: Vec::new(),
             lapsed: Vec::new(),
             crossed: Vec::new(),

@@ -4,7 +4,7 @@
 use smallvec::SmallVec;
 
 use crate::event::ChannelId;
-use crate::table::Records;
+use super::records::Records;
 use crate::time::Nanos;
 use crate::tracked::Entry;
 
@@ -102,33 +102,24 @@ pub(super) fn merge_checked(
     scratch: &mut Vec<(ChannelId, Nanos)>,
 ) -> bool {
     scratch.clear();
-    let mut new = false;
+    scratch.reserve(checked.len() + callers.len());
+    let (a, b) = (&checked[..], callers);
     let (mut i, mut j) = (0, 0);
-    loop {
-        match (checked.get(i), callers.get(j)) {
-            (Some(&(k, seen)), Some(&(c, at))) if k == c => {
-                new |= at > seen;
-                scratch.push((c, at));
-                i += 1;
-                j += 1;
-            }
-            (Some(&(k, _)), Some(&(c, at))) if c < k => {
-                new = true;
-                scratch.push((c, at));
-                j += 1;
-            }
-            (None, Some(&(c, at))) => {
-                new = true;
-                scratch.push((c, at));
-                j += 1;
-            }
-            (Some(&kept), _) => {
-                scratch.push(kept);
-                i += 1;
-            }
-            (None, None) => break,
-        }
+    let mut new = false;
+    // Which list a step takes from is a coin toss to the branch
+    // predictor; written as selects, the loop has no branch but its own.
+    while i < a.len() && j < b.len() {
+        let (ka, seen) = a[i];
+        let (kb, at) = b[j];
+        let take_checked = ka < kb;
+        scratch.push(if take_checked { a[i] } else { b[j] });
+        new |= !take_checked & ((ka != kb) | (at > seen));
+        i += usize::from(ka <= kb);
+        j += usize::from(!take_checked);
     }
+    scratch.extend_from_slice(&a[i..]);
+    new |= j < b.len();
+    scratch.extend_from_slice(&b[j..]);
     if new {
         // Copied, not swapped: the record keeps an allocation sized to its
         // own list rather than inheriting the scratch's high-water mark.
