@@ -30,6 +30,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_callwatch");
 
 /// Shard counts every scenario runs with; the output must not depend on it.
 const SHARDS: [usize; 3] = [1, 4, 11];
+/// Shard counts with the followers a call decides per slice: whole calls,
+/// and calls cut into slices of one follower and of a few.
+const SHARDS_AND_SLICES: [(usize, &str); 4] = [(1, "4096"), (1, "1"), (4, "1"), (11, "3")];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -361,9 +364,9 @@ fn check_scenario(name: &str) {
         alerts: lines(&want_out).len() as u64,
     };
     let mut failures = Vec::new();
-    for shards in SHARDS {
-        let out = run_scenario(&s, shards, &[]);
-        let ctx = format!("{name} --shards {shards}");
+    for (shards, slice) in SHARDS_AND_SLICES {
+        let out = run_scenario(&s, shards, &["--fanout-slice", slice]);
+        let ctx = format!("{name} --shards {shards} --fanout-slice {slice}");
         if out.status.code() != Some(0) {
             failures.push(format!(
                 "{ctx}: exit status {:?}, want 0; stderr:\n{}",

@@ -31,6 +31,11 @@ pub struct EngineConfig {
     /// can follow every change of a tracked entry. Alerts are unchanged.
     /// Default: false.
     pub report_silent: bool,
+    /// Followers a call decides before its shard applies the next event: a
+    /// call with more followers is decided in slices interleaved with the
+    /// events after it, so that it holds no other token back for long.
+    /// The output is the same for any value. Default: 4096.
+    pub fanout_slice: usize,
 }
 
 /// The rules part of the configuration, shared read-only by every shard.
@@ -56,7 +61,7 @@ pub enum ConfigError {
     Thresholds,
     #[error("ttl must be positive")]
     Ttl,
-    #[error("batch_events and inbox_batches must be positive")]
+    #[error("batch_events, inbox_batches and fanout_slice must be positive")]
     Capacity,
 }
 
@@ -71,6 +76,7 @@ impl Default for EngineConfig {
             pin_threads: true,
             reserved_cores: 1,
             report_silent: false,
+            fanout_slice: 4096,
         }
     }
 }
@@ -87,7 +93,7 @@ impl EngineConfig {
             return Err(ConfigError::Shards(self.shards));
         }
         self.rules().validate()?;
-        if self.batch_events == 0 || self.inbox_batches == 0 {
+        if self.batch_events == 0 || self.inbox_batches == 0 || self.fanout_slice == 0 {
             return Err(ConfigError::Capacity);
         }
         Ok(())

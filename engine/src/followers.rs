@@ -143,9 +143,10 @@ impl Followers {
         }
     }
 
-    /// Retires the linked chats `idxs` (no repeats), all found expired:
-    /// out of `linked` one by one, then one pass over each list they are
-    /// in for all of them together.
+    /// Retires the chats `idxs` (no repeats), all found expired: out of
+    /// `linked` one by one, then one pass over each list they are in for
+    /// all of them together. A chat already retired (found by two calls
+    /// deciding at once) is left as it is.
     pub(crate) fn retire(&mut self, chats: &[Chat], idxs: &[ChatIdx]) {
         if idxs.is_empty() {
             return;
@@ -153,6 +154,9 @@ impl Followers {
         let mut any_all = false;
         self.channels.clear();
         for &idx in idxs {
+            if !self.is_linked(idx) {
+                continue;
+            }
             self.unplace(idx);
             let chat = &chats[idx as usize];
             self.retired.insert((chat.expires_at, idx));

@@ -74,6 +74,10 @@ struct Batch {
 struct Output {
     id: u64,
     upto_seq: u64,
+    /// The shard's oldest event not fully applied (a call still deciding,
+    /// or an event held for one): its alerts, and those of later events,
+    /// may still come in later outputs.
+    unfinished_from: Option<u64>,
     effects: Vec<Effect>,
 }
 
@@ -148,6 +152,11 @@ pub struct Effects {
     /// `partial_from`.
     partial: Merged,
     partial_from: usize,
+    /// The oldest unfinished event among the outputs of that batch.
+    partial_unfinished: Option<u64>,
+    /// Alerts of events some shard has not finished, kept back until every
+    /// alert before them is out.
+    backlog: Vec<Effect>,
 }
 
 /// What `Effects::poll_merged` found.
@@ -193,6 +202,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
             Wait::Park
         };
         let rules = config.rules();
+        let fanout_slice = config.fanout_slice;
         let gauges = Arc::clone(&gauges);
         let spare_tx = spare_tx.clone();
         let handle = std::thread::Builder::new()
@@ -203,6 +213,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
                     let _ = core_affinity::set_for_current(core);
                 }
                 let mut state = ShardState::new(rules);
+                state.set_fanout_slice(fanout_slice);
                 run_shard(&mut state, &in_rx, &out_tx, &spare_tx, &gauges[i], wait);
                 state
             })
@@ -230,6 +241,8 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
             next_batch: 0,
             partial: Merged::default(),
             partial_from: 0,
+            partial_unfinished: None,
+            backlog: Vec::new(),
         },
         Workers { handles },
     ))
@@ -293,7 +306,10 @@ const EXCLUSIVE_CORE_POLLS: u32 = 50_000;
 const SHARED_CORE_YIELDS: u32 = 2_000;
 
 /// A shard's loop: take a batch, apply it, tidy a little, hand on the
-/// effects. Returns when the router is gone.
+/// effects. A call still deciding its followers ([`crate::shard`]'s
+/// fan-out) goes on between batches while the inbox is empty; a batch
+/// that arrives meanwhile takes its turn, and the output says how far it
+/// is complete. Returns when the router is gone.
 fn run_shard(
     state: &mut ShardState,
     inbox: &Receiver<Batch>,
@@ -302,51 +318,87 @@ fn run_shard(
     gauges: &ShardGauges,
     wait: Wait,
 ) {
-    while let Ok(mut batch) = recv_waiting(inbox, wait) {
+    let mut next = None;
+    loop {
+        let mut batch = match next.take() {
+            Some(b) => b,
+            None => match recv_waiting(inbox, wait) {
+                Ok(b) => b,
+                Err(_) => return,
+            },
+        };
         let mut effects = Vec::new();
-        let mut ahead = AheadHashes::default();
-        for (i, item) in batch.items.iter().enumerate() {
-            ahead.prefetch(state, i, |j| match batch.items.get(j) {
-                Some(Input::Event(env)) => Some(env),
-                _ => None,
-            });
-            match item {
-                Input::Event(env) => state.apply_hashed(env, ahead.take(i), &mut effects),
-                Input::Restore(r) => state.restore(r),
-                Input::RestoreRecord(r) => state.restore_record(r),
-                Input::RestoreCall(r) => state.restore_call(r),
-                Input::Compact => state.shrink_to_fit(),
-                // The asker may have given up; that is its business.
-                Input::TrackedBy(chat, reply) => {
-                    let _ = reply.send(state.tracked_by(*chat));
-                }
-                Input::CallOutcomes(since, reply) => {
-                    let _ = reply.send(state.call_outcomes(*since));
-                }
-                Input::Near(share, reply) => {
-                    let _ = reply.send(state.near(*share));
-                }
-            }
-        }
+        apply_batch(state, &batch.items, &mut effects);
         // Sweeping a few token slots per batch keeps expiry incremental:
         // no pause proportional to the whole state.
         state.maintain(16 + batch.items.len() / 8);
+        next = work_while_idle(state, inbox, &mut effects);
         gauges.publish(&state.stats());
         // The emptied batch goes back to the router for reuse; if the pool
         // is full it is simply dropped.
         batch.items.clear();
         let _ = spare.try_send(batch.items);
-        if outbox
-            .send(Output {
-                id: batch.id,
-                upto_seq: batch.upto_seq,
-                effects,
-            })
-            .is_err()
-        {
+        let output = Output {
+            id: batch.id,
+            upto_seq: batch.upto_seq,
+            unfinished_from: state.unfinished_from(),
+            effects,
+        };
+        if outbox.send(output).is_err() {
             return;
         }
     }
+}
+
+/// Applies one batch's items in order. Anything but an event (a query, a
+/// restore) first waits for every call still deciding.
+fn apply_batch(state: &mut ShardState, items: &[Input], effects: &mut Vec<Effect>) {
+    let mut ahead = AheadHashes::default();
+    for (i, item) in items.iter().enumerate() {
+        ahead.prefetch(state, i, |j| match items.get(j) {
+            Some(Input::Event(env)) => Some(env),
+            _ => None,
+        });
+        if let Input::Event(env) = item {
+            state.apply_hashed(env, ahead.take(i), effects);
+            continue;
+        }
+        state.finish_fanouts(effects);
+        match item {
+            Input::Event(_) => unreachable!("applied above"),
+            Input::Restore(r) => state.restore(r),
+            Input::RestoreRecord(r) => state.restore_record(r),
+            Input::RestoreCall(r) => state.restore_call(r),
+            Input::Compact => state.shrink_to_fit(),
+            // The asker may have given up; that is its business.
+            Input::TrackedBy(chat, reply) => {
+                let _ = reply.send(state.tracked_by(*chat));
+            }
+            Input::CallOutcomes(since, reply) => {
+                let _ = reply.send(state.call_outcomes(*since));
+            }
+            Input::Near(share, reply) => {
+                let _ = reply.send(state.near(*share));
+            }
+        }
+    }
+}
+
+/// Works the calls still deciding while no batch waits. Returns the batch
+/// that arrived first, if one did; with the router gone, finishes them.
+fn work_while_idle(
+    state: &mut ShardState,
+    inbox: &Receiver<Batch>,
+    effects: &mut Vec<Effect>,
+) -> Option<Batch> {
+    while state.has_unfinished() {
+        match inbox.try_recv() {
+            Ok(b) => return Some(b),
+            Err(crossbeam_channel::TryRecvError::Empty) => state.work_slice(usize::MAX, effects),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => state.finish_fanouts(effects),
+        }
+    }
+    None
 }
 
 /// `items.push(Input::Event(env))`, written straight into the vector's
@@ -574,6 +626,10 @@ impl Effects {
             "shard outputs arrive in batch order"
         );
         self.partial.upto_seq = out.upto_seq;
+        self.partial_unfinished = match (self.partial_unfinished, out.unfinished_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if self.partial.effects.is_empty() {
             self.partial.effects = out.effects;
         } else {
@@ -582,12 +638,20 @@ impl Effects {
         self.partial_from += 1;
     }
 
-    /// Hands out the batch every shard has contributed to, in output order.
+    /// Hands out the batch every shard has contributed to, in output
+    /// order: every alert of an event before the oldest one some shard
+    /// has not finished, with those kept back from earlier batches.
     fn complete(&mut self) -> Merged {
         self.partial_from = 0;
         self.next_batch += 1;
         let mut merged = std::mem::take(&mut self.partial);
+        merged.effects.append(&mut self.backlog);
         merged.effects.sort_unstable_by_key(Effect::order_key);
+        if let Some(from) = self.partial_unfinished.take() {
+            let cut = merged.effects.partition_point(|e| e.order_key().0 < from);
+            self.backlog = merged.effects.split_off(cut);
+            merged.upto_seq = merged.upto_seq.min(from.saturating_sub(1));
+        }
         merged
     }
 }

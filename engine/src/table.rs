@@ -109,4 +109,3 @@ impl<K: Hash + Eq + Copy, V> Table<K, V> {
         }
     }
 }
-

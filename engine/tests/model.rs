@@ -374,10 +374,11 @@ impl std::fmt::Debug for Case {
         let c = &self.config;
         writeln!(
             f,
-            "shards={} batch_events={} inbox_batches={} ttl={}min thresholds={:?}",
+            "shards={} batch_events={} inbox_batches={} fanout_slice={} ttl={}min thresholds={:?}",
             c.shards,
             c.batch_events,
             c.inbox_batches,
+            c.fanout_slice,
             c.ttl_nanos / MINUTE,
             c.thresholds
         )?;
@@ -610,16 +611,21 @@ fn config_strategy() -> impl Strategy<Value = EngineConfig> {
             3 => Just(DEFAULT_THRESHOLDS.to_vec()),
             1 => Just(vec![1.5, 3.0]),
         ],
+        // Calls decided a follower at a time, a few at a time, or whole.
+        prop_oneof![1usize..=4, Just(4096)],
     )
         .prop_map(
-            |(shards, batch_events, inbox_batches, ttl_minutes, thresholds)| EngineConfig {
-                shards,
-                thresholds,
-                ttl_nanos: ttl_minutes * MINUTE,
-                batch_events,
-                inbox_batches,
-                pin_threads: false,
-                ..EngineConfig::default()
+            |(shards, batch_events, inbox_batches, ttl_minutes, thresholds, fanout_slice)| {
+                EngineConfig {
+                    shards,
+                    thresholds,
+                    ttl_nanos: ttl_minutes * MINUTE,
+                    batch_events,
+                    inbox_batches,
+                    pin_threads: false,
+                    fanout_slice,
+                    ..EngineConfig::default()
+                }
             },
         )
 }

@@ -88,6 +88,11 @@ pub struct EngineArgs {
     /// Do not pin shard threads to cores.
     #[arg(long)]
     pub no_pin: bool,
+    /// Followers a call decides before its shard applies the next event; a
+    /// call with more is decided in slices between later events. The
+    /// output does not depend on it.
+    #[arg(long, value_name = "N", default_value_t = EngineConfig::default().fanout_slice)]
+    pub fanout_slice: usize,
 }
 
 impl EngineArgs {
@@ -107,6 +112,7 @@ impl EngineArgs {
         }
         cfg.ttl_nanos = ttl as i64;
         cfg.pin_threads = !self.no_pin;
+        cfg.fanout_slice = self.fanout_slice;
         cfg.validate().context("invalid engine flags")?;
         Ok(cfg)
     }
@@ -135,7 +141,15 @@ mod tests {
             thresholds: "5,2".into(),
             ttl_hours: 1.0,
             no_pin: true,
+            fanout_slice: 1,
         };
         assert!(args.config().is_err());
+        let args = EngineArgs {
+            thresholds: "2,5".into(),
+            fanout_slice: 0,
+            ..args
+        };
+        let err = format!("{:#}", args.config().unwrap_err());
+        assert!(err.contains("fanout_slice must be positive"), "{err}");
     }
 }

@@ -10,17 +10,18 @@ use crate::time::Nanos;
 use crate::token::Token;
 use crate::tracked::Entry;
 
+use super::fanout::Fanout;
 use super::record::{Record, Status, merge_checked};
 use super::{ShardState, ShardStats, TokenState};
 
 /// One call, as every follower's check reads it.
 #[derive(Clone, Copy)]
-struct CallAt<'a> {
-    seq: u64,
-    token: &'a Token,
-    channel: ChannelId,
-    fdv_usd: f64,
-    t: Nanos,
+pub(super) struct CallAt<'a> {
+    pub(super) seq: u64,
+    pub(super) token: &'a Token,
+    pub(super) channel: ChannelId,
+    pub(super) fdv_usd: f64,
+    pub(super) t: Nanos,
 }
 
 impl TokenState {
@@ -41,6 +42,8 @@ impl TokenState {
 }
 
 impl ShardState {
+    /// A call: the calls table at once, then its followers decided, all of
+    /// them now or slice by slice ([`super::fanout`]).
     pub(super) fn on_call(
         &mut self,
         seq: u64,
@@ -48,54 +51,35 @@ impl ShardState {
         channel: ChannelId,
         fdv_usd: f64,
         t: Nanos,
-        out: &mut Vec<Effect>,
     ) {
         self.stats.calls += 1;
         let slot = self.intern(token);
-        let call = CallAt {
-            seq,
-            token,
-            channel,
-            fdv_usd,
-            t,
-        };
-        let ShardState {
-            rules,
-            chats,
-            index,
-            slots,
-            scratch,
-            fanout,
-            lapsed,
-            stats,
-            clock,
-            ..
-        } = self;
-        let ts = &mut slots[slot];
-        ts.take_call(channel, t, fdv_usd, rules.ttl_nanos);
+        let ts = &mut self.slots[slot];
+        ts.take_call(channel, t, fdv_usd, self.rules.ttl_nanos);
         // The followers ascending, and the token's records sorted by chat:
         // the walk is a merge of the two, reading chats and records in
         // address order.
-        chats.followers_of(channel, t, fanout);
-        stats.followers_visited += fanout.len() as u64;
         ts.records.settle();
-        let mut walk = Walk {
-            call: &call,
-            chats,
-            rules,
-            clock: *clock,
+        ts.deciding = true;
+        let mut followers = self.pending.take_followers();
+        self.chats.followers_of(channel, t, &mut followers);
+        self.stats.followers_visited += followers.len() as u64;
+        let fresh = self.pending.take_fresh();
+        self.pending.calls.push_back(Fanout {
+            seq,
+            token: *token,
+            channel,
+            fdv_usd,
+            t,
+            clock: self.clock,
+            slot,
+            followers,
+            next: 0,
             pos: 0,
-        };
-        scratch.start_call();
-        for &u in fanout.iter() {
-            walk.decide(u, ts, scratch, lapsed, stats, out);
-        }
-        ts.records.merge_sorted(&mut scratch.fresh);
-        chats.retire(lapsed);
-        lapsed.clear();
-        let hot = index.get_mut(token).expect("interned above");
+            fresh,
+        });
+        let hot = self.index.get_mut(token).expect("interned above");
         hot.fdv_usd = fdv_usd;
-        hot.next_change = ts.next_change(&rules.thresholds);
     }
 }
 
@@ -115,21 +99,23 @@ pub(super) struct CallScratch {
 }
 
 impl CallScratch {
-    /// Forgets the callers worked out for the last call.
-    fn start_call(&mut self) {
+    /// Starts a slice of a call's walk: forgets the callers worked out for
+    /// the last one, and takes the call's records made so far.
+    pub(super) fn start_slice(&mut self, fresh: &mut Vec<(ChatIdx, Record)>) {
         self.all_lookbacks.clear();
         self.all_callers.clear();
+        std::mem::swap(&mut self.fresh, fresh);
+    }
+
+    /// Gives the call its records made so far back.
+    pub(super) fn end_slice(&mut self, fresh: &mut Vec<(ChatIdx, Record)>) {
+        std::mem::swap(&mut self.fresh, fresh);
     }
 
     /// The callers of `chat` in `calls` since `since`, worked out once per
     /// call for all the chats that follow every channel with one lookback.
     #[inline]
-    fn callers(
-        &mut self,
-        chat: &Chat,
-        calls: &Calls,
-        since: Nanos,
-    ) -> CallersOf<'_> {
+    fn callers(&mut self, chat: &Chat, calls: &Calls, since: Nanos) -> CallersOf<'_> {
         if !chat.follow.is_empty() {
             callers_of(chat, calls, since, &mut self.callers);
             return (&self.callers, &mut self.merged, &mut self.fresh);
@@ -168,7 +154,7 @@ type CallersOf<'a> = (
 );
 
 /// A call's walk through its followers, ascending.
-struct Walk<'a> {
+pub(super) struct Walk<'a> {
     call: &'a CallAt<'a>,
     chats: &'a Chats,
     rules: &'a Rules,
@@ -179,10 +165,31 @@ struct Walk<'a> {
     pos: usize,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    pub(super) fn new(
+        call: &'a CallAt<'a>,
+        chats: &'a Chats,
+        rules: &'a Rules,
+        clock: Nanos,
+        pos: usize,
+    ) -> Self {
+        Walk {
+            call,
+            chats,
+            rules,
+            clock,
+            pos,
+        }
+    }
+
+    /// Where the walk is in the token's records.
+    pub(super) fn pos(&self) -> usize {
+        self.pos
+    }
+
     /// The contract's step 2 for one follower `u` of the call.
     #[inline]
-    fn decide(
+    pub(super) fn decide(
         &mut self,
         u: ChatIdx,
         ts: &mut TokenState,

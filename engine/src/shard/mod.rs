@@ -31,6 +31,7 @@ use records::Records;
 
 mod ahead;
 mod call;
+mod fanout;
 mod price;
 mod query;
 mod record;
@@ -64,6 +65,9 @@ struct TokenState {
     calls: Calls,
     records: Records,
     tracked: Tracked,
+    /// A call of this token is deciding its followers ([`fanout`]): the
+    /// token's events wait, and the sweep leaves it alone.
+    deciding: bool,
     /// No call, record or entry of this token can expire before this
     /// stream time (a lower bound, tightened by each sweep), so a sweep
     /// that comes earlier skips the token at the cost of one comparison.
@@ -79,6 +83,7 @@ impl TokenState {
             calls: Calls::default(),
             records: Records::default(),
             tracked: Tracked::default(),
+            deciding: false,
         }
     }
 
@@ -127,12 +132,14 @@ pub struct ShardState {
     sweep_cursor: usize,
     /// Buffers a call's walk reuses.
     scratch: call::CallScratch,
-    /// The followers of the channel a call is being decided for.
-    fanout: Vec<ChatIdx>,
     /// Followers a call or the sweep found expired, to retire.
     lapsed: Vec<ChatIdx>,
     crossed: Vec<Entry>,
     stats: ShardStats,
+    /// Calls deciding and the events waiting for them.
+    pending: fanout::Pending,
+    /// Followers a call decides per slice.
+    fanout_slice: usize,
 }
 
 impl ShardState {
@@ -150,10 +157,11 @@ impl ShardState {
             clock: Nanos::MIN,
             sweep_cursor: 0,
             scratch: call::CallScratch::default(),
-            fanout: Vec::new(),
             lapsed: Vec::new(),
             crossed: Vec::new(),
             stats: ShardStats::default(),
+            pending: fanout::Pending::default(),
+            fanout_slice: usize::MAX,
         }
     }
 
@@ -178,28 +186,61 @@ impl ShardState {
         Some(hash)
     }
 
+    /// Decides at most `n` followers of a call before the shard applies
+    /// the next event ([`fanout`]); by default a call decides all of them
+    /// at once. The output is the same for any `n`.
+    pub fn set_fanout_slice(&mut self, n: usize) {
+        assert!(n > 0, "a slice decides at least one follower");
+        self.fanout_slice = n;
+    }
+
     /// Applies `envs` in order, as a shard thread applies a batch: each
     /// event's index entry asked for [`PREFETCH_AHEAD`] events early (the
-    /// first ones all at once, before the first is applied).
+    /// first ones all at once, before the first is applied). Every call
+    /// is decided in full before it returns, so `out` holds every alert of
+    /// `envs`, in output order.
     pub fn apply_all(&mut self, envs: &[Envelope], out: &mut Vec<Effect>) {
+        let start = out.len();
         let mut ahead = AheadHashes::default();
         for (i, env) in envs.iter().enumerate() {
             ahead.prefetch(self, i, |j| envs.get(j));
             self.apply_hashed(env, ahead.take(i), out);
         }
+        self.finish_fanouts(out);
+        out[start..].sort_by_key(Effect::order_key);
     }
 
     /// Applies one event and appends its alerts to `out`, sorted by chat.
+    /// With a slice size set, the alerts of a call with more followers
+    /// than that come out over later events too (see
+    /// [`ShardState::apply_hashed`]).
     pub fn apply(&mut self, env: &Envelope, out: &mut Vec<Effect>) {
         self.apply_hashed(env, None, out);
     }
 
     /// [`ShardState::apply`] with the hash of the event's token, if
-    /// [`ShardState::prefetch`] gave it.
+    /// [`ShardState::prefetch`] gave it. While a call is deciding slice by
+    /// slice, `out` gets alerts of earlier events too (each carries its
+    /// `seq`) and an event of the deciding token is held until the call
+    /// ends; [`ShardState::unfinished_from`] says how far the output is
+    /// complete.
     pub fn apply_hashed(&mut self, env: &Envelope, hash: Option<u64>, out: &mut Vec<Effect>) {
+        let start = out.len();
+        if self.pending.is_empty() {
+            self.apply_now(env, hash, out);
+            self.work_slice(self.fanout_slice, out);
+        } else {
+            self.apply_in_turn(env, hash, out);
+        }
+        if out.len() - start > 1 {
+            out[start..].sort_unstable_by_key(Effect::order_key);
+        }
+    }
+
+    /// Applies one event now, whatever is deciding.
+    fn apply_now(&mut self, env: &Envelope, hash: Option<u64>, out: &mut Vec<Effect>) {
         self.clock = self.clock.max(env.clock);
         self.stats.events += 1;
-        let start = out.len();
         match &env.event {
             Event::Subscribe {
                 chat_id,
@@ -212,13 +253,10 @@ impl ShardState {
                 channel_id,
                 fdv_usd,
                 at,
-            } => self.on_call(env.seq, token, *channel_id, *fdv_usd, *at, out),
+            } => self.on_call(env.seq, token, *channel_id, *fdv_usd, *at),
             Event::Price { token, fdv_usd, at } => {
                 self.on_price(env.seq, token, hash, *fdv_usd, *at, out);
             }
-        }
-        if out.len() - start > 1 {
-            out[start..].sort_unstable_by_key(Effect::chat_id);
         }
     }
 

@@ -3,8 +3,8 @@
 
 use smallvec::SmallVec;
 
-use crate::event::ChannelId;
 use super::records::Records;
+use crate::event::ChannelId;
 use crate::time::Nanos;
 use crate::tracked::Entry;
 

@@ -33,7 +33,7 @@ impl ShardState {
             let i = self.sweep_cursor % n;
             self.sweep_cursor = (i + 1) % n;
             let ts = &mut self.slots[i];
-            if !ts.live || clock < ts.next_sweep {
+            if !ts.live || ts.deciding || clock < ts.next_sweep {
                 continue;
             }
             let before = ts.tracked.len();
