@@ -12,6 +12,7 @@ use crate::tracked::Entry;
 
 use super::fanout::Fanout;
 use super::record::{Record, Status, merge_checked};
+use super::records::Fresh;
 use super::{ShardState, ShardStats, TokenState};
 
 /// One call, as every follower's check reads it.
@@ -63,6 +64,10 @@ impl ShardState {
         ts.deciding = true;
         let mut followers = self.pending.take_followers();
         self.chats.followers_of(channel, t, &mut followers);
+        if ts.records.is_empty() {
+            // A token's first call makes a record for every follower.
+            ts.records.reserve(followers.len());
+        }
         self.stats.followers_visited += followers.len() as u64;
         let fresh = self.pending.take_fresh();
         self.pending.calls.push_back(Fanout {
@@ -95,20 +100,20 @@ pub(super) struct CallScratch {
     all_callers: Vec<(ChannelId, Nanos)>,
     merged: Vec<(ChannelId, Nanos)>,
     /// Records the walk made, in chat order, merged in at its end.
-    fresh: Vec<(ChatIdx, Record)>,
+    fresh: Fresh,
 }
 
 impl CallScratch {
     /// Starts a slice of a call's walk: forgets the callers worked out for
     /// the last one, and takes the call's records made so far.
-    pub(super) fn start_slice(&mut self, fresh: &mut Vec<(ChatIdx, Record)>) {
+    pub(super) fn start_slice(&mut self, fresh: &mut Fresh) {
         self.all_lookbacks.clear();
         self.all_callers.clear();
         std::mem::swap(&mut self.fresh, fresh);
     }
 
     /// Gives the call its records made so far back.
-    pub(super) fn end_slice(&mut self, fresh: &mut Vec<(ChatIdx, Record)>) {
+    pub(super) fn end_slice(&mut self, fresh: &mut Fresh) {
         std::mem::swap(&mut self.fresh, fresh);
     }
 
@@ -150,7 +155,7 @@ impl CallScratch {
 type CallersOf<'a> = (
     &'a [(ChannelId, Nanos)],
     &'a mut Vec<(ChannelId, Nanos)>,
-    &'a mut Vec<(ChatIdx, Record)>,
+    &'a mut Fresh,
 );
 
 /// A call's walk through its followers, ascending.
@@ -218,11 +223,18 @@ impl<'a> Walk<'a> {
             Err(i) => {
                 // A record made now: the call's own channel is among the
                 // callers, so the check always finds something new and the
-                // record is kept.
-                self.pos = i;
+                // record is kept. Past the last record held it goes
+                // straight to the end (every later follower is greater);
+                // before it, it waits for the end of the walk.
                 let mut rec = Record::new();
                 let accepted = self.check(&mut rec, chat, callers, merged);
-                fresh.push((u, rec));
+                if i == ts.records.sorted_len() {
+                    ts.records.push_last(u, rec);
+                    self.pos = i + 1;
+                } else {
+                    fresh.push(u, rec);
+                    self.pos = i;
+                }
                 stats.records += 1;
                 accepted
             }

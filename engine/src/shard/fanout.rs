@@ -33,7 +33,7 @@ use crate::token::Token;
 
 use super::ShardState;
 use super::call::{CallAt, Walk};
-use super::record::Record;
+use super::records::Fresh;
 
 /// A call whose followers are still being decided.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ pub(super) struct Fanout {
     /// Where the walk is in the token's records.
     pub(super) pos: usize,
     /// Records made so far, ascending, merged in when the call ends.
-    pub(super) fresh: Vec<(ChatIdx, Record)>,
+    pub(super) fresh: Fresh,
 }
 
 /// The fan-outs in progress and the events waiting for them.
@@ -63,7 +63,7 @@ pub(super) struct Pending {
     held: VecDeque<Envelope>,
     /// Emptied follower and record lists, for the next calls.
     spare_followers: Vec<Vec<ChatIdx>>,
-    spare_fresh: Vec<Vec<(ChatIdx, Record)>>,
+    spare_fresh: Vec<Fresh>,
 }
 
 impl Pending {
@@ -71,7 +71,7 @@ impl Pending {
         self.spare_followers.pop().unwrap_or_default()
     }
 
-    pub(super) fn take_fresh(&mut self) -> Vec<(ChatIdx, Record)> {
+    pub(super) fn take_fresh(&mut self) -> Fresh {
         self.spare_fresh.pop().unwrap_or_default()
     }
 

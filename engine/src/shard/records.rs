@@ -63,8 +63,12 @@ impl Records {
         if self.loose.is_empty() {
             return;
         }
-        let mut fresh: Vec<(ChatIdx, Record)> = self.loose.drain().collect();
-        fresh.sort_unstable_by_key(|&(c, _)| c);
+        let mut loose: Vec<(ChatIdx, Record)> = self.loose.drain().collect();
+        loose.sort_unstable_by_key(|&(c, _)| c);
+        let mut fresh = Fresh::default();
+        for (chat, record) in loose {
+            fresh.push(chat, record);
+        }
         self.merge_sorted(&mut fresh);
     }
 
@@ -88,6 +92,27 @@ impl Records {
         }
     }
 
+    /// Records in the sorted arrays (those a walk can seek).
+    #[inline]
+    pub(crate) fn sorted_len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Adds a record after every one held: for a walk that has passed
+    /// the last of them, whose new records go straight to the end.
+    #[inline]
+    pub(crate) fn push_last(&mut self, chat: ChatIdx, record: Record) {
+        debug_assert!(self.keys.last().is_none_or(|&k| k < chat));
+        self.keys.push(chat);
+        self.values.push(record);
+    }
+
+    /// Room for `n` more records at the end.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.keys.reserve(n);
+        self.values.reserve(n);
+    }
+
     /// The record at a position [`Records::seek`] found.
     #[inline]
     pub(crate) fn at_mut(&mut self, i: usize) -> &mut Record {
@@ -104,19 +129,18 @@ impl Records {
 
     /// Merges `fresh` (sorted by chat, none of them held) into the arrays
     /// in one pass from the back, and leaves it empty. Records after the
-    /// first fresh chat move once; a call whose new records all come after
-    /// the last held one moves none.
-    pub(crate) fn merge_sorted(&mut self, fresh: &mut Vec<(ChatIdx, Record)>) {
-        debug_assert!(fresh.windows(2).all(|w| w[0].0 < w[1].0));
+    /// first fresh chat move once.
+    pub(crate) fn merge_sorted(&mut self, fresh: &mut Fresh) {
+        debug_assert!(fresh.keys.windows(2).all(|w| w[0] < w[1]));
         let n = self.keys.len();
-        let m = fresh.len();
+        let m = fresh.keys.len();
         if m == 0 {
             return;
         }
         self.keys.resize(n + m, 0);
         self.values.resize_with(n + m, Record::new);
         let (mut i, mut k) = (n, n + m);
-        while let Some((chat, record)) = fresh.pop() {
+        while let (Some(chat), Some(record)) = (fresh.keys.pop(), fresh.values.pop()) {
             // Held records above the fresh chat move up past the room left.
             while i > 0 && self.keys[i - 1] > chat {
                 i -= 1;
@@ -162,6 +186,22 @@ impl Records {
     }
 }
 
+/// Records a walk made before the last held one, ascending, to merge in
+/// when it ends. Keys and records apart: a record is 64-byte aligned, so a
+/// (chat, record) pair would take 128 bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Fresh {
+    keys: Vec<ChatIdx>,
+    values: Vec<Record>,
+}
+
+impl Fresh {
+    pub(crate) fn push(&mut self, chat: ChatIdx, record: Record) {
+        self.keys.push(chat);
+        self.values.push(record);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +242,7 @@ mod tests {
 
     fn walk(records: &mut Records, chats: &[u32], v: i64) {
         records.settle();
-        let mut fresh = Vec::new();
+        let mut fresh = Fresh::default();
         let mut pos = 0;
         for &c in chats {
             match records.seek(pos, c) {
@@ -211,14 +251,18 @@ mod tests {
                     records.at_mut(i).last_check = v;
                     pos = i + 1;
                 }
+                Err(i) if i == records.sorted_len() => {
+                    records.push_last(c, record(v));
+                    pos = i + 1;
+                }
                 Err(i) => {
-                    fresh.push((c, record(v)));
+                    fresh.push(c, record(v));
                     pos = i;
                 }
             }
         }
         records.merge_sorted(&mut fresh);
-        assert!(fresh.is_empty());
+        assert!(fresh.keys.is_empty() && fresh.values.is_empty());
     }
 
     proptest! {
