@@ -164,6 +164,14 @@ impl Chats {
         scratch.clear();
     }
 
+    /// Starts loading chat `idx` into the cache (see [`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, idx: ChatIdx) {
+        if let Some(chat) = self.list.get(idx as usize) {
+            crate::prefetch::prefetch(chat);
+        }
+    }
+
     /// The chats a call on `channel` at `t` must look at, ascending, into
     /// `out` (cleared first): every chat active at `t` that follows
     /// `channel` is among them. They are the followers in the index (some

@@ -12,7 +12,6 @@ use crate::tracked::Entry;
 
 use super::fanout::Fanout;
 use super::record::{Record, Status, merge_checked};
-use super::records::Fresh;
 use super::{ShardState, ShardStats, TokenState};
 
 /// One call, as every follower's check reads it.
@@ -52,6 +51,7 @@ impl ShardState {
         channel: ChannelId,
         fdv_usd: f64,
         t: Nanos,
+        clock: Nanos,
     ) {
         self.stats.calls += 1;
         let slot = self.intern(token);
@@ -60,7 +60,7 @@ impl ShardState {
         // The followers ascending, and the token's records sorted by chat:
         // the walk is a merge of the two, reading chats and records in
         // address order.
-        ts.records.settle();
+        ts.records.settle_if_many();
         ts.deciding = true;
         let mut followers = self.pending.take_followers();
         self.chats.followers_of(channel, t, &mut followers);
@@ -69,19 +69,17 @@ impl ShardState {
             ts.records.reserve(followers.len());
         }
         self.stats.followers_visited += followers.len() as u64;
-        let fresh = self.pending.take_fresh();
         self.pending.calls.push_back(Fanout {
             seq,
             token: *token,
             channel,
             fdv_usd,
             t,
-            clock: self.clock,
+            clock,
             slot,
             followers,
             next: 0,
             pos: 0,
-            fresh,
         });
         let hot = self.index.get_mut(token).expect("interned above");
         hot.fdv_usd = fdv_usd;
@@ -99,22 +97,14 @@ pub(super) struct CallScratch {
     all_lookbacks: Vec<(u32, usize, usize)>,
     all_callers: Vec<(ChannelId, Nanos)>,
     merged: Vec<(ChannelId, Nanos)>,
-    /// Records the walk made, in chat order, merged in at its end.
-    fresh: Fresh,
 }
 
 impl CallScratch {
     /// Starts a slice of a call's walk: forgets the callers worked out for
-    /// the last one, and takes the call's records made so far.
-    pub(super) fn start_slice(&mut self, fresh: &mut Fresh) {
+    /// the last one.
+    pub(super) fn start_slice(&mut self) {
         self.all_lookbacks.clear();
         self.all_callers.clear();
-        std::mem::swap(&mut self.fresh, fresh);
-    }
-
-    /// Gives the call its records made so far back.
-    pub(super) fn end_slice(&mut self, fresh: &mut Fresh) {
-        std::mem::swap(&mut self.fresh, fresh);
     }
 
     /// The callers of `chat` in `calls` since `since`, worked out once per
@@ -123,7 +113,7 @@ impl CallScratch {
     fn callers(&mut self, chat: &Chat, calls: &Calls, since: Nanos) -> CallersOf<'_> {
         if !chat.follow.is_empty() {
             callers_of(chat, calls, since, &mut self.callers);
-            return (&self.callers, &mut self.merged, &mut self.fresh);
+            return (&self.callers, &mut self.merged);
         }
         let lookback = chat.lookback_minutes;
         let (start, end) = match self.all_lookbacks.iter().find(|m| m.0 == lookback) {
@@ -142,21 +132,13 @@ impl CallScratch {
                 (start, end)
             }
         };
-        (
-            &self.all_callers[start..end],
-            &mut self.merged,
-            &mut self.fresh,
-        )
+        (&self.all_callers[start..end], &mut self.merged)
     }
 }
 
-/// A chat's callers, with the merge scratch and the fresh records beside
-/// them (borrowed from one [`CallScratch`] together).
-type CallersOf<'a> = (
-    &'a [(ChannelId, Nanos)],
-    &'a mut Vec<(ChannelId, Nanos)>,
-    &'a mut Fresh,
-);
+/// A chat's callers, with the merge scratch beside them (borrowed from
+/// one [`CallScratch`] together).
+type CallersOf<'a> = (&'a [(ChannelId, Nanos)], &'a mut Vec<(ChannelId, Nanos)>);
 
 /// A call's walk through its followers, ascending.
 pub(super) struct Walk<'a> {
@@ -213,30 +195,36 @@ impl<'a> Walk<'a> {
         }
         let since = t.saturating_sub(chat.lookback_nanos());
         let found = ts.records.seek(self.pos, u);
-        let (callers, merged, fresh) = scratch.callers(chat, &ts.calls, since);
+        let (callers, merged) = scratch.callers(chat, &ts.calls, since);
         let accepted = match found {
             Ok(i) => {
                 self.pos = i + 1;
                 ts.records.prefetch_at(i + RECORD_AHEAD);
+                ts.records.prefetch_checked(i + CHECKED_AHEAD);
                 self.check(ts.records.at_mut(i), chat, callers, merged)
             }
             Err(i) => {
-                // A record made now: the call's own channel is among the
-                // callers, so the check always finds something new and the
-                // record is kept. Past the last record held it goes
-                // straight to the end (every later follower is greater);
-                // before it, it waits for the end of the walk.
-                let mut rec = Record::new();
-                let accepted = self.check(&mut rec, chat, callers, merged);
-                if i == ts.records.sorted_len() {
-                    ts.records.push_last(u, rec);
-                    self.pos = i + 1;
+                self.pos = i;
+                if let Some(rec) = ts.records.loose_mut(u) {
+                    self.check(rec, chat, callers, merged)
                 } else {
-                    fresh.push(u, rec);
-                    self.pos = i;
+                    // A record made now: the call's own channel is among
+                    // the callers, so the check always finds something
+                    // new and the record is kept. Past the last sorted
+                    // record it goes straight to the end (every later
+                    // follower is greater); before it, into the loose
+                    // ones, merged in once there are enough of them.
+                    let mut rec = Record::new();
+                    let accepted = self.check(&mut rec, chat, callers, merged);
+                    if i == ts.records.sorted_len() {
+                        ts.records.push_last(u, rec);
+                        self.pos = i + 1;
+                    } else {
+                        ts.records.insert_loose(u, rec);
+                    }
+                    stats.records += 1;
+                    accepted
                 }
-                stats.records += 1;
-                accepted
             }
         };
         if accepted {
@@ -296,6 +284,10 @@ impl<'a> Walk<'a> {
 /// read in address order, but a call that visits few of a token's many
 /// records skips between them.
 const RECORD_AHEAD: usize = 4;
+/// How many records past the one just found a walk asks for the checked
+/// list of, when it lives apart from the record: nearer than
+/// `RECORD_AHEAD`, since the record must be read to find it.
+const CHECKED_AHEAD: usize = 2;
 
 /// The channels `chat` follows that called the token at or after `since`,
 /// with their call times, sorted by channel, into `callers`. Walks

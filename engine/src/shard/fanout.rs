@@ -13,7 +13,8 @@
 //!   its token (calls, records, tracked entries), which no other event
 //!   touches until it ends, and the chats, which no chat event changes
 //!   until it ends. It judges records against the stream clock of its own
-//!   event, not the clock of the events applied meanwhile.
+//!   event, not the clock of the events applied meanwhile; so does an
+//!   event that waited for it.
 //! - An event of a token whose call is still deciding is held, in order,
 //!   and applied as soon as the call ends: a later price sees the whole
 //!   call's effects.
@@ -33,7 +34,9 @@ use crate::token::Token;
 
 use super::ShardState;
 use super::call::{CallAt, Walk};
-use super::records::Fresh;
+
+/// How many followers ahead a walk asks for a chat.
+const CHAT_AHEAD: usize = 16;
 
 /// A call whose followers are still being decided.
 #[derive(Debug)]
@@ -51,28 +54,22 @@ pub(super) struct Fanout {
     pub(super) next: usize,
     /// Where the walk is in the token's records.
     pub(super) pos: usize,
-    /// Records made so far, ascending, merged in when the call ends.
-    pub(super) fresh: Fresh,
 }
 
 /// The fan-outs in progress and the events waiting for them.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     pub(super) calls: VecDeque<Fanout>,
-    /// Events of tokens whose call is deciding, in input order.
-    held: VecDeque<Envelope>,
-    /// Emptied follower and record lists, for the next calls.
+    /// Events of tokens whose call is deciding, in input order, each with
+    /// the stream clock as the events before it left it.
+    held: VecDeque<(Envelope, Nanos)>,
+    /// Emptied follower lists, for the next calls.
     spare_followers: Vec<Vec<ChatIdx>>,
-    spare_fresh: Vec<Fresh>,
 }
 
 impl Pending {
     pub(super) fn take_followers(&mut self) -> Vec<ChatIdx> {
         self.spare_followers.pop().unwrap_or_default()
-    }
-
-    pub(super) fn take_fresh(&mut self) -> Fresh {
-        self.spare_fresh.pop().unwrap_or_default()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -92,10 +89,12 @@ impl ShardState {
         match env.event.token() {
             None => {
                 self.finish_fanouts(out);
-                self.apply_now(env, hash, out);
+                self.apply_now(env, hash, self.clock, out);
             }
-            Some(token) if self.is_deciding(token) => self.pending.held.push_back(env.clone()),
-            Some(_) => self.apply_now(env, hash, out),
+            Some(token) if self.is_deciding(token) => {
+                self.pending.held.push_back((env.clone(), self.clock));
+            }
+            Some(_) => self.apply_now(env, hash, self.clock, out),
         }
         self.work_slice(self.fanout_slice, out);
     }
@@ -116,7 +115,9 @@ impl ShardState {
     /// earlier event has been output.
     pub fn unfinished_from(&self) -> Option<u64> {
         let calls = self.pending.calls.iter().map(|f| f.seq);
-        calls.chain(self.pending.held.iter().map(|e| e.seq)).min()
+        calls
+            .chain(self.pending.held.iter().map(|(e, _)| e.seq))
+            .min()
     }
 
     /// Finishes every call still deciding and applies every event held
@@ -152,15 +153,19 @@ impl ShardState {
             fdv_usd: f.fdv_usd,
             t: f.t,
         };
-        scratch.start_slice(&mut f.fresh);
+        scratch.start_slice();
         let mut walk = Walk::new(&call, chats, rules, f.clock, f.pos);
         let end = f.next.saturating_add(budget).min(f.followers.len());
-        for &u in &f.followers[f.next..end] {
-            walk.decide(u, ts, scratch, lapsed, stats, out);
+        for k in f.next..end {
+            // Followers are ascending but, for a channel few chats name,
+            // far apart: each chat is asked for a few followers ahead.
+            if let Some(&ahead) = f.followers.get(k + CHAT_AHEAD) {
+                chats.prefetch(ahead);
+            }
+            walk.decide(f.followers[k], ts, scratch, lapsed, stats, out);
         }
         f.pos = walk.pos();
         f.next = end;
-        scratch.end_slice(&mut f.fresh);
         chats.retire(lapsed);
         lapsed.clear();
         if end == f.followers.len() {
@@ -168,12 +173,11 @@ impl ShardState {
         }
     }
 
-    /// The oldest call has decided every follower: its records merged in,
-    /// its token free again, and the events held for it applied.
+    /// The oldest call has decided every follower: its token free again,
+    /// and the events held for it applied.
     fn end_call(&mut self, out: &mut Vec<Effect>) {
         let mut f = self.pending.calls.pop_front().expect("a call is deciding");
         let ts = &mut self.slots[f.slot];
-        ts.records.merge_sorted(&mut f.fresh);
         ts.deciding = false;
         let hot = self
             .index
@@ -182,7 +186,6 @@ impl ShardState {
         hot.next_change = ts.next_change(&self.rules.thresholds);
         f.followers.clear();
         self.pending.spare_followers.push(f.followers);
-        self.pending.spare_fresh.push(f.fresh);
         self.release_held(&f.token, out);
     }
 
@@ -193,11 +196,11 @@ impl ShardState {
             return;
         }
         let held = std::mem::take(&mut self.pending.held);
-        for env in held {
+        for (env, before) in held {
             if env.event.token() == Some(token) && !self.is_deciding(token) {
-                self.apply_now(&env, None, out);
+                self.apply_now(&env, None, before, out);
             } else {
-                self.pending.held.push_back(env);
+                self.pending.held.push_back((env, before));
             }
         }
     }

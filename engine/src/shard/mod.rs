@@ -227,8 +227,10 @@ impl ShardState {
     pub fn apply_hashed(&mut self, env: &Envelope, hash: Option<u64>, out: &mut Vec<Effect>) {
         let start = out.len();
         if self.pending.is_empty() {
-            self.apply_now(env, hash, out);
-            self.work_slice(self.fanout_slice, out);
+            self.apply_now(env, hash, self.clock, out);
+            if !self.pending.calls.is_empty() {
+                self.work_slice(self.fanout_slice, out);
+            }
         } else {
             self.apply_in_turn(env, hash, out);
         }
@@ -237,9 +239,19 @@ impl ShardState {
         }
     }
 
-    /// Applies one event now, whatever is deciding.
-    fn apply_now(&mut self, env: &Envelope, hash: Option<u64>, out: &mut Vec<Effect>) {
-        self.clock = self.clock.max(env.clock);
+    /// Applies one event now, whatever is deciding. `before` is the stream
+    /// clock as the events before it in input order left it: the shard's
+    /// clock, unless the event waited for a call ([`fanout`]) while later
+    /// ones moved that on.
+    fn apply_now(
+        &mut self,
+        env: &Envelope,
+        hash: Option<u64>,
+        before: Nanos,
+        out: &mut Vec<Effect>,
+    ) {
+        let now = before.max(env.clock);
+        self.clock = self.clock.max(now);
         self.stats.events += 1;
         match &env.event {
             Event::Subscribe {
@@ -253,9 +265,9 @@ impl ShardState {
                 channel_id,
                 fdv_usd,
                 at,
-            } => self.on_call(env.seq, token, *channel_id, *fdv_usd, *at),
+            } => self.on_call(env.seq, token, *channel_id, *fdv_usd, *at, now),
             Event::Price { token, fdv_usd, at } => {
-                self.on_price(env.seq, token, hash, *fdv_usd, *at, out);
+                self.on_price(env.seq, token, hash, *fdv_usd, *at, now, out);
             }
         }
     }

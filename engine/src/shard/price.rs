@@ -16,6 +16,7 @@ impl ShardState {
         hash: Option<u64>,
         fdv_usd: f64,
         t: Nanos,
+        clock: Nanos,
         out: &mut Vec<Effect>,
     ) {
         self.stats.prices += 1;
@@ -40,7 +41,7 @@ impl ShardState {
         ts.tracked
             .pop_crossed(fdv_usd, thresholds, &mut self.crossed);
         for mut e in self.crossed.drain(..) {
-            if self.clock >= e.started.saturating_add(ttl) {
+            if clock >= e.started.saturating_add(ttl) {
                 self.stats.tracked -= 1;
                 self.stats.expired_tracked += 1;
                 continue;
