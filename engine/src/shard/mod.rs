@@ -267,7 +267,14 @@ impl ShardState {
                 at,
             } => self.on_call(env.seq, token, *channel_id, *fdv_usd, *at, now),
             Event::Price { token, fdv_usd, at } => {
-                self.on_price(env.seq, token, hash, *fdv_usd, *at, now, out);
+                let price = price::PriceAt {
+                    seq: env.seq,
+                    token,
+                    fdv_usd: *fdv_usd,
+                    t: *at,
+                    clock: now,
+                };
+                self.on_price(&price, hash, out);
             }
         }
     }

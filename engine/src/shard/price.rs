@@ -8,17 +8,29 @@ use crate::token::Token;
 use super::ShardState;
 use super::record::current;
 
+/// A price event's fields, with the stream clock it is judged against.
+pub(super) struct PriceAt<'a> {
+    pub(super) seq: u64,
+    pub(super) token: &'a Token,
+    pub(super) fdv_usd: f64,
+    pub(super) t: Nanos,
+    pub(super) clock: Nanos,
+}
+
 impl ShardState {
     pub(super) fn on_price(
         &mut self,
-        seq: u64,
-        token: &Token,
+        price: &PriceAt<'_>,
         hash: Option<u64>,
-        fdv_usd: f64,
-        t: Nanos,
-        clock: Nanos,
         out: &mut Vec<Effect>,
     ) {
+        let &PriceAt {
+            seq,
+            token,
+            fdv_usd,
+            t,
+            clock,
+        } = price;
         self.stats.prices += 1;
         // A token nobody called has nothing to decide; interning it would
         // let a price feed grow the shard without bound.
