@@ -10,6 +10,7 @@ use std::io::{self, BufRead, Write};
 use std::time::Instant;
 
 use engine::EngineConfig;
+use engine::effect::JsonLines;
 use engine::event::{limits, write_json_string};
 use engine::ingest::{Ingest, Outcome};
 use engine::router::{self, EngineStopped};
@@ -113,10 +114,11 @@ where
             .spawn_scoped(scope, move || -> Result<u64, ReplayError> {
                 let mut output = output;
                 let mut buf = Vec::with_capacity(OUTPUT_CHUNK + MAX_ALERT_BYTES);
+                let mut json = JsonLines::new();
                 let mut alerts = 0u64;
                 while let Some(batch) = effects.next_batch()? {
                     for effect in &batch {
-                        effect.write_json(&mut buf);
+                        json.write(effect, &mut buf);
                         // Written as it fills, not once per batch: a
                         // batch of a thousand alerts would outgrow it.
                         if buf.len() >= OUTPUT_CHUNK {
