@@ -83,7 +83,8 @@ struct Output {
     effects: Vec<Effect>,
 }
 
-/// The effects of one batch of input, merged across shards.
+/// The effects of one batch of input, merged across shards. Once done
+/// with `effects`, hand the vector back with [`Effects::recycle`].
 #[derive(Debug, Default)]
 pub struct Merged {
     /// In output order: by `seq`, then chat.
@@ -557,7 +558,8 @@ impl Router {
 
 impl Effects {
     /// The effects of the next batch of input, in output order; `Ok(None)`
-    /// once every shard has stopped after the router finished.
+    /// once every shard has stopped after the router finished. Hand the
+    /// vector back with `recycle` when done with it.
     pub fn next_batch(&mut self) -> Result<Option<Vec<Effect>>, EngineStopped> {
         Ok(self.next_merged()?.map(|m| m.effects))
     }
