@@ -113,6 +113,7 @@ fn inbox_handoff(c: &mut Criterion) {
                 while let Some(merged) = effects.next_merged().expect("the shard runs") {
                     alerts += merged.effects.len();
                     upto = merged.upto_seq;
+                    effects.recycle(merged.effects);
                 }
                 (alerts, upto)
             });

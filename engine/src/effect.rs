@@ -7,7 +7,7 @@
 
 use crate::event::{ChannelId, ChatId};
 use crate::time::{self, Nanos};
-use crate::token::Token;
+use crate::token::{Token, TokenText};
 
 /// The chat met its conditions for a token: enough of the channels it
 /// follows called it within its lookback window.
@@ -81,13 +81,31 @@ impl Effect {
     }
 
     /// Appends the alert as one JSON object and a newline; a
-    /// [`Progress`] is not an alert and appends nothing.
+    /// [`Progress`] is not an alert and appends nothing. To print many
+    /// alerts, [`JsonLines`] renders each token once per run of alerts.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        if let Some(token) = self.alert_token() {
+            self.write_json_as(token.text().as_bytes(), out);
+        }
+    }
+
+    /// The token an alert names; `None` for a [`Progress`], which prints
+    /// nothing.
+    fn alert_token(&self) -> Option<&Token> {
+        match self {
+            Effect::CallAlert(a) => Some(&a.token),
+            Effect::MultiplierAlert(a) => Some(&a.token),
+            Effect::Progress(_) => None,
+        }
+    }
+
+    /// `write_json` with the token's text already rendered.
+    fn write_json_as(&self, token: &[u8], out: &mut Vec<u8>) {
         let mut ints = itoa::Buffer::new();
         match self {
             Effect::CallAlert(a) => {
                 out.extend_from_slice(b"{\"type\":\"call_alert\"");
-                head(out, &mut ints, a.seq, a.chat_id, &a.token, a.at);
+                head(out, &mut ints, a.seq, a.chat_id, token, a.at);
                 out.extend_from_slice(b",\"fdv_usd\":");
                 number(out, a.fdv_usd);
                 out.extend_from_slice(b",\"callers\":[");
@@ -101,7 +119,7 @@ impl Effect {
             }
             Effect::MultiplierAlert(a) => {
                 out.extend_from_slice(b"{\"type\":\"multiplier_alert\"");
-                head(out, &mut ints, a.seq, a.chat_id, &a.token, a.at);
+                head(out, &mut ints, a.seq, a.chat_id, token, a.at);
                 out.extend_from_slice(b",\"threshold\":");
                 threshold(out, a.threshold);
                 out.extend_from_slice(b",\"multiplier\":");
@@ -117,12 +135,41 @@ impl Effect {
     }
 }
 
+/// Writes alerts as JSON Lines, the same bytes as [`Effect::write_json`],
+/// but renders a token's text once for a run of alerts that name it.
+/// Every alert of one event names its token, and output order keeps them
+/// together, so this renders a token once per event instead of once per
+/// chat alerted (base58 was the writer's largest cost on call-heavy input).
+#[derive(Debug, Default)]
+pub struct JsonLines {
+    /// The token of the last alert written, and its text.
+    last: Option<(Token, TokenText)>,
+}
+
+impl JsonLines {
+    pub fn new() -> JsonLines {
+        JsonLines::default()
+    }
+
+    /// Appends `effect` as [`Effect::write_json`] does.
+    pub fn write(&mut self, effect: &Effect, out: &mut Vec<u8>) {
+        let Some(token) = effect.alert_token() else {
+            return;
+        };
+        if self.last.as_ref().is_none_or(|(last, _)| last != token) {
+            self.last = Some((*token, token.text()));
+        }
+        let (_, text) = self.last.as_ref().expect("set above");
+        effect.write_json_as(text.as_bytes(), out);
+    }
+}
+
 fn head(
     out: &mut Vec<u8>,
     ints: &mut itoa::Buffer,
     seq: u64,
     chat: ChatId,
-    token: &Token,
+    token: &[u8],
     at: Nanos,
 ) {
     out.extend_from_slice(b",\"seq\":");
@@ -130,7 +177,7 @@ fn head(
     out.extend_from_slice(b",\"chat_id\":");
     out.extend_from_slice(ints.format(chat).as_bytes());
     out.extend_from_slice(b",\"token\":\"");
-    token.write_to(out);
+    out.extend_from_slice(token);
     out.extend_from_slice(b"\",\"at\":\"");
     time::write_rfc3339(at, out);
     out.push(b'"');
@@ -155,5 +202,85 @@ fn threshold(out: &mut Vec<u8>, v: f64) {
         out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
         number(out, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOL: &str = "So11111111111111111111111111111111111111112";
+    const JUP: &str = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
+    const EVM: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+
+    fn call(seq: u64, chat_id: ChatId, token: &str) -> Effect {
+        Effect::CallAlert(CallAlert {
+            seq,
+            chat_id,
+            token: token.parse().unwrap(),
+            at: 1_795_600_800_000_000_000,
+            fdv_usd: 125_000.0,
+            callers: vec![-1002, -1001],
+            channel_id: -1001,
+        })
+    }
+
+    fn multiplier(seq: u64, chat_id: ChatId, token: &str) -> Effect {
+        Effect::MultiplierAlert(MultiplierAlert {
+            seq,
+            chat_id,
+            token: token.parse().unwrap(),
+            at: 1_795_604_400_000_000_000,
+            threshold: 10.0,
+            multiplier: 12.5,
+            fdv_at_call: 125_000.0,
+            fdv_usd: 1_562_500.0,
+            tracking_started: 1_795_600_800_000_000_000,
+        })
+    }
+
+    #[test]
+    fn json_lines_writes_what_write_json_writes() {
+        let progress = Effect::Progress(Progress {
+            seq: 4,
+            chat_id: 3,
+            token: SOL.parse().unwrap(),
+            threshold: 2.0,
+            tracking_started: 0,
+        });
+        // Runs of one token, a token that comes back after another, both
+        // chains, and a progress (which prints nothing) inside a run.
+        let effects = [
+            call(1, 1, SOL),
+            call(1, 2, SOL),
+            call(2, 1, JUP),
+            multiplier(3, 1, SOL),
+            progress,
+            multiplier(4, 2, SOL),
+            call(5, 1, EVM),
+            multiplier(6, 1, JUP),
+        ];
+        let (mut each, mut once) = (Vec::new(), Vec::new());
+        let mut json = JsonLines::new();
+        for e in &effects {
+            e.write_json(&mut each);
+            json.write(e, &mut once);
+        }
+        assert_eq!(
+            String::from_utf8(once).unwrap(),
+            String::from_utf8(each).unwrap()
+        );
+    }
+
+    #[test]
+    fn json_lines_prints_each_alerts_own_token() {
+        let mut out = Vec::new();
+        let mut json = JsonLines::new();
+        json.write(&call(1, 1, SOL), &mut out);
+        json.write(&call(2, 1, EVM), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains(SOL), "{}", lines[0]);
+        assert!(lines[1].contains(&EVM.to_lowercase()), "{}", lines[1]);
     }
 }

@@ -290,15 +290,15 @@ impl Token {
 
     /// Appends the display form (base58, or `0x` and lowercase hex) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut buf = [0u8; ENCODE_BUF];
-        let text = self.encode(&mut buf);
-        out.extend_from_slice(text);
+        out.extend_from_slice(self.text().as_bytes());
     }
 
-    /// Renders into `buf` and returns the slice holding the text, so both
-    /// `write_to` and `Display` share one encoder without allocating.
-    fn encode<'a>(&self, buf: &'a mut [u8; ENCODE_BUF]) -> &'a [u8] {
-        match self.chain {
+    /// The display form, rendered on the stack. Base58 costs a long
+    /// division per five digits, so a caller that prints one token many
+    /// times (every alert of an event names it) keeps this and copies it.
+    pub fn text(&self) -> TokenText {
+        let mut buf = [0u8; ENCODE_BUF];
+        let (start, end) = match self.chain {
             Chain::Evm => {
                 buf[0] = b'0';
                 buf[1] = b'x';
@@ -306,23 +306,47 @@ impl Token {
                     buf[2 + 2 * i] = HEX_LOWER[usize::from(byte >> 4)];
                     buf[3 + 2 * i] = HEX_LOWER[usize::from(byte & 0x0F)];
                 }
-                &buf[..EVM_TEXT_LEN]
+                (0, EVM_TEXT_LEN)
             }
-            Chain::Solana => {
-                let start = encode_base58(&self.bytes, buf);
-                &buf[start..]
-            }
+            Chain::Solana => (encode_base58(&self.bytes, &mut buf), ENCODE_BUF),
+        };
+        TokenText {
+            buf,
+            start: start as u8,
+            end: end as u8,
         }
+    }
+}
+
+/// A token's display form, held on the stack (see [`Token::text`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenText {
+    buf: [u8; ENCODE_BUF],
+    start: u8,
+    end: u8,
+}
+
+impl TokenText {
+    /// The text's bytes, all ASCII.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[usize::from(self.start)..usize::from(self.end)]
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("the encoders emit only ASCII")
+    }
+}
+
+impl fmt::Debug for TokenText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; ENCODE_BUF];
-        let text = self.encode(&mut buf);
-        // The encoder emits only ASCII, so this never fails; `pad` keeps
-        // width and alignment flags working for tables and logs.
-        f.pad(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
+        // `pad` keeps width and alignment flags working for tables and logs.
+        f.pad(self.text().as_str())
     }
 }
 
@@ -475,6 +499,7 @@ mod tests {
         t.write_to(&mut out);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, t.to_string(), "write_to and Display must agree");
+        assert_eq!(text, t.text().as_str(), "write_to and text must agree");
         text
     }
 

@@ -408,8 +408,11 @@ fn run_engine(config: &EngineConfig, envs: &[Envelope]) -> Vec<Effect> {
     let out = std::thread::scope(|s| {
         let collector = s.spawn(move || {
             let mut all = Vec::new();
-            while let Some(batch) = effects.next_batch().expect("engine stopped early") {
-                all.extend(batch);
+            // Handing every batch back, as the replay writer does, runs
+            // the comparison on recycled effect vectors.
+            while let Some(mut batch) = effects.next_batch().expect("engine stopped early") {
+                all.append(&mut batch);
+                effects.recycle(batch);
             }
             all
         });

@@ -171,8 +171,9 @@ impl Drain {
     }
 
     /// Records one merged batch: its alerts, and the latency of each
-    /// sampled event it completes.
-    fn take(&mut self, merged: &Merged, shared: &Shared) {
+    /// sampled event it completes. Then gives its vector back to `effects`
+    /// for the shards to fill again.
+    fn take(&mut self, merged: Merged, effects: &Effects, shared: &Shared) {
         let now_ns = shared.start.elapsed().as_nanos() as u64;
         self.alerts += merged.effects.len() as u64;
         let half_from = shared.half_from_seq.load(Ordering::Acquire);
@@ -197,6 +198,7 @@ impl Drain {
             self.timeline
                 .push((now_ns as f64 / 1e9, self.done_seq.saturating_sub(from)));
         }
+        effects.recycle(merged.effects);
     }
 }
 
@@ -210,7 +212,7 @@ fn consume(mut effects: Effects, shared: &Shared) -> anyhow::Result<(Drain, Effe
             return Ok((drain, effects));
         }
         match effects.next_merged()? {
-            Some(merged) => drain.take(&merged, shared),
+            Some(merged) => drain.take(merged, &effects, shared),
             None => return Ok((drain, effects)),
         }
     }
@@ -232,7 +234,7 @@ fn drain_all(
 ) -> anyhow::Result<()> {
     while shared.batches_done.load(Ordering::Acquire) < router.batches() {
         match effects.poll_merged()? {
-            Poll::Ready(merged) => drain.take(&merged, shared),
+            Poll::Ready(merged) => drain.take(merged, effects, shared),
             Poll::Pending => std::hint::spin_loop(),
             Poll::Finished => break,
         }
@@ -569,7 +571,7 @@ impl Driver<'_> {
             router.submit(envelope(tick, &market.tokens, channels, seq, at))?;
             if router.batches() != batches {
                 while let Poll::Ready(merged) = effects.poll_merged()? {
-                    drain.take(&merged, shared);
+                    drain.take(merged, effects, shared);
                 }
             }
             sent += 1;
@@ -657,7 +659,7 @@ impl Driver<'_> {
                     oldest_pending = None;
                 }
                 if let Poll::Ready(merged) = effects.poll_merged()? {
-                    drain.take(&merged, shared);
+                    drain.take(merged, effects, shared);
                 }
                 now = Instant::now();
             }
@@ -674,7 +676,7 @@ impl Driver<'_> {
             // look is a read of a line a shard writes, so not every event.
             if i.is_multiple_of(DRAIN_EVERY) {
                 while let Poll::Ready(merged) = effects.poll_merged()? {
-                    drain.take(&merged, shared);
+                    drain.take(merged, effects, shared);
                 }
             }
             router.submit(envelope(tick, &market.tokens, channels, seq, at))?;
@@ -705,7 +707,7 @@ impl Driver<'_> {
         } = self;
         router.finish()?;
         while let Some(merged) = effects.next_merged()? {
-            drain.take(&merged, shared);
+            drain.take(merged, &effects, shared);
         }
         Ok((drain, effects, at))
     }

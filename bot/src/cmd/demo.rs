@@ -188,8 +188,8 @@ fn print_alerts(
     // A popular call alerts dozens of chats at once; show at most two
     // alerts of any one event so the sample reads as a story.
     let (mut last_seq, mut of_seq) = (0u64, 0u32);
-    while let Some(batch) = effects.next_batch()? {
-        for effect in batch {
+    while let Some(mut batch) = effects.next_batch()? {
+        for effect in batch.drain(..) {
             if let Some(p) = persist {
                 p.record(&effect)?;
             }
@@ -215,6 +215,7 @@ fn print_alerts(
                 Effect::Progress(_) => {}
             }
         }
+        effects.recycle(batch);
     }
     Ok((calls, multipliers))
 }

@@ -10,6 +10,7 @@ use std::io::{self, BufRead, Write};
 use std::time::Instant;
 
 use engine::EngineConfig;
+use engine::effect::JsonLines;
 use engine::event::{limits, write_json_string};
 use engine::ingest::{Ingest, Outcome};
 use engine::router::{self, EngineStopped};
@@ -78,6 +79,12 @@ pub enum ReplayError {
 /// Bytes of output gathered before a write.
 const OUTPUT_CHUNK: usize = 64 * 1024;
 
+/// Room past `OUTPUT_CHUNK` for the alert that crosses it, so the buffer
+/// keeps its first allocation: an alert's fixed fields take a few hundred
+/// bytes, and a callers list 21 bytes a channel at most (a longer one
+/// grows the buffer once, for the rest of the run).
+const MAX_ALERT_BYTES: usize = 16 * 1024;
+
 /// Replays `input` to `output`, reporting bad lines on `errors` as they
 /// come. The summary is returned, not printed: the caller decides.
 pub fn run<R, W, E>(
@@ -106,17 +113,21 @@ where
             .name("callwatch-writer".into())
             .spawn_scoped(scope, move || -> Result<u64, ReplayError> {
                 let mut output = output;
-                let mut buf = Vec::with_capacity(2 * OUTPUT_CHUNK);
+                let mut buf = Vec::with_capacity(OUTPUT_CHUNK + MAX_ALERT_BYTES);
+                let mut json = JsonLines::new();
                 let mut alerts = 0u64;
                 while let Some(batch) = effects.next_batch()? {
                     for effect in &batch {
-                        effect.write_json(&mut buf);
+                        json.write(effect, &mut buf);
+                        // Written as it fills, not once per batch: a
+                        // batch of a thousand alerts would outgrow it.
+                        if buf.len() >= OUTPUT_CHUNK {
+                            output.write_all(&buf).map_err(ReplayError::Output)?;
+                            buf.clear();
+                        }
                     }
                     alerts += batch.len() as u64;
-                    if buf.len() >= OUTPUT_CHUNK {
-                        output.write_all(&buf).map_err(ReplayError::Output)?;
-                        buf.clear();
-                    }
+                    effects.recycle(batch);
                 }
                 output.write_all(&buf).map_err(ReplayError::Output)?;
                 output.flush().map_err(ReplayError::Output)?;
