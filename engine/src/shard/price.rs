@@ -18,6 +18,9 @@ pub(super) struct PriceAt<'a> {
 }
 
 impl ShardState {
+    /// Inlined into `apply_hashed`, as it was before the fan-out's queue
+    /// made that function too large for the compiler to do it unasked.
+    #[inline(always)]
     pub(super) fn on_price(
         &mut self,
         price: &PriceAt<'_>,
