@@ -97,11 +97,7 @@ impl Records {
         }
         let mut loose: Vec<(ChatIdx, Record)> = self.loose.drain().collect();
         loose.sort_unstable_by_key(|&(c, _)| c);
-        let mut fresh = Fresh::default();
-        for (chat, record) in loose {
-            fresh.push(chat, record);
-        }
-        self.merge_sorted(&mut fresh);
+        self.merge_sorted(loose);
     }
 
     /// Where `chat` is, or would go, searching only from position `from`
@@ -174,19 +170,16 @@ impl Records {
     }
 
     /// Merges `fresh` (sorted by chat, none of them held) into the arrays
-    /// in one pass from the back, and leaves it empty. Records after the
-    /// first fresh chat move once.
-    pub(crate) fn merge_sorted(&mut self, fresh: &mut Fresh) {
-        debug_assert!(fresh.keys.windows(2).all(|w| w[0] < w[1]));
+    /// in one pass from the back. Records after the first fresh chat move
+    /// once.
+    fn merge_sorted(&mut self, mut fresh: Vec<(ChatIdx, Record)>) {
+        debug_assert!(fresh.windows(2).all(|w| w[0].0 < w[1].0));
         let n = self.keys.len();
-        let m = fresh.keys.len();
-        if m == 0 {
-            return;
-        }
+        let m = fresh.len();
         self.keys.resize(n + m, 0);
         self.values.resize_with(n + m, Record::new);
         let (mut i, mut k) = (n, n + m);
-        while let (Some(chat), Some(record)) = (fresh.keys.pop(), fresh.values.pop()) {
+        while let Some((chat, record)) = fresh.pop() {
             // Held records above the fresh chat move up past the room left.
             while i > 0 && self.keys[i - 1] > chat {
                 i -= 1;
@@ -229,22 +222,6 @@ impl Records {
         self.keys.shrink_to_fit();
         self.values.shrink_to_fit();
         self.loose = FlatMap::default();
-    }
-}
-
-/// Records a walk made before the last held one, ascending, to merge in
-/// when it ends. Keys and records apart: a record is 64-byte aligned, so a
-/// (chat, record) pair would take 128 bytes.
-#[derive(Debug, Default)]
-pub(crate) struct Fresh {
-    keys: Vec<ChatIdx>,
-    values: Vec<Record>,
-}
-
-impl Fresh {
-    pub(crate) fn push(&mut self, chat: ChatIdx, record: Record) {
-        self.keys.push(chat);
-        self.values.push(record);
     }
 }
 
