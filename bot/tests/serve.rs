@@ -7,185 +7,15 @@
 //! PostgreSQL (a schema of its own), removed at the end; `scripts/test`
 //! starts both if needed.
 
-use std::process::{Child, Command};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::*;
+
 use callwatch_ingest::stream::{input_drained, publish};
-use callwatch_testkit::fake_bot::FakeBotApi;
-
-const TOKEN: &str = "123456:test-token";
-/// The Telegram user allowed the admin commands.
-const ADMIN: i64 = 7;
-
-/// XPENDING's summary: count, lowest id, highest id, per-consumer counts.
-type XPendingSummary = (
-    u64,
-    Option<String>,
-    Option<String>,
-    Option<Vec<(String, String)>>,
-);
-
-fn redis_url() -> String {
-    std::env::var("CALLWATCH_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/8".to_owned())
-}
-
-fn database_url() -> String {
-    std::env::var("CALLWATCH_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 dbname=test user=postgres".to_owned())
-}
-
-/// A test's Redis prefix and PostgreSQL schema (and its config files),
-/// removed when the test ends, also when it fails.
-struct Scratch {
-    prefix: String,
-    schema: String,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let configs = format!("callwatch-{}", self.prefix);
-        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
-            for entry in dir.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&configs) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-        let (prefix, schema) = (self.prefix.clone(), self.schema.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .await;
-                }
-                if let Ok(client) = redis::Client::open(redis_url())
-                    && let Ok(mut con) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}*"))
-                        .query_async(&mut con)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<i64, _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut con).await;
-                    }
-                }
-            });
-        })
-        .join();
-    }
-}
-
-impl Scratch {
-    /// A fresh prefix and schema for a test of `kind`.
-    fn new(kind: &str) -> Scratch {
-        let id = format!("{}_{}", std::process::id(), free_port());
-        Scratch {
-            prefix: format!("cw-test-{kind}-{id}:"),
-            schema: format!("cw_test_{kind}_{id}"),
-        }
-    }
-}
-
-/// The service's settings for a test: its Redis prefix and PostgreSQL
-/// schema, partitions, the ones it owns, its consumer name, and the fake
-/// Bot API if it sends.
-fn config(
-    prefix: &str,
-    schema: &str,
-    partitions: u32,
-    owned: &[u32],
-    consumer: &str,
-    telegram: Option<&str>,
-) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("callwatch-{prefix}{consumer}.toml"));
-    let telegram = telegram.map_or(String::new(), |url| {
-        format!("[telegram]\ntoken = \"{TOKEN}\"\napi_url = \"{url}\"\nadmins = [{ADMIN}]\n")
-    });
-    std::fs::write(
-        &path,
-        format!(
-            "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\n\
-             [postgres]\nurl = \"{}\"\nschema = \"{schema}\"\n{telegram}\
-             [ingest]\npartitions = {partitions}\nowned = {owned:?}\nconsumer = \"{consumer}\"\nblock_ms = 50\n\
-             [http]\nlisten = \"127.0.0.1:{}\"\n\
-             [engine]\nshards = 2\npin_threads = false\n\
-             [sources]\ncalls = false\nprices = false\n",
-            redis_url(),
-            database_url(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// A running `callwatch serve`, killed if the test ends without stopping it.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn kill9(mut self) {
-        let mut child = self.0.take().unwrap();
-        child.kill().unwrap(); // SIGKILL: no drain, no goodbye
-        child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn spawn_serve(config: &std::path::Path) -> Proc {
-    Proc(Some(
-        Command::new(env!("CARGO_BIN_EXE_callwatch"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("CALLWATCH_LOG_LEVEL", "warn")
-            .spawn()
-            .unwrap(),
-    ))
-}
-
-/// SIGTERM, then the exit status within 30 s.
-async fn stop(mut proc: Proc) -> std::process::ExitStatus {
-    let mut child = proc.0.take().unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use callwatch_testkit::fake_bot::{Answer, FakeBotApi, Limits, Received};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
@@ -262,13 +92,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
     );
 
     // Its metrics, from the address in its settings.
-    let settings = std::fs::read_to_string(&config).unwrap();
-    let listen = settings
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_owned();
+    let listen = listen_of(&config);
     let scrape = move || callwatch_service::ops::get(&listen, "/metrics").unwrap().1;
     let wanted = [
         "callwatch_alerts_total{kind=\"call\"} 2",
@@ -277,12 +101,25 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         "callwatch_redis_up 1",
         "callwatch_shard_inbox_depth{shard=\"1\"}",
         "callwatch_telegram_messages_total{outcome=\"sent\"} 5",
-        "callwatch_alert_latency_seconds{quantile=\"0.99\"}",
+        // Histograms: every alert observed; the input's lag and the
+        // sender's queue wait too.
+        "callwatch_alert_latency_seconds_count 5",
+        "callwatch_alert_latency_seconds_bucket{le=\"+Inf\"} 5",
+        "# TYPE callwatch_ingest_lag_seconds histogram",
+        "callwatch_telegram_queue_wait_seconds_count 5",
         // The set-aside paths are counted, and nothing was set aside.
         "callwatch_write_behind_set_aside_total 0",
         "callwatch_audit_entries_total{outcome=\"set_aside\"} 0",
         "callwatch_rebuild_skipped_keys 0",
         "callwatch_payments_dropped_total 0",
+        // Counts collected and shown: retries, pauses, what was skipped.
+        "callwatch_ingest_reconnects_total 0",
+        "callwatch_ingest_skipped_total 0",
+        "callwatch_telegram_flood_pauses_total 0",
+        "callwatch_ingest_acked_total",
+        "callwatch_build_info{version=",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
     ];
     // The sender's reports are read a moment after Telegram answers.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -299,6 +136,61 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Every metric the Grafana dashboard in examples/ queries is exported.
+    let metrics = tokio::task::spawn_blocking(scrape).await.unwrap();
+    let lag = callwatch_service::ops::histogram_quantiles(
+        &metrics,
+        "callwatch_ingest_lag_seconds",
+        &[1.0],
+    );
+    assert!(lag[0].is_some(), "the input's lag was observed:\n{metrics}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/grafana/callwatch.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = ["callwatch_", "process_"]
+                .iter()
+                .filter_map(|p| rest.find(p))
+                .min()
+            {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() > 20, "the dashboard queries: {queried:?}");
+    // A counter's samples end in `_total` and a histogram's in `_bucket`,
+    // `_sum` or `_count`; their family (`# TYPE`) has the bare name.
+    let exported = |name: &str| {
+        let family = |suffix: &str, kind: &str| {
+            name.strip_suffix(suffix)
+                .is_some_and(|f| metrics.contains(&format!("# TYPE {f} {kind}\n")))
+        };
+        metrics.contains(&format!("# TYPE {name} gauge\n"))
+            || family("_total", "counter")
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| family(s, "histogram"))
+    };
+    let unknown: Vec<_> = queried.iter().filter(|name| !exported(name)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries metrics serve does not export: {unknown:?}"
+    );
 
     // A clean stop: SIGTERM, exit 0.
     let exit = stop(running).await;
@@ -363,83 +255,6 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
 /// Now by Redis's clock, the one that stamps stream entries: the service
 /// sets aside an event dated ahead of its entry, and the tests also run
 /// with this machine's clock moved far ahead.
-fn redis_clock_now() -> i64 {
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query(&mut con).unwrap();
-    secs * 1_000_000_000 + micros * 1_000
-}
-
-/// `line` with every time in it (`at`, `expires_at`) moved by one offset,
-/// the one that puts `last` an hour before now. A line that is not a JSON
-/// object (the quickstart's bad lines may be anything) is kept as it is.
-fn dated_to_end_an_hour_ago(line: &str, last: &str) -> String {
-    use engine::time::{NANOS_PER_SEC, format_rfc3339, parse_rfc3339};
-    let shift = redis_clock_now() - 3600 * NANOS_PER_SEC - parse_rfc3339(last).unwrap();
-    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
-        return line.to_owned();
-    };
-    for field in ["at", "expires_at"] {
-        if let Some(serde_json::Value::String(t)) = event.get_mut(field) {
-            *t = format_rfc3339(parse_rfc3339(t).unwrap() + shift);
-        }
-    }
-    serde_json::Value::Object(event).to_string()
-}
-
-/// A simulated market's first `events` events as JSON lines, the last of
-/// them dated now: the service keeps state in Redis for a week from the
-/// events' own times, so a market in the past would expire as it lands.
-fn market_lines(events: usize, tokens: u64, chats: u64) -> Vec<Vec<u8>> {
-    let defaults = engine::sim::MarketConfig::default();
-    let span = defaults.step_nanos * i64::try_from(events).unwrap();
-    let market = engine::sim::Market::new(engine::sim::MarketConfig {
-        tokens,
-        chats,
-        call_share: 0.05,
-        start: redis_clock_now() - span,
-        ..defaults
-    });
-    market
-        .take(events)
-        .map(|e| {
-            let mut out = Vec::new();
-            e.write_json(&mut out);
-            while out.last() == Some(&b'\n') {
-                out.pop();
-            }
-            out
-        })
-        .collect()
-}
-
-/// (chat, token, kind, threshold, alert time in µs) of every audit row.
-async fn audit_rows(schema: &str) -> Vec<(i64, String, String, f64, i64)> {
-    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut rows: Vec<_> = client
-        .query(
-            &format!(
-                "SELECT chat_id, token, kind, threshold, \
-                 (extract(epoch FROM alert_at) * 1000000)::bigint FROM \"{schema}\".alert_audit"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect();
-    rows.sort_by(|a: &(i64, String, String, f64, i64), b| {
-        (a.0, &a.1, &a.2, a.4).cmp(&(b.0, &b.1, &b.2, b.4))
-    });
-    rows
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_with_half_the_partitions_each_alert_as_one() {
     let id = format!("{}_{}", std::process::id(), free_port());
@@ -495,58 +310,72 @@ async fn two_processes_with_half_the_partitions_each_alert_as_one() {
     assert!(one == two, "the same alerts from one process and from two");
 }
 
-/// The alerts the engine decides for `lines`, rendered as serve renders
-/// them (no channel names in Redis, so numeric ids), one per alert.
-fn expected_messages(lines: &[Vec<u8>]) -> Vec<(i64, String)> {
-    use callwatch_telegram::format::{Links, alert};
-    let config = engine::EngineConfig {
-        shards: 2,
-        pin_threads: false,
-        ..engine::EngineConfig::default()
-    };
-    let (mut router, mut effects, workers) = engine::router::start(&config).unwrap();
-    let collect = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        while let Some(batch) = effects.next_batch().unwrap() {
-            for e in batch {
-                let callers = match &e {
-                    engine::effect::Effect::CallAlert(a) => a.callers.len(),
-                    _ => 0,
-                };
-                if let Some(r) = alert(&e, &vec![None::<&str>; callers], &Links::default()) {
-                    out.push((e.chat_id(), r.text));
-                }
-            }
-        }
-        out
-    });
-    let mut ingest = engine::ingest::Ingest::new();
-    for line in lines {
-        if let engine::ingest::Outcome::Event(env) = ingest.line(line) {
-            router.submit(env).unwrap();
-        }
-    }
-    router.finish().unwrap();
-    workers.join().unwrap();
-    collect.join().unwrap()
-}
+/// Telegram's limits are the bot's: two processes with half the partitions
+/// each and one bot token send to the same chats, through a fake that
+/// refuses anything over 1 message a second to a chat or 30 overall. They
+/// share the limits in Redis (`telegram.limits`, by default `redis`), so
+/// the fake refuses none, and every alert arrives once. (Each keeping its
+/// own, 6 of 94 broke the limit.) About 8 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sharing_a_bot_keep_its_limits_together() {
+    let _cleanup = Scratch::new("bot");
+    let (prefix, schema) = (_cleanup.prefix.clone(), _cleanup.schema.clone());
+    // 64 alerts to 30 chats, at most 5 to one.
+    let lines = market_lines(1_000, 100, 30);
+    let mut expected = expected_messages(&lines);
+    assert!(expected.len() > 50, "the market alerts: {}", expected.len());
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    fake.enforce(Limits::default());
+    // Database 8, or the server the environment names, as redis_url().
+    let mut con = callwatch_testkit::servers::connect_redis(8).await;
+    publish(&mut con, &prefix, 4, &lines).await.unwrap();
+    let a = spawn_serve(&config(
+        &prefix,
+        &schema,
+        4,
+        &[0, 1],
+        "a",
+        Some(&fake.url()),
+    ));
+    // One process receives the bot's updates; both send.
+    let path = config(&prefix, &schema, 4, &[2, 3], "b", Some(&fake.url()));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[telegram]\n", "[telegram]\nupdates = \"off\"\n"),
+    )
+    .unwrap();
+    let b = spawn_serve(&path);
 
-/// Entries of the token partitions read and not yet acknowledged.
-async fn partitions_pending(
-    con: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-    partitions: u32,
-) -> u64 {
-    let mut total = 0;
-    for p in 0..partitions {
-        let pending: Result<XPendingSummary, _> = redis::cmd("XPENDING")
-            .arg(format!("{prefix}events:{p}"))
-            .arg("callwatch")
-            .query_async(con)
-            .await;
-        total += pending.map_or(0, |p| p.0);
+    let taken = || {
+        let mut got: Vec<(i64, String)> = fake
+            .received()
+            .into_iter()
+            .filter(|r| matches!(r.answer, Answer::Sent { .. }))
+            .map(|r| (r.chat_id, r.text))
+            .collect();
+        got.sort();
+        got
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(input_drained(&mut con, &prefix, 4).await && taken().len() >= expected.len()) {
+        assert!(
+            Instant::now() < deadline,
+            "not done: {} of {} taken, {} refused over the limit",
+            taken().len(),
+            expected.len(),
+            fake.over_limit()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    total
+    for child in [a, b] {
+        let exit = stop(child).await;
+        assert!(exit.success(), "{exit:?}");
+    }
+    expected.sort();
+    assert!(taken() == expected, "every alert once, nothing else");
+    assert_eq!(fake.over_limit(), 0, "the strict fake refused none");
+    assert_eq!(fake.max_in_window(Duration::from_secs(1)).per_chat, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -698,26 +527,6 @@ async fn killed_mid_stream_and_restarted_it_loses_no_alert() {
     );
     // The audit: one row per alert, exactly.
     assert_eq!(audit_rows(&schema).await.len(), expected.len());
-}
-
-/// Sends `text` as `user` in chat `chat` and waits for the bot's next
-/// message to that chat.
-async fn command(fake: &FakeBotApi, chat: i64, user: i64, text: &str) -> String {
-    let before = fake.received().iter().filter(|r| r.chat_id == chat).count();
-    fake.push_text(chat, user, text);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let to_chat: Vec<_> = fake
-            .received()
-            .into_iter()
-            .filter(|r| r.chat_id == chat)
-            .collect();
-        if to_chat.len() > before {
-            return to_chat[before].text.clone();
-        }
-        assert!(Instant::now() < deadline, "no reply to {text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A chat that floods the bot with commands delays no other chat's reply
@@ -930,6 +739,12 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
 
 /// Waits for a message to `chat` that contains `needle`; returns it.
 async fn message_with(fake: &FakeBotApi, chat: i64, needle: &str) -> String {
+    received_with(fake, chat, needle).await.text
+}
+
+/// The first message to `chat` whose text (or caption) holds `needle`, as
+/// the fake received it, waited for up to 30 s.
+async fn received_with(fake: &FakeBotApi, chat: i64, needle: &str) -> Received {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(r) = fake
@@ -937,7 +752,7 @@ async fn message_with(fake: &FakeBotApi, chat: i64, needle: &str) -> String {
             .into_iter()
             .find(|r| r.chat_id == chat && r.text.contains(needle))
         {
-            return r.text;
+            return r;
         }
         assert!(
             Instant::now() < deadline,
@@ -1121,7 +936,7 @@ async fn in_webhook_mode_only_updates_with_the_secret_are_answered() {
 /// price becomes a multiplier alert in that chat. The fake never had to
 /// refuse a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert() {
+async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert_with_its_chart() {
     use callwatch_testkit::fake_dex::{Api, FakeDex};
     let scratch = Scratch::new("src");
     let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
@@ -1129,6 +944,8 @@ async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert() {
     let dex = FakeDex::start(Api::DexScreener, 30).await.unwrap();
     let token = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
     dex.set("solana", token, Some(100_000.0));
+    // A debug build draws a chart in about 0.2 s: the wait for charts
+    // (`charts.wait_ms`) is made long enough for a busy machine.
     let path = std::env::temp_dir().join(format!("callwatch-{prefix}sources.toml"));
     std::fs::write(
         &path,
@@ -1142,7 +959,9 @@ async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert() {
              [sources]\nconsumer = \"e2e\"\n\
              [sources.schedule]\nurgent_interval_secs = 1\nceiling_secs = 5\n\
              [sources.dexscreener]\nurl = \"{}\"\nrequests_per_minute = 30\n\
-             [sources.geckoterminal]\nenabled = false\n",
+             [sources.geckoterminal]\nenabled = false\n\
+             [snapshot]\nenabled = false\n\
+             [charts]\nwait_ms = 5000\n",
             redis_url(),
             database_url(),
             fake.url(),
@@ -1191,10 +1010,30 @@ async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert() {
     let call = message_with(&fake, 42, token).await;
     assert!(call.contains("Alpha Calls"), "the channel's name: {call}");
     dex.set("solana", token, Some(260_000.0));
-    let multiple = message_with(&fake, 42, "2x").await;
+    let multiple = received_with(&fake, 42, "2x").await;
     assert!(
-        multiple.contains(token) || multiple.contains("2.6"),
-        "{multiple}"
+        multiple.text.contains(token) || multiple.text.contains("2.6"),
+        "{multiple:?}"
+    );
+    // The multiplier alert came as a photo: its chart, captioned by it.
+    let chart = multiple
+        .photo
+        .as_deref()
+        .expect("the alert carries its chart");
+    assert_eq!(
+        png_size(chart),
+        (callwatch_charts::WIDTH, callwatch_charts::HEIGHT)
+    );
+    assert!(matches!(multiple.answer, Answer::Sent { .. }));
+    // Turned off, the next one comes as text.
+    let reply = command(&fake, 42, 42, "/charts off").await;
+    assert!(reply.contains("without a chart"), "{reply}");
+    dex.set("solana", token, Some(600_000.0));
+    let five = received_with(&fake, 42, "5x").await;
+    assert!(
+        five.photo.is_none(),
+        "charts are off for the chat, yet a photo came: {}",
+        five.text
     );
 
     let exit = stop(running).await;
@@ -1207,6 +1046,14 @@ async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert() {
         "asked for the call and the price: {metrics_seen}"
     );
     let _ = std::fs::remove_file(&path);
+}
+
+/// Width and height of a PNG, decoding it whole.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let mut reader = png::Decoder::new(bytes).read_info().expect("a PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("PNG pixel data");
+    (info.width, info.height)
 }
 
 /// `callwatch feed` runs the sources alone: a post a reader appended to the
@@ -1479,15 +1326,7 @@ async fn serve_compacts_the_chats_stream_at_start_and_each_chat_keeps_its_settin
         assert!(Instant::now() < deadline, "no call alert");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let listen = std::fs::read_to_string(&config)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("listen = \"")?
-                .strip_suffix('"')
-                .map(str::to_owned)
-        })
-        .unwrap();
+    let listen = listen_of(&config);
     let metrics = tokio::task::spawn_blocking(move || {
         callwatch_service::ops::get(&listen, "/metrics").unwrap().1
     })

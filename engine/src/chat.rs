@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use crate::FlatMap;
 use crate::event::{ChannelId, ChatId, SettingsPatch};
 use crate::followers::Followers;
+use crate::snapshot::{Decoder, Encoder, SnapshotError};
 use crate::time::{NANOS_PER_SEC, Nanos};
 
 /// A chat's index inside a shard.
@@ -191,6 +192,71 @@ impl Chats {
             // Retired chats are never linked: the two parts are disjoint.
             out.sort_unstable();
         }
+    }
+
+    /// The chats into a snapshot, in index order, so that the indices
+    /// records and entries hold mean the same chats when loaded.
+    pub(crate) fn encode(&self, e: &mut Encoder) {
+        e.len(self.list.len());
+        for (chat, &id) in self.list.iter().zip(&self.ids) {
+            e.i64(id);
+            e.i64(chat.expires_at);
+            e.f64(chat.min_fdv_usd);
+            e.f64(chat.max_fdv_usd);
+            e.u32(chat.lookback_minutes);
+            e.u32(chat.min_callers);
+            e.len(chat.follow.len());
+            for &c in &chat.follow {
+                e.i64(c);
+            }
+        }
+    }
+
+    /// The chats [`Chats::encode`] wrote, added to these: one already held
+    /// (by id) keeps its state, which is the same on every shard that
+    /// holds it. Returns each written chat's index here, in the order
+    /// written. The follower index takes every chat with a subscription;
+    /// one that has expired leaves when a call or the sweep meets it, as
+    /// it would have (which changes no output).
+    pub(crate) fn decode_into(
+        &mut self,
+        d: &mut Decoder<'_>,
+    ) -> Result<Vec<ChatIdx>, SnapshotError> {
+        let n = d.len(41)?;
+        let mut map = Vec::with_capacity(n);
+        let mut seen = crate::FlatMap::<ChatId, ()>::default();
+        for _ in 0..n {
+            let id = d.i64()?;
+            if seen.insert(id, ()).is_some() {
+                return Err(d.bad(format!("chat {id} appears twice")));
+            }
+            let mut chat = Chat {
+                expires_at: d.i64()?,
+                min_fdv_usd: d.f64()?,
+                max_fdv_usd: d.f64()?,
+                lookback_minutes: d.u32()?,
+                min_callers: d.u32()?,
+                follow: Follow::new(),
+            };
+            let follows = d.len(8)?;
+            for _ in 0..follows {
+                let c = d.i64()?;
+                if chat.follow.last().is_some_and(|&last| last >= c) {
+                    return Err(d.bad(format!("chat {id} follows channels out of order")));
+                }
+                chat.follow.push(c);
+            }
+            if let Some(&idx) = self.index.get(&id) {
+                map.push(idx);
+                continue;
+            }
+            let idx = self.intern(id);
+            self.list[idx as usize] = chat;
+            self.followers
+                .subscribed(idx, Nanos::MIN, &self.list[idx as usize]);
+            map.push(idx);
+        }
+        Ok(map)
     }
 }
 

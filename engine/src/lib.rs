@@ -35,6 +35,7 @@ pub mod prefetch;
 pub mod router;
 pub mod shard;
 pub mod sim;
+pub mod snapshot;
 pub mod table;
 pub mod time;
 pub mod token;

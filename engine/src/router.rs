@@ -37,6 +37,7 @@ use crate::shard::{
     AheadHashes, CallOutcome, Holding, Near, Restore, RestoreCall, RestoreRecord, ShardState,
     ShardStats,
 };
+use crate::snapshot::{ShardPart, Taking};
 use crate::time::Nanos;
 use crate::token::Token;
 
@@ -70,6 +71,8 @@ enum Input {
     /// Answer with this shard's tokens valued at least this share of their
     /// next crossing.
     Near(f64, Sender<Vec<Near>>),
+    /// Encode this shard (numbered so) into a snapshot.
+    Snapshot(usize, Sender<ShardPart>),
 }
 
 struct Batch {
@@ -196,7 +199,22 @@ const _: () = assert!(SHARD_THREAD_NAME.len() <= 15);
 
 /// Starts the shard threads.
 pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), ConfigError> {
+    start_from(config, Vec::new())
+}
+
+/// Starts the shard threads from states loaded before
+/// ([`crate::snapshot::load`]), one per shard in order; with none, from
+/// empty shards.
+pub fn start_from(
+    config: &EngineConfig,
+    loaded: Vec<ShardState>,
+) -> Result<(Router, Effects, Workers), ConfigError> {
     config.validate()?;
+    assert!(
+        loaded.is_empty() || loaded.len() == config.shards,
+        "one loaded state per shard"
+    );
+    let mut loaded = loaded.into_iter();
     let cores = shard_cores(config);
     let gauges: Arc<[ShardGauges]> = (0..config.shards).map(|_| ShardGauges::default()).collect();
     let mut inboxes = Vec::with_capacity(config.shards);
@@ -216,6 +234,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
             Wait::Park
         };
         let rules = config.rules();
+        let state = loaded.next();
         let fanout_slice = config.fanout_slice;
         let gauges = Arc::clone(&gauges);
         let spare_tx = spare_tx.clone();
@@ -227,7 +246,7 @@ pub fn start(config: &EngineConfig) -> Result<(Router, Effects, Workers), Config
                     // Best effort: a container may forbid pinning.
                     let _ = core_affinity::set_for_current(core);
                 }
-                let mut state = ShardState::new(rules);
+                let mut state = state.unwrap_or_else(|| ShardState::new(rules));
                 state.set_fanout_slice(fanout_slice);
                 run_shard(
                     &mut state, &in_rx, &out_tx, &spare_tx, &pool_rx, &gauges[i], wait,
@@ -406,6 +425,9 @@ fn apply_batch(state: &mut ShardState, items: &[Input], effects: &mut Vec<Effect
             Input::Near(share, reply) => {
                 let _ = reply.send(state.near(*share));
             }
+            Input::Snapshot(shard, reply) => {
+                let _ = reply.send(ShardPart::encode(state, *shard));
+            }
         }
     }
 }
@@ -541,6 +563,27 @@ impl Router {
         }
         self.flush()?;
         Ok(rx)
+    }
+
+    /// Asks every shard to encode itself into a snapshot once it has
+    /// applied every event submitted before (each call decided): one cut
+    /// of the input for all shards, at `seq` [`Router::last_seq`]. The
+    /// shards go on with later events as soon as each has encoded its
+    /// part; [`Taking::wait`] gathers the parts.
+    pub fn snapshot(&mut self, thresholds: Vec<f64>) -> Result<Taking, EngineStopped> {
+        let upto_seq = self.last_seq;
+        let shards = self.pending.len();
+        let (tx, rx) = bounded(shards);
+        for (i, p) in self.pending.iter_mut().enumerate() {
+            p.push(Input::Snapshot(i, tx.clone()));
+        }
+        self.flush()?;
+        Ok(Taking::new(rx, shards, thresholds, upto_seq))
+    }
+
+    /// The highest `seq` submitted so far.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// Queues a call loaded from storage, as `restore` does.

@@ -251,6 +251,24 @@ impl Token {
         }
     }
 
+    /// The token as a snapshot stores it: the chain's routing tag and the
+    /// 32 address bytes.
+    pub(crate) fn to_raw(self) -> (u8, [u8; 32]) {
+        (self.chain.route_tag(), self.bytes)
+    }
+
+    /// The token [`Token::to_raw`] gave, if `tag` names a chain and an EVM
+    /// address keeps its unused bytes zero (so equality still sees only
+    /// the address).
+    pub(crate) fn from_raw(tag: u8, bytes: [u8; 32]) -> Option<Token> {
+        let chain = match tag {
+            0 => Chain::Solana,
+            1 if bytes[EVM_LEN..].iter().all(|&b| b == 0) => Chain::Evm,
+            _ => return None,
+        };
+        Some(Token { bytes, chain })
+    }
+
     pub fn chain(&self) -> Chain {
         self.chain
     }

@@ -86,8 +86,43 @@ impl Tracked {
         top
     }
 
+    /// The entries of a heap [`Tracked::entries`] gave, in that order: a
+    /// snapshot keeps the heap's layout, so nothing moves. Ordered again
+    /// should the layout not be a heap under `thresholds`.
+    pub(crate) fn from_entries(heap: Vec<Entry>, thresholds: &[f64]) -> Tracked {
+        let mut t = Tracked { heap };
+        for i in (0..t.heap.len() / 2).rev() {
+            t.sift_down(i, thresholds);
+        }
+        t
+    }
+
     pub fn shrink_to_fit(&mut self) {
         self.heap.shrink_to_fit();
+    }
+
+    /// Leaves one entry per chat, the one furthest along its thresholds,
+    /// and says how many it dropped. A rebuild may restore a pair twice:
+    /// Redis's SCAN hands a key over again when the server shrinks its
+    /// table during the scan. `scratch` is reused between calls.
+    pub fn dedup_chats(&mut self, thresholds: &[f64], scratch: &mut Vec<ChatIdx>) -> usize {
+        if self.heap.len() < 2 {
+            return 0;
+        }
+        scratch.clear();
+        scratch.extend(self.heap.iter().map(|e| e.chat));
+        scratch.sort_unstable();
+        if scratch.windows(2).all(|w| w[0] != w[1]) {
+            return 0;
+        }
+        let before = self.heap.len();
+        self.heap
+            .sort_unstable_by_key(|e| (e.chat, std::cmp::Reverse(e.last)));
+        self.heap.dedup_by_key(|e| e.chat);
+        for i in (0..self.heap.len() / 2).rev() {
+            self.sift_down(i, thresholds);
+        }
+        before - self.heap.len()
     }
 
     /// Keeps the entries `keep` says yes to, then restores the heap.

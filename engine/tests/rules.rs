@@ -576,6 +576,37 @@ fn restored_entries_alert_like_started_ones_and_restart_in_place() {
     );
 }
 
+/// SCAN hands a key over twice when Redis shrinks its table mid-scan, so
+/// a rebuild may restore a pair twice, perhaps once before and once after
+/// a raise of its threshold: the end of the rebuild leaves one entry, the
+/// one furthest along, and a crossing alerts once.
+#[test]
+fn a_pair_restored_twice_is_tracked_once_after_the_rebuild() {
+    use engine::shard::Restore;
+    let mut r = Run::new();
+    r.feed(&[chat(1), chat(2)]);
+    let token: Token = SOL.parse().unwrap();
+    let entry = |chat_id, last_threshold| Restore {
+        token,
+        chat_id,
+        fdv_at_call: 100.0,
+        started: BASE,
+        last_threshold,
+    };
+    r.shard.restore(&entry(1, None));
+    r.shard.restore(&entry(2, None));
+    r.shard.restore(&entry(1, Some(2.0)));
+    r.shard.restore(&entry(2, None));
+    assert_eq!(r.shard.tracked().len(), 4);
+    r.shard.shrink_to_fit();
+    assert_eq!(r.shard.tracked().len(), 2);
+    assert_eq!(r.shard.stats().tracked, 2);
+    let a = r.feed(&[price(SOL, 250.0, 1)]);
+    assert_eq!(summary(&a), [(3, 2, "x", 2.0)], "chat 1 had 2x already");
+    let a = r.feed(&[price(SOL, 600.0, 2)]);
+    assert_eq!(summary(&a), [(4, 1, "x", 5.0), (4, 2, "x", 5.0)]);
+}
+
 #[test]
 fn restored_processed_records_keep_their_decisions() {
     use engine::shard::{Restore, RestoreRecord};

@@ -114,7 +114,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
         let stream = format!("loadtest:{}:audit", std::process::id());
         let result = async {
             migrate(&mut client, &schema).await?;
-            measure(plan, &redis, &mut con, &client, &schema, &stream).await
+            measure(plan, &mut con, &client, &schema, &stream).await
         }
         .await;
         // Removed whatever happened above.
@@ -142,7 +142,6 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
 /// that landed.
 async fn measure(
     plan: &Plan,
-    redis: &redis::Client,
     con: &mut MultiplexedConnection,
     client: &tokio_postgres::Client,
     schema: &str,
@@ -160,7 +159,7 @@ async fn measure(
         .collect();
     res.push_secs = push(plan, con, stream, &mut rng, &tokens).await?;
 
-    let sinks = Sinks::start(plan, redis, schema, stream)?;
+    let sinks = Sinks::start(plan, schema, stream)?;
     res.sink_secs = sinks.wait_committed(plan.rows).await?;
     for s in sinks.stop().await? {
         res.sink.rows_committed += s.rows_committed;
@@ -224,12 +223,7 @@ struct Sinks {
 impl Sinks {
     /// Starts the consumers on the full stream; each says on stderr what
     /// it skipped or retried.
-    fn start(
-        plan: &Plan,
-        redis: &redis::Client,
-        schema: &str,
-        stream: &str,
-    ) -> anyhow::Result<Self> {
+    fn start(plan: &Plan, schema: &str, stream: &str) -> anyhow::Result<Self> {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut counters = Vec::new();
@@ -241,8 +235,11 @@ impl Sinks {
                 batch_rows: plan.batch,
                 ..SinkConfig::default()
             };
-            let mut sink =
-                AuditSink::new(config, redis.clone(), plan.database_url.expose().parse()?)?;
+            let mut sink = AuditSink::new(
+                config,
+                RedisEndpoint::new(plan.redis_url.clone()),
+                plan.database_url.expose().parse()?,
+            )?;
             counters.push(sink.counters());
             let stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {

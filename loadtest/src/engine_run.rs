@@ -101,6 +101,9 @@ pub struct BaselineResults {
     pub notifications: u64,
     pub missed_crossings: u64,
     pub engine_crossings: u64,
+    /// Price updates per second over the run, as (seconds since its
+    /// start, rate), as [`Results::timeline`] is for the engine.
+    pub timeline: Vec<(f64, f64)>,
 }
 
 /// What draining the effects found: alerts, latencies, progress marks.

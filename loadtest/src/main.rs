@@ -42,6 +42,7 @@ mod rebuild_run;
 mod report;
 mod schedule_run;
 mod seed;
+mod snapshot_run;
 mod telegram_run;
 mod writebehind_run;
 
@@ -68,6 +69,9 @@ enum Scenario {
     /// Fill a Redis database with predecessor-format keys, then time
     /// loading them back: the predecessor's way and callwatch's.
     Rebuild(RebuildArgs),
+    /// Hold tracked keys in the engine, snapshot it to a directory, then
+    /// time starting again from that snapshot.
+    Snapshot(snapshot_run::SnapshotArgs),
     /// Push alert audit rows into a Redis stream, then time the sink that
     /// lands them in PostgreSQL (a schema of its own, dropped at the end).
     Audit(AuditArgs),
@@ -198,9 +202,13 @@ struct EngineArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
-    /// Write an HTML report (latency curve, throughput over time) here.
+    /// Write an HTML report (latency curves, throughput over time) here,
+    /// with `.hgrm` percentile files and `timeline.csv` beside it.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Draw the report in DIR (an earlier `--report`) beside this run's.
+    #[arg(long, value_name = "DIR", requires = "report")]
+    compare: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,7 +240,7 @@ struct RebuildArgs {
     #[arg(long)]
     shards: Option<usize>,
     /// SCAN's COUNT hint for callwatch's loader.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = callwatch_state::rebuild::SCAN_COUNT)]
     scan_count: usize,
     /// The seed for every random draw.
     #[arg(long, default_value_t = 7)]
@@ -322,6 +330,12 @@ struct TelegramArgs {
     /// Least time between two messages to one chat, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     chat_interval_ms: u64,
+    /// Keep the limits in this Redis, as `serve` shares them with the bot's
+    /// other processes (`telegram.limits = "redis"`): each send reserved
+    /// there first, under a key prefix of the run's own (its keys expire).
+    /// Without it, the sender keeps them alone.
+    #[arg(long)]
+    shared_redis: Option<SecretUrl>,
     /// The seed for every random draw.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -365,6 +379,11 @@ struct PipelineArgs {
     /// alert latency, instead of timing it on a backlog.
     #[arg(long)]
     rate: Option<f64>,
+    /// `--redis-url` is a node of a Redis Cluster (database 0): serve runs
+    /// with `redis.cluster = true` (`scripts/redis-cluster` starts a local
+    /// one).
+    #[arg(long)]
+    cluster: bool,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -386,6 +405,7 @@ fn main() -> ExitCode {
         Scenario::Engine(args) => engine(&args),
         Scenario::Jitter(args) => jitter(&args),
         Scenario::Rebuild(args) => rebuild(&args),
+        Scenario::Snapshot(args) => snapshot_run::run(&args),
         Scenario::Audit(args) => audit(&args),
         Scenario::Writebehind(args) => writebehind(&args),
         Scenario::Telegram(args) => telegram(&args),
@@ -623,11 +643,20 @@ fn telegram(a: &TelegramArgs) -> anyhow::Result<ExitCode> {
         chats: a.chats,
         global_limit: a.global_limit,
         chat_interval: Duration::from_millis(a.chat_interval_ms),
+        shared_redis: a.shared_redis.clone(),
         seed: a.seed,
     };
     eprintln!(
-        "loadtest telegram: {} alerts to {} chats, {}/s overall, 1 per {} ms per chat",
-        a.alerts, a.chats, a.global_limit, a.chat_interval_ms
+        "loadtest telegram: {} alerts to {} chats, {}/s overall, 1 per {} ms per chat, limits {}",
+        a.alerts,
+        a.chats,
+        a.global_limit,
+        a.chat_interval_ms,
+        if a.shared_redis.is_some() {
+            "shared in Redis"
+        } else {
+            "in process"
+        }
     );
     let r = telegram_run::run(&plan)?;
     println!("{}", telegram_run::table(&r));
@@ -656,10 +685,17 @@ fn pipeline(a: &PipelineArgs) -> anyhow::Result<ExitCode> {
         callwatch,
         overwrite: a.overwrite,
         rate: a.rate,
+        cluster: a.cluster,
     };
     eprintln!(
-        "loadtest pipeline: {} events over {} partitions through callwatch serve",
-        a.events, a.partitions
+        "loadtest pipeline: {} events over {} partitions through callwatch serve{}",
+        a.events,
+        a.partitions,
+        if a.cluster {
+            ", on a Redis Cluster"
+        } else {
+            ""
+        }
     );
     let r = pipeline_run::run(&plan)?;
     println!("{}", pipeline_run::table(&r));
@@ -722,10 +758,16 @@ fn engine(a: &EngineArgs) -> anyhow::Result<ExitCode> {
         "loadtest engine: {} tracked keys over {} tokens and {} chats, {} shard(s), seed {}",
         a.tracked_keys, a.tokens, a.chats, shards, a.seed
     );
+    // Read before the run: a wrong directory should not cost a run.
+    let compared = a
+        .compare
+        .as_deref()
+        .map(report::Compared::load)
+        .transpose()?;
     let results = engine_run::run(&plan)?;
     println!("{}", report::table(&results));
     if let Some(dir) = &a.report {
-        let path = report::html(&results, dir)?;
+        let path = report::html(&results, dir, compared.as_ref())?;
         eprintln!("report written to {}", path.display());
     }
     if a.json {

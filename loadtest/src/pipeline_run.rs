@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use callwatch_common::secret::SecretUrl;
-use callwatch_ingest::stream::{input_drained, publish};
+use callwatch_ingest::stream::{Publisher, input_drained};
 use callwatch_ledger::server::PgServer;
-use callwatch_streams::connection::RedisEndpoint;
+use callwatch_streams::Conn;
+use callwatch_streams::connection::{RedisEndpoint, RedisTimeouts};
 use engine::sim::{Market, MarketConfig};
 use indicatif::ProgressBar;
-use redis::aio::MultiplexedConnection;
 use tokio::runtime::Runtime;
 
 use crate::rebuild_run::db_of;
@@ -41,6 +41,8 @@ pub struct Plan {
     /// Publish at this many events per second while the service runs (the
     /// latency phase) instead of as a backlog before it starts.
     pub rate: Option<f64>,
+    /// `redis_url` is a node of a Redis Cluster.
+    pub cluster: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -75,14 +77,23 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut con = rt
-        .block_on(
-            RedisEndpoint::new(plan.redis_url.clone())
-                .client()?
-                .get_multiplexed_async_connection(),
-        )
-        .context("cannot connect to Redis")?;
+    let endpoint = RedisEndpoint {
+        cluster: plan.cluster,
+        ..RedisEndpoint::new(plan.redis_url.clone())
+    };
+    // A pipeline of thousands of XADDs may take longer than the default
+    // answer limit.
+    // The connection starts its tasks on the runtime it is made in.
+    let _runtime = rt.enter();
+    let mut con = endpoint.managed(&RedisTimeouts {
+        response: Duration::from_secs(60),
+        ..RedisTimeouts::default()
+    })?;
     rt.block_on(async {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .context("cannot connect to Redis")?;
         let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await?;
         if size > 0 && !plan.overwrite {
             bail!("database {db} holds {size} keys; pass --overwrite to flush it, or name an empty one");
@@ -92,6 +103,11 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     })?;
 
     let mut feed = MarketFeed::new(plan)?;
+    feed.publisher = if plan.cluster {
+        Publisher::for_cluster("", plan.partitions)?
+    } else {
+        Publisher::new("", plan.partitions)?
+    };
     let serve = Serve::configure(plan)?;
     let pb = ProgressBar::new(plan.events);
     let (mut child, started, publish_secs) = match plan.rate {
@@ -135,7 +151,7 @@ type Published = (Child, Instant, f64);
 /// time.
 struct MarketFeed {
     market: Market,
-    partitions: u32,
+    publisher: Publisher,
     events: u64,
     /// Events not published yet.
     left: u64,
@@ -166,7 +182,7 @@ impl MarketFeed {
         });
         Ok(MarketFeed {
             market,
-            partitions: plan.partitions,
+            publisher: Publisher::new("", plan.partitions)?,
             events: plan.events,
             left: plan.events,
             lines: Vec::with_capacity(10_000),
@@ -174,12 +190,7 @@ impl MarketFeed {
     }
 
     /// Publishes up to `n` more events.
-    fn publish(
-        &mut self,
-        rt: &Runtime,
-        con: &mut MultiplexedConnection,
-        n: u64,
-    ) -> anyhow::Result<()> {
+    fn publish(&mut self, rt: &Runtime, con: &mut Conn, n: u64) -> anyhow::Result<()> {
         self.lines.clear();
         for event in self.market.by_ref().take(self.left.min(n) as usize) {
             let mut out = Vec::with_capacity(160);
@@ -190,7 +201,7 @@ impl MarketFeed {
             self.lines.push(out);
         }
         self.left -= self.lines.len() as u64;
-        rt.block_on(publish(con, "", self.partitions, &self.lines))?;
+        rt.block_on(self.publisher.publish(con, &self.lines))?;
         Ok(())
     }
 
@@ -200,7 +211,7 @@ impl MarketFeed {
     fn backlog(
         &mut self,
         rt: &Runtime,
-        con: &mut MultiplexedConnection,
+        con: &mut Conn,
         serve: &Serve,
         pb: &ProgressBar,
     ) -> anyhow::Result<Published> {
@@ -219,7 +230,7 @@ impl MarketFeed {
     fn paced(
         &mut self,
         rt: &Runtime,
-        con: &mut MultiplexedConnection,
+        con: &mut Conn,
         serve: &Serve,
         pb: &ProgressBar,
         rate: f64,
@@ -276,9 +287,10 @@ impl<'a> Serve<'a> {
         std::fs::write(
             &config,
             format!(
-                "[redis]\nurl = \"{}\"\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [sources]\ncalls = false\nprices = false\n",
+                "[redis]\nurl = \"{}\"\ncluster = {}\n{postgres}[ingest]\npartitions = {}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [sources]\ncalls = false\nprices = false\n[snapshot]\nenabled = false\n",
                 plan.redis_url.expose(),
+                plan.cluster,
                 plan.partitions
             ),
         )?;
@@ -312,16 +324,21 @@ impl<'a> Serve<'a> {
         Ok(())
     }
 
-    /// The alert latency quantiles serve's /metrics reports; none if it
+    /// The alert latency quantiles, estimated from the histogram serve's
+    /// /metrics reports (within a bucket's width, a third); none if it
     /// does not answer.
     fn latency(&self) -> Vec<(String, f64)> {
         let text = scrape(self.port, "/metrics").unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.strip_prefix("callwatch_alert_latency_seconds{quantile=\""))
-            .filter_map(|l| {
-                let (q, v) = l.split_once("\"} ")?;
-                Some((q.to_owned(), v.trim().parse().ok()?))
-            })
+        let quantiles = [0.5, 0.99, 0.999];
+        let values = callwatch_service::ops::histogram_quantiles(
+            &text,
+            "callwatch_alert_latency_seconds",
+            &quantiles,
+        );
+        quantiles
+            .iter()
+            .zip(values)
+            .filter_map(|(q, v)| Some((q.to_string(), v?)))
             .collect()
     }
 
@@ -342,7 +359,7 @@ impl<'a> Serve<'a> {
 /// since `started`; an error if serve exits first.
 fn wait_drained(
     rt: &Runtime,
-    con: &mut MultiplexedConnection,
+    con: &mut Conn,
     partitions: u32,
     started: Instant,
     child: &mut Child,

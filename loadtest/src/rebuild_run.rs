@@ -45,6 +45,11 @@ pub struct Results {
     /// The server alone visiting every key once (one SCAN over the whole
     /// table, matching nothing): a floor under any method that reads them.
     pub floor_secs: f64,
+    /// CPU seconds the server's main thread spent during the floor, and
+    /// during callwatch's rebuild (`INFO cpu`, user and system): the
+    /// server's own share of each, whatever the client does meanwhile.
+    pub floor_server_cpu_secs: f64,
+    pub server_cpu_secs: f64,
 }
 
 /// The database number a URL names; the scenario flushes that database, so
@@ -62,6 +67,25 @@ pub(crate) fn db_of(url: &str) -> anyhow::Result<i64> {
 
 async fn dbsize(con: &mut MultiplexedConnection) -> redis::RedisResult<u64> {
     redis::cmd("DBSIZE").query_async(con).await
+}
+
+/// The CPU seconds the server's main thread has used (user and system),
+/// from `INFO cpu`; the one thread that runs commands.
+fn server_cpu_secs(rt: &Runtime, con: &MultiplexedConnection) -> anyhow::Result<f64> {
+    let mut con = con.clone();
+    let info: String = rt.block_on(redis::cmd("INFO").arg("cpu").query_async(&mut con))?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .with_context(|| format!("INFO cpu has no {name}"))
+    };
+    Ok(field("used_cpu_user_main_thread")? + field("used_cpu_sys_main_thread")?)
 }
 
 /// The predecessor's `rebuild_token_cache`, in Rust: SCAN with MATCH and
@@ -131,8 +155,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<Results> {
     res.seed_secs = started.elapsed().as_secs_f64();
     res.seed_keys = seed_keys;
 
+    let before = server_cpu_secs(&rt, &con)?;
     res.floor_secs = server_floor(&rt, &mut con)?;
+    let after_floor = server_cpu_secs(&rt, &con)?;
     callwatch_rebuild(&rt, &con, plan, &mut res)?;
+    res.floor_server_cpu_secs = after_floor - before;
+    res.server_cpu_secs = server_cpu_secs(&rt, &con)? - after_floor;
 
     if !plan.keep {
         rt.block_on(async {
@@ -245,7 +273,9 @@ pub fn table(r: &Results) -> String {
          seed method (SCAN 1000, keys only)  {:.2} s, {:.0} keys/s ({} keys)\n  \
          callwatch (keys + values into the engine)  {:.2} s, {:.0} keys/s ({} loaded, {} skipped, {} tokens)\n  \
          speed-up                 {:.2}x\n  \
-         server floor (every key visited once, nothing returned)  {:.2} s: no Redis reader beats {:.2}x\n",
+         server floor (every key visited once, nothing returned)  {:.2} s: no Redis reader beats {:.2}x\n  \
+         callwatch ÷ floor        {:.2}x\n  \
+         server CPU: floor {:.2} s, callwatch's SCAN and MGET {:.2} s ({:.2}x)\n",
         r.keys,
         r.fill_secs,
         r.seed_secs,
@@ -258,7 +288,11 @@ pub fn table(r: &Results) -> String {
         r.tokens,
         r.seed_secs / r.secs.max(1e-9),
         r.floor_secs,
-        r.seed_secs / r.floor_secs.max(1e-9)
+        r.seed_secs / r.floor_secs.max(1e-9),
+        r.secs / r.floor_secs.max(1e-9),
+        r.floor_server_cpu_secs,
+        r.server_cpu_secs,
+        r.server_cpu_secs / r.floor_server_cpu_secs.max(1e-9)
     )
 }
 
@@ -277,6 +311,9 @@ pub fn json(r: &Results) -> String {
         "fill_secs": (r.fill_secs * 1000.0).round() / 1000.0,
         "server_floor_seconds": (r.floor_secs * 1000.0).round() / 1000.0,
         "max_speedup_from_redis": (r.seed_secs / r.floor_secs.max(1e-9) * 100.0).round() / 100.0,
+        "vs_floor": (r.secs / r.floor_secs.max(1e-9) * 100.0).round() / 100.0,
+        "floor_server_cpu_seconds": (r.floor_server_cpu_secs * 1000.0).round() / 1000.0,
+        "server_cpu_seconds": (r.server_cpu_secs * 1000.0).round() / 1000.0,
     })
     .to_string()
 }

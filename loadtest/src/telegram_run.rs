@@ -11,13 +11,21 @@
 //! the one that completes the ninth (the ramp-up and the tail, where only
 //! the last chats are left, are outside it). The target is 95 % of the
 //! global limit with not one 429.
+//!
+//! With `--shared-redis`, each send is reserved in the limits the bot's
+//! processes share in Redis first, as `serve` does: the price of the
+//! reservation shows beside a run without it.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use callwatch_common::secret::SecretUrl;
+use callwatch_streams::connection::{RedisTimeouts, managed_connection};
 use callwatch_telegram::BotToken;
 use callwatch_telegram::format::{self, Links};
-use callwatch_telegram::sender::{Message, Report, Sender, SenderConfig, SenderStats};
+use callwatch_telegram::sender::{
+    Message, Report, Sender, SenderConfig, SenderStats, SharedLimits,
+};
 use callwatch_testkit::fake_bot::{Answer, FakeBotApi, Limits};
 use engine::effect::{CallAlert, Effect};
 use engine::sim::{self, Rng};
@@ -33,6 +41,8 @@ pub struct Plan {
     pub global_limit: u32,
     /// Least time between two messages to one chat.
     pub chat_interval: Duration,
+    /// The Redis the limits are shared in, if they are.
+    pub shared_redis: Option<SecretUrl>,
     pub seed: u64,
 }
 
@@ -41,6 +51,7 @@ pub struct Results {
     pub alerts: u64,
     pub chats: u64,
     pub global_limit: u32,
+    pub shared: bool,
     pub delivered: u64,
     /// Delivered per second over the steady state (first to ninth tenth).
     pub steady_per_sec: f64,
@@ -99,8 +110,18 @@ async fn drive(plan: &Plan) -> anyhow::Result<Results> {
         alert_capacity: plan.alerts as usize,
         ..SenderConfig::default()
     };
-    let (sender, mut reports, task) =
-        Sender::start(BotToken::new(TOKEN), config).context("starting the sender")?;
+    let token = BotToken::new(TOKEN);
+    let (sender, mut reports, task) = match &plan.shared_redis {
+        Some(url) => {
+            let con = managed_connection(url.expose(), &RedisTimeouts::default())
+                .context("--shared-redis")?;
+            let prefix = format!("loadtest-telegram-{}:", std::process::id());
+            let shared = SharedLimits::new(con, &prefix, &token);
+            Sender::start_shared(token, config, shared)
+        }
+        None => Sender::start(token, config),
+    }
+    .context("starting the sender")?;
 
     let messages = alerts(plan);
     let longest_chars = messages
@@ -160,6 +181,7 @@ async fn drive(plan: &Plan) -> anyhow::Result<Results> {
         alerts: plan.alerts,
         chats: plan.chats,
         global_limit: plan.global_limit,
+        shared: plan.shared_redis.is_some(),
         delivered,
         steady_per_sec: rate(n / 10, n * 9 / 10),
         overall_per_sec: rate(0, n - 1),
@@ -220,6 +242,7 @@ pub fn table(r: &Results) -> String {
          steady state             {:.2} msg/s ({:.1} % of the limit)\n  \
          first to last            {:.2} msg/s\n  \
          429s from the fake       {}\n  \
+         limits                   {}\n  \
          most in any 1 s          {} overall, {} to one chat\n  \
          longest message          {} characters\n  \
          target (95 %, no 429)    {}\n",
@@ -232,6 +255,14 @@ pub fn table(r: &Results) -> String {
         100.0 * r.steady_per_sec / f64::from(r.global_limit),
         r.overall_per_sec,
         r.too_many,
+        if r.shared {
+            format!(
+                "shared in Redis ({} sends held back there)",
+                r.stats.shared_waits
+            )
+        } else {
+            "in process".to_owned()
+        },
         r.max_per_window,
         r.max_per_chat_window,
         r.longest_chars,
@@ -250,6 +281,7 @@ pub fn json(r: &Results) -> String {
         "steady_msgs_per_sec": (r.steady_per_sec * 100.0).round() / 100.0,
         "overall_msgs_per_sec": (r.overall_per_sec * 100.0).round() / 100.0,
         "too_many_requests": r.too_many,
+        "shared_limits": r.shared,
         "max_per_window": r.max_per_window,
         "max_per_chat_window": r.max_per_chat_window,
         "retries": r.stats.timeouts + r.stats.server_errors + r.stats.network_errors,

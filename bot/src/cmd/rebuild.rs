@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     redis_url: Option<SecretUrl>,
     /// SCAN's COUNT hint: keys asked for per round trip.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = callwatch_state::rebuild::SCAN_COUNT)]
     scan_count: usize,
     /// Print one JSON object (keys, processed, skipped, tokens, seconds, keys_per_sec).
     #[arg(long)]
@@ -39,6 +39,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.redis_url {
         redis.url = url.clone();
     }
+    anyhow::ensure!(
+        !redis.cluster,
+        "callwatch rebuild reads one Redis server, and redis.cluster is set: on a cluster, \
+         serve rebuilds from every master by itself when it starts without a snapshot"
+    );
     let client = redis
         .client()
         .context("--redis-url (or redis.url, redis.ca_file)")?;

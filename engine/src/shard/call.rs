@@ -11,7 +11,7 @@ use crate::token::Token;
 use crate::tracked::Entry;
 
 use super::fanout::Fanout;
-use super::record::{Record, Status, merge_checked};
+use super::record::{Checked, CheckedMemo, Record, Status, merge_checked};
 use super::{ShardState, ShardStats, TokenState};
 
 /// One call, as every follower's check reads it.
@@ -93,10 +93,15 @@ pub(super) struct CallScratch {
     callers: Vec<(ChannelId, Nanos)>,
     /// The callers of chats that follow every channel depend only on the
     /// lookback: one list per lookback met in this call, `(lookback
-    /// minutes, start, end)` in `all_callers`.
-    all_lookbacks: Vec<(u32, usize, usize)>,
+    /// minutes, start, end, group)` in `all_callers`. Lookbacks whose
+    /// callers are the same (every call of the token is recent) share the
+    /// list and the group, so their followers' re-checks are shared too.
+    all_lookbacks: Vec<(u32, usize, usize, usize)>,
     all_callers: Vec<(ChannelId, Nanos)>,
     merged: Vec<(ChannelId, Nanos)>,
+    /// The re-checks of chats that follow every channel, shared by those
+    /// with the same lookback and list before.
+    memo: CheckedMemo,
 }
 
 impl CallScratch {
@@ -105,6 +110,7 @@ impl CallScratch {
     pub(super) fn start_slice(&mut self) {
         self.all_lookbacks.clear();
         self.all_callers.clear();
+        self.memo.clear();
     }
 
     /// The callers of `chat` in `calls` since `since`, worked out once per
@@ -113,11 +119,20 @@ impl CallScratch {
     fn callers(&mut self, chat: &Chat, calls: &Calls, since: Nanos) -> CallersOf<'_> {
         if !chat.follow.is_empty() {
             callers_of(chat, calls, since, &mut self.callers);
-            return (&self.callers, &mut self.merged);
+            return CallersOf {
+                callers: &self.callers,
+                group: None,
+                merged: &mut self.merged,
+                memo: &mut self.memo,
+            };
         }
         let lookback = chat.lookback_minutes;
-        let (start, end) = match self.all_lookbacks.iter().find(|m| m.0 == lookback) {
-            Some(&(_, start, end)) => (start, end),
+        let found = self.all_lookbacks.iter().position(|m| m.0 == lookback);
+        let (start, end, group) = match found {
+            Some(i) => {
+                let (_, start, end, group) = self.all_lookbacks[i];
+                (start, end, group)
+            }
             None => {
                 let start = self.all_callers.len();
                 self.all_callers.extend(
@@ -128,17 +143,53 @@ impl CallScratch {
                         .map(|c| (c.channel, c.at)),
                 );
                 let end = self.all_callers.len();
-                self.all_lookbacks.push((lookback, start, end));
-                (start, end)
+                // Each list is the same calls filtered by `at >= since`,
+                // so of two lists the longer holds the shorter: equally
+                // long, they are the same.
+                let same = self.all_lookbacks.iter().find(|m| m.2 - m.1 == end - start);
+                let found = match same {
+                    Some(&(_, s, e, group)) => {
+                        debug_assert_eq!(self.all_callers[s..e], self.all_callers[start..end]);
+                        self.all_callers.truncate(start);
+                        (s, e, group)
+                    }
+                    None => (start, end, self.all_lookbacks.len()),
+                };
+                self.all_lookbacks
+                    .push((lookback, found.0, found.1, found.2));
+                found
             }
         };
-        (&self.all_callers[start..end], &mut self.merged)
+        CallersOf {
+            callers: &self.all_callers[start..end],
+            group: Some(group),
+            merged: &mut self.merged,
+            memo: &mut self.memo,
+        }
     }
 }
 
 /// A chat's callers, with the merge scratch beside them (borrowed from
 /// one [`CallScratch`] together).
-type CallersOf<'a> = (&'a [(ChannelId, Nanos)], &'a mut Vec<(ChannelId, Nanos)>);
+struct CallersOf<'a> {
+    callers: &'a [(ChannelId, Nanos)],
+    /// Which of the slice's shared callers lists `callers` is, if it is
+    /// one (the chat follows every channel).
+    group: Option<usize>,
+    merged: &'a mut Vec<(ChannelId, Nanos)>,
+    memo: &'a mut CheckedMemo,
+}
+
+impl CallersOf<'_> {
+    /// The re-check of `checked` against these callers.
+    #[inline]
+    fn merge(&mut self, checked: &mut Checked) -> bool {
+        match self.group {
+            Some(g) => self.memo.merge(checked, g, self.callers, self.merged),
+            None => merge_checked(checked, self.callers, self.merged),
+        }
+    }
+}
 
 /// A call's walk through its followers, ascending.
 pub(super) struct Walk<'a> {
@@ -195,18 +246,17 @@ impl<'a> Walk<'a> {
         }
         let since = t.saturating_sub(chat.lookback_nanos());
         let found = ts.records.seek(self.pos, u);
-        let (callers, merged) = scratch.callers(chat, &ts.calls, since);
+        let mut callers = scratch.callers(chat, &ts.calls, since);
         let accepted = match found {
             Ok(i) => {
                 self.pos = i + 1;
                 ts.records.prefetch_at(i + RECORD_AHEAD);
-                ts.records.prefetch_checked(i + CHECKED_AHEAD);
-                self.check(ts.records.at_mut(i), chat, callers, merged)
+                self.check(ts.records.at_mut(i), chat, &mut callers)
             }
             Err(i) => {
                 self.pos = i;
                 if let Some(rec) = ts.records.loose_mut(u) {
-                    self.check(rec, chat, callers, merged)
+                    self.check(rec, chat, &mut callers)
                 } else {
                     // A record made now: the call's own channel is among
                     // the callers, so the check always finds something
@@ -215,7 +265,7 @@ impl<'a> Walk<'a> {
                     // follower is greater); before it, into the loose
                     // ones, merged in once there are enough of them.
                     let mut rec = Record::new();
-                    let accepted = self.check(&mut rec, chat, callers, merged);
+                    let accepted = self.check(&mut rec, chat, &mut callers);
                     if i == ts.records.sorted_len() {
                         ts.records.push_last(u, rec);
                         self.pos = i + 1;
@@ -228,7 +278,7 @@ impl<'a> Walk<'a> {
             }
         };
         if accepted {
-            out.push(call_alert(self.call, self.chats.id(u), callers));
+            out.push(call_alert(self.call, self.chats.id(u), callers.callers));
             stats.call_alerts += 1;
             // A restart leaves any earlier entry of this chat in the
             // heap: `tracking_started` now names the new one, and the
@@ -247,21 +297,16 @@ impl<'a> Walk<'a> {
     }
 
     /// The re-check of one record against the chat's `callers`; whether
-    /// it accepts the call now (an alert, and tracking starts). `merged`
-    /// is scratch.
+    /// it accepts the call now (an alert, and tracking starts).
     #[inline]
-    fn check(
-        &self,
-        rec: &mut Record,
-        chat: &Chat,
-        callers: &[(ChannelId, Nanos)],
-        merged: &mut Vec<(ChannelId, Nanos)>,
-    ) -> bool {
+    fn check(&self, rec: &mut Record, chat: &Chat, callers: &mut CallersOf<'_>) -> bool {
         if rec.expired(self.clock, self.rules.ttl_nanos) {
             rec.status = Status::None;
-            rec.checked.clear();
+            if !rec.checked.is_empty() {
+                rec.checked = Checked::new();
+            }
         }
-        if !merge_checked(&mut rec.checked, callers, merged) {
+        if !callers.merge(&mut rec.checked) {
             return false;
         }
         let t = self.call.t;
@@ -269,7 +314,9 @@ impl<'a> Walk<'a> {
         if rec.status == Status::Accepted {
             return false;
         }
-        if callers.len() >= chat.min_callers as usize && chat.fdv_in_range(self.call.fdv_usd) {
+        if callers.callers.len() >= chat.min_callers as usize
+            && chat.fdv_in_range(self.call.fdv_usd)
+        {
             rec.status = Status::Accepted;
             rec.tracking_started = t;
             true
@@ -284,10 +331,6 @@ impl<'a> Walk<'a> {
 /// read in address order, but a call that visits few of a token's many
 /// records skips between them.
 const RECORD_AHEAD: usize = 4;
-/// How many records past the one just found a walk asks for the checked
-/// list of, when it lives apart from the record: nearer than
-/// `RECORD_AHEAD`, since the record must be read to find it.
-const CHECKED_AHEAD: usize = 2;
 
 /// The channels `chat` follows that called the token at or after `since`,
 /// with their call times, sorted by channel, into `callers`. Walks

@@ -32,6 +32,7 @@ use records::Records;
 mod ahead;
 mod call;
 mod fanout;
+mod image;
 mod price;
 mod query;
 mod record;
@@ -40,6 +41,7 @@ mod restore;
 mod sweep;
 
 pub use ahead::{AheadHashes, PREFETCH_AHEAD};
+pub use image::ImageCounts;
 pub use query::{CallOutcome, Holding, Near, TrackedView};
 pub use record::{Checked, Record, Status};
 pub use restore::{Restore, RestoreCall, RestoreRecord};

@@ -14,7 +14,9 @@
 //! chats) wait in a hash map (`loose`), and are merged in once there are
 //! a quarter as many as sorted ones: a merge moves every record after the
 //! first one it inserts, so merging at every call made a popular token's
-//! calls cost in proportion to all its records.
+//! calls cost in proportion to all its records. A token of at most
+//! `SETTLE_ANY_MAX` records merges them in at its next call instead: so
+//! few move in less time than the map lookups they save.
 
 use crate::FlatMap;
 use crate::chat::ChatIdx;
@@ -24,8 +26,10 @@ use super::record::Record;
 /// Loose records a token keeps before it merges them in, at the least.
 const LOOSE_MIN: usize = 64;
 
-/// The most cache lines of a checked list a walk asks for ahead.
-const CHECKED_LINES: usize = 6;
+/// Sorted records a token may hold for its loose ones to be merged in at
+/// the start of any call: moving so few costs less than finding the loose
+/// ones in the map, call after call (a market of a few hundred chats).
+const SETTLE_ANY_MAX: usize = 256;
 
 #[derive(Debug, Default)]
 pub(crate) struct Records {
@@ -68,9 +72,11 @@ impl Records {
 
     /// Merges the loose records in once there are enough of them that the
     /// merge, which moves every sorted record after the first loose one,
-    /// costs little per record: a quarter of the sorted ones.
+    /// costs little per record: a quarter of the sorted ones. A token
+    /// with few records merges any loose one in.
     pub(crate) fn settle_if_many(&mut self) {
-        if self.loose.len() > LOOSE_MIN.max(self.keys.len() / 4) {
+        let few = self.keys.len() <= SETTLE_ANY_MAX && !self.loose.is_empty();
+        if few || self.loose.len() > LOOSE_MIN.max(self.keys.len() / 4) {
             self.settle();
         }
     }
@@ -154,21 +160,6 @@ impl Records {
         }
     }
 
-    /// Starts loading the checked list of the record at position `i` if
-    /// it lives apart (more than two channels): the record itself is read
-    /// for that, so it should have been asked for a few steps before.
-    #[inline]
-    pub(crate) fn prefetch_checked(&self, i: usize) {
-        if let Some(v) = self.values.get(i)
-            && v.checked.spilled()
-        {
-            // A list of a popular token's callers spans several lines.
-            for line in v.checked.chunks(4).take(CHECKED_LINES) {
-                crate::prefetch::prefetch(&line[0]);
-            }
-        }
-    }
-
     /// Merges `fresh` (sorted by chat, none of them held) into the arrays
     /// in one pass from the back. Records after the first fresh chat move
     /// once.
@@ -214,6 +205,22 @@ impl Records {
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &Record> {
         self.values.iter().chain(self.loose.values())
+    }
+
+    /// Every record by chat, ascending (the loose ones merged in first).
+    pub(crate) fn sorted(&mut self) -> impl Iterator<Item = (ChatIdx, &Record)> {
+        self.settle();
+        self.keys.iter().copied().zip(&self.values)
+    }
+
+    /// Records from `keys` ascending, each with its record.
+    pub(crate) fn from_sorted(keys: Vec<ChatIdx>, values: Vec<Record>) -> Records {
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        Records {
+            keys,
+            values,
+            loose: FlatMap::default(),
+        }
     }
 
     /// Gives back spare capacity (after a rebuild).
@@ -272,7 +279,6 @@ mod tests {
             match records.seek(pos, c) {
                 Ok(i) => {
                     records.prefetch_at(i + 1);
-                    records.prefetch_checked(i + 1);
                     records.at_mut(i).last_check = v;
                     pos = i + 1;
                 }

@@ -10,8 +10,9 @@ use super::ShardState;
 use super::record::{Checked, Record, Status};
 
 /// A tracked entry loaded from storage (a `multiplier:{token}:{chat}`
-/// record) rather than started by a call. The caller gives each (token,
-/// chat) pair at most once.
+/// record) rather than started by a call. A pair given twice (SCAN may
+/// hand a key over twice) is left once by [`ShardState::shrink_to_fit`],
+/// which ends every rebuild.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Restore {
     pub token: Token,
@@ -24,8 +25,8 @@ pub struct Restore {
 }
 
 /// A processed record loaded from storage (a
-/// `processed_token:{token}:{chat}` record). The caller gives each (token,
-/// chat) pair at most once.
+/// `processed_token:{token}:{chat}` record). A pair given twice keeps the
+/// record given last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreRecord {
     pub token: Token,
@@ -110,24 +111,34 @@ impl ShardState {
         ts.next_sweep = ts
             .next_sweep
             .min(r.last_check.saturating_add(self.rules.ttl_nanos));
-        let mut checked = Checked::from_slice(&r.checked);
+        let mut checked = r.checked.clone();
         checked.sort_unstable_by_key(|&(c, at)| (c, std::cmp::Reverse(at)));
         checked.dedup_by_key(|&mut (c, _)| c);
         let record = Record {
             status: r.status,
             last_check: r.last_check,
             tracking_started: Nanos::MIN,
-            checked,
+            checked: Checked::from_slice(&checked),
         };
         if ts.records.insert(chat, record).is_none() {
             self.stats.records += 1;
         }
     }
 
-    /// Gives back spare capacity: after a rebuild every heap and map holds
-    /// only what it needs (pushes had doubled them as they grew).
+    /// Ends a rebuild: a (token, chat) pair restored twice is left once
+    /// (the copy furthest along its thresholds), and every heap and map
+    /// gives back spare capacity (pushes had doubled them as they grew).
     pub fn shrink_to_fit(&mut self) {
+        let mut scratch = Vec::new();
+        let thresholds = &self.rules.thresholds;
         for ts in self.slots.iter_mut().filter(|ts| ts.live) {
+            let dropped = ts.tracked.dedup_chats(thresholds, &mut scratch);
+            if dropped > 0 {
+                self.stats.tracked -= dropped as u64;
+                if let Some(hot) = self.index.get_mut(&ts.token) {
+                    hot.next_change = ts.next_change(thresholds);
+                }
+            }
             ts.tracked.shrink_to_fit();
             ts.calls.shrink_to_fit();
             ts.records.shrink_to_fit();

@@ -15,7 +15,8 @@
 //! | key | what |
 //! | --- | --- |
 //! | `calls:{token}:{channel_id}` | a channel's latest call of a token (at, value), expiring with tracking |
-//! | `chat_settings:{chat_id}` | a chat's settings, beside the event that set them |
+//! | `charts:off` | the chats that turned charts off (`/charts off`), a set of chat ids |
+//! | `chat_settings:{chat_id}` | a chat's settings, beside the event that set them (on a Redis Cluster `{events:chats}:chat_settings:{chat_id}`, in the chats stream's slot) |
 //! | `events:{p}`, `events:chats` | the input streams (`route`) |
 //! | `events:dead` | input set aside, with the reason |
 //! | `callwatch:audit` | audit and activity rows on their way to PostgreSQL |
@@ -24,6 +25,8 @@
 //! | `posts:seen:{chat_id}:{message_id}` | the tokens a post has called, so an edit calls only new ones |
 //! | `sources:calls` | every call kept, for the price scheduler |
 //! | `sources:near` | tokens whose value is near their next crossing, by the engine |
+//! | `dashboard:key` | the key the dashboard's links are signed with, when the settings name none: made at first start, shared by every process on this Redis, no TTL |
+//! | `telegram:limits:{bot}:…` | a bot's Telegram limits, shared by its processes (`bot` a hash of its token); each key expires once it holds nothing back |
 //!
 //! Every name takes the deployment's key prefix in front (empty in
 //! production, the predecessor's layout).
@@ -83,6 +86,11 @@ pub fn chat_settings_key(prefix: &str, chat_id: i64) -> String {
     format!("{prefix}chat_settings:{chat_id}")
 }
 
+/// The chats that turned charts off: a set of chat ids.
+pub fn charts_off_key(prefix: &str) -> String {
+    format!("{prefix}charts:off")
+}
+
 /// The audit queue: alert and activity rows on their way to PostgreSQL.
 pub fn audit_key(prefix: &str) -> String {
     format!("{prefix}callwatch:audit")
@@ -113,6 +121,20 @@ pub fn source_near_key(prefix: &str) -> String {
     format!("{prefix}sources:near")
 }
 
+/// The dashboard's signing key, made at first start when the settings name
+/// none, so that every process on this Redis verifies the same links.
+pub fn dashboard_key_key(prefix: &str) -> String {
+    format!("{prefix}dashboard:key")
+}
+
+/// The start of the keys of a bot's Telegram limits, which every process
+/// sending with it shares: `bot` names it by a hash of its token, never
+/// the token. The braces make it a hash tag, so that the keys one script
+/// touches share a Redis Cluster slot.
+pub fn telegram_limits_key(prefix: &str, bot: &str) -> String {
+    format!("{prefix}telegram:limits:{{{bot}}}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +148,10 @@ mod tests {
         assert_eq!(processed_key(&t, 7), format!("processed_token:{SOL}:7"));
         assert_eq!(subscription_key(7), "subscription:7");
         assert_eq!(channel_info_key(-1001), "channel:-1001:info");
+        assert_eq!(
+            telegram_limits_key("t:", "00ff"),
+            "t:telegram:limits:{00ff}"
+        );
         assert_eq!(
             parse_pair_key("multiplier", &format!("multiplier:{SOL}:-42")),
             Some((t, -42))

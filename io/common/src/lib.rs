@@ -18,9 +18,11 @@
 //!   `Display` mask them.
 //! - [`conninfo`]: PostgreSQL's `keyword = value` connection strings, read
 //!   as libpq reads them.
+//! - [`buckets`]: the bucket bounds of the service's histograms.
 
 pub mod backoff;
 pub mod breaker;
+pub mod buckets;
 pub mod clock;
 pub mod conninfo;
 pub mod keys;

@@ -20,13 +20,13 @@ use callwatch_ingest::stream::Publisher;
 use callwatch_sources::extract::{Extractor, Found};
 use callwatch_sources::network::Network;
 use callwatch_sources::schedule::{Scheduler, Tracked};
+use callwatch_streams::Conn;
 use callwatch_streams::clock::ServerClock;
 use callwatch_streams::log::{DeadLetter, DeadLetters};
 use callwatch_streams::{Consumer, Entry, EntryId, ReadFrom};
 use engine::event::Event;
 use engine::time::{NANOS_PER_SEC, Nanos};
 use engine::token::{Chain, Token};
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::config::FeedConfig;
@@ -76,7 +76,7 @@ const CALLS_KEPT: u64 = 1_000_000;
 pub struct Feed {
     config: FeedConfig,
     prefix: String,
-    con: ConnectionManager,
+    con: Conn,
     publisher: Publisher,
     extractor: Extractor,
     scheduler: Scheduler,
@@ -120,7 +120,7 @@ impl Feed {
         prefix: &str,
         partitions: u32,
         ttl_nanos: Nanos,
-        con: ConnectionManager,
+        con: Conn,
     ) -> anyhow::Result<Feed> {
         let problems = config.problems();
         anyhow::ensure!(problems.is_empty(), "sources: {}", problems.join("; "));
@@ -623,7 +623,7 @@ fn post_links(post: &Post) -> Vec<&str> {
 
 /// Appends a kept call to `sources:calls`, for every process's scheduler.
 pub async fn record_call(
-    con: &mut ConnectionManager,
+    con: &mut Conn,
     prefix: &str,
     found: Found,
     at: Nanos,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::time::Nanos;
-use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::pricer::{Pricer, SourceCounters};
 
@@ -46,7 +46,7 @@ pub struct FeedCounters {
     pub urgent: AtomicU64,
     pub due: AtomicU64,
     /// Seconds between two polls of a token.
-    pub poll_wait_secs: Mutex<hdrhistogram::Histogram<u64>>,
+    pub poll_wait: Histogram,
     /// Each price source's requests and budget.
     pub sources: Vec<(&'static str, Arc<SourceCounters>)>,
 }
@@ -63,17 +63,13 @@ impl FeedCounters {
             tracked: AtomicU64::new(0),
             urgent: AtomicU64::new(0),
             due: AtomicU64::new(0),
-            poll_wait_secs: Mutex::new(
-                hdrhistogram::Histogram::new_with_bounds(1, 30 * 24 * 3600, 2)
-                    .expect("valid bounds"),
-            ),
+            poll_wait: Histogram::new(callwatch_common::buckets::poll_wait()),
             sources: pricer.counters(),
         }
     }
 
     /// A token waited `waited` between polls.
     pub fn record_wait(&self, waited: Nanos) {
-        let secs = u64::try_from(waited / 1_000_000_000).unwrap_or(0).max(1);
-        let _ = self.poll_wait_secs.lock().record(secs);
+        self.poll_wait.observe(waited.max(0) as f64 / 1e9);
     }
 }

@@ -114,12 +114,7 @@ struct Running {
 }
 
 fn start_sink(config: SinkConfig, postgres_url: &str) -> Running {
-    let mut sink = AuditSink::new(
-        config,
-        redis::Client::open(redis_url()).unwrap(),
-        postgres_url.parse().unwrap(),
-    )
-    .unwrap();
+    let mut sink = AuditSink::new(config, redis_url(), postgres_url.parse().unwrap()).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let events = Arc::new(Mutex::new(Vec::new()));
     let counters = sink.counters();

@@ -9,6 +9,7 @@
 //! Balances, not instructions, are what is checked: they are what the
 //! runtime did, whatever program moved the lamports.
 
+use crate::config::lamports_to_sol;
 use engine::time::{NANOS_PER_SEC, Nanos};
 
 use super::Quote;
@@ -61,9 +62,12 @@ impl Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reason::Underpaid { got, want } => {
-                write!(f, "underpaid: {got} lamports of {want}")
-            }
+            Reason::Underpaid { got, want } => write!(
+                f,
+                "underpaid: {} SOL of {} SOL",
+                lamports_to_sol(*got),
+                lamports_to_sol(*want)
+            ),
             Reason::WrongRecipient => f.write_str("the receiving address got nothing"),
             Reason::UnknownReference => f.write_str("no quote has this reference"),
             Reason::QuoteExpired => f.write_str("paid after the quote expired"),

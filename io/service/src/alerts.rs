@@ -1,7 +1,8 @@
-//! Alerts on their way to Telegram: rendered with the channels' names, kept
-//! in the outbox (`callwatch_telegram::outbox`) until the sender answers for
-//! them, and queued for the sender. At start, whatever a crash left in the
-//! outbox is queued first.
+//! Alerts on their way to Telegram: rendered with the channels' names (a
+//! multiplier alert with its chart, see [`crate::charts`]), kept in the
+//! outbox (`callwatch_telegram::outbox`) until the sender answers for them,
+//! and queued for the sender. At start, whatever a crash left in the outbox
+//! is queued first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,19 +10,21 @@ use std::sync::Arc;
 use anyhow::Context;
 use callwatch_common::keys::outbox_key;
 use callwatch_common::records::AlertKind;
+use callwatch_streams::Conn;
 use callwatch_streams::EntryId;
 use callwatch_telegram::BotToken;
+use callwatch_telegram::charts_off::ChartsOff;
 use callwatch_telegram::config::TelegramConfig;
 use callwatch_telegram::format::{self, Links};
 use callwatch_telegram::names::{ChannelNames, NamesConfig};
 use callwatch_telegram::outbox::Outbox;
-use callwatch_telegram::sender::{self, Message, Report, SenderTask};
-use engine::effect::Effect;
+use callwatch_telegram::sender::{self, Message, Report, SenderTask, SharedLimits};
+use engine::effect::{Effect, MultiplierAlert};
 use engine::token::Token;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 
-use crate::keeper::SenderClosed;
+use crate::charts::Charts;
+use crate::keeper::{Price, SenderClosed};
 
 /// An alert's identity: token, kind, threshold bits, time.
 type AlertId = (Token, AlertKind, u64, i64);
@@ -80,9 +83,13 @@ pub struct Alerts {
     pub sender: sender::Sender,
     pub names: Arc<ChannelNames>,
     outbox: Outbox,
-    con: ConnectionManager,
+    con: Conn,
     queued: Arc<Mutex<Queued>>,
     links: Links,
+    /// Charts of multiplier alerts, when they are on; their price
+    /// histories also draw the dashboard's sparklines.
+    pub charts: Option<Arc<Charts>>,
+    charts_off: ChartsOff,
 }
 
 /// The tasks behind [`Alerts`]: the sender, and the reader of its reports
@@ -95,20 +102,23 @@ pub struct AlertTasks {
 
 impl Alerts {
     /// Starts the sender and its report reader; call inside the runtime.
+    /// The sender keeps Telegram's limits with every other process of the
+    /// bot, in this Redis under `prefix`, unless `telegram.limits` says
+    /// `process`.
     pub fn start(
         telegram: &TelegramConfig,
         prefix: &str,
-        con: &ConnectionManager,
+        con: &Conn,
+        charts: Option<Arc<Charts>>,
     ) -> anyhow::Result<(Alerts, AlertTasks)> {
-        let (sender, reports, task) =
-            sender::Sender::start(BotToken::new(telegram.token.expose()), telegram.sender())?;
-        let names = Arc::new(ChannelNames::new(
-            NamesConfig {
-                key_prefix: prefix.to_owned(),
-                ..NamesConfig::default()
-            },
-            con.clone(),
-        ));
+        let token = BotToken::new(telegram.token.expose());
+        let (sender, reports, task) = if telegram.shared_limits() {
+            let shared = SharedLimits::new(con.clone(), prefix, &token);
+            sender::Sender::start_shared(token, telegram.sender(), shared)?
+        } else {
+            sender::Sender::start(token, telegram.sender())?
+        };
+        let names = Arc::new(ChannelNames::new(NamesConfig::under(prefix), con.clone()));
         let alerts = Alerts {
             sender,
             names,
@@ -116,6 +126,8 @@ impl Alerts {
             con: con.clone(),
             queued: Arc::default(),
             links: Links::default(),
+            charts,
+            charts_off: ChartsOff::new(prefix),
         };
         let reading = tokio::spawn(alerts.clone().read_reports(reports));
         Ok((
@@ -184,9 +196,11 @@ impl Alerts {
     }
 
     /// The messages of `effects`' alerts, leaving out those queued already
-    /// (from the outbox, after a restart).
+    /// (from the outbox, after a restart); multiplier alerts with their
+    /// charts, for the chats that have them on.
     pub async fn render(&self, effects: &[Effect]) -> Vec<Message> {
         let mut messages = Vec::new();
+        let mut charted = Vec::new();
         for effect in effects.iter().filter(|e| e.is_alert()) {
             let callers = match effect {
                 Effect::CallAlert(a) => a.callers.as_slice(),
@@ -197,10 +211,62 @@ impl Alerts {
                 && let Some(message) = Message::alert(effect, rendered)
                 && !self.queued.lock().holds(message.chat_id, &message.tag)
             {
+                if let Effect::MultiplierAlert(a) = effect {
+                    charted.push((messages.len(), a));
+                }
                 messages.push(message);
             }
         }
+        if let Some(charts) = &self.charts {
+            charts.track(effects);
+            self.attach_charts(charts, &mut messages, &charted).await;
+        }
         messages
+    }
+
+    /// Draws the charts of the multiplier alerts `charted` (each with its
+    /// message's index) whose chats have them on, and attaches those drawn
+    /// in time. If Redis cannot say which chats turned charts off, none
+    /// gets one: the alerts go as text.
+    async fn attach_charts(
+        &self,
+        charts: &Charts,
+        messages: &mut [Message],
+        charted: &[(usize, &MultiplierAlert)],
+    ) {
+        if charted.is_empty() {
+            return;
+        }
+        let chats: Vec<i64> = charted.iter().map(|(_, a)| a.chat_id).collect();
+        let off = match self
+            .charts_off
+            .off_among(&mut self.con.clone(), &chats)
+            .await
+        {
+            Ok(off) => off,
+            Err(e) => {
+                tracing::warn!(error = %e, "which chats have charts is unknown; alerts go as text");
+                return;
+            }
+        };
+        let wanted: Vec<&(usize, &MultiplierAlert)> = charted
+            .iter()
+            .filter(|(_, a)| !off.contains(&a.chat_id))
+            .collect();
+        let alerts: Vec<&MultiplierAlert> = wanted.iter().map(|(_, a)| *a).collect();
+        let photos = charts.draw(&alerts).await;
+        for ((i, _), photo) in wanted.into_iter().zip(photos) {
+            if let Some(photo) = photo {
+                messages[*i].attach(photo);
+            }
+        }
+    }
+
+    /// A batch's prices, for the charts' histories.
+    pub fn prices(&self, prices: &[Price]) {
+        if let Some(charts) = &self.charts {
+            charts.prices(prices);
+        }
     }
 
     /// Appends `messages` to the outbox.

@@ -25,6 +25,14 @@ pub struct Call {
     pub fdv_usd: f64,
 }
 
+/// A price event, for the charts' histories.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub token: Token,
+    pub at: Nanos,
+    pub fdv_usd: f64,
+}
+
 /// What the reader handed the engine for one batch of input.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Submitted {
@@ -38,6 +46,13 @@ pub struct Submitted {
     /// Each event's `seq` and its stream entry's time (Redis's clock, ms),
     /// for the alert latency.
     pub entered: Vec<(u64, u64)>,
+    /// Its price events, when charts are on (empty otherwise).
+    pub prices: Vec<Price>,
+    /// Events applied again after a start from a snapshot: acknowledged
+    /// in an earlier run, their effects kept then. Their effects are
+    /// dropped here. The record must reach the keeper before the events
+    /// reach the engine.
+    pub replayed: bool,
 }
 
 /// The sender closed: no alert can be queued any more.
@@ -69,6 +84,9 @@ pub trait Keep: Send + Sync {
     fn state(&self, effects: &[Effect]) -> impl Future<Output = ()> + Send;
     /// Hands a call to the write-behind, waiting for room there.
     fn call(&self, call: &Call) -> impl Future<Output = ()> + Send;
+    /// A batch's prices, for the charts' histories; taken when the batch
+    /// is submitted, so before its alerts are rendered.
+    fn prices(&self, _prices: &[Price]) {}
     /// Whether everything handed over so far is durable (every Redis
     /// change written, every audit row on its stream).
     fn settled(&self) -> bool;
@@ -121,6 +139,9 @@ pub struct Keeper<K> {
     /// The input through this `seq` may be acknowledged once settled.
     recorded: u64,
     acked: u64,
+    /// Effects of events through this `seq` were kept in an earlier run
+    /// ([`Submitted::replayed`]).
+    replayed_through: u64,
 }
 
 impl<K: Keep> Keeper<K> {
@@ -131,6 +152,7 @@ impl<K: Keep> Keeper<K> {
             calls: VecDeque::new(),
             entered: VecDeque::new(),
             applied: 0,
+            replayed_through: 0,
             recorded: 0,
             acked: 0,
         }
@@ -148,13 +170,16 @@ impl<K: Keep> Keeper<K> {
         let (mut merged_open, mut submitted_open) = (true, true);
         while merged_open || submitted_open {
             tokio::select! {
-                m = merged.recv(), if merged_open => match m {
-                    Some(m) => self.keep_batch(m).await?,
-                    None => merged_open = false,
-                },
+                // Records first: a replayed batch's record must be taken
+                // before its effects.
+                biased;
                 s = submitted.recv(), if submitted_open => match s {
                     Some(s) => self.submitted(s).await,
                     None => submitted_open = false,
+                },
+                m = merged.recv(), if merged_open => match m {
+                    Some(m) => self.keep_batch(m).await?,
+                    None => merged_open = false,
                 },
                 () = tokio::time::sleep(SETTLE_CHECK) => {}
             }
@@ -167,6 +192,9 @@ impl<K: Keep> Keeper<K> {
     /// Takes a submitted batch's record. Its calls that are applied
     /// already (their batch was kept before the record came) are kept now.
     pub async fn submitted(&mut self, s: Submitted) {
+        if s.replayed {
+            self.replayed_through = self.replayed_through.max(s.last_seq);
+        }
         for call in &s.calls {
             if call.seq <= self.applied {
                 self.keep.call(call).await;
@@ -175,15 +203,21 @@ impl<K: Keep> Keeper<K> {
             }
         }
         self.entered.extend(s.entered.iter().copied());
+        self.keep.prices(&s.prices);
         self.submitted.push_back(Submitted {
             calls: Vec::new(),
             entered: Vec::new(),
+            prices: Vec::new(),
             ..s
         });
     }
 
     /// Keeps one merged batch, in the order the type's docs state.
-    pub async fn keep_batch(&mut self, merged: Merged) -> Result<(), SenderClosed> {
+    pub async fn keep_batch(&mut self, mut merged: Merged) -> Result<(), SenderClosed> {
+        let replayed = self.replayed_through;
+        if replayed > 0 {
+            merged.effects.retain(|e| e.order_key().0 > replayed);
+        }
         let messages = self.keep.render(&merged.effects).await;
         if !messages.is_empty() {
             let ids = self.outbox(&messages).await;

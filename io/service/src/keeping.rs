@@ -11,7 +11,7 @@ use callwatch_telegram::sender::Message;
 use engine::effect::Effect;
 
 use crate::alerts::Alerts;
-use crate::keeper::{Call, Keep, SenderClosed};
+use crate::keeper::{Call, Keep, Price, SenderClosed};
 use crate::metrics::Live;
 use crate::persist::Persistence;
 
@@ -64,6 +64,12 @@ impl Keep for ServiceKeep {
         }
     }
 
+    fn prices(&self, prices: &[Price]) {
+        if let Some(alerts) = &self.alerts {
+            alerts.prices(prices);
+        }
+    }
+
     fn settled(&self) -> bool {
         self.persist.settled()
     }
@@ -87,6 +93,7 @@ impl Keep for ServiceKeep {
             let mut h = self.live.alert_latency.lock();
             for &ms in alert_ages_ms {
                 let _ = h.record(ms * 1000);
+                self.live.alert_latency_seconds.observe(ms as f64 / 1e3);
             }
         }
         self.live.applied_through.store(seq, Ordering::Relaxed);

@@ -24,14 +24,19 @@
 //! - [`keeper`]: the durability order, over a [`keeper::Keep`].
 //! - [`keeping`]: the service's `Keep`.
 //! - [`alerts`]: alerts rendered, outboxed and queued for Telegram.
+//! - [`charts`]: the price histories of tracked tokens, and the charts of
+//!   multiplier alerts drawn from them off the hot paths.
 //! - [`persist`]: the write-behind and the audit queue and sink together.
 //! - [`commands`]: the bot commands' backend, receiving them, payments.
 //! - [`sources`]: the feed (posts to calls, DEX prices) beside the engine.
+//! - [`dashboard`]: the web dashboard's key, links and data.
 //! - [`health`], [`metrics`], [`ops`]: health checks, figures, and the
 //!   HTTP endpoints that show them.
 
 pub mod alerts;
+pub mod charts;
 pub mod commands;
+pub mod dashboard;
 pub mod health;
 pub mod keeper;
 pub mod keeping;
@@ -41,6 +46,7 @@ pub mod persist;
 pub mod reader;
 pub mod service;
 pub mod settings;
+pub mod snapshots;
 pub mod sources;
 
 pub use service::{Service, Stopper};

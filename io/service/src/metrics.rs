@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use callwatch_feed::metrics::FeedCounters;
 use callwatch_ingest::stream::{CompactCounters, IngestCounters};
@@ -13,6 +13,7 @@ use callwatch_state::writebehind::WriteBehind;
 use callwatch_telegram::sender::{self, SenderStats};
 use engine::router::ShardGauges;
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::commands::CommandCounters;
 use crate::commands::ReceivingCounters;
@@ -40,13 +41,18 @@ pub struct Live {
     pub postgres_latency_us: AtomicU64,
     /// Batches waiting in each shard's inbox, sampled by the reader.
     pub inbox_depth: Vec<AtomicU64>,
-    /// Stream entry → alert decided, recorded and handed to the sender, µs.
+    /// Stream entry → alert decided, recorded and handed to the sender, µs:
+    /// exact quantiles for the log at the end of a run.
     pub alert_latency: Mutex<hdrhistogram::Histogram<u64>>,
+    /// The same, in seconds, as `/metrics` shows it.
+    pub alert_latency_seconds: Histogram,
     pub started: Instant,
     /// The sources' figures, when they run.
     pub sources: Mutex<Option<Arc<FeedCounters>>>,
     /// Calls kept that the sources were not told of (their queue full).
     pub calls_not_recorded: AtomicU64,
+    /// What became of the charts of multiplier alerts.
+    pub charts: Arc<crate::charts::ChartCounters>,
     /// The commands' figures: answered, over their chat's rate; notices.
     pub commands: Arc<CommandCounters>,
     /// The audit sink's counters, when PostgreSQL is configured.
@@ -60,6 +66,9 @@ pub struct Live {
     pub compaction: Mutex<Option<Arc<CompactCounters>>>,
     /// What receiving the bot's updates refused and took.
     pub receiving: ReceivingCounters,
+    /// Snapshots written and failed; the last one's size, its pause of
+    /// the input (µs) and its write (µs).
+    pub snapshots: [AtomicU64; 5],
 }
 
 /// One family's samples: label sets and values.
@@ -91,16 +100,33 @@ impl Live {
                 hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
                     .expect("valid bounds"),
             ),
+            alert_latency_seconds: crate::ops::latency_histogram(),
             started: Instant::now(),
             sources: Mutex::new(None),
             calls_not_recorded: AtomicU64::new(0),
+            charts: Arc::default(),
             commands: Arc::default(),
             audit: Mutex::new(None),
             rebuild_skipped: AtomicU64::new(0),
             payments: Arc::default(),
             compaction: Mutex::new(None),
             receiving: ReceivingCounters::default(),
+            snapshots: Default::default(),
         }
+    }
+
+    /// A snapshot written: `bytes`, after pausing the shards for `pause`
+    /// and writing for `write`.
+    pub fn snapshot_written(&self, bytes: u64, pause: Duration, write: Duration) {
+        let [written, _, size, paused, wrote] = &self.snapshots;
+        written.fetch_add(1, Ordering::Relaxed);
+        size.store(bytes, Ordering::Relaxed);
+        paused.store(pause.as_micros() as u64, Ordering::Relaxed);
+        wrote.store(write.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot_failed(&self) {
+        self.snapshots[1].fetch_add(1, Ordering::Relaxed);
     }
 
     fn sum(&self, f: fn(&ShardGauges) -> &AtomicU64) -> u64 {
@@ -206,6 +232,17 @@ impl Live {
                 (&[("kind", "multiplier")], get(&self.alerts_multiplier)),
             ],
         )
+        .counter(
+            "callwatch_charts_total",
+            "Charts of multiplier alerts, by outcome (all but drawn went as text).",
+            &[
+                (&[("outcome", "drawn")], get(&self.charts.drawn)),
+                (&[("outcome", "busy")], get(&self.charts.busy)),
+                (&[("outcome", "late")], get(&self.charts.late)),
+                (&[("outcome", "failed")], get(&self.charts.failed)),
+                (&[("outcome", "untracked")], get(&self.charts.untracked)),
+            ],
+        )
         .gauge(
             "callwatch_applied_through_seq",
             "The last event applied by every shard.",
@@ -223,12 +260,26 @@ impl Live {
         let ingest = self.ingest.stats();
         e.counter(
             "callwatch_ingest_entries_total",
-            "Stream entries read, by outcome.",
+            "Stream entries taken, by what became of each: handed to the engine as an event (chat events handed out again at start included), or set aside in the dead-letter stream.",
             &[
                 (&[("outcome", "event")], ingest.events as f64),
                 (&[("outcome", "dead_letter")], ingest.dead_lettered as f64),
-                (&[("outcome", "acked")], ingest.acked as f64),
             ],
+        )
+        .counter(
+            "callwatch_ingest_acked_total",
+            "Stream entries acknowledged (events and dead letters alike).",
+            &[(&[], ingest.acked as f64)],
+        )
+        .counter(
+            "callwatch_ingest_reconnects_total",
+            "Redis failures the stream ingest retried after a backoff.",
+            &[(&[], ingest.reconnects as f64)],
+        )
+        .counter(
+            "callwatch_ingest_skipped_total",
+            "Entries read again after a reconnect that had been handed out already, and so were not handed out twice.",
+            &[(&[], ingest.skipped as f64)],
         )
         .gauge(
             "callwatch_ingest_in_flight",
@@ -285,6 +336,29 @@ impl Live {
             "callwatch_write_behind_set_aside_total",
             "Redis changes refused for their key (a key of another type), set aside in the dead-letter stream.",
             &[(&[], wb.set_aside as f64)],
+        )
+        .counter(
+            "callwatch_snapshots_total",
+            "Engine snapshots written, and failed to write.",
+            &[
+                (&[("outcome", "written")], get(&self.snapshots[0])),
+                (&[("outcome", "failed")], get(&self.snapshots[1])),
+            ],
+        )
+        .gauge(
+            "callwatch_snapshot_last_bytes",
+            "The size of the last snapshot written.",
+            &[(&[], get(&self.snapshots[2]))],
+        )
+        .gauge(
+            "callwatch_snapshot_last_pause_seconds",
+            "How long the last snapshot held the shards (from asking to every shard's part).",
+            &[(&[], get(&self.snapshots[3]) / 1e6)],
+        )
+        .gauge(
+            "callwatch_snapshot_last_write_seconds",
+            "How long writing and flushing the last snapshot took.",
+            &[(&[], get(&self.snapshots[4]) / 1e6)],
         )
         .gauge(
             "callwatch_rebuild_skipped_keys",
@@ -364,6 +438,19 @@ impl Live {
             "callwatch_telegram_429_total",
             "429 answers from Telegram.",
             &[(&[], of(|s| s.rate_limited))],
+        )
+        .counter(
+            "callwatch_telegram_flood_pauses_total",
+            "Times 429s for several chats at once paused every chat (the bot over its overall limit).",
+            &[(&[], of(|s| s.flood_pauses))],
+        )
+        .counter(
+            "callwatch_telegram_shared_limits_total",
+            "Sends the limits shared with the bot's other processes held back (waited), and reservations Redis did not answer (unavailable: nothing was sent).",
+            &[
+                (&[("outcome", "waited")], of(|s| s.shared_waits)),
+                (&[("outcome", "unavailable")], of(|s| s.shared_unavailable)),
+            ],
         );
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let c = &self.commands;
@@ -387,30 +474,28 @@ impl Live {
         );
     }
 
-    /// The alert latency by quantile, and the uptime.
+    /// The latencies as histograms (stream entry to alert, stream entry
+    /// to the engine, a message's wait in the sender's queue), and the
+    /// uptime.
     fn latency_families(&self, e: &mut Exposition) {
-        let quantiles: Vec<(String, f64)> = {
-            let h = self.alert_latency.lock();
-            [0.5, 0.99, 0.999, 1.0]
-                .iter()
-                .map(|&q| (q.to_string(), h.value_at_quantile(q) as f64 / 1e6))
-                .collect()
-        };
-        let labels: Vec<[(&str, &str); 1]> = quantiles
-            .iter()
-            .map(|(q, _)| [("quantile", q.as_str())])
-            .collect();
-        let latency: Samples<'_> = labels
-            .iter()
-            .zip(&quantiles)
-            .map(|(l, (_, v))| (&l[..], *v))
-            .collect();
-        e.gauge(
+        e.histogram(
             "callwatch_alert_latency_seconds",
-            "Stream entry to alert recorded and handed to the sender, by quantile, since start.",
-            &latency,
+            "Stream entry to alert recorded and handed to the sender.",
+            &self.alert_latency_seconds,
         )
-        .gauge(
+        .histogram(
+            "callwatch_ingest_lag_seconds",
+            "Stream entry (when Redis took it) to its event handed to the engine; one observation per batch, its oldest entry.",
+            &self.ingest.lag,
+        );
+        if let Some(sender) = self.sender.lock().as_ref() {
+            e.histogram(
+                "callwatch_telegram_queue_wait_seconds",
+                "A message taken by the sender to its first attempt to send it.",
+                &sender.queue_wait(),
+            );
+        }
+        e.gauge(
             "callwatch_uptime_seconds",
             "Seconds since start.",
             &[(&[], self.started.elapsed().as_secs_f64())],
@@ -493,26 +578,10 @@ impl Live {
             "Requests a minute this process may send.",
             &per(|s| &s.limit_per_minute),
         );
-        let waits: Vec<(String, f64)> = {
-            let h = c.poll_wait_secs.lock();
-            [0.5, 0.9, 0.99, 1.0]
-                .iter()
-                .map(|&q| (q.to_string(), h.value_at_quantile(q) as f64))
-                .collect()
-        };
-        let labels: Vec<[(&str, &str); 1]> = waits
-            .iter()
-            .map(|(q, _)| [("quantile", q.as_str())])
-            .collect();
-        let samples: Samples<'_> = labels
-            .iter()
-            .zip(&waits)
-            .map(|(l, (_, v))| (&l[..], *v))
-            .collect();
-        e.gauge(
+        e.histogram(
             "callwatch_sources_poll_wait_seconds",
-            "Time between two polls of a token, by quantile, since start.",
-            &samples,
+            "Time between two polls of a token.",
+            &c.poll_wait,
         );
     }
 }
@@ -559,6 +628,87 @@ impl Live {
     }
 }
 
+/// The build and the process: `callwatch_build_info` (1, labelled with
+/// the version), and the standard `process_*` families read from
+/// `/proc/self` (Linux; elsewhere only the build).
+fn process_families(e: &mut Exposition) {
+    e.gauge(
+        "callwatch_build_info",
+        "1, labelled with the running build's version.",
+        &[(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    );
+    let Some(p) = ProcessStats::read() else {
+        return;
+    };
+    e.counter(
+        "process_cpu_seconds_total",
+        "User and system CPU time spent, in seconds.",
+        &[(&[], p.cpu_seconds)],
+    )
+    .gauge(
+        "process_resident_memory_bytes",
+        "Resident memory size, in bytes.",
+        &[(&[], p.resident_bytes)],
+    )
+    .gauge(
+        "process_virtual_memory_bytes",
+        "Virtual memory size, in bytes.",
+        &[(&[], p.virtual_bytes)],
+    )
+    .gauge(
+        "process_open_fds",
+        "Open file descriptors.",
+        &[(&[], p.open_fds)],
+    )
+    .gauge(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds.",
+        &[(&[], p.start_time_seconds)],
+    );
+}
+
+/// What `/proc/self` says of this process.
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    open_fds: f64,
+    start_time_seconds: f64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        // Clock ticks and pages as Linux gives them on every platform
+        // callwatch runs on (x86-64, aarch64).
+        const TICKS: f64 = 100.0;
+        const PAGE: f64 = 4096.0;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The fields after the command name, which may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+        let (utime, stime, start) = (field(14)?, field(15)?, field(22)?);
+        let (vsize, rss) = (field(23)?, field(24)?);
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) / TICKS,
+            resident_bytes: rss * PAGE,
+            virtual_bytes: vsize,
+            open_fds,
+            start_time_seconds: now - uptime + start / TICKS,
+        })
+    }
+}
+
 impl Report for Live {
     fn metrics(&self) -> String {
         let mut e = Exposition::new();
@@ -572,6 +722,7 @@ impl Report for Live {
         self.receiving_families(&mut e);
         self.latency_families(&mut e);
         self.source_families(&mut e);
+        process_families(&mut e);
         e.finish()
     }
 
@@ -599,5 +750,29 @@ impl Report for Live {
             ready: redis,
             detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn the_process_reads_itself() {
+        let p = ProcessStats::read().expect("/proc/self on Linux");
+        assert!(p.resident_bytes > 1e6, "{}", p.resident_bytes);
+        assert!(p.virtual_bytes >= p.resident_bytes);
+        assert!(p.open_fds >= 3.0, "{}", p.open_fds);
+        assert!(p.cpu_seconds >= 0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // Started moments ago, whatever the clock says.
+        assert!(
+            p.start_time_seconds <= now + 1.0 && p.start_time_seconds > now - 86_400.0,
+            "{} against {now}",
+            p.start_time_seconds
+        );
     }
 }

@@ -106,7 +106,7 @@ pub struct Persistence {
     sink: Option<(watch::Sender<bool>, SinkTask)>,
     sink_counters: Option<Arc<SinkCounters>>,
     queue: AuditQueue,
-    con: redis::aio::ConnectionManager,
+    con: callwatch_streams::Conn,
     handle: Handle,
     /// Audit rows handed to the pusher, and of those pushed.
     rows_sent: AtomicU64,
@@ -143,7 +143,7 @@ impl Persistence {
                     dead_letters: config.dead_letters.clone(),
                     ..SinkConfig::default()
                 },
-                config.redis.client()?,
+                config.redis.clone(),
                 pg,
             )?;
             sink_counters = Some(audit.counters());
@@ -337,7 +337,7 @@ fn log_sink_event(event: SinkEvent) {
 /// forever: it is reported, taken out of `rows`, and `dropped` is called.
 async fn push_until_done(
     queue: &AuditQueue,
-    con: &mut redis::aio::ConnectionManager,
+    con: &mut callwatch_streams::Conn,
     rows: &mut Vec<QueueRow>,
     mut dropped: impl FnMut(),
 ) {
@@ -364,7 +364,7 @@ async fn push_until_done(
 async fn push_loop(
     queue: AuditQueue,
     mut rx: mpsc::Receiver<QueueRow>,
-    mut con: redis::aio::ConnectionManager,
+    mut con: callwatch_streams::Conn,
     pushed_count: Arc<AtomicU64>,
 ) -> Result<u64, PersistError> {
     let mut pushed = 0u64;

@@ -15,8 +15,9 @@ use engine::time::Nanos;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::keeper::{Call, Submitted};
+use crate::keeper::{Call, Price, Submitted};
 use crate::metrics::Live;
+use crate::snapshots::Snapshots;
 
 /// A question for the engine, answered once the shards reach it: in turn
 /// with the events read before it.
@@ -45,7 +46,13 @@ pub enum EngineQuery {
 pub enum Feed {
     Batch(EventBatch),
     Query(EngineQuery),
+    /// A second passed: time-driven work (a periodic snapshot) is due even
+    /// when no event comes.
+    Tick,
 }
+
+/// How often the reading thread is woken when no event comes.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Batches the reader has in hand at most, between the ingest and it.
 const FEED_DEPTH: usize = 4;
@@ -59,6 +66,8 @@ pub fn feed(
     let (tx, rx) = mpsc::channel(FEED_DEPTH);
     tokio::spawn(async move {
         let mut asking = true;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Not biased: under a backlog batches are always ready, and a
             // question must still get its turn.
@@ -74,6 +83,14 @@ pub fn feed(
                         continue;
                     }
                 },
+                _ = tick.tick() => {
+                    // Never queued behind a backlog: batches wake the
+                    // reader then anyway.
+                    if tx.try_send(Feed::Tick).is_err() && tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
             };
             if tx.send(next).await.is_err() {
                 return;
@@ -92,6 +109,10 @@ pub struct Reader {
     pub submitted: mpsc::Sender<Submitted>,
     pub live: Arc<Live>,
     pub handle: Handle,
+    /// Snapshots, when they are on.
+    pub snapshots: Option<Snapshots>,
+    /// Whether the keeper is handed each batch's prices (for charts).
+    pub prices: bool,
 }
 
 impl Reader {
@@ -111,50 +132,87 @@ impl Reader {
                     answer(&mut self.router, &self.handle, q)?;
                     continue;
                 }
-            };
-            let mut record = Submitted {
-                last_seq: *batch.seqs.end(),
-                entered: batch
-                    .envelopes
-                    .iter()
-                    .map(|e| e.seq)
-                    .zip(batch.entered_ms.iter().copied())
-                    .collect(),
-                ..Submitted::default()
-            };
-            for env in batch.envelopes {
-                last_event = env.seq;
-                if let Event::Call {
-                    token,
-                    channel_id,
-                    at,
-                    fdv_usd,
-                } = &env.event
-                {
-                    record.calls.push(Call {
-                        seq: env.seq,
-                        token: *token,
-                        channel_id: *channel_id,
-                        at: *at,
-                        fdv_usd: *fdv_usd,
-                    });
+                Feed::Tick => {
+                    if let Some(s) = &mut self.snapshots {
+                        s.maybe_take(&mut self.router, false)?;
+                    }
+                    continue;
                 }
-                self.router.submit(env)?;
-            }
-            record.last_event = last_event;
-            // The keeper goes on taking these while it waits for effects, so
-            // a full channel only slows reading down. A keeper gone has
-            // failed, and says why itself.
+            };
+            // The record goes first: the keeper must know a replayed
+            // batch before its effects come.
+            let record = record_of(&batch, &mut last_event, self.prices);
             if self.submitted.blocking_send(record).is_err() {
+                // A keeper gone has failed, and says why itself.
                 return Ok(());
+            }
+            if let Some(s) = &mut self.snapshots {
+                s.submitted(&batch);
+            }
+            for env in batch.envelopes {
+                self.router.submit(env)?;
             }
             self.router.flush()?;
             for (gauge, depth) in self.live.inbox_depth.iter().zip(self.router.inbox_depths()) {
                 gauge.store(depth as u64, Ordering::Relaxed);
             }
+            if let Some(s) = &mut self.snapshots {
+                s.maybe_take(&mut self.router, false)?;
+            }
+        }
+        // A graceful stop: one more at the last event read.
+        if let Some(s) = &mut self.snapshots {
+            s.maybe_take(&mut self.router, true)?;
         }
         Ok(())
     }
+}
+
+/// What the keeper needs of a batch: its last `seq`s, its calls (none for
+/// a replayed batch, whose calls were kept before), entry times, and with
+/// `prices` its price events.
+fn record_of(batch: &EventBatch, last_event: &mut u64, prices: bool) -> Submitted {
+    let mut record = Submitted {
+        last_seq: *batch.seqs.end(),
+        entered: batch
+            .envelopes
+            .iter()
+            .map(|e| e.seq)
+            .zip(batch.entered_ms.iter().copied())
+            .collect(),
+        replayed: batch.replayed,
+        ..Submitted::default()
+    };
+    for env in &batch.envelopes {
+        *last_event = env.seq;
+        if let Event::Price { token, at, fdv_usd } = &env.event
+            && prices
+        {
+            record.prices.push(Price {
+                token: *token,
+                at: *at,
+                fdv_usd: *fdv_usd,
+            });
+        }
+        if let Event::Call {
+            token,
+            channel_id,
+            at,
+            fdv_usd,
+        } = &env.event
+            && !batch.replayed
+        {
+            record.calls.push(Call {
+                seq: env.seq,
+                token: *token,
+                channel_id: *channel_id,
+                at: *at,
+                fdv_usd: *fdv_usd,
+            });
+        }
+    }
+    record.last_event = *last_event;
+    record
 }
 
 /// Puts a question to the shards, in order with the events submitted

@@ -12,13 +12,16 @@ use callwatch_common::keys::audit_key;
 use callwatch_common::secret::SecretUrl;
 use callwatch_ingest::stream::{Acker, ChatCompactor, IngestStats, StreamError, StreamIngest};
 use callwatch_ledger::pg::connect_and_migrate;
-use callwatch_state::rebuild::{bulk_connection_config, load_into};
+use callwatch_state::rebuild::{SCAN_COUNT, bulk_connection_config, load_into};
+use callwatch_state::rebuild_cluster::load_cluster_into;
 use engine::EngineConfig;
 use engine::router::{self, EngineStopped, Merged, Router, Workers};
 use tokio::sync::{mpsc, watch};
 
 use crate::alerts::{AlertTasks, Alerts};
-use crate::commands::{self, EngineQuery, UpdatesTask};
+use crate::charts::Charts;
+use crate::commands::{self, EngineAsk, UpdatesTask};
+use crate::dashboard;
 use crate::health::HealthChecks;
 use crate::keeper::{Keeper, SenderClosed};
 use crate::keeping::ServiceKeep;
@@ -27,6 +30,7 @@ use crate::ops::{self, Report};
 use crate::persist::{PersistConfig, Persistence};
 use crate::reader::{self, Reader};
 use crate::settings::Settings;
+use crate::snapshots;
 use crate::sources::{self, Sources};
 
 /// Merged batches of effects between the engine and the keeper, at most.
@@ -75,6 +79,8 @@ struct Stages {
     sources: Option<Sources>,
     ops: tokio::task::JoinHandle<()>,
     compaction: Option<tokio::task::JoinHandle<()>>,
+    /// Writes snapshots; joined last, after the final acknowledgement.
+    snapshot_writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Service {
@@ -91,13 +97,22 @@ impl Service {
         let _entered = rt.enter();
         let engine_config = settings.engine_config()?;
         migrate(&rt, settings)?;
-        let (mut router, effects, workers) = router::start(&engine_config)?;
+        let mut ingest = StreamIngest::new(settings.ingest_config(), settings.redis.endpoint())
+            .context("ingest settings")?;
+        let loaded = snapshots::load_at_start(
+            &settings.snapshot,
+            &engine_config,
+            &mut ingest,
+            &rt,
+            &settings.redis.endpoint(),
+        );
+        let from_snapshot = loaded.is_some();
+        let (mut router, effects, workers) =
+            router::start_from(&engine_config, loaded.unwrap_or_default())?;
         let persist = Arc::new(
             Persistence::start(&persist_config(settings, &engine_config), rt.handle())
                 .context("redis.url")?,
         );
-        let ingest = StreamIngest::new(settings.ingest_config(), settings.redis.endpoint())
-            .context("ingest settings")?;
         let acker = ingest.acker();
         let live = Arc::new(Live::new(
             router.gauges(),
@@ -108,13 +123,34 @@ impl Service {
         *live.audit.lock() = persist.audit_counters();
         let (stop, stop_rx) = watch::channel(false);
         let alerts = start_alerts(&rt, settings, &live)?;
-        let (http, ops) = start_ops(&rt, settings, &live, &stop_rx)?;
         let (queries_tx, queries) = mpsc::channel(QUERIES_DEPTH);
-        let sources = sources::start(settings, &engine_config, queries_tx.clone(), &stop_rx)?;
+        // One asker for the commands and the dashboard: their questions
+        // take turns together and share the leaderboards.
+        let engine_ask = Arc::new(EngineAsk::new(queries_tx.clone()));
+        let charts = alerts.as_ref().and_then(|(a, _)| a.charts.clone());
+        let dashboard = rt.block_on(dashboard::start(
+            settings,
+            Arc::clone(&engine_ask),
+            charts,
+            Arc::clone(&live),
+        ))?;
+        let (pages, dashboard_links) = match dashboard {
+            Some(d) => (d.routes, Some(d.links)),
+            None => (axum::Router::new(), None),
+        };
+        let (http, ops) = start_ops(&rt, settings, &live, pages, &stop_rx)?;
+        let sources = sources::start(settings, &engine_config, queries_tx, &stop_rx)?;
         if let Some(s) = &sources {
             *live.sources.lock() = Some(Arc::clone(&s.counters));
         }
-        let updates = start_commands(settings, alerts.as_ref(), &live, queries_tx, &stop_rx)?;
+        let updates = start_commands(
+            settings,
+            alerts.as_ref(),
+            &live,
+            engine_ask,
+            dashboard_links,
+            &stop_rx,
+        )?;
 
         // The output side first: the rebuild's restores make (empty)
         // batches of output too, and a shard waits while its output is full.
@@ -129,11 +165,20 @@ impl Service {
             sources: sources.as_ref().map(|s| s.calls.clone()),
         };
         let keeper = rt.spawn(Keeper::new(keep).run(merged, submitted));
-        if let Err(e) = rebuild(&rt, settings, &mut router, &live) {
+        if !from_snapshot && let Err(e) = rebuild(&rt, settings, &mut router, &live) {
             let _ = stop.send(true);
             drop(router);
             return Err(e);
         }
+        let (snapshots, snapshot_writer) = snapshots::start(
+            &settings.snapshot,
+            &engine_config,
+            &ingest,
+            acker.settled(),
+            Arc::clone(&live),
+            rt.handle().clone(),
+        )?
+        .unzip();
 
         let compaction = start_compaction(&rt, settings, &live, &stop_rx)?;
         let (batches_tx, batches) = mpsc::channel(BATCHES_DEPTH);
@@ -144,6 +189,8 @@ impl Service {
             submitted: submitted_tx,
             live: Arc::clone(&live),
             handle: rt.handle().clone(),
+            snapshots,
+            prices: alerts.is_some() && settings.charts.enabled,
         };
         let reader = std::thread::Builder::new()
             .name("callwatch-read".to_owned())
@@ -168,6 +215,7 @@ impl Service {
                 sources,
                 ops,
                 compaction,
+                snapshot_writer,
             },
         })
     }
@@ -285,6 +333,12 @@ impl Stages {
             // Each chunk is one script: stopping between them loses nothing.
             let _ = rt.block_on(tokio::time::timeout(deadline, task));
         }
+        if let Some(writer) = self.snapshot_writer {
+            // The last snapshot waited for the final acknowledgement above.
+            writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the snapshot thread panicked"))?;
+        }
         let _ = rt.block_on(self.ops);
         Ok(ingest)
     }
@@ -331,7 +385,17 @@ fn start_alerts(
         return Ok(None);
     }
     let con = settings.redis.connect()?;
-    let (alerts, tasks) = Alerts::start(&settings.telegram, &settings.redis.key_prefix, &con)?;
+    let engine = settings.engine_config()?;
+    let charts = settings.charts.enabled.then(|| {
+        Arc::new(Charts::new(
+            &settings.charts,
+            &engine.thresholds,
+            engine.ttl_nanos,
+            Arc::clone(&live.charts),
+        ))
+    });
+    let (alerts, tasks) =
+        Alerts::start(&settings.telegram, &settings.redis.key_prefix, &con, charts)?;
     *live.sender.lock() = Some(alerts.sender.clone());
     rt.block_on(alerts.restore())?;
     Ok(Some((alerts, tasks)))
@@ -359,11 +423,12 @@ fn start_compaction(
 }
 
 /// The health checks, and the HTTP server of `/metrics`, `/healthz` and
-/// `/readyz`.
+/// `/readyz`, with the dashboard's `pages` beside them.
 fn start_ops(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
     live: &Arc<Live>,
+    pages: axum::Router,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let checks = HealthChecks {
@@ -382,7 +447,10 @@ fn start_ops(
         .with_context(|| format!("http.listen {listen}"))?;
     tracing::info!(%addr, "metrics, healthz and readyz listening");
     let report = Arc::clone(live) as Arc<dyn Report>;
-    Ok((addr, rt.spawn(ops::serve(listener, report, stop.clone()))))
+    Ok((
+        addr,
+        rt.spawn(ops::serve(listener, report, pages, stop.clone())),
+    ))
 }
 
 /// The commands, when there is a bot and this process receives for it.
@@ -390,7 +458,8 @@ fn start_commands(
     settings: &Settings,
     alerts: Option<&(Alerts, AlertTasks)>,
     live: &Arc<Live>,
-    queries: mpsc::Sender<EngineQuery>,
+    engine: Arc<EngineAsk>,
+    dashboard: Option<callwatch_dashboard::Links>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<UpdatesTask>> {
     let Some((alerts, _)) = alerts.filter(|_| settings.telegram.receives()) else {
@@ -399,7 +468,8 @@ fn start_commands(
     let stats_live = Arc::clone(live);
     let parts = commands::Parts {
         alerts: alerts.clone(),
-        queries,
+        engine,
+        dashboard,
         stats: Box::new(move || stats_live.stats_rows()),
         redis: settings.redis.connect()?,
         redis_posts: settings.redis.connect()?,
@@ -441,6 +511,18 @@ fn rebuild(
     let started = Instant::now();
     let loaded = rt.block_on(async {
         let redis = settings.redis.endpoint();
+        if redis.cluster {
+            let con = settings.redis.connect()?;
+            let loaded = load_cluster_into(
+                &con,
+                &settings.redis.key_prefix,
+                router,
+                SCAN_COUNT,
+                log_skipped,
+            )
+            .await?;
+            return anyhow::Ok(loaded);
+        }
         let con = redis
             .client()?
             .get_multiplexed_async_connection_with_config(&bulk_connection_config())
@@ -450,8 +532,8 @@ fn rebuild(
             &con,
             &settings.redis.key_prefix,
             router,
-            10_000,
-            |s| tracing::warn!(key = %s.key, reason = %s.reason, "record skipped"),
+            SCAN_COUNT,
+            log_skipped,
             |_| {},
         )
         .await?;
@@ -468,6 +550,11 @@ fn rebuild(
         "rebuilt from Redis; reading events"
     );
     Ok(())
+}
+
+/// A record the rebuild could not use, in the log.
+fn log_skipped(s: callwatch_state::rebuild::Skipped) {
+    tracing::warn!(key = %s.key, reason = %s.reason, "record skipped");
 }
 
 /// The alert latency since start, in the log.

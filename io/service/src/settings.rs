@@ -9,7 +9,8 @@
 //! (`callwatch_streams`), `[write_behind]` (`callwatch_state`),
 //! `[postgres]` (`callwatch_ledger`), `[ingest]` (`callwatch_ingest`),
 //! `[telegram]` (`callwatch_telegram`), `[payments]`
-//! (`callwatch_payments`); `[engine]`, `[http]` and `[log]` are the
+//! (`callwatch_payments`), `[dashboard]` (`callwatch_dashboard`);
+//! `[engine]`, `[http]`, `[log]`, `[snapshot]` and `[charts]` are the
 //! service's own.
 //!
 //! Every field has a default, so an empty file (or none) is a valid start
@@ -26,6 +27,8 @@
 //! | `CALLWATCH_OWNED_PARTITIONS` | `ingest.owned` (e.g. `0,1,2` or `0-7`) |
 //! | `CALLWATCH_CONSUMER` | `ingest.consumer` |
 //! | `CALLWATCH_HTTP_LISTEN` | `http.listen` |
+//! | `CALLWATCH_DASHBOARD_URL` | `dashboard.base_url` |
+//! | `CALLWATCH_DASHBOARD_SECRET` | `dashboard.secret` |
 //! | `CALLWATCH_LOG_FORMAT` | `log.format` (`text` or `json`) |
 //! | `CALLWATCH_LOG_LEVEL` | `log.level` |
 
@@ -35,6 +38,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use callwatch_common::keys::dead_letter_key;
 use callwatch_common::secret::{MASK, Secret, SecretUrl};
+use callwatch_dashboard::DashboardConfig;
 use callwatch_feed::FeedConfig;
 use callwatch_ingest::stream::StreamIngestConfig;
 use callwatch_ledger::pg::PostgresConfig;
@@ -63,6 +67,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     ("CALLWATCH_CONSUMER", "ingest.consumer"),
     ("CALLWATCH_HTTP_LISTEN", "http.listen"),
+    ("CALLWATCH_DASHBOARD_URL", "dashboard.base_url"),
+    ("CALLWATCH_DASHBOARD_SECRET", "dashboard.secret"),
     ("CALLWATCH_LOG_FORMAT", "log.format (text or json)"),
     (
         "CALLWATCH_LOG_LEVEL",
@@ -85,6 +91,12 @@ pub struct Settings {
     pub payments: PaymentsConfig,
     /// Calls read from channel posts, prices from DEX data.
     pub sources: FeedConfig,
+    /// Engine snapshots: where, how often, how many kept.
+    pub snapshot: crate::snapshots::SnapshotSettings,
+    /// Charts in multiplier alerts: on or off, and their bounds.
+    pub charts: crate::charts::ChartSettings,
+    /// The web dashboard; off while `base_url` is empty.
+    pub dashboard: DashboardConfig,
 }
 
 /// The engine's settings (the engine itself takes a checked
@@ -105,8 +117,8 @@ pub struct EngineSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSection {
-    /// Where `/metrics`, `/healthz` and `/readyz` listen [default:
-    /// `127.0.0.1:9464`].
+    /// Where `/metrics`, `/healthz` and `/readyz` listen, and the
+    /// dashboard's pages when it is on [default: `127.0.0.1:9464`].
     pub listen: String,
 }
 
@@ -232,6 +244,10 @@ impl Settings {
         if let Some(v) = env("CALLWATCH_WEBHOOK_SECRET") {
             self.telegram.webhook_secret = Secret::new(v);
         }
+        if let Some(v) = env("CALLWATCH_DASHBOARD_SECRET") {
+            self.dashboard.secret = Secret::new(v);
+        }
+        set("CALLWATCH_DASHBOARD_URL", &mut self.dashboard.base_url);
         set("CALLWATCH_SCHEMA", &mut self.postgres.schema);
         set("CALLWATCH_CONSUMER", &mut self.ingest.consumer);
         set("CALLWATCH_HTTP_LISTEN", &mut self.http.listen);
@@ -260,6 +276,8 @@ impl Settings {
         problems.extend(self.postgres.problems());
         problems.extend(self.telegram.problems());
         problems.extend(self.sources.problems());
+        problems.extend(self.charts.problems());
+        problems.extend(self.dashboard.problems());
         if self.payments_enabled() {
             if let Err(e) = self.payments.check() {
                 problems.push(e.to_string());
@@ -371,7 +389,11 @@ impl Settings {
         ] {
             *url = SecretUrl::new(url.masked());
         }
-        for secret in [&mut s.telegram.token, &mut s.telegram.webhook_secret] {
+        for secret in [
+            &mut s.telegram.token,
+            &mut s.telegram.webhook_secret,
+            &mut s.dashboard.secret,
+        ] {
             if !secret.is_empty() {
                 *secret = Secret::new(format!("<set, {MASK}>"));
             }
@@ -494,6 +516,10 @@ mod tests {
                 ("REDIS_URL", "rediss://default:s3cret@cache:6380/0"),
                 ("TELOXIDE_TOKEN", "123456:AAE-very-secret"),
                 ("CALLWATCH_WEBHOOK_SECRET", "hook-secret_1"),
+                (
+                    "CALLWATCH_DASHBOARD_SECRET",
+                    "dash-secret-0123456789abcdefghijklmnop",
+                ),
             ],
         )
         .unwrap()
@@ -505,6 +531,7 @@ mod tests {
         "AAE-very-secret",
         "123456:",
         "hook-secret_1",
+        "dash-secret",
         "KEY123",
         "KEY456",
         "pw@",
@@ -546,6 +573,7 @@ mod tests {
             format!("{:?}", s.postgres),
             format!("{:?}", s.telegram),
             format!("{:?}", s.payments),
+            format!("{:?}", s.dashboard),
         ];
         assert_shows_no_secret(&shown);
         assert!(shown[0].contains("rediss://default:***@cache:6380/0"));

@@ -13,9 +13,9 @@ use callwatch_feed::feed::record_call;
 use callwatch_feed::metrics::FeedCounters;
 use callwatch_sources::extract::Found;
 use callwatch_sources::network::Network;
+use callwatch_streams::Conn;
 use engine::EngineConfig;
 use engine::token::Chain;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::keeper::Call;
@@ -94,7 +94,7 @@ pub fn start(
 /// link named, first.
 async fn record_calls(
     mut calls: mpsc::Receiver<Call>,
-    mut con: ConnectionManager,
+    mut con: Conn,
     prefix: String,
     default_evm: Network,
 ) {
@@ -117,7 +117,7 @@ async fn record_calls(
 /// next crossing, into `sources:near` (replacing the last export).
 async fn export_near(
     queries: mpsc::Sender<EngineQuery>,
-    mut con: ConnectionManager,
+    mut con: Conn,
     prefix: String,
     share: f64,
     mut stop: watch::Receiver<bool>,

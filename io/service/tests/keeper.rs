@@ -159,6 +159,8 @@ fn submitted(last_event: u64, last_seq: u64, calls: &[u64]) -> Submitted {
         last_seq,
         calls: calls.iter().map(|&s| call(s)).collect(),
         entered: Vec::new(),
+        prices: Vec::new(),
+        replayed: false,
     }
 }
 

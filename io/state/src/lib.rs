@@ -10,10 +10,14 @@
 //!   into the engine, keys and values.
 //! - [`processed`]: the upgrade-only write of a processed record (a Lua
 //!   script: accepted is never replaced by rejected).
+//! - [`snapshots`]: engine snapshots in a directory, written atomically,
+//!   the newest valid one loaded at start.
 //! - [`refused`]: changes Redis refuses for their own key (a key of another
 //!   type), set aside in the dead-letter stream so the rest go on.
 
 pub mod processed;
 pub mod rebuild;
+pub mod rebuild_cluster;
 pub mod refused;
+pub mod snapshots;
 pub mod writebehind;

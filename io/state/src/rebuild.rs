@@ -5,10 +5,11 @@
 //!
 //! The seed scanned keys only, 1,000 at a time, and read each value later,
 //! one round trip per user. Here one SCAN pass finds both kinds (a second
-//! pass would cost the server as much again), and a large SCAN batch and an
-//! MGET of the previous batch's values go out together on one multiplexed
-//! connection, so the round trips overlap and every value arrives with its
-//! key. Other keys (subscriptions, channel descriptions) are passed over.
+//! pass would cost the server as much again), and each round trip is one
+//! pipeline, the MGET of the last SCAN batch's keys and the next SCAN, sent
+//! by a reader task that runs ahead of the parsing, so every value arrives
+//! with its key and the server is kept busy. Other keys (subscriptions,
+//! channel descriptions) are passed over.
 //!
 //! Nothing in Redis stops a rebuild, and so a start: a key of a loaded kind
 //! that is not UTF-8, holds another type than a string, or whose key or
@@ -26,6 +27,11 @@ use callwatch_common::keys::parse_pair_key;
 use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
 
 /// What a load found.
+///
+/// Redis's SCAN may hand a key over twice when the server shrinks its
+/// table during the scan (keys deleted or expiring meanwhile): such a key
+/// counts, and is reported as skipped, twice here, while the engine keeps
+/// its record once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Loaded {
     /// Records loaded: multiplier and processed.
@@ -65,7 +71,7 @@ pub enum Restored {
 }
 
 /// Whether a key (without the prefix) is one a rebuild loads.
-fn wanted(key: &[u8]) -> bool {
+pub(crate) fn wanted(key: &[u8]) -> bool {
     key.starts_with(b"multiplier:")
         || key.starts_with(b"processed_token:")
         || key.starts_with(b"calls:")
@@ -176,15 +182,124 @@ enum Fetched {
     Type(String),
 }
 
-/// The values of `keys`, in one MGET; the keys it answers nil for are
-/// asked their TYPE (in one pipeline), to tell a key gone from one of
-/// another type.
-async fn fetch(con: &MultiplexedConnection, keys: &[String]) -> redis::RedisResult<Vec<Fetched>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+/// SCAN's COUNT hint for a rebuild, in keys: the best of 300, 1,000, 3,000
+/// and 10,000 measured on Redis 7.0 with the MGET of a batch right behind
+/// its SCAN (BENCHMARKS.md, [2.5]; 300 did as well).
+/// The server's work per key is mostly cache misses in its key tables, and
+/// a batch this small is still in its caches when the MGET reads it again:
+/// at 10,000 the same load cost the server about a fifth more CPU.
+pub const SCAN_COUNT: usize = 1_000;
+
+/// SCAN batches read and not yet parsed: the reader goes on asking while
+/// the loader parses, so Redis is not left waiting for the client; at the
+/// bound the reader waits. Each holds one batch's keys and values (at
+/// [`SCAN_COUNT`], about 200 kB).
+const BATCHES_AHEAD: usize = 8;
+
+/// Keys a rebuild restores between two chances for the reader to run (on
+/// a runtime of one thread it shares the loader's): it must answer each
+/// SCAN promptly, or the server idles.
+const KEYS_BETWEEN_YIELDS: usize = 256;
+
+/// One SCAN batch as the reader hands it to the loader.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Keys of a loaded kind that are not UTF-8, to skip.
+    not_utf8: Vec<Vec<u8>>,
+    /// Keys of a loaded kind, with MGET's answer for each.
+    keys: Vec<String>,
+    values: Vec<Option<Vec<u8>>>,
+}
+
+/// Keeps the keys of a SCAN batch a rebuild loads, as text; those of a
+/// loaded kind that are not UTF-8 go to the batch's `not_utf8`.
+fn sort_found(prefix: &str, found: Vec<Vec<u8>>) -> Batch {
+    let mut batch = Batch {
+        keys: Vec::with_capacity(found.len()),
+        ..Batch::default()
+    };
+    for key in found {
+        if !key.strip_prefix(prefix.as_bytes()).is_some_and(wanted) {
+            continue;
+        }
+        match String::from_utf8(key) {
+            Ok(key) => batch.keys.push(key),
+            Err(e) => batch.not_utf8.push(e.into_bytes()),
+        }
     }
-    let mut con = con.clone();
-    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(keys).query_async(&mut con).await?;
+    batch
+}
+
+/// Reads every key under `prefix` with its value and hands them on in
+/// SCAN batches, in SCAN order. Each round trip is one pipeline: the MGET
+/// of the last batch's keys, then the SCAN for the next batch. The server
+/// runs them back to back, so the MGET finds what the SCAN just walked
+/// still in its caches, and the next pipeline goes out as soon as this one
+/// answers. Ends when the SCAN does, or when the loader stops listening.
+async fn read_batches(
+    mut con: MultiplexedConnection,
+    prefix: String,
+    scan_count: usize,
+    batches: tokio::sync::mpsc::Sender<redis::RedisResult<Batch>>,
+) {
+    let mut cursor = Some(0u64);
+    let mut found = Batch::default();
+    loop {
+        let mut pipe = redis::pipe();
+        if !found.keys.is_empty() {
+            pipe.cmd("MGET").arg(&found.keys);
+        }
+        if let Some(cursor) = cursor {
+            pipe.cmd("SCAN").arg(cursor).arg("COUNT").arg(scan_count);
+        }
+        let answer = if found.keys.is_empty() && cursor.is_none() {
+            Ok(Vec::new())
+        } else {
+            pipe.query_async::<Vec<redis::Value>>(&mut con).await
+        };
+        let answer = answer.and_then(|mut answers| {
+            let next = match cursor {
+                Some(_) => {
+                    let scanned = answers.pop().expect("one answer per command");
+                    Some(redis::from_redis_value::<(u64, Vec<Vec<u8>>)>(scanned)?)
+                }
+                None => None,
+            };
+            if let Some(values) = answers.pop() {
+                found.values = redis::from_redis_value(values)?;
+            }
+            Ok(next)
+        });
+        let next = match answer {
+            Ok(next) => next,
+            Err(e) => {
+                let _ = batches.send(Err(e)).await;
+                return;
+            }
+        };
+        let done = std::mem::take(&mut found);
+        if (!done.keys.is_empty() || !done.not_utf8.is_empty())
+            && batches.send(Ok(done)).await.is_err()
+        {
+            return;
+        }
+        match next {
+            Some((next, keys)) => {
+                found = sort_found(&prefix, keys);
+                cursor = (next != 0).then_some(next);
+            }
+            None => return,
+        }
+    }
+}
+
+/// The keys a batch's MGET answered nil for, asked their TYPE in one
+/// pipeline: a key gone from one of another type.
+async fn fetched(
+    con: &MultiplexedConnection,
+    keys: &[String],
+    values: Vec<Option<Vec<u8>>>,
+) -> redis::RedisResult<Vec<Fetched>> {
     let mut pipe = redis::pipe();
     let mut nil = 0;
     for (key, _) in keys.iter().zip(&values).filter(|(_, v)| v.is_none()) {
@@ -193,7 +308,10 @@ async fn fetch(con: &MultiplexedConnection, keys: &[String]) -> redis::RedisResu
     }
     let mut types = Vec::<String>::new().into_iter();
     if nil > 0 {
-        types = pipe.query_async::<Vec<String>>(&mut con).await?.into_iter();
+        types = pipe
+            .query_async::<Vec<String>>(&mut con.clone())
+            .await?
+            .into_iter();
     }
     Ok(values
         .into_iter()
@@ -207,42 +325,20 @@ async fn fetch(con: &MultiplexedConnection, keys: &[String]) -> redis::RedisResu
         .collect())
 }
 
-/// Keeps the keys of a SCAN batch a rebuild loads, as text, in `pending`;
-/// one of a loaded kind that is not UTF-8 is skipped.
-fn sort_found(
-    prefix: &str,
-    found: Vec<Vec<u8>>,
-    pending: &mut Vec<String>,
-    loaded: &mut Loaded,
-    skipped: &mut impl FnMut(Skipped),
-) {
-    for key in found {
-        if !key.strip_prefix(prefix.as_bytes()).is_some_and(wanted) {
-            continue;
-        }
-        match String::from_utf8(key) {
-            Ok(key) => pending.push(key),
-            Err(e) => {
-                loaded.skipped += 1;
-                skipped(Skipped {
-                    key: e.as_bytes().escape_ascii().to_string(),
-                    reason: "the key is not UTF-8".to_owned(),
-                });
-            }
-        }
-    }
-}
-
-/// Turns a batch of keys and their values into entries or skips.
-fn absorb(
+/// Turns a batch of keys and their values into entries (kept in `held`)
+/// or skips, letting the reader run every [`KEYS_BETWEEN_YIELDS`] keys.
+async fn absorb(
     prefix: &str,
     keys: Vec<String>,
     values: Vec<Fetched>,
     loaded: &mut Loaded,
-    restore: &mut impl FnMut(Restored),
+    held: &mut Vec<Restored>,
     skipped: &mut impl FnMut(Skipped),
 ) {
-    for (key, value) in keys.into_iter().zip(values) {
+    for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+        if i % KEYS_BETWEEN_YIELDS == KEYS_BETWEEN_YIELDS - 1 {
+            tokio::task::yield_now().await;
+        }
         let used = match value {
             Fetched::Gone => continue,
             Fetched::Type(t) => Err(format!("the key holds a {t}, not a string")),
@@ -253,7 +349,7 @@ fn absorb(
                 loaded.keys += 1;
                 loaded.processed += u64::from(matches!(r, Restored::Record(_)));
                 loaded.calls += u64::from(matches!(r, Restored::Call(_)));
-                restore(r);
+                held.push(r);
             }
             Err(reason) => {
                 loaded.skipped += 1;
@@ -263,11 +359,44 @@ fn absorb(
     }
 }
 
+/// Records a load holds before it hands them on together. The engine's
+/// shards wait for work by yielding their core for a while before they
+/// sleep; records handed on a thousand at a time would keep them at that
+/// all along, on the cores Redis and the loader need (profiled at 2.5 M
+/// keys: half the loading process's CPU time). In bursts they work, then
+/// sleep (a sixth of it).
+const RESTORES_PER_BURST: usize = 16 * 1024;
+
+/// Hands every held record to `restore`, in order, letting the reader run
+/// every [`KEYS_BETWEEN_YIELDS`] records.
+async fn hand_on(held: &mut Vec<Restored>, restore: &mut impl FnMut(Restored)) {
+    for (i, r) in held.drain(..).enumerate() {
+        if i % KEYS_BETWEEN_YIELDS == KEYS_BETWEEN_YIELDS - 1 {
+            tokio::task::yield_now().await;
+        }
+        restore(r);
+    }
+}
+
+/// The reader's task, aborted if the load stops first (an error, or the
+/// caller gave up).
+struct Reader(tokio::task::JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Loads every multiplier and processed record: `restore` gets each,
 /// `skipped` each key it could not use, `progress` the running count after
-/// each batch. `scan_count` is SCAN's COUNT hint (10,000 is a good size).
-/// Only keys under `key_prefix` are read (empty in production; a test's
-/// own prefix in tests), and the prefix is not part of the layout.
+/// each batch. `scan_count` is SCAN's COUNT hint ([`SCAN_COUNT`] is a good
+/// size). Only keys under `key_prefix` are read (empty in production; a
+/// test's own prefix in tests), and the prefix is not part of the layout.
+///
+/// The server is the bottleneck, so Redis is read by a task of its own
+/// ([`read_batches`]) that keeps asking while this one parses, up to
+/// [`BATCHES_AHEAD`] batches ahead. Records are restored in SCAN order.
 pub async fn load_state(
     con: &MultiplexedConnection,
     key_prefix: &str,
@@ -276,49 +405,49 @@ pub async fn load_state(
     mut skipped: impl FnMut(Skipped),
     mut progress: impl FnMut(u64),
 ) -> redis::RedisResult<Loaded> {
+    let (tx, mut batches) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+    let mut reader = Reader(tokio::spawn(read_batches(
+        con.clone(),
+        key_prefix.to_owned(),
+        scan_count,
+        tx,
+    )));
     let mut loaded = Loaded::default();
-    let mut cursor = 0u64;
-    let mut pending: Vec<String> = Vec::new();
-    loop {
-        let mut scan_con = con.clone();
-        let keys = std::mem::take(&mut pending);
-        // Keys as bytes: a key that is not UTF-8 must not fail the SCAN.
-        let scan = async {
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(scan_count)
-                .query_async::<(u64, Vec<Vec<u8>>)>(&mut scan_con)
-                .await
-        };
-        let ((next, found), values) = tokio::try_join!(scan, fetch(con, &keys))?;
+    let mut held = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        let Batch {
+            not_utf8,
+            keys,
+            values,
+        } = batch?;
+        for key in not_utf8 {
+            loaded.skipped += 1;
+            skipped(Skipped {
+                key: key.escape_ascii().to_string(),
+                reason: "the key is not UTF-8".to_owned(),
+            });
+        }
+        let values = fetched(con, &keys, values).await?;
         absorb(
             key_prefix,
             keys,
             values,
             &mut loaded,
-            &mut restore,
+            &mut held,
             &mut skipped,
-        );
-        progress(loaded.keys);
-        sort_found(key_prefix, found, &mut pending, &mut loaded, &mut skipped);
-        if next == 0 {
-            break;
+        )
+        .await;
+        if held.len() >= RESTORES_PER_BURST {
+            hand_on(&mut held, &mut restore).await;
         }
-        cursor = next;
-    }
-    // The last SCAN's keys still need their values.
-    if !pending.is_empty() {
-        let values = fetch(con, &pending).await?;
-        absorb(
-            key_prefix,
-            pending,
-            values,
-            &mut loaded,
-            &mut restore,
-            &mut skipped,
-        );
         progress(loaded.keys);
+    }
+    hand_on(&mut held, &mut restore).await;
+    // The reader hung up: it has handed on every batch, or it panicked.
+    if let Err(e) = (&mut reader.0).await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
     }
     Ok(loaded)
 }

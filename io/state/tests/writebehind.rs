@@ -64,7 +64,7 @@ fn reached(chat_id: i64, token: Token, started: i64, threshold: f64) -> Effect {
 /// A write-behind with the default settings under a test's key prefix.
 fn start_under(
     prefix: &str,
-    con: redis::aio::ConnectionManager,
+    con: callwatch_streams::Conn,
 ) -> (writebehind::WriteBehind, writebehind::Flusher) {
     writebehind::start(
         WriteBehindConfig {
@@ -75,7 +75,7 @@ fn start_under(
     )
 }
 
-async fn cleanup(con: &mut redis::aio::ConnectionManager, prefix: &str) {
+async fn cleanup(con: &mut impl redis::aio::ConnectionLike, prefix: &str) {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(con)

@@ -26,6 +26,9 @@ const TRANSIENT_CODES: &[&str] = &[
     "UNBLOCKED",
     "BUSY",
     "CLUSTERDOWN",
+    // A cluster's slot moved (a failover): asked again of its new master.
+    "MOVED",
+    "ASK",
 ];
 
 /// Sorts an error: the connection's own failures (I/O, timeouts, a dropped
@@ -48,7 +51,7 @@ pub fn classify(e: &RedisError) -> ErrorClass {
 /// Server error codes that are one key's fault: it holds a value of
 /// another type (someone wrote a hash where a string belongs). The command
 /// fails on that key forever, and on no other.
-const KEY_CODES: &[&str] = &["WRONGTYPE"];
+pub const KEY_CODES: &[&str] = &["WRONGTYPE"];
 
 /// For a failed pipeline sent without `MULTI` (every command ran, each
 /// answered on its own), the commands that failed for their own key alone:

@@ -10,6 +10,7 @@
 //! - [`connection`]: a managed connection with explicit timeouts, and a
 //!   health check that measures latency.
 //! - [`classify`]: transient or lasting, for every Redis error.
+//! - [`cluster`]: slots, masters, and pipelines sent to each master.
 //! - [`clock`]: the server's clock, which stamps stream entries.
 //! - [`entry`]: entry ids, and entries out of read replies.
 //! - [`group`]: one consumer of a consumer group.
@@ -17,12 +18,14 @@
 
 pub mod classify;
 pub mod clock;
+pub mod cluster;
 pub mod connection;
 pub mod entry;
 pub mod group;
 pub mod log;
 
 pub use classify::{ErrorClass, classify, is_transient, key_errors};
+pub use connection::Conn;
 pub use entry::{Entry, EntryId};
 pub use group::{Consumer, ReadFrom};
 

@@ -22,6 +22,12 @@ pub struct TelegramConfig {
     pub per_chat_per_sec: f64,
     /// Messages a second overall, at least the per-chat rate [default: 30].
     pub global_per_sec: f64,
+    /// Where these limits are kept: `redis`, shared by every process
+    /// sending with this bot through the service's Redis (`redis.url`,
+    /// under `redis.key_prefix`), or `process`, this process's alone (only
+    /// for a bot no other process sends with). Every process of a bot must
+    /// say the same [default: `redis`].
+    pub limits: String,
     /// Commands a minute one chat may send, on average; more are not
     /// answered (the first one over is told to slow down) [default: 30].
     pub commands_per_minute: u32,
@@ -60,6 +66,7 @@ impl Default for TelegramConfig {
             api_url: "https://api.telegram.org".to_owned(),
             per_chat_per_sec: 1.0,
             global_per_sec: 30.0,
+            limits: "redis".to_owned(),
             commands_per_minute: 30,
             command_burst: 10,
             admins: Vec::new(),
@@ -82,6 +89,11 @@ impl TelegramConfig {
     /// Whether this process receives the bot's commands.
     pub fn receives(&self) -> bool {
         self.enabled() && self.updates != "off"
+    }
+
+    /// Whether the limits are shared through Redis.
+    pub fn shared_limits(&self) -> bool {
+        self.limits == "redis"
     }
 
     /// The sender's settings: these rates, the rest its defaults.
@@ -114,6 +126,12 @@ impl TelegramConfig {
         }
         if !self.token.is_empty() && !self.token.expose().contains(':') {
             problems.push("telegram.token does not look like a bot token (id:secret)".to_owned());
+        }
+        if !matches!(self.limits.as_str(), "redis" | "process") {
+            problems.push(format!(
+                "telegram.limits `{}`: use `redis` (shared by the bot's processes) or `process`",
+                self.limits
+            ));
         }
         match self.updates.as_str() {
             "polling" | "off" => {}

@@ -9,6 +9,8 @@
 //! only part that can grow without limit is the list of calling channels;
 //! it is cut to fit and ends with "and N more channels".
 
+use std::fmt::Write as _;
+
 use engine::effect::{CallAlert, Effect, MultiplierAlert};
 use engine::event::ChannelId;
 use engine::token::{Chain, Token};
@@ -16,6 +18,8 @@ use url::Url;
 
 /// Telegram's longest message text.
 pub const MAX_MESSAGE_UNITS: usize = 4096;
+/// Telegram's longest photo caption, counted after the entities are parsed.
+pub const MAX_CAPTION_UNITS: usize = 1024;
 /// A channel name longer than this many characters is cut, with `…`.
 /// (Telegram titles may be 128 characters; a list of them reads badly.)
 pub const MAX_NAME_CHARS: usize = 64;
@@ -259,19 +263,26 @@ fn more_units(n: usize) -> usize {
 /// characters (a newline would break the layout) shown as spaces; the
 /// numeric id when there is no name.
 pub fn channel_name(id: ChannelId, name: Option<&str>, out: &mut String) {
+    escape(&channel_label(id, name), out);
+}
+
+/// A channel's name as plain text, not escaped (for a page whose template
+/// escapes it): cut at [`MAX_NAME_CHARS`], with control characters shown
+/// as spaces; the numeric id when there is no name.
+pub fn channel_label(id: ChannelId, name: Option<&str>) -> String {
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     let Some(name) = name else {
-        out.push_str(itoa::Buffer::new().format(id));
-        return;
+        return itoa::Buffer::new().format(id).to_owned();
     };
+    let mut out = String::with_capacity(name.len().min(4 * MAX_NAME_CHARS));
     for (i, ch) in name.chars().enumerate() {
         if i == MAX_NAME_CHARS {
             out.push('…');
             break;
         }
-        let ch = if ch.is_control() { ' ' } else { ch };
-        escape_char(ch, out);
+        out.push(if ch.is_control() { ' ' } else { ch });
     }
+    out
 }
 
 /// Escapes text for Telegram's HTML parse mode (also inside attribute
@@ -292,6 +303,31 @@ fn escape_char(ch: char, out: &mut String) {
     }
 }
 
+/// Whether HTML `text` fits a photo caption: its length once Telegram has
+/// parsed the entities (tags dropped, `&lt;` one character) is at most
+/// [`MAX_CAPTION_UNITS`]. The text is ours (see [`escape`]): the only
+/// entities in it are the four that function writes.
+pub fn fits_caption(text: &str) -> bool {
+    let mut shown = 0;
+    let mut in_tag = false;
+    let mut rest = text;
+    while let Some(ch) = rest.chars().next() {
+        let mut step = ch.len_utf8();
+        match ch {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if in_tag => {}
+            '&' => {
+                step = rest.find(';').map_or(step, |end| end + 1);
+                shown += 1;
+            }
+            _ => shown += ch.len_utf16(),
+        }
+        rest = &rest[step..];
+    }
+    shown <= MAX_CAPTION_UNITS
+}
+
 /// Length as Telegram counts it: UTF-16 code units.
 pub fn units(text: &str) -> usize {
     text.chars().map(char::len_utf16).sum()
@@ -309,6 +345,11 @@ pub fn usd(v: f64, out: &mut String) {
 pub fn multiple(v: f64, out: &mut String) {
     compact(v, out);
     out.push('x');
+}
+
+/// A share from 0 to 1 as a whole percentage: `67%`.
+pub fn percent(share: f64, out: &mut String) {
+    let _ = write!(out, "{:.0}%", share * 100.0);
 }
 
 /// A threshold: whole ones as integers (`10x`), others as they are (`1.5x`).
@@ -538,6 +579,19 @@ mod tests {
         let r = call_alert(&call(SOL, vec![-1]), &[Some("Solo")], &Links::default());
         assert!(r.text.contains("Called by <b>1</b> channel: Solo\n"));
         assert!(!r.text.contains(" more channel"));
+    }
+
+    #[test]
+    fn a_caption_is_measured_after_the_entities_are_parsed() {
+        let fits = format!("<b>{}</b>", "a".repeat(MAX_CAPTION_UNITS));
+        assert!(fits_caption(&fits));
+        assert!(!fits_caption(&format!("{fits}b")));
+        // Entities count as the one character they show.
+        let escaped = "&amp;".repeat(MAX_CAPTION_UNITS);
+        assert!(fits_caption(&escaped));
+        assert!(!fits_caption(&format!("{escaped}&lt;")));
+        // Telegram counts UTF-16 units: an emoji is two.
+        assert!(!fits_caption(&"🚀".repeat(MAX_CAPTION_UNITS / 2 + 1)));
     }
 
     #[test]

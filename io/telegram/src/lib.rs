@@ -17,11 +17,14 @@
 //! - [`sender`]: the bounded queue and the task that sends through
 //!   teloxide: one message per chat per second, 30 per second overall, a
 //!   priority lane for replies, `retry_after` for what it applies to,
-//!   retries with backoff, reports of what was sent and who blocked the bot.
+//!   retries with backoff, reports of what was sent and who blocked the bot;
+//!   the limits shared through Redis by every process of the bot, when
+//!   started with [`SharedLimits`](sender::SharedLimits).
 //!   A folder: `config`, `message`, `handle` (the [`Sender`](sender::Sender)
 //!   and [`SenderTask`](sender::SenderTask) handles), `scheduler` (the
 //!   task), `chat` (per-chat queues), `window` (the global limit),
-//!   `report` (answers read into outcomes) and `stats`.
+//!   `shared` (the limits in Redis), `report` (answers read into outcomes)
+//!   and `stats`.
 //! - [`outbox`]: alerts kept in a Redis stream until Telegram has answered
 //!   for them, so that a crash loses none.
 //! - [`commands`]: the bot's commands, parsed with helpful replies for
@@ -40,12 +43,15 @@
 //!   dispatcher (429 when full), each refusal counted.
 //! - [`members`]: who administers a group, asked of the Bot API
 //!   (`getChatMember`), for the commands' permission check.
+//! - [`charts_off`]: the chats that turned charts off (`/charts off`), a
+//!   Redis set the alerts' renderer asks once per batch.
 //!
 //! The bot token is a [`BotToken`]: its `Debug` hides it, and every error
 //! text that leaves this module has been through [`BotToken::scrub`]
 //! (teloxide puts the token in request URLs, and reqwest's errors name the
 //! URL).
 
+pub mod charts_off;
 pub mod commands;
 pub mod config;
 pub mod format;
@@ -71,6 +77,15 @@ impl BotToken {
     /// The token itself, for the Bot API client and nothing else.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The bot's name in keys that every process using it shares (the
+    /// shared limits): the first 64 bits of the token's SHA-256, in hex.
+    /// Stable across builds and machines, and tells nothing of the token.
+    pub fn key_id(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// `text` with every occurrence of the token (as is, or with its `:`
@@ -106,5 +121,17 @@ mod tests {
         assert_eq!(clean.matches("<token>").count(), 3);
         assert_eq!(format!("{t:?}"), "BotToken(<redacted>)");
         assert_eq!(BotToken::new("").scrub("as is"), "as is");
+    }
+
+    #[test]
+    fn the_key_id_is_a_stable_hash_that_shows_nothing_of_the_token() {
+        let t = BotToken::new("123456:AAH-secret_part");
+        // SHA-256 of the token, its first 8 bytes: the same in every build.
+        assert_eq!(t.key_id(), "50a98982f9b01abc");
+        assert_ne!(
+            t.key_id(),
+            BotToken::new("123456:AAH-secret_parts").key_id()
+        );
+        assert!(!t.key_id().contains("123456"));
     }
 }

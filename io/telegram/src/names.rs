@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use callwatch_streams::Conn;
 use engine::event::ChannelId;
 use moka::Expiry;
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 
 use callwatch_common::breaker::{Breaker, BreakerConfig};
 use callwatch_common::keys::{CHANNEL_INFO_TTL_SECS, channel_info_key};
@@ -63,6 +63,16 @@ impl Default for NamesConfig {
             batch_keys: 512,
             key_prefix: String::new(),
             breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl NamesConfig {
+    /// The defaults, for the keys under `key_prefix`.
+    pub fn under(key_prefix: &str) -> NamesConfig {
+        NamesConfig {
+            key_prefix: key_prefix.to_owned(),
+            ..NamesConfig::default()
         }
     }
 }
@@ -131,7 +141,7 @@ impl Expiry<ChannelId, Option<Name>> for Lifetimes {
 /// The two-level cache. Cheap to share behind an `Arc`.
 pub struct ChannelNames {
     cache: Cache<ChannelId, Option<Name>>,
-    con: ConnectionManager,
+    con: Conn,
     config: NamesConfig,
     breaker: Mutex<Breaker>,
     counters: Counters,
@@ -146,7 +156,7 @@ impl std::fmt::Debug for ChannelNames {
 }
 
 impl ChannelNames {
-    pub fn new(config: NamesConfig, con: ConnectionManager) -> ChannelNames {
+    pub fn new(config: NamesConfig, con: Conn) -> ChannelNames {
         assert!(config.capacity > 0 && config.batch_keys > 0);
         let cache = Cache::builder()
             .max_capacity(config.capacity)
@@ -240,6 +250,15 @@ impl ChannelNames {
             tracing::debug!(%error, "channel names: Redis lookup failed; showing ids");
         }
         None
+    }
+
+    /// [`ChannelNames::resolve`], each name as a `String`.
+    pub async fn resolve_owned(&self, ids: &[ChannelId]) -> Vec<Option<String>> {
+        self.resolve(ids)
+            .await
+            .into_iter()
+            .map(|n| n.map(|n| n.to_string()))
+            .collect()
     }
 
     /// Records a channel's name: in Redis for 30 minutes (as the

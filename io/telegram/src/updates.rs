@@ -50,7 +50,7 @@ use teloxide::error_handlers::ErrorHandler;
 use teloxide::payloads::SetWebhookSetters;
 use teloxide::requests::Requester;
 use teloxide::stop::StopToken;
-use teloxide::types::{Message, Update};
+use teloxide::types::{BotCommand, Message, Update};
 use teloxide::update_listeners::{Polling, UpdateListener};
 
 use crate::BotToken;
@@ -230,6 +230,22 @@ where
     receive(api_url, token, mode, handler, posts, shutdown).await
 }
 
+/// Sets the "/" menu of commands (`setMyCommands`), off the way of
+/// receiving: a failure is logged and changes nothing else.
+async fn set_menu(bot: Bot, token: BotToken) {
+    let menu: Vec<BotCommand> = crate::commands::menu()
+        .into_iter()
+        .map(|(name, what)| BotCommand::new(name, what))
+        .collect();
+    match bot.set_my_commands(menu).await {
+        Ok(_) => tracing::debug!("command menu set"),
+        Err(e) => tracing::warn!(
+            error = %token.scrub(&e.to_string()),
+            "the command menu could not be set (setMyCommands)"
+        ),
+    }
+}
+
 /// Receives updates until `shutdown` completes, calling `handler` with
 /// each text message (and `posts`, when given, with each post; see the
 /// module's docs): one at a time and in order within a chat, chats in
@@ -265,6 +281,7 @@ where
         .map_err(|e| UpdatesError::Client(token.scrub(&e.to_string())))?;
     let bot = Bot::with_client(token.expose(), client).set_api_url(api_url.clone());
     let scrub = |e: &dyn Display| token.scrub(&e.to_string());
+    tokio::spawn(set_menu(bot.clone(), token.clone()));
 
     let schema = schema(handler, posts);
     let mut dispatcher = Dispatcher::builder(bot.clone(), schema)

@@ -147,6 +147,32 @@ async fn polling_delivers_each_message_once_and_in_order_per_chat() {
     assert_eq!(fake.unconfirmed(), 0, "shutdown confirmed what it took");
 }
 
+/// At start the bot sets its "/" menu (`setMyCommands`), which the fake
+/// checks as Telegram does.
+#[tokio::test]
+async fn receiving_sets_the_command_menu() {
+    let fake = FakeBotApi::start(TOKEN).await.unwrap();
+    let (running, _rx) = Running::forwarding(&fake.url(), Mode::Polling);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.menu().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no setMyCommands");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await.unwrap();
+    let names: Vec<String> = fake.menu().into_iter().map(|(n, _)| n).collect();
+    for name in [
+        "status",
+        "settings",
+        "charts",
+        "tracked",
+        "top",
+        "subscribe",
+        "help",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+}
+
 #[tokio::test]
 async fn updates_that_are_not_text_messages_are_ignored() {
     let fake = FakeBotApi::start(TOKEN).await.unwrap();

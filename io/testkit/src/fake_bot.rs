@@ -2,10 +2,13 @@
 //! load test. Not for production.
 //!
 //! An HTTP/1.1 server on `127.0.0.1:0` that answers `POST
-//! /bot<token>/sendMessage` (and `getMe`) as Telegram does, records every
-//! `sendMessage` it receives with its own receive time, and follows a
+//! /bot<token>/sendMessage` and `sendPhoto` (and `getMe`) as Telegram
+//! does, records every message it receives with its own receive time (a
+//! photo with its bytes and its caption as the text), and follows a
 //! script of misbehaviour: 429 with `retry_after` for one chat or for any,
-//! 5xx, slow answers, 403 "bot was blocked by the user".
+//! 5xx, slow answers, 403 "bot was blocked by the user", 400. A photo
+//! counts against the limits as a text message does; a caption over 1,024
+//! characters after its entities is refused as Telegram refuses it.
 //!
 //! It also plays the receiving side, for the dispatcher's tests: messages
 //! queued with [`FakeBotApi::push_text`] come out of `getUpdates` (long
@@ -43,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+mod multipart;
 mod requests;
 use requests::{form_fields, get_chat_member, webhook};
 
@@ -57,6 +61,8 @@ pub enum Fault {
     Slow(Duration),
     /// 403 `Forbidden: bot was blocked by the user`.
     Blocked,
+    /// 400 `Bad Request`, as for a message Telegram will not take.
+    BadRequest,
 }
 
 /// Limits to enforce: more than `per_chat` messages to one chat, or more
@@ -88,13 +94,16 @@ pub enum Answer {
     Refused { status: u16 },
 }
 
-/// One `sendMessage` request as the fake received it.
+/// One `sendMessage` or `sendPhoto` request as the fake received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     /// When it arrived, on the fake's clock (since it started).
     pub at: Duration,
     pub chat_id: i64,
+    /// The message's text, or the photo's caption.
     pub text: String,
+    /// A `sendPhoto`'s file, as sent.
+    pub photo: Option<Vec<u8>>,
     pub parse_mode: Option<String>,
     /// The inline keyboard's buttons, (text, url), row after row.
     pub buttons: Vec<(String, String)>,
@@ -146,6 +155,8 @@ struct State {
     /// `getChatMember` requests still to fail (500), and those received.
     member_faults: usize,
     member_lookups: u64,
+    /// The command menu as the last `setMyCommands` set it: (name, text).
+    menu: Vec<(String, String)>,
 }
 
 /// The running fake. Stops when dropped.
@@ -352,6 +363,11 @@ impl FakeBotApi {
     }
 
     /// How many `sendMessage` requests it received.
+    /// The command menu the bot set (`setMyCommands`), as (name, text).
+    pub fn menu(&self) -> Vec<(String, String)> {
+        self.state.lock().menu.clone()
+    }
+
     pub fn count(&self) -> usize {
         self.state.lock().received.len()
     }
@@ -507,9 +523,17 @@ async fn handle(
                 "has_main_web_app": false
             }}),
         )),
-        "sendmessage" => Ok(send_message(&body, &state, epoch).await),
+        "sendmessage" => Ok(match Outgoing::message(&body) {
+            Ok(out) => send(out, &state, epoch).await,
+            Err(refused) => refused,
+        }),
+        "sendphoto" => Ok(match Outgoing::photo(&content_type, &body) {
+            Ok(out) => send(out, &state, epoch).await,
+            Err(refused) => refused,
+        }),
         "getupdates" => Ok(get_updates(&body, &state, &pushed).await),
         "getchatmember" => Ok(get_chat_member(&body, &state)),
+        "setmycommands" => Ok(set_my_commands(&body, &state)),
         "setwebhook" | "deletewebhook" | "getwebhookinfo" => {
             // setWebhook comes as a form (it may carry a certificate).
             let Some(params) = form_fields(&content_type, &body) else {
@@ -522,6 +546,42 @@ async fn handle(
         }
         _ => Ok(error(StatusCode::NOT_FOUND, "Not Found")),
     }
+}
+
+/// `setMyCommands`: keeps the menu, checked as Telegram checks it (1 to
+/// 100 commands, a name of 1-32 of `a-z0-9_`, a description of 1-256).
+fn set_my_commands(body: &[u8], state: &Mutex<State>) -> Reply {
+    let Ok(params) = serde_json::from_slice::<Value>(body) else {
+        return error(StatusCode::BAD_REQUEST, "Bad Request: not JSON");
+    };
+    let Some(commands) = params["commands"].as_array() else {
+        return error(StatusCode::BAD_REQUEST, "Bad Request: commands are missing");
+    };
+    let mut menu = Vec::new();
+    for c in commands {
+        let (Some(name), Some(what)) = (c["command"].as_str(), c["description"].as_str()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: a command without its fields",
+            );
+        };
+        let name_ok = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok || !(1..=256).contains(&what.chars().count()) {
+            return error(StatusCode::BAD_REQUEST, "Bad Request: BOT_COMMAND_INVALID");
+        }
+        menu.push((name.to_owned(), what.to_owned()));
+    }
+    if menu.is_empty() || menu.len() > 100 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: BOT_COMMANDS_TOO_MUCH",
+        );
+    }
+    state.lock().menu = menu;
+    reply(StatusCode::OK, &json!({"ok": true, "result": true}))
 }
 
 /// `getUpdates`: confirms the updates below `offset` (a negative one keeps
@@ -573,25 +633,30 @@ async fn get_updates(body: &[u8], state: &Mutex<State>, pushed: &Notify) -> Repl
     }
 }
 
-async fn send_message(body: &[u8], state: &Mutex<State>, epoch: Instant) -> Reply {
-    let Ok(params) = serde_json::from_slice::<Value>(body) else {
-        return error(StatusCode::BAD_REQUEST, "Bad Request: not JSON");
-    };
-    let chat_id = match &params["chat_id"] {
+/// A message to send, read from either method's request.
+struct Outgoing {
+    chat_id: i64,
+    text: String,
+    parse_mode: Option<String>,
+    buttons: Vec<(String, String)>,
+    photo: Option<Vec<u8>>,
+}
+
+fn bad_request(what: &str) -> Reply {
+    error(StatusCode::BAD_REQUEST, &format!("Bad Request: {what}"))
+}
+
+fn chat_id_of(v: &Value) -> Option<i64> {
+    match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),
         _ => None,
-    };
-    let Some(chat_id) = chat_id else {
-        return error(StatusCode::BAD_REQUEST, "Bad Request: chat not found");
-    };
-    let Some(text) = params["text"].as_str().filter(|t| !t.is_empty()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request: message text is empty",
-        );
-    };
-    let buttons = params["reply_markup"]["inline_keyboard"]
+    }
+}
+
+/// The buttons of a `reply_markup`, (text, url), row after row.
+fn buttons_of(markup: &Value) -> Vec<(String, String)> {
+    markup["inline_keyboard"]
         .as_array()
         .into_iter()
         .flatten()
@@ -601,8 +666,94 @@ async fn send_message(body: &[u8], state: &Mutex<State>, epoch: Instant) -> Repl
             let field = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
             (field("text"), field("url"))
         })
-        .collect();
+        .collect()
+}
 
+/// Length of HTML text once Telegram has parsed its entities: tags
+/// dropped, an entity one character, in UTF-16 units.
+fn shown_units(html: &str) -> usize {
+    let (mut shown, mut in_tag, mut in_entity) = (0, false, false);
+    for ch in html.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if in_tag => {}
+            '&' => {
+                in_entity = true;
+                shown += 1;
+            }
+            ';' if in_entity => in_entity = false,
+            _ if in_entity => {}
+            _ => shown += ch.len_utf16(),
+        }
+    }
+    shown
+}
+
+impl Outgoing {
+    /// `sendMessage`: JSON, as teloxide sends it.
+    fn message(body: &[u8]) -> Result<Outgoing, Reply> {
+        let params = serde_json::from_slice::<Value>(body).map_err(|_| bad_request("not JSON"))?;
+        let chat_id =
+            chat_id_of(&params["chat_id"]).ok_or_else(|| bad_request("chat not found"))?;
+        let text = params["text"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| bad_request("message text is empty"))?;
+        Ok(Outgoing {
+            chat_id,
+            text: text.to_owned(),
+            parse_mode: params["parse_mode"].as_str().map(str::to_owned),
+            buttons: buttons_of(&params["reply_markup"]),
+            photo: None,
+        })
+    }
+
+    /// `sendPhoto`: `multipart/form-data` with the markup as JSON text and
+    /// the file as the `photo` part, or (as teloxide sends it) `photo`
+    /// saying `attach://NAME` and the file in the part NAME.
+    fn photo(content_type: &str, body: &[u8]) -> Result<Outgoing, Reply> {
+        let parts = multipart::boundary(content_type)
+            .and_then(|b| multipart::parts(b, body))
+            .ok_or_else(|| bad_request("not a multipart form"))?;
+        let field = |name: &str| {
+            parts
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| String::from_utf8_lossy(&p.bytes).into_owned())
+        };
+        let chat_id = field("chat_id")
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad_request("chat not found"))?;
+        let file = field("photo")
+            .and_then(|p| p.strip_prefix("attach://").map(str::to_owned))
+            .unwrap_or_else(|| "photo".to_owned());
+        let photo = parts
+            .iter()
+            .find(|p| p.name == file && p.file_name.is_some() && !p.bytes.is_empty())
+            .ok_or_else(|| bad_request("there is no photo in the request"))?;
+        let text = field("caption").unwrap_or_default();
+        if shown_units(&text) > 1024 {
+            return Err(bad_request("message caption is too long"));
+        }
+        let markup = field("reply_markup")
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or(Value::Null);
+        Ok(Outgoing {
+            chat_id,
+            text,
+            parse_mode: field("parse_mode"),
+            buttons: buttons_of(&markup),
+            photo: Some(photo.bytes.clone()),
+        })
+    }
+}
+
+/// Answers a message, text or photo alike: scripted faults first, then
+/// the limits, then taken and recorded.
+async fn send(out: Outgoing, state: &Mutex<State>, epoch: Instant) -> Reply {
+    let chat_id = out.chat_id;
+    let text = out.text.as_str();
     let now = Instant::now();
     let (answer, response) = {
         let mut s = state.lock();
@@ -635,6 +786,10 @@ async fn send_message(body: &[u8], state: &Mutex<State>, epoch: Instant) -> Repl
                     "Forbidden: bot was blocked by the user",
                 ),
             ),
+            Some(Fault::BadRequest) => (
+                Answer::Refused { status: 400 },
+                bad_request("wrong file identifier/HTTP URL specified"),
+            ),
             Some(Fault::Slow(delay)) => s.take(chat_id, text, now, delay),
             None => s.take(chat_id, text, now, Duration::ZERO),
         };
@@ -645,8 +800,9 @@ async fn send_message(body: &[u8], state: &Mutex<State>, epoch: Instant) -> Repl
             at: now.duration_since(epoch),
             chat_id,
             text: text.to_owned(),
-            parse_mode: params["parse_mode"].as_str().map(str::to_owned),
-            buttons,
+            photo: out.photo,
+            parse_mode: out.parse_mode,
+            buttons: out.buttons,
             answer,
         });
         (answer, response)

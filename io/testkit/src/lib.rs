@@ -17,17 +17,21 @@
 //! - [`own_postgres`]: a PostgreSQL cluster of a test's own (plain or TLS).
 //! - [`pki`]: a CA and a server certificate made at test time, for TLS.
 //! - [`logs`]: what a component logs, captured.
+//! - [`browser`]: headless Chromium, for the pages' browser tests.
 
+pub mod browser;
 pub mod fake_bot;
 pub mod fake_dex;
 pub mod fake_rpc;
 pub mod logs;
+pub mod own_cluster;
 pub mod own_postgres;
 pub mod own_redis;
 pub mod pki;
 pub mod servers;
 
 pub use logs::{Logs, capture_logs};
+pub use own_cluster::OwnCluster;
 pub use own_postgres::OwnPostgres;
 pub use own_redis::{OwnRedis, server_command};
 pub use pki::TestPki;

@@ -37,7 +37,7 @@ pub async fn connect_redis(db: u8) -> redis::aio::MultiplexedConnection {
 
 /// A managed connection to a Redis that is not there (nothing listens on
 /// port 1): every command fails fast, for outage tests.
-pub fn unreachable_redis() -> redis::aio::ConnectionManager {
+pub fn unreachable_redis() -> callwatch_streams::Conn {
     callwatch_streams::connection::managed_connection(
         "redis://127.0.0.1:1/0",
         &callwatch_streams::connection::RedisTimeouts {

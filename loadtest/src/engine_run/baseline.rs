@@ -12,6 +12,9 @@ use crate::seed::{Gate, SeedTracker};
 
 /// The seed's design on the same keys and prices, on one thread, for at
 /// most `limit` of wall time; and the crossings its gating hid.
+/// Seconds between the baseline's throughput marks.
+const TIMELINE_STEP_SECS: f64 = 0.25;
+
 pub(super) fn run(
     market: &Market,
     pool: &[Tick],
@@ -34,6 +37,7 @@ pub(super) fn run(
     let pb = bar(updates, "seed: prices");
     let start = Instant::now();
     let mut seen = 0usize;
+    let mut marks = vec![(0.0, 0u64)];
     for i in 0..updates as usize {
         let tick = &pool[i % pool.len()];
         at += step;
@@ -46,11 +50,21 @@ pub(super) fn run(
         }
         if i % 4096 == 0 {
             pb.set_position(i as u64);
-            if start.elapsed() >= limit {
+            let elapsed = start.elapsed();
+            if elapsed.as_secs_f64() >= marks.last().map_or(0.0, |m| m.0) + TIMELINE_STEP_SECS {
+                marks.push((elapsed.as_secs_f64(), b.updates));
+            }
+            if elapsed >= limit {
                 break;
             }
         }
     }
+    // The last stretch, unless too short to give a steady rate.
+    let end = start.elapsed().as_secs_f64();
+    if end - marks.last().map_or(0.0, |m| m.0) >= TIMELINE_STEP_SECS / 2.0 {
+        marks.push((end, b.updates));
+    }
+    b.timeline = super::rates(&marks);
     b.updates_per_sec = b.updates as f64 / start.elapsed().as_secs_f64();
     b.notifications = seed.notifications();
     pb.finish_and_clear();

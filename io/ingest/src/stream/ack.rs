@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use callwatch_common::backoff::Backoff;
+use callwatch_streams::Conn;
+use callwatch_streams::cluster::send_all;
 use callwatch_streams::{EntryId, is_transient};
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, watch};
 
 use super::{IngestCounters, Layout, StreamError};
@@ -23,6 +24,13 @@ pub struct Acker {
 }
 
 impl Acker {
+    /// The `seq` through which the caller has declared effects durably
+    /// queued ([`Acker::ack_through`]); the `XACK`s follow it. Closed once
+    /// every `Acker` and the ingest are gone.
+    pub fn settled(&self) -> watch::Receiver<u64> {
+        self.through.subscribe()
+    }
+
     /// Says that the effects of every event up to `seq` are durably queued,
     /// so their entries may be acknowledged.
     ///
@@ -85,7 +93,7 @@ pub(super) struct Shared {
 pub(super) async fn ack_loop(
     shared: &Shared,
     layout: &Layout,
-    mut con: ConnectionManager,
+    mut con: Conn,
     mut through: watch::Receiver<u64>,
     mut backoff: Backoff,
 ) -> Result<u64, StreamError> {
@@ -101,7 +109,7 @@ pub(super) async fn ack_loop(
         if !due.is_empty() {
             let acked = loop {
                 let pipe = layout.ack_pipeline(due.iter().map(|f| (f.stream, f.id)));
-                let e = match pipe.query_async::<()>(&mut con).await {
+                let e = match send_all(&mut con, &pipe).await {
                     Ok(()) => break true,
                     Err(e) => e,
                 };

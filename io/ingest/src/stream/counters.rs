@@ -2,8 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 /// Live counters, readable from other tasks while the ingest runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IngestCounters {
     pub(super) read: AtomicU64,
     pub(super) events: AtomicU64,
@@ -14,6 +16,26 @@ pub struct IngestCounters {
     pub(super) skipped: AtomicU64,
     pub(super) in_flight: AtomicU64,
     pub(super) replayed: AtomicU64,
+    /// Seconds from a stream entry's id (when Redis took it) to its event
+    /// handed to the engine: one observation per batch, its oldest entry.
+    pub lag: Histogram,
+}
+
+impl Default for IngestCounters {
+    fn default() -> Self {
+        IngestCounters {
+            read: AtomicU64::default(),
+            events: AtomicU64::default(),
+            dead_lettered: AtomicU64::default(),
+            acked: AtomicU64::default(),
+            claimed: AtomicU64::default(),
+            reconnects: AtomicU64::default(),
+            skipped: AtomicU64::default(),
+            in_flight: AtomicU64::default(),
+            replayed: AtomicU64::default(),
+            lag: Histogram::new(callwatch_common::buckets::latency()),
+        }
+    }
 }
 
 /// A reading of [`IngestCounters`].

@@ -49,6 +49,10 @@
 //!   chat entries are not among them, they come with the other pending
 //!   entries. A restarted process thus holds the chat state its
 //!   acknowledged position implies, as a process with a new name does.
+//!   After [`StreamIngest::resume_from`] (a start from an engine
+//!   snapshot), every stream's acknowledged entries after the snapshot's
+//!   position are handed out again instead, merged in hand-out order and
+//!   marked [`EventBatch::replayed`].
 //! - Groups are made at the start of their stream (`XGROUP CREATE … 0
 //!   MKSTREAM`): entries added before callwatch first ran are read too.
 //! - On start, entries of the owned partitions pending for longer than
@@ -70,6 +74,13 @@
 //! entries of the other streams later than the cut are held back until that
 //! stream has been read past them, so the order does not depend on how the
 //! reads fall.
+//!
+//! On a Redis Cluster (`redis.cluster`), streams lie on different nodes
+//! and no transaction spans them: each stream is read on its own, all at
+//! once, each in a transaction with its node's `TIME`. A stream read whole
+//! is known up to that instant, so entries are handed out only up to the
+//! earliest of those instants (and of the ends of reads `COUNT` cut
+//! short); the rule is the same, with the nodes' clocks in place of one.
 //!
 //! So the order is the order of arrival in Redis, except within one
 //! millisecond: entries of one millisecond in different streams go by
@@ -135,6 +146,7 @@ mod ack;
 mod compact;
 mod config;
 mod counters;
+mod history;
 mod order;
 mod publish;
 mod reader;
@@ -207,6 +219,17 @@ pub struct EventBatch {
     /// The `seq`s these entries took, those of bad ones among them
     /// included: `ack_through(*seqs.end())` covers the batch.
     pub seqs: RangeInclusive<u64>,
+    /// For each stream ([`StreamIngest::stream_keys`]), the last entry the
+    /// engine's state covers once this batch is applied: where a snapshot
+    /// taken right after it resumes ([`StreamIngest::resume_from`]).
+    pub positions: Vec<Option<EntryId>>,
+    /// Handed out again from the history: acknowledged in an earlier run,
+    /// so their effects were kept then and must not be kept twice.
+    pub replayed: bool,
+    /// Read for the first time, after every entry read again at start:
+    /// from here on each stream goes out in id order, so `positions` is a
+    /// prefix of every stream that a snapshot may name.
+    pub in_order: bool,
 }
 
 /// The consumer: reads the chats stream and the owned partitions, hands
@@ -220,6 +243,8 @@ pub struct StreamIngest {
     ingest: Ingest,
     acker: Acker,
     counters: Arc<IngestCounters>,
+    /// See [`StreamIngest::resume_from`].
+    resume: Option<Vec<Option<EntryId>>>,
 }
 
 impl StreamIngest {
@@ -257,8 +282,36 @@ impl StreamIngest {
                 handed: Arc::default(),
             },
             counters: Arc::default(),
+            resume: None,
             config,
         })
+    }
+
+    /// The streams this consumer reads, in the order of
+    /// [`EventBatch::positions`]: the chats stream, then the owned
+    /// partitions.
+    pub fn stream_keys(&self) -> &[String] {
+        &self.layout.keys
+    }
+
+    /// Starts from a snapshot that covers each stream through `positions`
+    /// (named as [`StreamIngest::stream_keys`] names them): entries after
+    /// those that the group saw acknowledged are handed out again first
+    /// ([`EventBatch::replayed`]), then the pending ones, then new ones.
+    /// Refused if the snapshot names other streams.
+    pub fn resume_from(
+        &mut self,
+        positions: &[(String, Option<EntryId>)],
+    ) -> Result<(), StreamError> {
+        let names: Vec<&str> = positions.iter().map(|(k, _)| k.as_str()).collect();
+        if names != self.layout.keys {
+            return Err(StreamError::Config(format!(
+                "the snapshot covers the streams {names:?}, and this process reads {:?}",
+                self.layout.keys
+            )));
+        }
+        self.resume = Some(positions.iter().map(|&(_, p)| p).collect());
+        Ok(())
     }
 
     /// The handle that acknowledges; clone it freely, and drop every clone
@@ -290,6 +343,7 @@ impl StreamIngest {
             mut ingest,
             acker,
             counters,
+            resume,
         } = self;
         let read_con = redis.managed(&config.timeouts)?;
         let ack_con = redis.managed(&config.timeouts)?;
@@ -313,12 +367,15 @@ impl StreamIngest {
                 max_len: config.dead_letter_max_len,
             },
             con: read_con,
+            redis: &redis,
             ingest: &mut ingest,
             shared: &shared,
             handed: &handed,
             streams: vec![Position::default(); layout.keys.len()],
             held: Vec::new(),
             history: None,
+            applied: vec![None; layout.keys.len()],
+            resume,
             backoff: backoff(),
         };
         let reading = async {

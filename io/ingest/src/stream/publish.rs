@@ -15,8 +15,15 @@ use super::config::check_partitions;
 
 /// Whether every consumer group on a deployment's input streams (the
 /// `partitions` and the chats stream) has read and acknowledged everything:
-/// nothing pending, no lag. `false` while a stream or its groups do not
-/// exist yet. For load tests and operators waiting for a backlog to clear.
+/// nothing pending, and nothing after its last delivered entry. `false`
+/// while a stream or its groups do not exist yet. For load tests and
+/// operators waiting for a backlog to clear.
+///
+/// A group's `lag` says the same when Redis knows it, and is taken when it
+/// is 0; otherwise the group's last delivered id is compared with the
+/// stream's last id, because after a failover the promoted replica can
+/// report a lag of entries the group has in fact been given (its count of
+/// entries read is not the master's).
 pub async fn input_drained(
     con: &mut impl redis::aio::ConnectionLike,
     prefix: &str,
@@ -41,12 +48,43 @@ pub async fn input_drained(
         }
         for g in groups {
             let zero = |k: &str| matches!(g.get(k), Some(redis::Value::Int(0)));
-            if !(zero("pending") && zero("lag")) {
+            if !zero("pending") {
+                return false;
+            }
+            if !zero("lag") && !delivered_all(con, &stream, g.get("last-delivered-id")).await {
                 return false;
             }
         }
     }
     true
+}
+
+/// Whether a group whose last delivered entry is `delivered` has been
+/// given the last entry of `stream`.
+async fn delivered_all(
+    con: &mut impl redis::aio::ConnectionLike,
+    stream: &str,
+    delivered: Option<&redis::Value>,
+) -> bool {
+    let Some(delivered) = delivered
+        .and_then(|v| text(v.clone()))
+        .and_then(|t| EntryId::parse(&t))
+    else {
+        return false;
+    };
+    let info: std::collections::HashMap<String, redis::Value> = match redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(con)
+        .await
+    {
+        Ok(info) => info,
+        Err(_) => return false,
+    };
+    info.get("last-generated-id")
+        .and_then(|v| text(v.clone()))
+        .and_then(|t| EntryId::parse(&t))
+        .is_some_and(|last| delivered >= last)
 }
 
 /// Lines per XADD pipeline.
@@ -60,6 +98,8 @@ pub struct Publisher {
     parser: LineParser,
     chats: String,
     keys: Vec<String>,
+    /// Each pipeline keeps to one stream (a Redis Cluster's rule).
+    by_stream: bool,
 }
 
 impl Publisher {
@@ -74,6 +114,17 @@ impl Publisher {
             keys: (0..partitions)
                 .map(|p| stream_key(prefix, Route::Partition(p)))
                 .collect(),
+            by_stream: false,
+        })
+    }
+
+    /// The same for a Redis Cluster, where a pipeline must keep to one
+    /// slot: each pipeline holds a run of consecutive lines of one stream,
+    /// sent one after another, so entries still arrive in line order.
+    pub fn for_cluster(prefix: &str, partitions: u32) -> Result<Publisher, StreamError> {
+        Ok(Publisher {
+            by_stream: true,
+            ..Publisher::new(prefix, partitions)?
         })
     }
 
@@ -106,7 +157,9 @@ impl Publisher {
             routed.push((route, line));
         }
         let mut published = Vec::with_capacity(routed.len());
-        for chunk in routed.chunks(PUBLISH_PIPELINE) {
+        let by_stream = self.by_stream;
+        let chunks = routed.chunk_by(|a, b| !by_stream || a.0 == b.0);
+        for chunk in chunks.flat_map(|run| run.chunks(PUBLISH_PIPELINE)) {
             let mut pipe = redis::pipe();
             for &(route, line) in chunk {
                 let key = match route {

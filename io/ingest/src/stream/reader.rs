@@ -1,25 +1,31 @@
 //! The reader: one consumer over the chats stream and the owned
 //! partitions, handing entries out in the order the module's docs state.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use callwatch_common::backoff::Backoff;
 use callwatch_common::keys::EVENT_FIELD;
+use callwatch_streams::Conn;
 use callwatch_streams::classify::has_code;
-use callwatch_streams::entry::{entries_of, streams_of};
+use callwatch_streams::cluster::send_all;
+use callwatch_streams::connection::RedisEndpoint;
+use callwatch_streams::entry::streams_of;
 use callwatch_streams::log::{DeadLetter, DeadLetters};
 use callwatch_streams::{EntryId, ReadFrom};
 use engine::event::limits;
 use engine::ingest::{Ingest, Outcome};
 use redis::Value;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 
 use super::ack::{InFlight, Shared};
+use super::history::History;
 use super::order::{Body, Cursor, Entry, OrderKey, Position, take_ordered};
 use super::{EventBatch, IngestCounters, Layout, StreamError, StreamIngestConfig};
+
+/// How often the reader of a cluster looks for new entries when it has
+/// none, at most.
+const CLUSTER_POLL_MS: u64 = 10;
 
 pub(super) enum Step {
     Go,
@@ -30,7 +36,9 @@ pub(super) struct Reader<'a> {
     pub(super) config: &'a StreamIngestConfig,
     pub(super) layout: &'a Layout,
     pub(super) dead_letters: DeadLetters,
-    pub(super) con: ConnectionManager,
+    pub(super) con: Conn,
+    /// Where `con` goes, to make it anew.
+    pub(super) redis: &'a RedisEndpoint,
     pub(super) ingest: &'a mut Ingest,
     pub(super) shared: &'a Shared,
     /// The last `seq` handed out, for [`Acker::ack_through`]'s check.
@@ -38,29 +46,23 @@ pub(super) struct Reader<'a> {
     pub(super) streams: Vec<Position>,
     /// Read, in no order, waiting to be handed out.
     pub(super) held: Vec<Entry>,
-    /// The chats stream's history still to hand out again, at start.
+    /// The history still to hand out again, at start.
     pub(super) history: Option<History>,
+    /// Each stream's position in the snapshot the engine started from.
+    pub(super) resume: Option<Vec<Option<EntryId>>>,
+    /// Each stream's last entry the engine's state covers once what was
+    /// handed out is applied ([`EventBatch::positions`]).
+    pub(super) applied: Vec<Option<EntryId>>,
     pub(super) backoff: Backoff,
 }
 
-/// The chats stream's entries that this consumer's group delivered and
-/// that were acknowledged: the chat state a restarted process must learn
-/// again before anything else. Its pending chat entries are left out; they
-/// are read again with the partitions' pending ones, in their order.
-#[derive(Debug)]
-pub(super) struct History {
-    /// The last entry taken from the history.
-    after: Option<EntryId>,
-    /// The group's last delivered entry: later ones are new.
-    through: EntryId,
-    /// This consumer's pending chat entries.
-    pending: HashSet<EntryId>,
-}
-
-/// Whether entries go out for the first time or again from the history.
+/// How entries go out: read for the first time in order, read again
+/// (pending ones, after a start or a reconnect), or again from the
+/// history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handing {
+pub(super) enum Handing {
     Read,
+    Again,
     Replay,
 }
 
@@ -95,6 +97,13 @@ impl Reader<'_> {
             };
             if matches!(&e, StreamError::Redis(e) if has_code(e, "NOGROUP")) {
                 prepared = false;
+            }
+            if self.con.is_cluster() && matches!(&e, StreamError::Redis(e) if has_code(e, "MOVED"))
+            {
+                // A slot moved (a failover) under a transaction, which the
+                // cluster client does not always learn from: a new
+                // connection asks the cluster for its map.
+                self.con = self.redis.managed(&self.config.timeouts)?;
             }
             // Whatever was read on the failed connection is pending: read
             // it again from the start, handed-out entries skipped.
@@ -139,69 +148,12 @@ impl Reader<'_> {
             self.shared.counters.claimed.fetch_add(n, Ordering::Relaxed);
         }
         if claim {
-            self.history = self.chat_history().await?;
+            self.history = Some(self.start_history().await?);
         }
         for s in &mut self.streams {
             s.cursor = Cursor::Pending(EntryId::ZERO);
         }
         Ok(())
-    }
-
-    /// The chat group's last delivered entry and pending entries, which
-    /// bound the history to hand out again; `None` if it delivered nothing.
-    async fn chat_history(&mut self) -> Result<Option<History>, StreamError> {
-        let (key, chats) = (&self.layout.keys[0], &self.layout.chats);
-        let through = chats.last_delivered(&mut self.con, key).await?;
-        if through == EntryId::ZERO {
-            return Ok(None);
-        }
-        let pending = chats
-            .pending_ids(&mut self.con, key, self.config.batch)
-            .await?;
-        Ok(Some(History {
-            after: None,
-            through,
-            pending,
-        }))
-    }
-
-    /// Hands out the next part of the chats stream's history.
-    async fn replay(
-        &mut self,
-        out: &mpsc::Sender<EventBatch>,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<Step, StreamError> {
-        let Some(History { after, through, .. }) = self.history else {
-            return Ok(Step::Go);
-        };
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(&self.layout.keys[0])
-            .arg(after.map_or("-".to_owned(), |a| format!("({a}")))
-            .arg(through)
-            .arg("COUNT")
-            .arg(self.config.batch)
-            .query_async(&mut self.con)
-            .await?;
-        let Value::Array(entries) = reply else {
-            return Err(StreamError::Reply("XRANGE answered no array"));
-        };
-        let done = entries.len() < self.config.batch;
-        let mut fed = Vec::with_capacity(entries.len());
-        let history = self.history.as_mut().expect("checked above");
-        for callwatch_streams::Entry { id, fields } in entries_of(entries)? {
-            history.after = Some(id);
-            if !history.pending.contains(&id) {
-                fed.push(Entry {
-                    stream: 0,
-                    id,
-                    body: Body::of(fields),
-                });
-            }
-        }
-        if done {
-            self.history = None;
-        }
-        self.hand_out(fed, Handing::Replay, out, stop).await
     }
 
     /// One read, and what it lets go out.
@@ -222,6 +174,11 @@ impl Reader<'_> {
                 s.cursor = Cursor::New;
             }
         }
+        let handing = if pending {
+            Handing::Again
+        } else {
+            Handing::Read
+        };
         // Until every stream's pending entries are read, only those.
         let included: Vec<usize> = (0..self.streams.len())
             .filter(|&i| !pending || matches!(self.streams[i].cursor, Cursor::Pending(_)))
@@ -240,7 +197,7 @@ impl Reader<'_> {
                 // Held entries fill the window and no acknowledgement will
                 // make room: let them go out of strict order.
                 let fed = take_ordered(&mut self.held, None);
-                return self.hand_out(fed, Handing::Read, out, stop).await;
+                return self.hand_out(fed, handing, out, stop).await;
             }
             tokio::select! {
                 () = self.shared.room.notified() => {}
@@ -255,7 +212,7 @@ impl Reader<'_> {
             return self.wait_for_entries(stop).await;
         }
         let fed = take_ordered(&mut self.held, limit);
-        self.hand_out(fed, Handing::Read, out, stop).await
+        self.hand_out(fed, handing, out, stop).await
     }
 
     /// One MULTI of XREADGROUPs over the `included` streams, `count` entries
@@ -267,6 +224,9 @@ impl Reader<'_> {
         included: &[usize],
         count: usize,
     ) -> Result<(usize, Option<OrderKey>), StreamError> {
+        if self.con.is_cluster() {
+            return self.read_each(included, count).await;
+        }
         let (chats, parts) = match included.split_first() {
             Some((0, parts)) => (true, parts),
             _ => (false, included),
@@ -293,50 +253,129 @@ impl Reader<'_> {
         let mut answered = vec![false; self.streams.len()];
         let (mut read, mut limit) = (0, None::<OrderKey>);
         for reply in replies {
-            for (key, entries) in streams_of(reply)? {
-                let stream = included
-                    .iter()
-                    .copied()
-                    .find(|&i| self.layout.keys[i].as_bytes() == key)
-                    .ok_or(StreamError::Reply("XREADGROUP answered another stream"))?;
-                answered[stream] = true;
-                let got = entries.len();
-                let pos = &mut self.streams[stream];
-                let mut last = None;
-                for callwatch_streams::Entry { id, fields } in entries {
-                    last = Some(id);
-                    if pos.handed.is_some_and(|h| id <= h) {
-                        self.shared.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    self.held.push(Entry {
-                        stream: stream as u32,
-                        id,
-                        body: Body::of(fields),
-                    });
-                    read += 1;
-                }
-                if let Some(last) = last {
-                    pos.seen = pos.seen.max(Some(last));
-                    if got >= count {
-                        let end = (last.ms, stream as u32, last.seq);
-                        limit = Some(limit.map_or(end, |l| l.min(end)));
-                    }
-                }
-                if let Cursor::Pending(_) = pos.cursor {
-                    pos.cursor = match last {
-                        Some(last) if got >= count => Cursor::Pending(last),
-                        _ => Cursor::Drained,
-                    };
-                }
+            self.take_reply(included, reply, count, &mut answered, &mut read, &mut limit)?;
+        }
+        self.drained_unanswered(included, &answered);
+        Ok((read, limit))
+    }
+
+    /// The read of a cluster, whose streams lie on different nodes: each
+    /// stream read on its own, all at once, each in a transaction with its
+    /// node's `TIME`. A stream read whole is known up to that instant, so
+    /// the order is known up to the earliest of those instants and of the
+    /// ends of reads `count` cut short: entries after it wait for the next
+    /// read, as entries after a cut do on one server.
+    async fn read_each(
+        &mut self,
+        included: &[usize],
+        count: usize,
+    ) -> Result<(usize, Option<OrderKey>), StreamError> {
+        let mut sent = Vec::with_capacity(included.len());
+        for &i in included {
+            let from = match self.streams[i].cursor {
+                Cursor::Pending(after) => ReadFrom::Pending(after),
+                Cursor::New | Cursor::Drained => ReadFrom::New,
+            };
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("TIME")
+                .add_command(self.layout.consumer(i).read_cmd(
+                    &[(self.layout.keys[i].as_str(), from)],
+                    count,
+                    None,
+                ));
+            let mut con = self.con.clone();
+            sent.push(tokio::spawn(async move {
+                pipe.query_async::<(Vec<u64>, Value)>(&mut con).await
+            }));
+        }
+        let mut answered = vec![false; self.streams.len()];
+        let (mut read, mut limit) = (0, None::<OrderKey>);
+        let mut replies = Vec::with_capacity(sent.len());
+        for s in sent {
+            replies.push(
+                s.await
+                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))??,
+            );
+        }
+        for (time, reply) in replies {
+            let cut =
+                self.take_reply(included, reply, count, &mut answered, &mut read, &mut limit)?;
+            if !cut {
+                let &[secs, micros] = time.as_slice() else {
+                    return Err(StreamError::Reply("TIME answered something else"));
+                };
+                // Everything of this stream up to its node's millisecond is
+                // in hand.
+                let known = (secs * 1_000 + micros / 1_000, u32::MAX, u64::MAX);
+                limit = Some(limit.map_or(known, |l| l.min(known)));
             }
         }
+        self.drained_unanswered(included, &answered);
+        Ok((read, limit))
+    }
+
+    /// Takes one XREADGROUP reply into `held`; returns whether `count` cut
+    /// any of its streams short.
+    fn take_reply(
+        &mut self,
+        included: &[usize],
+        reply: Value,
+        count: usize,
+        answered: &mut [bool],
+        read: &mut usize,
+        limit: &mut Option<OrderKey>,
+    ) -> Result<bool, StreamError> {
+        let mut cut = false;
+        for (key, entries) in streams_of(reply)? {
+            let stream = included
+                .iter()
+                .copied()
+                .find(|&i| self.layout.keys[i].as_bytes() == key)
+                .ok_or(StreamError::Reply("XREADGROUP answered another stream"))?;
+            answered[stream] = true;
+            let got = entries.len();
+            let pos = &mut self.streams[stream];
+            let mut last = None;
+            for callwatch_streams::Entry { id, fields } in entries {
+                last = Some(id);
+                if pos.handed.is_some_and(|h| id <= h) {
+                    self.shared.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                self.held.push(Entry {
+                    stream: stream as u32,
+                    id,
+                    body: Body::of(fields),
+                });
+                *read += 1;
+            }
+            if let Some(last) = last {
+                pos.seen = pos.seen.max(Some(last));
+                if got >= count {
+                    let end = (last.ms, stream as u32, last.seq);
+                    *limit = Some(limit.map_or(end, |l| l.min(end)));
+                    cut = true;
+                }
+            }
+            if let Cursor::Pending(_) = pos.cursor {
+                pos.cursor = match last {
+                    Some(last) if got >= count => Cursor::Pending(last),
+                    _ => Cursor::Drained,
+                };
+            }
+        }
+        Ok(cut)
+    }
+
+    /// A stream reading its pending entries that the read did not answer
+    /// for has none left.
+    fn drained_unanswered(&mut self, included: &[usize], answered: &[bool]) {
         for &i in included {
             if !answered[i] && matches!(self.streams[i].cursor, Cursor::Pending(_)) {
                 self.streams[i].cursor = Cursor::Drained;
             }
         }
-        Ok((read, limit))
     }
 
     /// Waits (XREAD BLOCK, which takes nothing) until a stream has an entry
@@ -345,6 +384,16 @@ impl Reader<'_> {
         &mut self,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Step, StreamError> {
+        if self.con.is_cluster() {
+            // One XREAD cannot span a cluster's slots, and one blocked on a
+            // node would hold that node's reads back: poll instead.
+            let poll = Duration::from_millis(self.config.block_ms.min(CLUSTER_POLL_MS));
+            return Ok(if stop_during(poll, stop).await {
+                Step::Stop
+            } else {
+                Step::Go
+            });
+        }
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(1)
@@ -377,7 +426,7 @@ impl Reader<'_> {
     /// entries and acknowledges them, then sends the good ones out. Entries
     /// replayed from the chats stream's history were acknowledged (or
     /// dead-lettered) in an earlier run: they go out again and that is all.
-    async fn hand_out(
+    pub(super) async fn hand_out(
         &mut self,
         fed: Vec<Entry>,
         handing: Handing,
@@ -442,10 +491,21 @@ impl Reader<'_> {
                 IngestCounters::add(&counters.in_flight, n);
             }
             self.handed.store(last_seq, Ordering::Release);
+            for (applied, last) in self.applied.iter_mut().zip(&last_ids) {
+                *applied = (*applied).max(*last);
+            }
+            if !replay && let Some(&oldest) = entered_ms.iter().min() {
+                let now_ms = callwatch_common::clock::now() / 1_000_000;
+                let lag_ms = u64::try_from(now_ms).unwrap_or(0).saturating_sub(oldest);
+                counters.lag.observe(lag_ms as f64 / 1e3);
+            }
             permit.send(EventBatch {
                 envelopes,
                 entered_ms,
                 seqs: first_seq..=last_seq,
+                positions: self.applied.clone(),
+                replayed: replay,
+                in_order: handing == Handing::Read,
             });
             IngestCounters::add(
                 if replay {
@@ -488,11 +548,8 @@ impl Reader<'_> {
             );
         }
         let () = pipe.query_async(&mut self.con).await?;
-        let () = self
-            .layout
-            .ack_pipeline(dead.iter().map(|d| (d.0, d.1)))
-            .query_async(&mut self.con)
-            .await?;
+        let acks = self.layout.ack_pipeline(dead.iter().map(|d| (d.0, d.1)));
+        send_all(&mut self.con, &acks).await?;
         let counters = &self.shared.counters;
         IngestCounters::add(&counters.dead_lettered, dead.len());
         IngestCounters::add(&counters.acked, dead.len());

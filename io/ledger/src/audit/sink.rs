@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use callwatch_common::backoff::Backoff;
 use callwatch_common::keys::dead_letter_key;
+use callwatch_streams::Conn;
+use callwatch_streams::connection::{RedisEndpoint, RedisTimeouts};
 use callwatch_streams::log::{DeadLetter, DeadLetters};
 use callwatch_streams::{Consumer, Entry, EntryId, ReadFrom};
-use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
 use super::poison::{Poison, sift};
@@ -242,27 +243,27 @@ async fn sleep_or_stop(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool
 /// connection made again after any failure.
 #[derive(Debug)]
 struct Reader {
-    client: redis::Client,
+    redis: RedisEndpoint,
     stream: String,
     consumer: Consumer,
     batch_rows: usize,
     block: Duration,
     connect_timeout: Duration,
     dead_letters: DeadLetters,
-    con: Option<MultiplexedConnection>,
+    con: Option<Conn>,
 }
 
 impl Reader {
     /// A connection, with the group in place.
-    async fn connection(&mut self) -> callwatch_streams::Result<&mut MultiplexedConnection> {
+    async fn connection(&mut self) -> callwatch_streams::Result<&mut Conn> {
         if self.con.is_none() {
-            let limits = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.block + self.connect_timeout));
-            let mut con = self
-                .client
-                .get_multiplexed_async_connection_with_config(&limits)
-                .await?;
+            let timeouts = RedisTimeouts {
+                connect: self.connect_timeout,
+                response: self.block + self.connect_timeout,
+                retries: 0,
+                ..RedisTimeouts::default()
+            };
+            let mut con = self.redis.managed(&timeouts)?;
             self.consumer.create_group(&mut con, &self.stream).await?;
             self.con = Some(con);
         }
@@ -328,12 +329,12 @@ pub struct AuditSink {
 }
 
 impl AuditSink {
-    /// A sink reading with `redis` and writing with `postgres` (for
-    /// example `"host=… dbname=…".parse()?`). Connects lazily, in
-    /// [`AuditSink::run`].
+    /// A sink reading from `redis` (a URL, or an endpoint with TLS or on a
+    /// cluster) and writing with `postgres` (for example `"host=…
+    /// dbname=…".parse()?`). Connects lazily, in [`AuditSink::run`].
     pub fn new(
         config: SinkConfig,
-        redis: redis::Client,
+        redis: impl Into<RedisEndpoint>,
         mut postgres: PgServer,
     ) -> Result<AuditSink, AuditError> {
         config.check()?;
@@ -350,7 +351,7 @@ impl AuditSink {
                 staging_next: false,
             },
             reader: Reader {
-                client: redis,
+                redis: redis.into(),
                 consumer: Consumer::new(config.group, config.consumer),
                 stream: config.stream,
                 batch_rows: config.batch_rows,

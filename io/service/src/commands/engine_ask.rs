@@ -3,9 +3,12 @@
 //! events, so the questions take turns: one at a time, at least
 //! [`QUESTION_SPACING`] apart. A shard then meets at most one question
 //! per batch and spends at most one scan in twenty of each second on
-//! them, however many chats ask. `/top`'s leaderboard, the same for every
-//! chat, is computed at most once per [`BOARD_FRESH_FOR`] and shared.
+//! them, however many chats ask. A leaderboard, the same for every chat,
+//! is computed at most once per [`BOARD_FRESH_FOR`] for each window and
+//! shared by `/top` and the dashboard, which filter and cut the same
+//! ranking: their numbers agree.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use callwatch_telegram::commands::BackendError;
@@ -26,12 +29,30 @@ const ENGINE_WAIT: Duration = Duration::from_secs(5);
 pub const QUESTION_SPACING: Duration = Duration::from_millis(50);
 /// How long a computed leaderboard is served before it is computed again.
 pub const BOARD_FRESH_FOR: Duration = Duration::from_secs(60);
+/// Leaderboards kept, one per window: the callers ask for a few fixed
+/// windows (`/top`'s week, the dashboard's periods); past this many the
+/// oldest is dropped.
+const BOARDS_KEPT: usize = 8;
 
-/// A leaderboard computed, and when.
+/// A leaderboard computed, and when: every channel, ranked.
 #[derive(Debug)]
 struct Board {
     at: Instant,
     rows: Vec<ChannelScore>,
+}
+
+impl Board {
+    /// The first `limit` rows of channels with at least `min_calls` calls:
+    /// the rows a board computed with that filter would have, as the
+    /// ranking does not depend on which channels are in it.
+    fn rows(&self, min_calls: u32, limit: usize) -> Vec<ChannelScore> {
+        self.rows
+            .iter()
+            .filter(|s| s.calls >= min_calls)
+            .take(limit)
+            .copied()
+            .collect()
+    }
 }
 
 /// The commands' side of the engine's question channel.
@@ -40,7 +61,8 @@ pub struct EngineAsk {
     queries: mpsc::Sender<EngineQuery>,
     /// When the last question was answered; held while one is asked.
     turn: Mutex<Option<Instant>>,
-    board: Mutex<Option<Board>>,
+    /// By window, in nanoseconds.
+    boards: Mutex<HashMap<Nanos, Board>>,
 }
 
 impl EngineAsk {
@@ -48,7 +70,7 @@ impl EngineAsk {
         EngineAsk {
             queries,
             turn: Mutex::new(None),
-            board: Mutex::new(None),
+            boards: Mutex::new(HashMap::new()),
         }
     }
 
@@ -85,28 +107,40 @@ impl EngineAsk {
             .await
     }
 
-    /// The channels ranked by their calls since `since`: the board
-    /// computed less than [`BOARD_FRESH_FOR`] ago if there is one (its
-    /// window then ends up to that much earlier).
+    /// The channels ranked by their calls over the `window` that ends at
+    /// `end`, those with fewer than `min_calls` left out, the first
+    /// `limit`: from the board of that window computed less than
+    /// [`BOARD_FRESH_FOR`] ago if there is one (its window then ends up to
+    /// that much earlier).
     pub async fn leaderboard(
         &self,
-        since: Nanos,
+        end: Nanos,
+        window: Nanos,
+        min_calls: u32,
         limit: usize,
     ) -> Result<Vec<ChannelScore>, BackendError> {
-        let mut board = self.board.lock().await;
-        if let Some(b) = board.as_ref()
+        let mut boards = self.boards.lock().await;
+        if let Some(b) = boards.get(&window)
             && b.at.elapsed() < BOARD_FRESH_FOR
         {
-            return Ok(b.rows.iter().take(limit).cloned().collect());
+            return Ok(b.rows(min_calls, limit));
         }
+        let since = end.saturating_sub(window);
         let outcomes = self
             .ask(|reply| EngineQuery::Outcomes { since, reply })
             .await?;
-        let rows = board::leaderboard(outcomes, limit);
-        *board = Some(Board {
+        let board = Board {
             at: Instant::now(),
-            rows: rows.clone(),
-        });
+            rows: board::leaderboard(outcomes, usize::MAX),
+        };
+        let rows = board.rows(min_calls, limit);
+        if boards.len() >= BOARDS_KEPT
+            && !boards.contains_key(&window)
+            && let Some(oldest) = boards.iter().min_by_key(|(_, b)| b.at).map(|(w, _)| *w)
+        {
+            boards.remove(&oldest);
+        }
+        boards.insert(window, board);
         Ok(rows)
     }
 }
@@ -120,6 +154,14 @@ mod tests {
     /// A stand-in engine that answers every question with nothing, after
     /// `work`, and counts them and the most in hand at once.
     fn engine(work: Duration) -> (EngineAsk, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        engine_with(work, Vec::new())
+    }
+
+    /// The same, answering questions for outcomes with `outcomes`.
+    fn engine_with(
+        work: Duration,
+        outcomes: Vec<engine::shard::CallOutcome>,
+    ) -> (EngineAsk, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let (tx, mut rx) = mpsc::channel(64);
         let (asked, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (a, m) = (Arc::clone(&asked), Arc::clone(&most));
@@ -130,7 +172,7 @@ mod tests {
                 tokio::time::sleep(work).await;
                 match q {
                     EngineQuery::Tracked { reply, .. } => drop(reply.send(Vec::new())),
-                    EngineQuery::Outcomes { reply, .. } => drop(reply.send(Vec::new())),
+                    EngineQuery::Outcomes { reply, .. } => drop(reply.send(outcomes.clone())),
                     EngineQuery::Near { reply, .. } => drop(reply.send(Vec::new())),
                 }
             }
@@ -142,12 +184,58 @@ mod tests {
     async fn the_board_is_computed_once_while_fresh() {
         let (ask, asked, _) = engine(Duration::from_millis(1));
         for _ in 0..50 {
-            ask.leaderboard(0, 10).await.unwrap();
+            ask.leaderboard(WEEK, WEEK, 1, 10).await.unwrap();
         }
         assert_eq!(asked.load(Ordering::SeqCst), 1);
         tokio::time::sleep(BOARD_FRESH_FOR).await;
-        ask.leaderboard(0, 10).await.unwrap();
+        ask.leaderboard(WEEK, WEEK, 1, 10).await.unwrap();
         assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    const WEEK: Nanos = 7 * 24 * 3600 * engine::time::NANOS_PER_SEC;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_window_has_its_board_and_the_filter_comes_before_the_cut() {
+        let outcome = |channel_id, multiple| engine::shard::CallOutcome {
+            token: "So11111111111111111111111111111111111111112"
+                .parse()
+                .unwrap(),
+            channel_id,
+            at: 0,
+            fdv_at_call: 1.0,
+            peak_fdv: multiple,
+        };
+        // -1 is first on one call; -2 and -3 have two calls each.
+        let (ask, asked, _) = engine_with(
+            Duration::from_millis(1),
+            vec![
+                outcome(-1, 9.0),
+                outcome(-2, 3.0),
+                outcome(-2, 1.0),
+                outcome(-3, 1.0),
+                outcome(-3, 1.5),
+            ],
+        );
+        let ids = |rows: Vec<ChannelScore>| rows.iter().map(|r| r.channel_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(ask.leaderboard(WEEK, WEEK, 1, 2).await.unwrap()),
+            [-1, -2]
+        );
+        assert_eq!(
+            ids(ask.leaderboard(WEEK, WEEK, 2, 2).await.unwrap()),
+            [-2, -3]
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "one board for both");
+        ask.leaderboard(WEEK, WEEK / 7, 1, 2).await.unwrap();
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "another window, another board"
+        );
+        for w in 1..=2 * BOARDS_KEPT as i64 {
+            ask.leaderboard(WEEK, w, 1, 1).await.unwrap();
+        }
+        assert!(ask.boards.lock().await.len() <= BOARDS_KEPT);
     }
 
     #[tokio::test(start_paused = true)]

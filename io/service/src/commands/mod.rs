@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use callwatch_common::backoff::Backoff;
 use callwatch_common::clock::system_time;
+use callwatch_dashboard::Links as DashboardLinks;
 use callwatch_ledger::migrate::pg_detail;
 use callwatch_ledger::pg::connected;
 use callwatch_ledger::server::PgServer;
@@ -25,9 +26,11 @@ use callwatch_ledger::subscriptions::{SubscriptionStore, announce};
 use callwatch_payments::config::lamports_to_sol;
 use callwatch_payments::unmatched::Resolution;
 use callwatch_payments::{Ledger, PaymentError, solana_pay_url};
+use callwatch_streams::Conn;
+use callwatch_telegram::charts_off::ChartsOff;
 use callwatch_telegram::commands::{
-    Applied, Backend, BackendError, ChatSettings, PlanView, QuoteView, SettingsStore, Subscription,
-    UnmatchedView,
+    Applied, Backend, BackendError, ChatSettings, DashboardLink, PlanView, QuoteView,
+    SettingsStore, Subscription, UnmatchedView,
 };
 use callwatch_telegram::members::ChatMembers;
 use callwatch_telegram::names::ChannelNames;
@@ -35,8 +38,7 @@ use callwatch_telegram::sender;
 use engine::board::ChannelScore;
 use engine::event::{ChannelId, ChatId, SettingsPatch};
 use engine::shard::Holding;
-use engine::time::Nanos;
-use redis::aio::ConnectionManager;
+use engine::time::{NANOS_PER_SEC, Nanos};
 use tokio::sync::Mutex;
 
 pub use engine_ask::EngineAsk;
@@ -50,15 +52,18 @@ pub type StatsFn = Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
 
 /// Where the service's commands get their answers.
 pub struct ServiceBackend {
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub prefix: String,
     pub settings: SettingsStore,
     pub subscriptions: SubscriptionStore,
     /// PostgreSQL, where grants are recorded; `None` when not configured.
     pub database: Option<PgServer>,
     pub pg: Mutex<Option<tokio_postgres::Client>>,
-    pub engine: EngineAsk,
+    /// The engine's questions, shared with the dashboard.
+    pub engine: Arc<EngineAsk>,
     pub names: Arc<ChannelNames>,
+    /// The dashboard's links, when it is set up.
+    pub dashboard: Option<DashboardLinks>,
     pub stats: StatsFn,
     /// Payments, when configured.
     pub payments: Option<Ledger>,
@@ -77,6 +82,16 @@ impl std::fmt::Debug for ServiceBackend {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a leaderboard's window ends: calls are dated by event time,
+/// which the ingest keeps in step with Redis's clock (no event is dated
+/// ahead of its entry), so at that clock's now; this process's if Redis is
+/// away. `/top` and the dashboard both end their windows here.
+pub async fn board_end(redis: &Conn, now: Nanos) -> Nanos {
+    callwatch_streams::clock::server_now(&mut redis.clone())
+        .await
+        .unwrap_or(now)
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -164,6 +179,20 @@ impl Backend for ServiceBackend {
             .await
     }
 
+    async fn charts(&self, chat_id: ChatId) -> Result<bool, BackendError> {
+        ChartsOff::new(&self.prefix)
+            .is_on(&mut self.redis.clone(), chat_id)
+            .await
+            .map_err(|e| unavailable("charts setting", e))
+    }
+
+    async fn set_charts(&self, chat_id: ChatId, on: bool) -> Result<(), BackendError> {
+        ChartsOff::new(&self.prefix)
+            .set(&mut self.redis.clone(), chat_id, on)
+            .await
+            .map_err(|e| unavailable("charts setting", e))
+    }
+
     async fn subscription(&self, chat_id: ChatId) -> Result<Option<Subscription>, BackendError> {
         let copy = self
             .subscriptions
@@ -183,24 +212,26 @@ impl Backend for ServiceBackend {
         now: Nanos,
         limit: usize,
     ) -> Result<Vec<ChannelScore>, BackendError> {
-        // Calls are dated by event time, which the ingest keeps in step
-        // with Redis's clock (no event is dated ahead of its entry); the
-        // window ends at that clock's now, this process's if Redis is away.
-        let end = callwatch_streams::clock::server_now(&mut self.redis.clone())
-            .await
-            .unwrap_or(now);
-        self.engine
-            .leaderboard(end.saturating_sub(window), limit)
-            .await
+        let end = board_end(&self.redis, now).await;
+        self.engine.leaderboard(end, window, 1, limit).await
+    }
+
+    fn dashboard_link(&self, chat_id: ChatId, now: Nanos) -> Result<DashboardLink, BackendError> {
+        let Some(links) = &self.dashboard else {
+            return Err(BackendError::Refused(
+                "The dashboard is not set up on this bot.".to_owned(),
+            ));
+        };
+        let now_secs = now.div_euclid(NANOS_PER_SEC);
+        let ttl = i64::try_from(links.ttl_secs()).expect("a checked TTL");
+        Ok(DashboardLink {
+            url: links.link(chat_id, now_secs),
+            expires_at: (now_secs + ttl).saturating_mul(NANOS_PER_SEC),
+        })
     }
 
     async fn names(&self, ids: &[ChannelId]) -> Vec<Option<String>> {
-        self.names
-            .resolve(ids)
-            .await
-            .into_iter()
-            .map(|n| n.map(|n| n.to_string()))
-            .collect()
+        self.names.resolve_owned(ids).await
     }
 
     async fn grant(

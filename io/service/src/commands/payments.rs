@@ -14,10 +14,10 @@ use callwatch_payments::Ledger;
 use callwatch_payments::config::lamports_to_sol;
 use callwatch_payments::expiry::ReminderKind;
 use callwatch_payments::watcher::{Outcome, Watcher, WatcherCounters};
+use callwatch_streams::Conn;
 use callwatch_telegram::commands::{esc, when};
 use callwatch_telegram::sender::{self, Message, Rejected};
 use engine::event::ChatId;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 
 use super::limit::CommandCounters;
@@ -63,7 +63,7 @@ const ADMIN_NOTE_LINES: usize = 10;
 pub struct PaymentParts {
     pub ledger: Ledger,
     pub database: PgServer,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub sender: sender::Sender,
     pub admins: Vec<i64>,
     pub counters: Arc<CommandCounters>,

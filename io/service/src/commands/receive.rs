@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use callwatch_common::clock;
+use callwatch_dashboard::Links as DashboardLinks;
 use std::time::Duration;
 
 use callwatch_common::backoff::Backoff;
@@ -15,6 +16,7 @@ use callwatch_ledger::audit::{Activity, AuditQueue, QueueRow};
 use callwatch_ledger::subscriptions::SubscriptionStore;
 use callwatch_payments::Ledger;
 use callwatch_payments::watcher::WatcherCounters;
+use callwatch_streams::Conn;
 use callwatch_telegram::BotToken;
 use callwatch_telegram::commands::{Commands, RightsCounters, SettingsStore};
 use callwatch_telegram::members::ChatMembers;
@@ -22,25 +24,27 @@ use callwatch_telegram::sender::{self, Message};
 use callwatch_telegram::updates::{self, Incoming, Mode, Webhook};
 use callwatch_telegram::webhook::WebhookCounters;
 use engine::time::NANOS_PER_SEC;
-use redis::aio::ConnectionManager;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, watch};
 
 use super::engine_ask::EngineAsk;
 use super::limit::{CommandCounters, CommandLimit, Verdict, slow_down_text};
 use super::payments::{self, PaymentParts};
-use super::{EngineQuery, ServiceBackend, StatsFn};
+use super::{ServiceBackend, StatsFn};
 use crate::alerts::Alerts;
 use crate::settings::Settings;
 
 /// What the service hands over to run the commands.
 pub struct Parts {
     pub alerts: Alerts,
-    pub queries: mpsc::Sender<EngineQuery>,
+    /// The engine's questions, shared with the dashboard.
+    pub engine: Arc<EngineAsk>,
+    /// The dashboard's links, when it is set up.
+    pub dashboard: Option<DashboardLinks>,
     pub stats: StatsFn,
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     /// A connection of its own for posts, so that a backlog of them never
     /// queues behind a command's reads.
-    pub redis_posts: ConnectionManager,
+    pub redis_posts: Conn,
     /// The commands' figures, which `/metrics` shows.
     pub counters: Arc<CommandCounters>,
     /// The payment watcher's counters, for `/metrics`.
@@ -105,12 +109,17 @@ pub fn start(
     let backend = ServiceBackend {
         redis: parts.redis.clone(),
         prefix: prefix.clone(),
-        settings: SettingsStore::new(&prefix),
+        settings: if parts.redis.is_cluster() {
+            SettingsStore::on_cluster(&prefix)
+        } else {
+            SettingsStore::new(&prefix)
+        },
         subscriptions: SubscriptionStore::new(&settings.postgres.schema, &prefix),
         database,
         pg: Mutex::new(None),
-        engine: EngineAsk::new(parts.queries),
+        engine: parts.engine,
         names: Arc::clone(&parts.alerts.names),
+        dashboard: parts.dashboard,
         stats: parts.stats,
         payments,
         members: ChatMembers::new(&api_url, &token).context("telegram")?,
@@ -163,7 +172,7 @@ const POST_ATTEMPTS: u32 = 12;
 /// Appends a post the bot received to the raw-posts stream, where the
 /// sources read calls; retried while Redis is away (the chat's next
 /// updates wait meanwhile), given up loudly after [`POST_ATTEMPTS`].
-async fn append_post(mut con: ConnectionManager, key: String, post: updates::Post) {
+async fn append_post(mut con: Conn, key: String, post: updates::Post) {
     let value = Post {
         chat_id: post.chat_id,
         message_id: i64::from(post.message_id),
@@ -205,7 +214,7 @@ struct Answer {
     counters: Arc<CommandCounters>,
     replies: sender::Sender,
     audit: AuditQueue,
-    redis: ConnectionManager,
+    redis: Conn,
 }
 
 impl Answer {

@@ -59,18 +59,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use callwatch_streams::Conn;
 use engine::effect::Effect;
 use engine::time::{NANOS_PER_SEC, Nanos};
 use engine::token::Token;
 use parking_lot::Mutex;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use callwatch_common::breaker::{Breaker, BreakerConfig};
 use callwatch_common::keys::dead_letter_key;
-use callwatch_streams::classify::key_errors;
 use callwatch_streams::log::DeadLetters;
 
 use crate::refused;
@@ -283,7 +282,7 @@ pub struct Unwritten {
 }
 
 /// Starts the flusher on the current tokio runtime, writing through `con`.
-pub fn start(config: WriteBehindConfig, con: ConnectionManager) -> (WriteBehind, Flusher) {
+pub fn start(config: WriteBehindConfig, con: Conn) -> (WriteBehind, Flusher) {
     assert!(config.capacity > 0 && config.batch_keys > 0 && config.pipelines_in_flight > 0);
     let breaker = Breaker::new(config.breaker.clone());
     let shared = Arc::new(Shared {
@@ -510,7 +509,7 @@ impl WriteBehind {
 /// together hold different keys (see [`WriteBehind::take`]), so any order
 /// of landing gives the same state; a key changed again while its pipeline
 /// is in flight waits in the buffer for the next one.
-async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
+async fn flush_loop(handle: WriteBehind, con: Conn) {
     let shared = Arc::clone(&handle.shared);
     let config = &shared.config;
     let writer = Writer {
@@ -524,7 +523,7 @@ async fn flush_loop(handle: WriteBehind, con: ConnectionManager) {
         }),
     };
     let c = &shared.counters;
-    type Sent = tokio::task::JoinHandle<redis::RedisResult<()>>;
+    type Sent = tokio::task::JoinHandle<redis::RedisResult<Vec<(usize, String)>>>;
     let mut window: std::collections::VecDeque<(Vec<(Key, Op)>, Sent)> = Default::default();
     let mut in_flight = KeySet::default();
     loop {
@@ -567,13 +566,16 @@ impl WriteBehind {
     /// Settles a sent batch by Redis's answer: landed; landed but for the
     /// changes Redis refused for their own key, which are set aside; or,
     /// for any other failure, put back to be sent again.
-    async fn settle(&self, writer: &Writer, batch: Vec<(Key, Op)>, result: redis::RedisResult<()>) {
+    async fn settle(
+        &self,
+        writer: &Writer,
+        batch: Vec<(Key, Op)>,
+        result: redis::RedisResult<Vec<(usize, String)>>,
+    ) {
         let refused = match result {
-            Ok(()) => Vec::new(),
-            Err(e) => match key_errors(&e) {
-                Some(errors) => writer.refused(&batch, errors),
-                None => return self.failed(batch, &e),
-            },
+            Ok(errors) if errors.is_empty() => Vec::new(),
+            Ok(errors) => writer.refused(&batch, errors),
+            Err(e) => return self.failed(batch, &e),
         };
         refused::set_aside(&mut writer.con.clone(), &writer.dead_letters, &refused).await;
         self.landed(batch.len(), refused.len());

@@ -2,9 +2,10 @@
 //! (a `SET` with an absolute expiry, or the raise script), the records'
 //! JSON written directly, and the pipeline sent.
 
+use callwatch_streams::Conn;
+use callwatch_streams::cluster::send_spread;
 use engine::time::{self, NANOS_PER_SEC, Nanos};
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 #[cfg(doc)]
 use callwatch_common::records::{MultiplierRecord, ProcessedRecord};
@@ -42,7 +43,7 @@ return 1
 
 /// Turns held changes into Redis commands.
 pub(super) struct Writer {
-    pub(super) con: ConnectionManager,
+    pub(super) con: Conn,
     pub(super) raise: Script,
     pub(super) prefix: String,
     pub(super) ttl_nanos: Nanos,
@@ -221,17 +222,19 @@ fn encode_accepted(at: Nanos, callers: &[i64], out: &mut Vec<u8>) {
     out.extend_from_slice(b"],\"channels_called_at\":{}}");
 }
 
-/// Sends one pipeline; loads the script once if the server lost it.
+/// Sends one pipeline (on a cluster, one per master: see
+/// [`send_spread`]); loads the script once if the server lost it. Returns
+/// the changes Redis refused for their own key, by index.
 pub(super) async fn send(
     pipe: redis::Pipeline,
-    mut con: ConnectionManager,
+    mut con: Conn,
     raise: Script,
-) -> redis::RedisResult<()> {
-    match pipe.query_async::<()>(&mut con).await {
+) -> redis::RedisResult<Vec<(usize, String)>> {
+    match send_spread(&mut con, &pipe).await {
         // Any command's NOSCRIPT: the first error may be another's.
         Err(e) if has_code(&e, "NOSCRIPT") => {
             raise.load_async(&mut con).await?;
-            pipe.query_async::<()>(&mut con).await
+            send_spread(&mut con, &pipe).await
         }
         other => other,
     }

@@ -64,6 +64,14 @@ pub struct Applied {
     pub announced: bool,
 }
 
+/// A link to a chat's pages on the web dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardLink {
+    pub url: String,
+    /// The link opens the pages until then.
+    pub expires_at: Nanos,
+}
+
 /// Why the backend could not answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BackendError {
@@ -95,6 +103,17 @@ pub trait Backend: Send + Sync {
         now: Nanos,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// Whether the chat's multiplier alerts carry a chart (on unless
+    /// turned off).
+    fn charts(&self, chat_id: ChatId) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Turns the chat's charts on or off.
+    fn set_charts(
+        &self,
+        chat_id: ChatId,
+        on: bool,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     fn subscription(
         &self,
         chat_id: ChatId,
@@ -115,6 +134,10 @@ pub trait Backend: Send + Sync {
         now: Nanos,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ChannelScore>, BackendError>> + Send;
+
+    /// A signed link to `chat_id`'s dashboard pages, expiring; `Refused`
+    /// when the dashboard is not set up.
+    fn dashboard_link(&self, chat_id: ChatId, now: Nanos) -> Result<DashboardLink, BackendError>;
 
     /// Channel names, where known.
     fn names(&self, ids: &[ChannelId]) -> impl Future<Output = Vec<Option<String>>> + Send;

@@ -23,7 +23,8 @@
 //! chat and the time:
 //! `start`, `help`, `status`, `settings`, `quorum`
 //! (`/min_callers`, `/lookback`), `mcap`, `follow` (`/follow`,
-//! `/unfollow`, `/following`), `tracked`, `top`, `subscribe`, and the
+//! `/unfollow`, `/following`), `charts`, `tracked`, `top`, `dashboard`,
+//! `subscribe`, and the
 //! admins' `grant`, `stats`, `unmatched`, `resolve`. The commands that
 //! change settings are for subscribed chats only (`subscribed`).
 //!
@@ -47,7 +48,9 @@ use crate::updates::Incoming;
 
 mod args;
 mod backend;
+mod charts;
 mod chat_settings;
+mod dashboard;
 mod follow;
 mod grant;
 mod help;
@@ -68,18 +71,19 @@ mod tracked;
 mod unmatched;
 
 pub use backend::{
-    Applied, Backend, BackendError, PlanView, QuoteView, Subscription, UnmatchedView,
+    Applied, Backend, BackendError, DashboardLink, PlanView, QuoteView, Subscription, UnmatchedView,
 };
 pub use chat_settings::ChatSettings;
 pub use follow::MAX_FOLLOW;
 pub use grant::MAX_GRANT_DAYS;
+pub use help::menu;
 pub use rights::{
     ADMIN_CACHE_ENTRIES, ADMIN_CACHE_NANOS, CANNOT_CHECK, NOT_AN_ADMIN, RightsCounters,
 };
 pub use store::SettingsStore;
 pub use text::{esc, when};
 pub use top::{TOP_ROWS, TOP_WINDOW_NANOS};
-pub use tracked::TRACKED_ROWS;
+pub use tracked::{TRACKED_ROWS, rank as rank_tracked, short as short_address};
 
 /// Where a list stops growing, in UTF-16 units: one more row (a name is
 /// cut at 64 characters) and the tail still fit Telegram's 4,096.
@@ -103,8 +107,12 @@ pub enum Command {
     Follow(Vec<ChannelId>),
     Unfollow(Vec<ChannelId>),
     Following,
+    /// Whether multiplier alerts carry a chart: show, or turn on or off.
+    Charts(Option<bool>),
     Tracked,
     Top,
+    /// A signed, expiring link to the chat's pages on the web dashboard.
+    Dashboard,
     /// The plans, or a quote for one of them.
     Subscribe(Option<String>),
     /// Admins: give a chat this many days. The grant is named by
@@ -151,7 +159,8 @@ impl Command {
     /// Whether it changes the chat's settings or subscription, which in a
     /// group only its administrators may (see `rights`).
     fn changes_chat(&self) -> bool {
-        self.changes_settings() || matches!(self, Command::Subscribe(Some(_)))
+        self.changes_settings()
+            || matches!(self, Command::Subscribe(Some(_)) | Command::Charts(Some(_)))
     }
 
     /// The name for the activity log.
@@ -167,8 +176,10 @@ impl Command {
             Command::Follow(_) => "follow",
             Command::Unfollow(_) => "unfollow",
             Command::Following => "following",
+            Command::Charts(_) => "charts",
             Command::Tracked => "tracked",
             Command::Top => "top",
+            Command::Dashboard => "dashboard",
             Command::Subscribe(_) => "subscribe",
             Command::Grant { .. } => "grant",
             Command::Stats => "stats",
@@ -214,8 +225,10 @@ fn parse_args(name: &str, args: &[&str]) -> Result<Command, String> {
         "follow" => follow::parse_follow(args),
         "unfollow" => follow::parse_unfollow(args),
         "following" => follow::parse_following(args),
+        "charts" => charts::parse(args),
         "tracked" => tracked::parse(args),
         "top" => top::parse(args),
+        "dashboard" => dashboard::parse(args),
         "subscribe" => subscribe::parse(args),
         "grant" => grant::parse(args),
         "stats" => stats::parse(args),
@@ -393,8 +406,10 @@ impl<B: Backend> Commands<B> {
             Command::Follow(ids) => follow::answer_follow(ask, &ids).await,
             Command::Unfollow(ids) => follow::answer_unfollow(ask, &ids).await,
             Command::Following => follow::answer_following(ask).await,
+            Command::Charts(set) => charts::answer(ask, set).await,
             Command::Tracked => tracked::answer(ask).await,
             Command::Top => top::answer(ask).await,
+            Command::Dashboard => dashboard::answer(ask),
             Command::Subscribe(plan) => subscribe::answer(ask, plan.as_deref()).await,
             Command::Grant {
                 chat_id,

@@ -12,9 +12,17 @@ pub(super) fn parse(args: &[&str]) -> Result<Command, String> {
 
 pub(super) async fn answer<B: Backend>(ask: &Ask<'_, B>) -> Answer {
     let current = ask.b.settings(ask.chat).await?;
+    let charts = ask.b.charts(ask.chat).await?;
     let mut text = String::from("<b>Settings</b>\n");
     lines(&current, &mut text);
-    text.push_str("\nChange them with /min_callers, /lookback, /mcap, /follow and /unfollow.");
+    let _ = writeln!(
+        text,
+        "Charts in multiplier alerts: {}",
+        if charts { "on" } else { "off" }
+    );
+    text.push_str(
+        "\nChange them with /min_callers, /lookback, /mcap, /follow, /unfollow and /charts.",
+    );
     Ok(Reply::text(text))
 }
 

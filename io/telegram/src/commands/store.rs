@@ -1,6 +1,8 @@
 //! Where a chat's settings are kept: Redis, beside the chats stream that
 //! carries them to the engine, both written in one MULTI so that the two
-//! never disagree.
+//! never disagree. On a Redis Cluster the settings keys carry the chats
+//! stream's name as their hash tag (`{events:chats}:chat_settings:42`), so
+//! they share its slot and the MULTI stays on one node.
 
 use engine::event::{ChatId, Event, SettingsPatch};
 
@@ -14,6 +16,8 @@ use super::{BackendError, ChatSettings};
 pub struct SettingsStore {
     key_prefix: String,
     stream: String,
+    /// The hash tag put in each key, on a cluster.
+    tag: Option<String>,
 }
 
 impl SettingsStore {
@@ -23,11 +27,25 @@ impl SettingsStore {
         SettingsStore {
             key_prefix: key_prefix.to_owned(),
             stream: stream_key(key_prefix, Route::Chats),
+            tag: None,
+        }
+    }
+
+    /// The same on a Redis Cluster: each key tagged with the stream's
+    /// name, so that both live in one slot.
+    pub fn on_cluster(key_prefix: &str) -> SettingsStore {
+        let store = SettingsStore::new(key_prefix);
+        SettingsStore {
+            tag: Some(format!("{{{}}}", store.stream)),
+            ..store
         }
     }
 
     fn key(&self, chat_id: ChatId) -> String {
-        chat_settings_key(&self.key_prefix, chat_id)
+        match &self.tag {
+            None => chat_settings_key(&self.key_prefix, chat_id),
+            Some(tag) => chat_settings_key(&format!("{}{tag}:", self.key_prefix), chat_id),
+        }
     }
 
     /// The chat's settings; defaults when none were saved.
@@ -60,9 +78,20 @@ impl SettingsStore {
         settings: &ChatSettings,
         patch: &SettingsPatch,
     ) -> Result<(), BackendError> {
-        let now = callwatch_streams::clock::server_now(con)
+        // The clock of the node holding the stream (beside a command on
+        // its key), which stamps the entry: on a cluster, other nodes'
+        // clocks may differ.
+        let (_, (secs, micros)): (u64, (i64, i64)) = redis::pipe()
+            .atomic()
+            .cmd("XLEN")
+            .arg(&self.stream)
+            .cmd("TIME")
+            .query_async(con)
             .await
             .map_err(|e| BackendError::Unavailable(format!("Redis: {e}")))?;
+        let now = secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(micros * 1_000);
         let mut line = Vec::with_capacity(128);
         Event::Settings {
             chat_id,

@@ -39,9 +39,13 @@ struct Fake {
     resolved: Vec<(i64, String, ChatId, String)>,
     /// (group, user) → administers it; absent: a plain member.
     admins_of: HashMap<(ChatId, i64), bool>,
+    /// Chats that turned charts off.
+    charts_off: Vec<ChatId>,
     /// `is_chat_admin` calls, and whether Telegram is away for them.
     member_lookups: usize,
     members_down: bool,
+    /// The dashboard's base URL; `None`: not set up.
+    dashboard: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +87,21 @@ impl Backend for Mem {
         Ok(())
     }
 
+    async fn charts(&self, chat_id: ChatId) -> Result<bool, BackendError> {
+        self.check()?;
+        Ok(!self.0.lock().charts_off.contains(&chat_id))
+    }
+
+    async fn set_charts(&self, chat_id: ChatId, on: bool) -> Result<(), BackendError> {
+        self.check()?;
+        let mut f = self.0.lock();
+        f.charts_off.retain(|&c| c != chat_id);
+        if !on {
+            f.charts_off.push(chat_id);
+        }
+        Ok(())
+    }
+
     async fn subscription(&self, _: ChatId) -> Result<Option<Subscription>, BackendError> {
         self.check()?;
         Ok(self.0.lock().subscription.clone())
@@ -103,6 +122,18 @@ impl Backend for Mem {
         let mut f = self.0.lock();
         f.board_since = Some(now - window);
         Ok(f.board.iter().take(limit).cloned().collect())
+    }
+
+    fn dashboard_link(&self, chat_id: ChatId, now: Nanos) -> Result<DashboardLink, BackendError> {
+        let Some(base) = self.0.lock().dashboard.clone() else {
+            return Err(BackendError::Refused(
+                "The dashboard is not set up on this bot.".to_owned(),
+            ));
+        };
+        Ok(DashboardLink {
+            url: format!("{base}/dashboard/{chat_id}?exp=1&sig=a&b"),
+            expires_at: now + DAY,
+        })
     }
 
     async fn names(&self, ids: &[ChannelId]) -> Vec<Option<String>> {
@@ -343,8 +374,10 @@ fn help_lists_every_user_command_and_escapes_its_usage() {
         "/follow",
         "/unfollow",
         "/following",
+        "/charts on|off",
         "/tracked",
         "/top",
+        "/dashboard",
         "/subscribe",
     ] {
         assert!(r.contains(cmd), "{cmd} missing: {r}");
@@ -415,7 +448,7 @@ fn settings_shows_every_setting_and_how_to_change_it() {
         "{r}"
     );
     assert!(
-        r.contains("/min_callers, /lookback, /mcap, /follow and /unfollow"),
+        r.contains("/min_callers, /lookback, /mcap, /follow, /unfollow and /charts"),
         "{r}"
     );
 }
@@ -470,6 +503,26 @@ fn lookback_becomes_a_settings_event_and_bad_values_are_explained() {
         );
     }
     assert_eq!(events(&c).len(), 1);
+}
+
+#[test]
+fn charts_turn_off_and_on_and_show_what_they_are() {
+    let c = bot();
+    assert!(ask(&c, "/charts").contains("come with a chart"));
+    assert!(ask(&c, "/settings").contains("Charts in multiplier alerts: on"));
+    assert!(ask(&c, "/charts OFF").starts_with("Done: multiplier alerts come as text"));
+    assert_eq!(c.backend().0.lock().charts_off, vec![CHAT]);
+    assert!(ask(&c, "/charts").contains("come as text"));
+    assert!(ask(&c, "/settings").contains("Charts in multiplier alerts: off"));
+    assert!(ask(&c, "/charts on").starts_with("Done: multiplier alerts come with a chart"));
+    assert!(c.backend().0.lock().charts_off.is_empty());
+    for bad in ["/charts maybe", "/charts on off"] {
+        assert!(
+            ask(&c, bad).contains("Usage: <code>/charts on</code>"),
+            "{bad}"
+        );
+    }
+    assert!(events(&c).is_empty(), "not an engine setting");
 }
 
 #[test]
@@ -664,6 +717,26 @@ fn top_ranks_channels_over_seven_days_with_names() {
 }
 
 #[test]
+fn dashboard_links_the_chats_pages_with_their_expiry() {
+    let c = bot();
+    assert!(ask(&c, "/dashboard").contains("not set up"));
+    c.backend().0.lock().dashboard = Some("https://cw.example.com".to_owned());
+    let r = ask(&c, "/dashboard");
+    assert!(
+        r.contains(
+            "<a href=\"https://cw.example.com/dashboard/42?exp=1&amp;sig=a&amp;b\">\
+             https://cw.example.com/dashboard/42?exp=1&amp;sig=a&amp;b</a>"
+        ),
+        "{r}"
+    );
+    assert!(
+        r.contains("works for 24 hours, until 2025-11-26 10:00 UTC"),
+        "{r}"
+    );
+    assert!(ask(&c, "/dashboard now").contains("takes no arguments"));
+}
+
+#[test]
 fn subscribe_lists_plans_and_quotes_one_with_its_wallet_link() {
     let c = bot();
     assert!(ask(&c, "/subscribe").contains("not open yet"));
@@ -780,7 +853,7 @@ fn unmatched_and_resolve_are_for_admins_and_credit_the_named_payment() {
     let sig = "5".repeat(88);
     c.backend().0.lock().unmatched = vec![UnmatchedView {
         signature: sig.clone(),
-        reason: "underpaid: 1 lamports of 2".to_owned(),
+        reason: "underpaid: 0.000000001 SOL of 0.000000002 SOL".to_owned(),
         received_sol: "0.2".to_owned(),
         chat_id: Some(42),
     }];
@@ -789,7 +862,7 @@ fn unmatched_and_resolve_are_for_admins_and_credit_the_named_payment() {
     let r = ask_as(&c, ADMIN, "/unmatched").expect("reply").text;
     assert!(
         r.contains(&format!(
-            "<code>{sig}</code>\n0.2 SOL, underpaid: 1 lamports of 2, quote of chat <code>42</code>"
+            "<code>{sig}</code>\n0.2 SOL, underpaid: 0.000000001 SOL of 0.000000002 SOL, quote of chat <code>42</code>"
         )),
         "{r}"
     );

@@ -32,14 +32,16 @@ pub(super) async fn answer<B: Backend>(ask: &Ask<'_, B>) -> Answer {
     for (i, (s, name)) in board.iter().zip(&names).enumerate() {
         let mut shown = String::new();
         format::channel_name(s.channel_id, name.as_deref(), &mut shown);
+        let mut share = String::new();
+        format::percent(s.share_2x(), &mut share);
         let _ = writeln!(
             text,
-            "{}. {} (<code>{}</code>): {} · {:.0}% · {}",
+            "{}. {} (<code>{}</code>): {} · {} · {}",
             i + 1,
             shown,
             s.channel_id,
             s.calls,
-            s.share_2x() * 100.0,
+            share,
             multiple(s.median_peak)
         );
     }

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use engine::shard::Holding;
+
 use super::text::{esc, multiple, usd};
 use super::{Answer, Ask, Backend, Command, Reply, args};
 
@@ -20,11 +22,7 @@ pub(super) async fn answer<B: Backend>(ask: &Ask<'_, B>) -> Answer {
             "Nothing is tracked for you yet: tokens appear here after a call alert.",
         ));
     }
-    tracked.sort_by(|a, b| {
-        b.multiple()
-            .total_cmp(&a.multiple())
-            .then(a.tracked.token.cmp(&b.tracked.token))
-    });
+    rank(&mut tracked);
     let mut text = format!("<b>Tracked tokens</b> ({})\n", tracked.len());
     for h in tracked.iter().take(TRACKED_ROWS) {
         let token = h.tracked.token.to_string();
@@ -44,8 +42,17 @@ pub(super) async fn answer<B: Backend>(ask: &Ask<'_, B>) -> Answer {
     Ok(Reply::text(text))
 }
 
+/// `/tracked`'s order: the highest multiple first, then by address.
+pub fn rank(tracked: &mut [Holding]) {
+    tracked.sort_by(|a, b| {
+        b.multiple()
+            .total_cmp(&a.multiple())
+            .then(a.tracked.token.cmp(&b.tracked.token))
+    });
+}
+
 /// `AbCd…WxYz` for a long address.
-fn short(token: &str) -> String {
+pub fn short(token: &str) -> String {
     if token.len() <= 14 {
         token.to_owned()
     } else {

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use engine::event::ChatId;
 
+use super::shared::Ticket;
 use super::{Lane, Message};
 
 /// A message held, with the attempts made to send it.
 pub(super) struct Pending {
     pub(super) msg: Message,
     pub(super) attempts: u32,
+    /// When the message was taken, until its first attempt starts.
+    pub(super) queued_at: Option<Instant>,
 }
 
 /// One chat's state; it exists while the chat has messages, or had one
@@ -21,6 +24,8 @@ pub(super) struct Chat {
     pub(super) replies: VecDeque<Pending>,
     pub(super) alerts: VecDeque<Pending>,
     pub(super) in_flight: Option<Pending>,
+    /// Its reservation in the shared limits, while in flight.
+    pub(super) ticket: Option<Ticket>,
     /// The earliest its next message may leave.
     pub(super) next_at: Instant,
     /// Whether it is in the scheduler's ready line of each lane, so that
@@ -34,6 +39,7 @@ impl Chat {
             replies: VecDeque::new(),
             alerts: VecDeque::new(),
             in_flight: None,
+            ticket: None,
             next_at: now,
             in_ready: [false; 2],
         }

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use engine::event::ChatId;
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use teloxide::Bot;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc, watch};
 
 use super::scheduler::Scheduler;
+use super::shared::{Limiter, SharedLimits};
 use super::stats::{Counters, bump};
 use super::{ConfigError, Lane, Message, Rejected, Report, SenderConfig, SenderStats};
 use crate::BotToken;
@@ -120,9 +122,11 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Sender {
-    /// Starts the sending task on the current tokio runtime. Reports of
-    /// what became of each message come out of the returned receiver; read
-    /// it, or the sender slows down to wait for you.
+    /// Starts the sending task on the current tokio runtime, keeping the
+    /// limits in this process alone: for a bot no other process sends
+    /// with. Reports of what became of each message come out of the
+    /// returned receiver; read it, or the sender slows down to wait for
+    /// you.
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -130,7 +134,27 @@ impl Sender {
         token: BotToken,
         config: SenderConfig,
     ) -> Result<(Sender, mpsc::Receiver<Report>, SenderTask), ConfigError> {
+        Self::launch(token, config, None)
+    }
+
+    /// As [`Sender::start`], with the limits shared by every process that
+    /// starts its sender with the same bot and `shared` (see
+    /// [`SharedLimits`]): each send is reserved there before it leaves.
+    pub fn start_shared(
+        token: BotToken,
+        config: SenderConfig,
+        shared: SharedLimits,
+    ) -> Result<(Sender, mpsc::Receiver<Report>, SenderTask), ConfigError> {
+        Self::launch(token, config, Some(shared))
+    }
+
+    fn launch(
+        token: BotToken,
+        config: SenderConfig,
+        shared: Option<SharedLimits>,
+    ) -> Result<(Sender, mpsc::Receiver<Report>, SenderTask), ConfigError> {
         config.check()?;
+        let limiter = shared.map(|s| Limiter::new(s, &config));
         let api_url = url::Url::parse(&config.api_url).expect("checked");
         // reqwest's own timeout only backs ours up.
         let client = teloxide::net::default_reqwest_settings()
@@ -150,7 +174,8 @@ impl Sender {
             inbox,
             reports_tx,
             mode,
-        );
+        )
+        .with_limiter(limiter);
         let task = tokio::spawn(scheduler.run());
         let sender = Sender {
             shared: Arc::clone(&shared),
@@ -235,6 +260,12 @@ impl Sender {
 
     pub fn stats(&self) -> SenderStats {
         self.shared.stats()
+    }
+
+    /// Seconds from each message taken to its first attempt, as a
+    /// histogram `/metrics` shows (a handle to the live one).
+    pub fn queue_wait(&self) -> Histogram {
+        self.shared.counters.queue_wait.clone()
     }
 }
 

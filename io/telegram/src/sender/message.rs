@@ -1,14 +1,26 @@
 //! What producers hand the sender: a message, the tag that says which
 //! alert or reply it is, and the lane that tag puts it in.
+//!
+//! A message with a photo (a multiplier alert's chart) goes as
+//! `sendPhoto` with its text as the caption; Telegram counts it against
+//! the same limits as a text message. If Telegram refuses the photo, the
+//! scheduler sends the message again as text without it
+//! ([`Message::without_photo`]), so a chart never costs an alert.
+
+use std::future::Future;
+use std::sync::Arc;
 
 use engine::effect::Effect;
 use engine::event::ChatId;
 use engine::time::Nanos;
 use engine::token::Token;
 use teloxide::Bot;
-use teloxide::payloads::{SendMessage, SendMessageSetters};
-use teloxide::requests::{JsonRequest, Requester};
-use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, ParseMode};
+use teloxide::RequestError;
+use teloxide::payloads::{SendMessageSetters, SendPhotoSetters};
+use teloxide::requests::Requester;
+use teloxide::types::{
+    InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, ParseMode,
+};
 
 use callwatch_common::records::AlertKind;
 
@@ -63,14 +75,24 @@ impl Tag {
     }
 }
 
-/// One message to send: HTML text and a row of URL buttons.
+/// One message to send: HTML text and a row of URL buttons, and perhaps a
+/// photo, which the text then captions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub chat_id: ChatId,
     pub tag: Tag,
     pub text: String,
     pub buttons: Vec<Button>,
+    /// A PNG sent with the text as its caption; only when the text fits a
+    /// caption ([`crate::format::fits_caption`]). Not kept in the outbox:
+    /// an alert sent again after a restart goes as text.
+    pub photo: Option<Photo>,
 }
+
+/// A photo's bytes (PNG), shared by the attempts to send it. An `Arc` of
+/// a `Vec` (one word) rather than of a slice (two), so a message stays
+/// small in the sender's queues.
+pub type Photo = Arc<Vec<u8>>;
 
 impl Message {
     /// The message of an alert, rendered by [`crate::format::alert`];
@@ -81,7 +103,30 @@ impl Message {
             tag: Tag::Alert(AlertKey::of(effect)?),
             text: rendered.text,
             buttons: rendered.buttons,
+            photo: None,
         })
+    }
+
+    /// The message with `photo` attached, when its text fits a caption;
+    /// unchanged (as text) when it does not.
+    pub fn with_photo(mut self, photo: Photo) -> Message {
+        self.attach(photo);
+        self
+    }
+
+    /// Attaches `photo` if the text fits a caption; whether it did.
+    pub fn attach(&mut self, photo: Photo) -> bool {
+        let fits = crate::format::fits_caption(&self.text);
+        if fits {
+            self.photo = Some(photo);
+        }
+        fits
+    }
+
+    /// The same message as text alone.
+    pub fn without_photo(mut self) -> Message {
+        self.photo = None;
+        self
     }
 
     /// A reply to a command, in the priority lane.
@@ -91,6 +136,7 @@ impl Message {
             tag: Tag::Reply(id),
             text,
             buttons: Vec::new(),
+            photo: None,
         }
     }
 }
@@ -119,27 +165,55 @@ pub enum Rejected {
 }
 
 impl Message {
-    /// The Bot API request that sends it: HTML without link previews, its
-    /// buttons as one row.
-    pub(super) fn request(&self, bot: &Bot) -> JsonRequest<SendMessage> {
-        let mut request = bot
-            .send_message(teloxide::types::ChatId(self.chat_id), self.text.clone())
-            .parse_mode(ParseMode::Html)
-            .link_preview_options(LinkPreviewOptions {
-                is_disabled: true,
-                url: None,
-                prefer_small_media: false,
-                prefer_large_media: false,
-                show_above_text: false,
-            });
-        if !self.buttons.is_empty() {
+    /// The Bot API request that sends it: `sendMessage`, HTML without link
+    /// previews, or `sendPhoto` with the HTML as its caption; its buttons
+    /// as one row either way.
+    pub(super) fn request(
+        &self,
+        bot: &Bot,
+    ) -> impl Future<Output = Result<teloxide::types::Message, RequestError>> + Send + 'static {
+        let chat = teloxide::types::ChatId(self.chat_id);
+        let markup = (!self.buttons.is_empty()).then(|| {
             let row: Vec<InlineKeyboardButton> = self
                 .buttons
                 .iter()
                 .map(|b| InlineKeyboardButton::url(b.text.clone(), b.url.clone()))
                 .collect();
-            request = request.reply_markup(InlineKeyboardMarkup::new([row]));
+            InlineKeyboardMarkup::new([row])
+        });
+        let text = self.text.clone();
+        let photo = self.photo.clone();
+        let bot = bot.clone();
+        async move {
+            match photo {
+                Some(png) => {
+                    let file = InputFile::memory(png.as_ref().clone()).file_name("chart.png");
+                    let mut request = bot
+                        .send_photo(chat, file)
+                        .caption(text)
+                        .parse_mode(ParseMode::Html);
+                    if let Some(markup) = markup {
+                        request = request.reply_markup(markup);
+                    }
+                    request.await
+                }
+                None => {
+                    let mut request = bot
+                        .send_message(chat, text)
+                        .parse_mode(ParseMode::Html)
+                        .link_preview_options(LinkPreviewOptions {
+                            is_disabled: true,
+                            url: None,
+                            prefer_small_media: false,
+                            prefer_large_media: false,
+                            show_above_text: false,
+                        });
+                    if let Some(markup) = markup {
+                        request = request.reply_markup(markup);
+                    }
+                    request.await
+                }
+            }
         }
-        request
     }
 }

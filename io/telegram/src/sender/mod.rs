@@ -32,6 +32,25 @@
 //! limiter grows with every chat until swept, while the sender must hold
 //! each chat's state (queue, pause, order) anyway.
 //!
+//! # Limits shared by the bot's processes
+//! Telegram counts per bot, not per process. [`Sender::start`] keeps the
+//! limits in this process alone: right for a bot nothing else sends with.
+//! [`Sender::start_shared`] keeps the same three rules in Redis too
+//! ([`SharedLimits`], `shared`), so that any number of processes sending
+//! with one token keep them together: each send is reserved there (one
+//! atomic script, on the server's clock) before it leaves, and settled
+//! once answered. The scheduler still picks which message goes next, so
+//! order per chat and the reply lane stay as below; the reservation only
+//! says when. A chat the shared limits hold back waits on a timer while
+//! other chats go; when the bot as a whole is at its limit, every chat
+//! waits. If Redis does not answer, no message leaves until it does (a
+//! process cannot know what the others send, so no budget of its own is
+//! safe); `shared` has the details. Routing every message through one
+//! sending process fed by a stream was the other way: it was not taken,
+//! as it needs that process to be elected and replaced when it dies,
+//! while a reservation costs two Redis round trips per message and keeps
+//! every process able to send.
+//!
 //! # Order and lanes
 //! Each chat has two queues: replies to commands (the priority lane) and
 //! alerts. A chat's next message is its oldest reply, else its oldest
@@ -83,6 +102,8 @@
 //!   and what each answer does.
 //! - `chat`: one chat's queues and pause; the chats found unreachable.
 //! - `window`: the global limit, counted from answers.
+//! - `shared`: the limits shared through Redis ([`SharedLimits`]), with
+//!   the scripts `reserve.lua` and `settle.lua`.
 //! - `report`: Telegram's answers read into outcomes, and the
 //!   [`Report`]s of them.
 //! - `stats`: the counters behind [`SenderStats`].
@@ -93,13 +114,15 @@ mod handle;
 mod message;
 mod report;
 mod scheduler;
+mod shared;
 mod stats;
 mod window;
 
 pub use config::{ConfigError, SenderConfig};
 pub use handle::{Closed, Sender, SenderTask};
-pub use message::{AlertKey, Message, Rejected, Tag};
+pub use message::{AlertKey, Message, Photo, Rejected, Tag};
 pub use report::{ErrorKind, Inactive, Report, SendError};
+pub use shared::SharedLimits;
 pub use stats::SenderStats;
 
 use message::Lane;

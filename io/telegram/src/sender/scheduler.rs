@@ -19,6 +19,7 @@ use callwatch_common::breaker::{Breaker, BreakerState};
 use super::chat::{Chat, GroupSends, Pending, Unreachable, is_group};
 use super::handle::{Mode, Shared};
 use super::report::{self, Outcome};
+use super::shared::{Limiter, Reservation, Ticket};
 use super::stats::bump;
 use super::window::Window;
 use super::{ErrorKind, Inactive, Lane, Message, Report, SendError, SenderConfig};
@@ -59,6 +60,8 @@ pub(super) struct Scheduler {
     retries: Backoff,
     unreachable: Unreachable,
     groups: GroupSends,
+    /// The limits shared with the bot's other processes, if any.
+    limiter: Option<Limiter>,
 }
 
 impl Scheduler {
@@ -93,14 +96,21 @@ impl Scheduler {
             tasks: HashMap::new(),
             paused_until: None,
             recent_429: VecDeque::new(),
+            limiter: None,
         }
+    }
+
+    /// Keeps the limits shared with the bot's other processes too.
+    pub(super) fn with_limiter(mut self, limiter: Option<Limiter>) -> Scheduler {
+        self.limiter = limiter;
+        self
     }
 
     pub(super) async fn run(mut self) -> Vec<Message> {
         loop {
             let now = Instant::now();
             self.wake_due(now);
-            self.dispatch(now);
+            self.dispatch().await;
             if self.mode == Mode::Stop
                 || (self.mode == Mode::Drain
                     && self.inbox_done
@@ -133,6 +143,13 @@ impl Scheduler {
                 },
                 () = sleep_until(wake), if wake.is_some() => {}
             }
+        }
+        if self.mode != Mode::Stop
+            && let Some(limiter) = &mut self.limiter
+        {
+            // The last answers' settlements, so the other processes need
+            // not wait for the leases to lapse.
+            limiter.flush().await;
         }
         self.leftovers()
     }
@@ -220,7 +237,11 @@ impl Scheduler {
             }
         }
         let chat = self.chats.get_mut(&id).expect("inserted above");
-        chat.queue(lane).push_back(Pending { msg, attempts: 0 });
+        chat.queue(lane).push_back(Pending {
+            msg,
+            attempts: 0,
+            queued_at: Some(now),
+        });
         if chat.in_flight.is_none() && chat.next_at <= now {
             self.mark_ready(id);
         }
@@ -293,16 +314,61 @@ impl Scheduler {
         if let Some(p) = self.paused_until {
             at = at.max(p);
         }
+        if let Some(shared) = self.limiter.as_ref().and_then(Limiter::until) {
+            at = at.max(shared);
+        }
         Some(self.window.release(at))
     }
 
-    fn dispatch(&mut self, now: Instant) {
-        while self.global_release(now).is_some_and(|at| at <= now) {
+    /// Sends the chats in line while the limits let them, each after its
+    /// reservation in the shared limits when there are some.
+    async fn dispatch(&mut self) {
+        loop {
+            let now = Instant::now();
+            if self.global_release(now).is_none_or(|at| at > now) {
+                return;
+            }
             let Some(id) = self.next_ready(now) else {
                 return;
             };
-            self.start(id, now);
+            let ticket = match self.reserve(id).await {
+                Ok(ticket) => ticket,
+                Err(Stop::Chat) => continue,
+                Err(Stop::All) => return,
+            };
+            self.start(id, Instant::now(), ticket);
         }
+    }
+
+    /// A send to `id` reserved in the shared limits (`None` when there are
+    /// none). A chat told to wait waits, woken by a timer; when every chat
+    /// must, `id` goes back to the head of its line.
+    async fn reserve(&mut self, id: ChatId) -> Result<Option<Ticket>, Stop> {
+        let Some(limiter) = &mut self.limiter else {
+            return Ok(None);
+        };
+        let counters = &self.shared.counters;
+        match limiter.reserve(id).await {
+            Reservation::Granted(ticket) => return Ok(Some(ticket)),
+            Reservation::ChatWaits(wait) => {
+                bump(&counters.shared_waits);
+                let at = Instant::now() + wait;
+                self.ready_chat(id).next_at = at;
+                self.timers.push(Reverse((at, id)));
+                return Err(Stop::Chat);
+            }
+            Reservation::BotWaits => bump(&counters.shared_waits),
+            Reservation::Unavailable => bump(&counters.shared_unavailable),
+        }
+        let chat = self.ready_chat(id);
+        let lane = if chat.replies.is_empty() {
+            Lane::Alert
+        } else {
+            Lane::Reply
+        };
+        chat.in_ready[lane as usize] = true;
+        self.ready[lane as usize].push_front(id);
+        Err(Stop::All)
     }
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
@@ -319,14 +385,28 @@ impl Scheduler {
         }
     }
 
+    /// A chat taken from the ready line: it exists until its messages are
+    /// sent.
+    fn ready_chat(&mut self, id: ChatId) -> &mut Chat {
+        self.chats.get_mut(&id).expect("a ready chat exists")
+    }
+
     /// Sends the next message of chat `id`, counted against the window.
-    fn start(&mut self, id: ChatId, now: Instant) {
+    fn start(&mut self, id: ChatId, now: Instant, ticket: Option<Ticket>) {
         let seq = self.window.record(now);
         let chat = self.chats.get_mut(&id).expect("a ready chat exists");
-        let pending = match chat.replies.pop_front() {
+        chat.ticket = ticket;
+        let mut pending = match chat.replies.pop_front() {
             Some(p) => p,
             None => chat.alerts.pop_front().expect("a ready chat has work"),
         };
+        if let Some(queued_at) = pending.queued_at.take() {
+            let waited = now.saturating_duration_since(queued_at);
+            self.shared
+                .counters
+                .queue_wait
+                .observe(waited.as_secs_f64());
+        }
         let request = pending.msg.request(&self.bot);
         chat.in_flight = Some(pending);
         let timeout = self.config.request_timeout;
@@ -350,11 +430,17 @@ impl Scheduler {
         self.window.answered(answer.seq, now);
         let id = answer.chat_id;
         let outcome = report::outcome(answer.result, &self.token, self.config.request_timeout);
-        let pending = self
-            .in_flight_chat(id)
-            .in_flight
-            .take()
-            .expect("a chat with a send in flight");
+        let chat = self.in_flight_chat(id);
+        let pending = chat.in_flight.take().expect("a chat with a send in flight");
+        let ticket = chat.ticket.take();
+        if let (Some(limiter), Some(ticket)) = (&mut self.limiter, ticket) {
+            let hold = match outcome {
+                Outcome::RetryAfter(after) => after.max(self.config.chat_interval),
+                _ => self.config.chat_interval,
+            };
+            let sent = matches!(outcome, Outcome::Sent(_));
+            limiter.settle(id, ticket, hold, sent).await;
+        }
         let report = match outcome {
             Outcome::Sent(message_id) => Some(self.sent(id, pending, message_id, now)),
             Outcome::RetryAfter(after) => {
@@ -363,6 +449,10 @@ impl Scheduler {
             }
             Outcome::Inactive(reason) => Some(self.inactive(id, pending, reason, now)),
             Outcome::Retry(error) => self.retry(id, pending, error, now),
+            Outcome::Refused(error) if pending.msg.photo.is_some() => {
+                self.photo_refused(id, pending, error, now);
+                None
+            }
             Outcome::Refused(error) => Some(self.refused(id, pending, error, now)),
         };
         if let Some(chat) = self.chats.get(&id) {
@@ -475,14 +565,8 @@ impl Scheduler {
         }
         pending.attempts += 1;
         if pending.attempts >= self.config.max_attempts {
-            bump(&c.failed);
-            self.done(id, pending.msg.tag.lane(), now);
             tracing::warn!(chat_id = id, attempts = pending.attempts, %error, "Telegram message given up");
-            return Some(Report::Failed {
-                chat_id: id,
-                tag: pending.msg.tag,
-                error,
-            });
+            return Some(self.give_up(id, pending, error, now));
         }
         let backoff = self.retries.delay_for_attempt(pending.attempts);
         tracing::debug!(chat_id = id, attempts = pending.attempts, ?backoff, %error, "Telegram send failed; will retry");
@@ -490,10 +574,25 @@ impl Scheduler {
         None
     }
 
+    /// Telegram refused a message with a photo: it is sent again at once
+    /// as text alone, since the chart is what Telegram may have refused,
+    /// and an alert must not be lost for it.
+    fn photo_refused(&mut self, id: ChatId, mut pending: Pending, why: SendError, now: Instant) {
+        bump(&self.shared.counters.photos_refused);
+        tracing::warn!(chat_id = id, %why, "Telegram refused a chart; the alert goes as text");
+        pending.msg = pending.msg.without_photo();
+        self.requeue(id, pending, Duration::ZERO, now);
+    }
+
     fn refused(&mut self, id: ChatId, pending: Pending, error: SendError, now: Instant) -> Report {
+        tracing::warn!(chat_id = id, %error, "Telegram refused a message");
+        self.give_up(id, pending, error, now)
+    }
+
+    /// The message is done with, unsent: counted and reported failed.
+    fn give_up(&mut self, id: ChatId, pending: Pending, error: SendError, now: Instant) -> Report {
         bump(&self.shared.counters.failed);
         self.done(id, pending.msg.tag.lane(), now);
-        tracing::warn!(chat_id = id, %error, "Telegram refused a message");
         Report::Failed {
             chat_id: id,
             tag: pending.msg.tag,
@@ -544,6 +643,12 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Why [`Scheduler::reserve`] let no send go: this chat waits, or all do.
+enum Stop {
+    Chat,
+    All,
 }
 
 /// Resolves when the mode becomes `Stop` (or its sender is gone).

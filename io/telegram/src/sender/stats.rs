@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 /// What the sender has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SenderStats {
@@ -35,9 +37,16 @@ pub struct SenderStats {
     /// Reports dropped because the close deadline passed while their
     /// reader was not reading.
     pub reports_lost: u64,
+    /// Sends the limits shared with the bot's other processes held back
+    /// (the chat, its group or the bot was at its limit).
+    pub shared_waits: u64,
+    /// Calls to those limits that Redis did not answer (sending waited).
+    pub shared_unavailable: u64,
+    /// Charts Telegram refused; their alerts went again as text.
+    pub photos_refused: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Counters {
     pub(super) accepted: AtomicU64,
     pub(super) sent: AtomicU64,
@@ -53,6 +62,37 @@ pub(super) struct Counters {
     pub(super) rejected_chat_full: AtomicU64,
     pub(super) breaker_opened: AtomicU64,
     pub(super) reports_lost: AtomicU64,
+    pub(super) shared_waits: AtomicU64,
+    pub(super) shared_unavailable: AtomicU64,
+    pub(super) photos_refused: AtomicU64,
+    /// Seconds from a message taken to its first attempt starting.
+    pub(super) queue_wait: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let zero = AtomicU64::default;
+        Counters {
+            accepted: zero(),
+            sent: zero(),
+            rate_limited: zero(),
+            flood_pauses: zero(),
+            timeouts: zero(),
+            server_errors: zero(),
+            network_errors: zero(),
+            failed: zero(),
+            inactive_chats: zero(),
+            dropped_inactive: zero(),
+            rejected_full: zero(),
+            rejected_chat_full: zero(),
+            breaker_opened: zero(),
+            reports_lost: zero(),
+            shared_waits: zero(),
+            shared_unavailable: zero(),
+            photos_refused: zero(),
+            queue_wait: Histogram::new(callwatch_common::buckets::latency()),
+        }
+    }
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -81,6 +121,9 @@ impl Counters {
             rejected_chat_full: load(&self.rejected_chat_full),
             breaker_opened: load(&self.breaker_opened),
             reports_lost: load(&self.reports_lost),
+            shared_waits: load(&self.shared_waits),
+            shared_unavailable: load(&self.shared_unavailable),
+            photos_refused: load(&self.photos_refused),
         }
     }
 }

@@ -26,6 +26,7 @@ pub fn alert(chat_id: i64, i: usize) -> Message {
         }),
         text: format!("alert {i} to {chat_id}"),
         buttons: Vec::new(),
+        photo: None,
     }
 }
 

@@ -88,36 +88,24 @@ pub(super) fn webhook(
 /// JSON object (numbers and booleans as they print); `None` if it is
 /// neither.
 pub(super) fn form_fields(content_type: &str, body: &[u8]) -> Option<HashMap<String, String>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let Some(boundary) = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-    else {
-        if text.trim().is_empty() {
-            return Some(HashMap::new());
-        }
-        let Value::Object(fields) = serde_json::from_str::<Value>(text).ok()? else {
-            return None;
-        };
-        let as_text = |v: Value| match v {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        return Some(fields.into_iter().map(|(k, v)| (k, as_text(v))).collect());
-    };
-    let delimiter = format!("--{}", boundary.trim_matches('"'));
-    let mut fields = HashMap::new();
-    // Each part: `\r\n` headers `\r\n\r\n` value `\r\n`; the last is `--`.
-    for part in text.split(delimiter.as_str()).skip(1) {
-        let Some((head, value)) = part.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let name = head
-            .split_once("name=\"")
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(name, _)| name)?;
-        let value = value.strip_suffix("\r\n").unwrap_or(value);
-        fields.insert(name.to_owned(), value.to_owned());
+    if let Some(boundary) = multipart::boundary(content_type) {
+        return multipart::parts(boundary, body).map(|parts| {
+            parts
+                .into_iter()
+                .map(|p| (p.name, String::from_utf8_lossy(&p.bytes).into_owned()))
+                .collect()
+        });
     }
-    Some(fields)
+    let text = std::str::from_utf8(body).ok()?;
+    if text.trim().is_empty() {
+        return Some(HashMap::new());
+    }
+    let Value::Object(fields) = serde_json::from_str::<Value>(text).ok()? else {
+        return None;
+    };
+    let as_text = |v: Value| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    Some(fields.into_iter().map(|(k, v)| (k, as_text(v))).collect())
 }
