@@ -36,6 +36,11 @@ pub struct EngineConfig {
     /// events after it, so that it holds no other token back for long.
     /// The output is the same for any value. Default: 4096.
     pub fanout_slice: usize,
+    /// Records a shard writes of a snapshot at one go (at least one
+    /// token), between batches or while its inbox is empty: the bound on
+    /// a snapshot's pause of the input. The snapshot is the same for any
+    /// value. Default: 16,384 (a few milliseconds).
+    pub snapshot_step_records: u64,
 }
 
 /// The rules part of the configuration, shared read-only by every shard.
@@ -61,7 +66,7 @@ pub enum ConfigError {
     Thresholds,
     #[error("ttl must be positive")]
     Ttl,
-    #[error("batch_events, inbox_batches and fanout_slice must be positive")]
+    #[error("batch_events, inbox_batches, fanout_slice and snapshot_step_records must be positive")]
     Capacity,
 }
 
@@ -77,6 +82,7 @@ impl Default for EngineConfig {
             reserved_cores: 1,
             report_silent: false,
             fanout_slice: 4096,
+            snapshot_step_records: crate::shard::STEP_RECORDS,
         }
     }
 }
@@ -93,7 +99,11 @@ impl EngineConfig {
             return Err(ConfigError::Shards(self.shards));
         }
         self.rules().validate()?;
-        if self.batch_events == 0 || self.inbox_batches == 0 || self.fanout_slice == 0 {
+        if self.batch_events == 0
+            || self.inbox_batches == 0
+            || self.fanout_slice == 0
+            || self.snapshot_step_records == 0
+        {
             return Err(ConfigError::Capacity);
         }
         Ok(())

@@ -71,7 +71,7 @@ enum Input {
     /// Answer with this shard's tokens valued at least this share of their
     /// next crossing.
     Near(f64, Sender<Vec<Near>>),
-    /// Encode this shard (numbered so) into a snapshot.
+    /// Cut this shard (numbered so) for a snapshot, and write it.
     Snapshot(usize, Sender<ShardPart>),
 }
 
@@ -236,6 +236,7 @@ pub fn start_from(
         let rules = config.rules();
         let state = loaded.next();
         let fanout_slice = config.fanout_slice;
+        let step_records = config.snapshot_step_records;
         let gauges = Arc::clone(&gauges);
         let spare_tx = spare_tx.clone();
         let pool_rx = pool_rx.clone();
@@ -248,6 +249,7 @@ pub fn start_from(
                 }
                 let mut state = state.unwrap_or_else(|| ShardState::new(rules));
                 state.set_fanout_slice(fanout_slice);
+                state.set_snapshot_step(step_records);
                 run_shard(
                     &mut state, &in_rx, &out_tx, &spare_tx, &pool_rx, &gauges[i], wait,
                 );
@@ -352,8 +354,9 @@ const SHARED_CORE_YIELDS: u32 = 2_000;
 /// effects. A call still deciding its followers ([`crate::shard`]'s
 /// fan-out) goes on between batches while the inbox is empty; a batch
 /// that arrives meanwhile takes its turn, and the output says how far it
-/// is complete. Effect vectors come from `pool`, which [`Effects`]
-/// refills. Returns when the router is gone.
+/// is complete. A snapshot being written goes on a step after each batch
+/// and while the inbox is empty. Effect vectors come from `pool`, which
+/// [`Effects`] refills. Returns when the router is gone.
 fn run_shard(
     state: &mut ShardState,
     inbox: &Receiver<Batch>,
@@ -367,9 +370,9 @@ fn run_shard(
     loop {
         let mut batch = match next.take() {
             Some(b) => b,
-            None => match recv_waiting(inbox, wait) {
-                Ok(b) => b,
-                Err(_) => return,
+            None => match next_batch(state, inbox, wait) {
+                Some(b) => b,
+                None => return,
             },
         };
         let mut effects = pool.try_recv().unwrap_or_default();
@@ -377,6 +380,7 @@ fn run_shard(
         // Sweeping a few token slots per batch keeps expiry incremental:
         // no pause proportional to the whole state.
         state.maintain(16 + batch.items.len() / 8);
+        state.snapshot_step();
         next = work_while_idle(state, inbox, &mut effects);
         gauges.publish(&state.stats());
         // The emptied batch goes back to the router for reuse; if the pool
@@ -393,6 +397,22 @@ fn run_shard(
             return;
         }
     }
+}
+
+/// The next batch, writing the snapshot being written while none comes;
+/// `None` once the router is gone.
+fn next_batch(state: &mut ShardState, inbox: &Receiver<Batch>, wait: Wait) -> Option<Batch> {
+    while state.is_snapshotting() {
+        match inbox.try_recv() {
+            Ok(b) => return Some(b),
+            Err(crossbeam_channel::TryRecvError::Empty) => state.snapshot_step(),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                state.finish_snapshot();
+                return None;
+            }
+        }
+    }
+    recv_waiting(inbox, wait).ok()
 }
 
 /// Applies one batch's items in order. Anything but an event (a query, a
@@ -425,9 +445,7 @@ fn apply_batch(state: &mut ShardState, items: &[Input], effects: &mut Vec<Effect
             Input::Near(share, reply) => {
                 let _ = reply.send(state.near(*share));
             }
-            Input::Snapshot(shard, reply) => {
-                let _ = reply.send(ShardPart::encode(state, *shard));
-            }
+            Input::Snapshot(shard, reply) => state.begin_snapshot(*shard, reply.clone()),
         }
     }
 }
@@ -565,11 +583,12 @@ impl Router {
         Ok(rx)
     }
 
-    /// Asks every shard to encode itself into a snapshot once it has
-    /// applied every event submitted before (each call decided): one cut
-    /// of the input for all shards, at `seq` [`Router::last_seq`]. The
-    /// shards go on with later events as soon as each has encoded its
-    /// part; [`Taking::wait`] gathers the parts.
+    /// Asks every shard for a snapshot of itself once it has applied
+    /// every event submitted before (each call decided): one cut of the
+    /// input for all shards, at `seq` [`Router::last_seq`]. Each shard
+    /// writes its chats at the cut and goes on with later events, writing
+    /// its tokens a step at a time between them (each as it was at the
+    /// cut); [`Taking::wait`] gathers the parts.
     pub fn snapshot(&mut self, thresholds: Vec<f64>) -> Result<Taking, EngineStopped> {
         let upto_seq = self.last_seq;
         let shards = self.pending.len();

@@ -1,6 +1,7 @@
 //! Snapshots: a run cut by a snapshot, loaded into new shards (as many or
-//! not) and continued, gives exactly the output of the run uncut; and a
-//! damaged or foreign file is refused whole.
+//! not) and continued, gives exactly the output of the run uncut, also when
+//! the run goes on while the shards write the snapshot; and a damaged or
+//! foreign file is refused whole.
 
 use engine::config::EngineConfig;
 use engine::effect::Effect;
@@ -75,6 +76,14 @@ fn config(shards: usize, fanout_slice: usize) -> EngineConfig {
     }
 }
 
+/// `config`, writing snapshots `step` records at a time.
+fn stepped(shards: usize, fanout_slice: usize, step: u64) -> EngineConfig {
+    EngineConfig {
+        snapshot_step_records: step,
+        ..config(shards, fanout_slice)
+    }
+}
+
 /// Tracked entries loaded from storage before the input, as a rebuild
 /// loads them: each adds its chat only to the shard that owns its token,
 /// so the shards' chat tables differ.
@@ -93,14 +102,13 @@ fn restore(router: &mut Router, envs: &[Envelope]) {
     }
 }
 
-/// Restores entries for the tokens of `restores` first, submits `envs`,
-/// then does `then`, then finishes the router; returns every effect.
+/// Restores entries for the tokens of `restores` first, then has `feed`
+/// submit the input, then finishes the router; returns every effect.
 fn drive(
     mut router: Router,
     effects: router::Effects,
     restores: &[Envelope],
-    envs: &[Envelope],
-    then: impl FnOnce(&mut Router),
+    feed: impl FnOnce(&mut Router),
 ) -> Vec<Effect> {
     std::thread::scope(|s| {
         let collector = s.spawn(move || {
@@ -112,10 +120,7 @@ fn drive(
             all
         });
         restore(&mut router, restores);
-        for env in envs {
-            router.submit(env.clone()).expect("submit");
-        }
-        then(&mut router);
+        feed(&mut router);
         router.finish().expect("finish");
         collector.join().expect("collector")
     })
@@ -124,22 +129,33 @@ fn drive(
 fn run(config: &EngineConfig, loaded: Vec<ShardState>, envs: &[Envelope]) -> Vec<Effect> {
     let restores = if loaded.is_empty() { envs } else { &[] };
     let (router, effects, workers) = router::start_from(config, loaded).expect("config");
-    let out = drive(router, effects, restores, envs, |_| {});
+    let out = drive(router, effects, restores, |router| submit(router, envs));
     workers.join().expect("shards");
     out
 }
 
-/// Runs `all[..cut]` (after the restores of `all`), takes a snapshot
-/// there, and returns its output and file.
+fn submit(router: &mut Router, envs: &[Envelope]) {
+    for env in envs {
+        router.submit(env.clone()).expect("submit");
+    }
+}
+
+/// Runs all of `all` (after its restores), with a snapshot taken after
+/// `all[..cut]`: the events after the cut are submitted before the
+/// snapshot is waited for, so the shards apply them while they write it.
+/// Returns the whole run's output and the file.
 fn snapshot_at(config: &EngineConfig, all: &[Envelope], cut: usize) -> (Vec<Effect>, Vec<u8>) {
-    let envs = &all[..cut];
+    let (before, after) = all.split_at(cut);
     let (router, effects, workers) = router::start(config).expect("config");
     let mut file = Vec::new();
-    let out = drive(router, effects, all, envs, |router| {
+    let out = drive(router, effects, all, |router| {
+        submit(router, before);
         let taking = router
             .snapshot(config.thresholds.clone())
             .expect("snapshot");
-        assert_eq!(taking.upto_seq(), envs.last().map_or(0, |e| e.seq));
+        assert_eq!(taking.upto_seq(), before.last().map_or(0, |e| e.seq));
+        submit(router, after);
+        router.flush().expect("flush");
         let taken = taking.wait().expect("parts");
         taken.image.write_to(&mut file, b"meta").expect("write");
         assert_eq!(taken.image.file_len(b"meta"), file.len() as u64);
@@ -158,20 +174,22 @@ proptest! {
         before in 1usize..4,
         after in 1usize..4,
         slice in prop_oneof![Just(1usize), Just(3), Just(4096)],
+        step in prop_oneof![Just(1u64), Just(5), Just(16_384)],
     ) {
         let envs = events(seed, 1_500);
         let whole = run(&config(1, 4096), Vec::new(), &envs);
         let multipliers = whole.iter().filter(|e| matches!(e, Effect::MultiplierAlert(_))).count();
         prop_assert!(whole.len() > 50 && multipliers > 5, "{} effects, {} multipliers", whole.len(), multipliers);
-        let (first, file) = snapshot_at(&config(before, slice), &envs, cut);
+        let (through, file) = snapshot_at(&stepped(before, slice, step), &envs, cut);
+        prop_assert!(through == whole, "output changed by writing a snapshot at {}", cut);
         let parsed = Snapshot::parse(&file).expect("a fresh snapshot parses");
         prop_assert_eq!(parsed.meta, b"meta");
         let cfg = config(after, slice);
         let loaded = snapshot::load(&cfg, &parsed).expect("a fresh snapshot loads");
-        let mut rest = run(&cfg, loaded, &envs[cut..]);
-        let mut joined = first;
-        joined.append(&mut rest);
-        prop_assert!(joined == whole, "output differs after a snapshot at {}", cut);
+        let rest = run(&cfg, loaded, &envs[cut..]);
+        let upto = envs[..cut].last().map_or(0, |e| e.seq);
+        let after_cut: Vec<Effect> = whole.into_iter().filter(|e| e.order_key().0 > upto).collect();
+        prop_assert!(rest == after_cut, "output differs after a snapshot at {}", cut);
     }
 }
 

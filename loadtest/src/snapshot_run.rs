@@ -1,13 +1,15 @@
 //! The `snapshot` scenario: an engine holding a given number of tracked
 //! keys (each a tracked entry and its processed record, as `serve` holds
-//! them after a call alert), snapshotted to a directory, then started
-//! again from that snapshot, timing each step.
+//! them after a call alert), snapshotted to a directory while prices keep
+//! coming, then started again from that snapshot, timing each step and the
+//! longest pause of the input the snapshot caused.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use callwatch_state::snapshots::SnapshotStore;
 use engine::EngineConfig;
+use engine::event::{Envelope, Event};
 use engine::router;
 use engine::shard::{Restore, RestoreRecord, Status};
 use indicatif::ProgressBar;
@@ -51,6 +53,8 @@ struct Results {
     tokens: u64,
     build: Duration,
     encode: Duration,
+    pause: Duration,
+    prices_during: u64,
     write: Duration,
     bytes: u64,
     read: Duration,
@@ -146,13 +150,34 @@ fn measure(
     router.compact()?;
     pb.finish_and_clear();
 
-    eprintln!("loadtest snapshot: taking and writing the snapshot");
+    eprintln!("loadtest snapshot: taking the snapshot while prices go on, then writing it");
     let asked = Instant::now();
-    let taken = router.snapshot(config.thresholds.clone())?.wait()?;
     r.build = asked.duration_since(started);
-    // The shards were idle when asked, so this is their encoding time,
-    // and the longest pause of the input a snapshot causes.
+    let taking = router.snapshot(config.thresholds.clone())?;
+    let waiter = std::thread::spawn(move || taking.wait());
+    // Prices for the held tokens while the shards write their parts: the
+    // input goes on, and the shards time their longest step.
+    let mut seq = router.last_seq();
+    while !waiter.is_finished() {
+        for _ in 0..4096 {
+            seq += 1;
+            let token = market.tokens[(seq % a.tokens) as usize];
+            router.submit(Envelope {
+                seq,
+                clock: T0,
+                event: Event::Price {
+                    token,
+                    fdv_usd: 1.0,
+                    at: T0,
+                },
+            })?;
+            r.prices_during += 1;
+        }
+        router.flush()?;
+    }
+    let taken = waiter.join().expect("the snapshot's waiter panicked")?;
     r.encode = asked.elapsed();
+    r.pause = taken.longest_pause;
     r.tokens = taken.image.tokens;
     let written = store.write(&taken.image, b"{}")?;
     r.write = written.took;
@@ -212,13 +237,15 @@ fn secs(d: Duration) -> f64 {
 fn table(r: &Results) -> String {
     format!(
         "  tracked keys (entry + processed record each)  {}\n  tokens  {}\n  \
-         build by restore  {:.2} s\n  snapshot: encode {:.3} s (the longest pause of the input), \
-         write + fsync {:.3} s, {:.1} MB\n  start from it ({}): read {:.3} s, check {:.3} s, \
+         build by restore  {:.2} s\n  snapshot: taken in {:.3} s while {} prices were applied, \
+         the longest pause of the input {:.1} ms; write + fsync {:.3} s, {:.1} MB\n  start from it ({}): read {:.3} s, check {:.3} s, \
          decode {:.3} s; start to ready {:.3} s\n",
         r.keys,
         r.tokens,
         r.build.as_secs_f64(),
         r.encode.as_secs_f64(),
+        r.prices_during,
+        r.pause.as_secs_f64() * 1e3,
         r.write.as_secs_f64(),
         r.bytes as f64 / 1e6,
         if r.cold {
@@ -240,7 +267,8 @@ fn json(r: &Results) -> String {
         "tokens": r.tokens,
         "build_secs": secs(r.build),
         "encode_secs": secs(r.encode),
-        "longest_pause_secs": secs(r.encode),
+        "longest_pause_secs": (r.pause.as_secs_f64() * 1e6).round() / 1e6,
+        "prices_during_snapshot": r.prices_during,
         "write_secs": secs(r.write),
         "snapshot_secs": secs(r.encode + r.write),
         "bytes": r.bytes,

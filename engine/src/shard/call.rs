@@ -55,6 +55,7 @@ impl ShardState {
     ) {
         self.stats.calls += 1;
         let slot = self.intern(token);
+        super::cut::save(&mut self.cut, &mut self.slots, slot);
         let ts = &mut self.slots[slot];
         ts.take_call(channel, t, fdv_usd, self.rules.ttl_nanos);
         // The followers ascending, and the token's records sorted by chat:

@@ -140,11 +140,14 @@ impl ShardState {
             lapsed,
             stats,
             pending,
+            cut,
             ..
         } = self;
         let Some(f) = pending.calls.front_mut() else {
             return;
         };
+        // Written at the call's start already, if a snapshot is.
+        super::cut::save(cut, slots, f.slot);
         let ts = &mut slots[f.slot];
         let call = CallAt {
             seq: f.seq,

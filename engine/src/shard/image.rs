@@ -27,34 +27,6 @@ pub struct ImageCounts {
 }
 
 impl ShardState {
-    /// This shard's section: its chats, then its tokens. Each shard keeps
-    /// its own chats, since a rebuild from storage adds a chat only to the
-    /// shards whose tokens name it, so chat indices differ between shards.
-    /// Every call must have been decided ([`ShardState::finish_fanouts`]).
-    pub(crate) fn encode_section(&mut self) -> (Vec<u8>, ImageCounts) {
-        assert!(!self.has_unfinished(), "a snapshot is taken between calls");
-        let s = &self.stats;
-        let mut e = Encoder::with_capacity(
-            64 + 64 * self.chats.len()
-                + (s.tokens as usize) * 120
-                + (s.records as usize) * 48
-                + (s.tracked as usize) * 26,
-        );
-        self.chats.encode(&mut e);
-        e.i64(self.clock);
-        for v in stats_fields(&self.stats) {
-            e.u64(v);
-        }
-        let mut counts = ImageCounts::default();
-        e.len(self.index.len());
-        for ts in self.slots.iter_mut().filter(|ts| ts.live) {
-            let hot = self.index.get(&ts.token).expect("a live token is indexed");
-            encode_token(&mut e, ts, hot.fdv_usd, &mut counts);
-        }
-        debug_assert_eq!(counts.tokens as usize, self.index.len());
-        (e.bytes, counts)
-    }
-
     /// Shard `shard` of `shards` from `snapshot`: its own section when
     /// the shard count is the same; otherwise every section's chats, and
     /// the tokens that route to this shard, their chats renumbered.
@@ -128,7 +100,7 @@ impl ShardState {
 /// Counters a snapshot keeps, in this order.
 const STATS_FIELDS: usize = 10;
 
-fn stats_fields(s: &ShardStats) -> [u64; STATS_FIELDS] {
+pub(super) fn stats_fields(s: &ShardStats) -> [u64; STATS_FIELDS] {
     [
         s.events,
         s.calls,
@@ -158,7 +130,12 @@ fn stats_from(v: [u64; STATS_FIELDS]) -> ShardStats {
     }
 }
 
-fn encode_token(e: &mut Encoder, ts: &mut TokenState, fdv_usd: f64, counts: &mut ImageCounts) {
+pub(super) fn encode_token(
+    e: &mut Encoder,
+    ts: &mut TokenState,
+    fdv_usd: f64,
+    counts: &mut ImageCounts,
+) {
     let (tag, bytes) = ts.token.to_raw();
     e.u8(tag);
     e.raw(&bytes);

@@ -5,7 +5,7 @@
 //! processed records and the tracked entries, interned to a `u32` slot and
 //! kept in flat maps. Chat state is a full copy (every shard sees every
 //! chat event). Nothing here blocks, allocates per price update, reads a
-//! clock or logs.
+//! clock (but to time a snapshot's steps, `cut`) or logs.
 //!
 //! # Layout
 //! - `record`: a (token, chat) processed record ([`Record`]), and the
@@ -13,6 +13,7 @@
 //! - `call`: a call decided for every following chat.
 //! - `price`: a price, and the thresholds it crosses.
 //! - `restore`: state loaded back from storage.
+//! - `image`, `cut`: a snapshot's section, written while events go on.
 //! - `sweep`: expired state dropped a few slots at a time.
 //! - `query`: what commands ask (scans, off the hot path).
 //! - `ahead`: a batch's index entries asked for ahead of use.
@@ -31,6 +32,7 @@ use records::Records;
 
 mod ahead;
 mod call;
+mod cut;
 mod fanout;
 mod image;
 mod price;
@@ -41,6 +43,7 @@ mod restore;
 mod sweep;
 
 pub use ahead::{AheadHashes, PREFETCH_AHEAD};
+pub use cut::STEP_RECORDS;
 pub use image::ImageCounts;
 pub use query::{CallOutcome, Holding, Near, TrackedView};
 pub use record::{Checked, Record, Status};
@@ -142,6 +145,9 @@ pub struct ShardState {
     pending: fanout::Pending,
     /// Followers a call decides per slice.
     fanout_slice: usize,
+    /// A snapshot being written, and the records it writes a step.
+    cut: Option<Box<cut::Cut>>,
+    step_records: u64,
 }
 
 impl ShardState {
@@ -164,6 +170,8 @@ impl ShardState {
             stats: ShardStats::default(),
             pending: fanout::Pending::default(),
             fanout_slice: usize::MAX,
+            cut: None,
+            step_records: STEP_RECORDS,
         }
     }
 
@@ -194,6 +202,13 @@ impl ShardState {
     pub fn set_fanout_slice(&mut self, n: usize) {
         assert!(n > 0, "a slice decides at least one follower");
         self.fanout_slice = n;
+    }
+
+    /// Writes at least `n` records of a snapshot at one go (at least one
+    /// token): see [`crate::config::EngineConfig::snapshot_step_records`].
+    pub fn set_snapshot_step(&mut self, n: u64) {
+        assert!(n > 0, "a step writes at least one record");
+        self.step_records = n;
     }
 
     /// Applies `envs` in order, as a shard thread applies a batch: each

@@ -48,6 +48,7 @@ impl ShardState {
         if fdv_usd < hot.next_change {
             return;
         }
+        super::cut::save(&mut self.cut, &mut self.slots, hot.slot as usize);
         let ts = &mut self.slots[hot.slot as usize];
         ts.calls.raise_peaks(fdv_usd);
         let thresholds = &self.rules.thresholds;

@@ -58,6 +58,7 @@ impl ShardState {
     /// Loads one tracked entry, as a rebuild from storage does. Produces no
     /// alert; the chat is added (inactive) if this shard has not seen it.
     pub fn restore(&mut self, r: &Restore) {
+        self.finish_snapshot();
         let slot = self.intern(&r.token);
         let chat = self.chats.intern(r.chat_id);
         let thresholds = &self.rules.thresholds;
@@ -89,6 +90,7 @@ impl ShardState {
     /// Loads one call into the calls table, as a rebuild from storage does:
     /// the latest time per channel wins, as with call events.
     pub fn restore_call(&mut self, r: &RestoreCall) {
+        self.finish_snapshot();
         let slot = self.intern(&r.token);
         let ts = &mut self.slots[slot];
         ts.calls
@@ -105,6 +107,7 @@ impl ShardState {
     /// not name the tracking it started, so any restored entry of the pair
     /// stays current until a new call restarts the tracking.
     pub fn restore_record(&mut self, r: &RestoreRecord) {
+        self.finish_snapshot();
         let slot = self.intern(&r.token);
         let chat = self.chats.intern(r.chat_id);
         let ts = &mut self.slots[slot];
@@ -129,6 +132,7 @@ impl ShardState {
     /// (the copy furthest along its thresholds), and every heap and map
     /// gives back spare capacity (pushes had doubled them as they grew).
     pub fn shrink_to_fit(&mut self) {
+        self.finish_snapshot();
         let mut scratch = Vec::new();
         let thresholds = &self.rules.thresholds;
         for ts in self.slots.iter_mut().filter(|ts| ts.live) {

@@ -32,10 +32,12 @@ impl ShardState {
         for _ in 0..budget.min(n) {
             let i = self.sweep_cursor % n;
             self.sweep_cursor = (i + 1) % n;
-            let ts = &mut self.slots[i];
+            let ts = &self.slots[i];
             if !ts.live || ts.deciding || clock < ts.next_sweep {
                 continue;
             }
+            super::cut::save(&mut self.cut, &mut self.slots, i);
+            let ts = &mut self.slots[i];
             let before = ts.tracked.len();
             let records = &ts.records;
             ts.tracked.retain(

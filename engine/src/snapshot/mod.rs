@@ -5,7 +5,8 @@
 //! The router takes a snapshot in turn with the input
 //! ([`Router::snapshot`](crate::router::Router::snapshot)): each shard,
 //! once every event submitted before has been applied (every call
-//! decided), encodes its chats and tokens. The caller adds what the cut covers (`meta`: for
+//! decided), writes its chats at once and its tokens a step at a time
+//! while later events go on, each token as it was at the cut. The caller adds what the cut covers (`meta`: for
 //! `serve`, its stream positions) and writes the file with
 //! [`Image::write_to`]. [`Snapshot::parse`] checks the whole file before
 //! anything is decoded, and [`load`] decodes every shard or none, so a

@@ -1,11 +1,14 @@
-//! Taking a snapshot from running shards: each encodes its part in turn
-//! with the input, and the asker gathers the parts into an [`Image`].
+//! Taking a snapshot from running shards: each cuts its part in turn with
+//! the input and writes it while it goes on (`crate::shard`'s `cut`), and
+//! the asker gathers the parts into an [`Image`].
+
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
 use super::Image;
 use crate::router::EngineStopped;
-use crate::shard::{ImageCounts, ShardState};
+use crate::shard::ImageCounts;
 
 /// One shard's part of a snapshot.
 #[derive(Debug)]
@@ -13,19 +16,21 @@ pub struct ShardPart {
     shard: usize,
     section: Vec<u8>,
     counts: ImageCounts,
+    longest: Duration,
 }
 
 impl ShardPart {
-    /// Shard `shard`'s part, once every call it had begun is decided.
-    pub(crate) fn encode(state: &mut ShardState, shard: usize) -> ShardPart {
-        let mut effects = Vec::new();
-        state.finish_fanouts(&mut effects);
-        debug_assert!(effects.is_empty(), "the router finishes calls first");
-        let (section, counts) = state.encode_section();
+    pub(crate) fn new(
+        shard: usize,
+        section: Vec<u8>,
+        counts: ImageCounts,
+        longest: Duration,
+    ) -> ShardPart {
         ShardPart {
             shard,
             section,
             counts,
+            longest,
         }
     }
 }
@@ -39,16 +44,18 @@ pub struct Taking {
     upto_seq: u64,
 }
 
-/// A snapshot taken: its image and the cut it is at. The engine reads no
-/// clock: the time from [`Router::snapshot`](crate::router::Router::snapshot)
-/// to [`Taking::wait`]'s return bounds each shard's pause of the input
-/// (the shard applies nothing while it encodes), and the caller measures
-/// it.
+/// A snapshot taken: its image and the cut it is at.
 #[derive(Debug)]
 pub struct Taken {
     pub image: Image,
     /// Every event with a `seq` up to this one is in it, and none after.
     pub upto_seq: u64,
+    /// The longest any shard spent on the snapshot at one go, applying
+    /// nothing meanwhile: the longest pause of the input it caused. The
+    /// shards measure it (the only clock the engine reads, and only for
+    /// this); the time from [`Router::snapshot`](crate::router::Router::snapshot)
+    /// to [`Taking::wait`]'s return is how long the whole took.
+    pub longest_pause: Duration,
 }
 
 impl Taking {
@@ -75,12 +82,14 @@ impl Taking {
     pub fn wait(self) -> Result<Taken, EngineStopped> {
         let mut sections = vec![Vec::new(); self.shards];
         let mut total = ImageCounts::default();
+        let mut longest_pause = Duration::ZERO;
         for _ in 0..self.shards {
             let part = self.parts.recv().map_err(|_| EngineStopped)?;
             sections[part.shard] = part.section;
             total.tokens += part.counts.tokens;
             total.records += part.counts.records;
             total.tracked += part.counts.tracked;
+            longest_pause = longest_pause.max(part.longest);
         }
         Ok(Taken {
             image: Image {
@@ -91,6 +100,7 @@ impl Taking {
                 tracked: total.tracked,
             },
             upto_seq: self.upto_seq,
+            longest_pause,
         })
     }
 }

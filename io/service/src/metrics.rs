@@ -115,8 +115,8 @@ impl Live {
         }
     }
 
-    /// A snapshot written: `bytes`, after pausing the shards for `pause`
-    /// and writing for `write`.
+    /// A snapshot written: `bytes`, after holding a shard's input for
+    /// `pause` at most at one go, and writing for `write`.
     pub fn snapshot_written(&self, bytes: u64, pause: Duration, write: Duration) {
         let [written, _, size, paused, wrote] = &self.snapshots;
         written.fetch_add(1, Ordering::Relaxed);
@@ -352,7 +352,7 @@ impl Live {
         )
         .gauge(
             "callwatch_snapshot_last_pause_seconds",
-            "How long the last snapshot held the shards (from asking to every shard's part).",
+            "The longest the last snapshot held a shard's input at one go (its cut, a step of writing, or a token written before a change).",
             &[(&[], get(&self.snapshots[3]) / 1e6)],
         )
         .gauge(

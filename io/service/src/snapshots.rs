@@ -342,7 +342,8 @@ impl Writer {
         let Ok(taken) = job.taking.wait() else {
             return;
         };
-        let pause = job.asked.elapsed();
+        let took = job.asked.elapsed();
+        let pause = taken.longest_pause;
         let upto = taken.upto_seq;
         // Written only once everything through the cut is kept.
         let settled = self.handle.block_on(async {
@@ -371,6 +372,7 @@ impl Writer {
                     bytes = w.bytes,
                     tokens = taken.image.tokens,
                     tracked = taken.image.tracked,
+                    take_secs = took.as_secs_f64(),
                     pause_secs = pause.as_secs_f64(),
                     write_secs = w.took.as_secs_f64(),
                     "snapshot written"
