@@ -66,8 +66,10 @@ pub enum ConfigError {
     Thresholds,
     #[error("ttl must be positive")]
     Ttl,
-    #[error("batch_events, inbox_batches, fanout_slice and snapshot_step_records must be positive")]
+    #[error("batch_events, inbox_batches and fanout_slice must be positive")]
     Capacity,
+    #[error("snapshot_step_records must be positive")]
+    SnapshotStep,
 }
 
 impl Default for EngineConfig {
@@ -99,12 +101,11 @@ impl EngineConfig {
             return Err(ConfigError::Shards(self.shards));
         }
         self.rules().validate()?;
-        if self.batch_events == 0
-            || self.inbox_batches == 0
-            || self.fanout_slice == 0
-            || self.snapshot_step_records == 0
-        {
+        if self.batch_events == 0 || self.inbox_batches == 0 || self.fanout_slice == 0 {
             return Err(ConfigError::Capacity);
+        }
+        if self.snapshot_step_records == 0 {
+            return Err(ConfigError::SnapshotStep);
         }
         Ok(())
     }
@@ -170,5 +171,20 @@ mod tests {
             };
             assert_eq!(r.validate(), Err(ConfigError::Thresholds));
         }
+    }
+
+    #[test]
+    fn empty_capacities_are_refused() {
+        let zero = |f: fn(&mut EngineConfig)| {
+            let mut c = EngineConfig::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert_eq!(zero(|c| c.fanout_slice = 0), Err(ConfigError::Capacity));
+        assert_eq!(zero(|c| c.batch_events = 0), Err(ConfigError::Capacity));
+        assert_eq!(
+            zero(|c| c.snapshot_step_records = 0),
+            Err(ConfigError::SnapshotStep)
+        );
     }
 }
