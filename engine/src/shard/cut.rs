@@ -85,6 +85,11 @@ pub(super) fn save(cut: &mut Option<Box<Cut>>, slots: &mut [TokenState], slot: u
     }
 }
 
+/// Whether a snapshot is being written and the token in `slot` is not yet.
+pub(super) fn is_unwritten(cut: &Option<Box<Cut>>, slot: usize) -> bool {
+    cut.as_ref().is_some_and(|c| c.is_unwritten(slot))
+}
+
 #[cold]
 #[inline(never)]
 fn save_slow(c: &mut Cut, slots: &mut [TokenState], slot: usize) {

@@ -146,8 +146,9 @@ impl ShardState {
         let Some(f) = pending.calls.front_mut() else {
             return;
         };
-        // Written at the call's start already, if a snapshot is.
-        super::cut::save(cut, slots, f.slot);
+        // A snapshot finishes every call before its cut, so the token of
+        // a call deciding now was written when the call began (`on_call`).
+        debug_assert!(!super::cut::is_unwritten(cut, f.slot));
         let ts = &mut slots[f.slot];
         let call = CallAt {
             seq: f.seq,
