@@ -101,11 +101,7 @@ async fn on_a_cluster_one_and_two_processes_alert_as_on_one_server() {
     );
     let cluster = OwnCluster::start("cluster-e2e");
     let mut ccon = cluster_con(&cluster);
-    let mut scon = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut scon = connect().await;
 
     // The reference: one process on the machine's single Redis.
     let single = Scratch::new("clsingle");

@@ -42,11 +42,7 @@ async fn the_dashboard_shows_in_a_browser_what_top_and_tracked_reply() {
     ));
     std::fs::write(&config, settings).unwrap();
 
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     let _: () = redis::cmd("SET")
         .arg(format!("{prefix}channel:-1001:info"))
         .arg(serde_json::json!({ "title": SCRIPT_TITLE }).to_string())

@@ -37,11 +37,7 @@ async fn events_in_alerts_out_state_kept_and_a_clean_stop() {
         .iter()
         .partition(|l| engine::parse::LineParser::new().parse(l.as_bytes()).is_ok());
     assert_eq!(bad.len(), 2, "the quickstart has two bad lines");
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     publish(&mut con, &prefix, 2, &good).await.unwrap();
     // Bad entries can only come from producers that skip the check.
     for line in &bad {
@@ -260,11 +256,7 @@ async fn two_processes_with_half_the_partitions_each_alert_as_one() {
     let id = format!("{}_{}", std::process::id(), free_port());
     // A simulated market, as JSON lines.
     let lines = market_lines(20_000, 300, 30);
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     let run = |name: &str| {
         (
             format!("cw-test-scale-{name}-{id}:"),
@@ -391,11 +383,7 @@ async fn killed_mid_stream_and_restarted_it_loses_no_alert() {
     );
 
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     // A third of the market (the chats' setup first) is read and
     // acknowledged before the rest arrives, while the service runs; the
     // kill lands with entries of the rest read and not acknowledged. So the
@@ -586,11 +574,7 @@ async fn commands_change_settings_through_the_stream_and_answer_from_the_engine(
     let (prefix, schema) = (scratch.prefix.clone(), scratch.schema.clone());
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
     let config = config(&prefix, &schema, 2, &[], "one", Some(&fake.url()));
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     let now = redis_clock_now();
     let at = |secs: i64| engine::time::format_rfc3339(now + secs * 1_000_000_000);
     let token = "JUPyiwrYJFskUPiHa7hkeR8VUtAeFoSYbKedZNsDvCN";
@@ -801,11 +785,7 @@ async fn a_subscription_paid_in_sol_is_confirmed_and_turns_alerts_on() {
     let r = command(&fake, 42, 42, "/min_callers 1").await;
     assert!(r.contains("Done"), "{r}");
     let now = redis_clock_now();
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     publish(
         &mut con,
         &prefix,
@@ -970,11 +950,7 @@ async fn a_channel_post_becomes_a_call_and_the_dex_price_a_multiplier_alert_with
         ),
     )
     .unwrap();
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     // Dated by Redis's clock, as Telegram's posts and the sources' prices
     // are (the clock that stamps the streams' entries).
     let now = callwatch_testkit::redis_now(&mut con).await;
@@ -1078,11 +1054,7 @@ async fn feed_alone_turns_raw_posts_into_call_events() {
         ),
     )
     .unwrap();
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     let date = callwatch_testkit::redis_now(&mut con).await / 1_000_000_000;
     let _: String = redis::cmd("XADD")
         .arg(format!("{prefix}posts:raw"))
@@ -1211,11 +1183,7 @@ async fn a_full_write_behind_holds_the_input_back_and_loses_no_state() {
     }
     assert!(tracked.len() > 50, "the market alerts: {}", tracked.len());
 
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     publish(&mut con, &prefix, 2, &lines).await.unwrap();
     // Room for 8 keys: a call alert to every follower of a channel is more.
     let path = config(&prefix, &schema, 2, &[], "only", None);
@@ -1285,8 +1253,7 @@ async fn serve_compacts_the_chats_stream_at_start_and_each_chat_keeps_its_settin
             at(0)
         )
     }));
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = connect().await;
     publish(&mut con, &prefix, 2, &lines).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let running = spawn_serve(&config);

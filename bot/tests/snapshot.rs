@@ -61,11 +61,7 @@ async fn restart_run(kind: &str, kill: bool) -> usize {
         expected.len()
     );
     let fake = FakeBotApi::start(TOKEN).await.unwrap();
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = connect().await;
     let path = config(&prefix, &schema, 2, &[], "only", Some(&fake.url()));
     let mut text = std::fs::read_to_string(&path).unwrap();
     text = text.replace(

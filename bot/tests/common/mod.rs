@@ -17,9 +17,15 @@ pub type XPendingSummary = (
     Option<Vec<(String, String)>>,
 );
 
+/// The Redis these tests share: database 8 unless the environment names a
+/// server.
 pub fn redis_url() -> String {
-    std::env::var("CALLWATCH_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/8".to_owned())
+    callwatch_testkit::redis_url(8)
+}
+
+/// A connection to [`redis_url`].
+pub async fn connect() -> redis::aio::MultiplexedConnection {
+    callwatch_testkit::connect_redis(8).await
 }
 
 pub fn database_url() -> String {
