@@ -37,6 +37,11 @@ use engine::sim::{self, Rng};
 use engine::time::{NANOS_PER_SEC, Nanos, parse_rfc3339};
 use engine::token::Token;
 
+// The service's allocator: an alert's callers are allocated on the path
+// measured here, and `callwatch` and `loadtest` run on mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// When the chats subscribe; the calls come a minute and two minutes
 /// later. Every call of the bench has one of these two times: the engine
 /// reads no clock, and the calls never come within reach of any expiry.

@@ -5,6 +5,8 @@
 //! `replay` prints, written by hand (itoa, ryu) because it is on the output
 //! path of every alert.
 
+use std::sync::Arc;
+
 use crate::event::{ChannelId, ChatId};
 use crate::time::{self, Nanos};
 use crate::token::{Token, TokenText};
@@ -19,10 +21,126 @@ pub struct CallAlert {
     pub at: Nanos,
     pub fdv_usd: f64,
     /// Sorted ascending.
-    pub callers: Vec<ChannelId>,
+    pub callers: Callers,
     /// The channel whose call completed the conditions (the seed's
     /// `channel_id` of the tracking record). Not part of the output.
     pub channel_id: ChannelId,
+}
+
+/// A call alert's callers, sorted ascending: a slice to read. One or two
+/// are held inline and more are shared, so that the alerts of one call,
+/// often thousands with the same callers, allocate nothing each
+/// (BENCHMARKS.md "[2.4]"). Built from a `Vec` or a slice.
+#[derive(Clone)]
+pub struct Callers(CallersRepr);
+
+#[derive(Clone)]
+enum CallersRepr {
+    /// `ids[..len]`, `len` at most 2.
+    Inline {
+        len: u8,
+        ids: [ChannelId; 2],
+    },
+    Shared(Arc<[ChannelId]>),
+}
+
+impl Callers {
+    /// No caller.
+    pub const fn new() -> Callers {
+        Callers(CallersRepr::Inline {
+            len: 0,
+            ids: [0; 2],
+        })
+    }
+
+    /// The channels of `items`, in their order.
+    pub fn from_channels<T>(items: &[T], channel: impl Fn(&T) -> ChannelId) -> Callers {
+        match items {
+            [] => Callers::new(),
+            [a] => Callers(CallersRepr::Inline {
+                len: 1,
+                ids: [channel(a), 0],
+            }),
+            [a, b] => Callers(CallersRepr::Inline {
+                len: 2,
+                ids: [channel(a), channel(b)],
+            }),
+            _ => Callers(CallersRepr::Shared(items.iter().map(channel).collect())),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[ChannelId] {
+        self
+    }
+}
+
+impl Default for Callers {
+    fn default() -> Self {
+        Callers::new()
+    }
+}
+
+impl std::ops::Deref for Callers {
+    type Target = [ChannelId];
+
+    #[inline]
+    fn deref(&self) -> &[ChannelId] {
+        match &self.0 {
+            CallersRepr::Inline { len, ids } => &ids[..*len as usize],
+            CallersRepr::Shared(ids) => ids,
+        }
+    }
+}
+
+impl From<&[ChannelId]> for Callers {
+    fn from(ids: &[ChannelId]) -> Callers {
+        Callers::from_channels(ids, |&c| c)
+    }
+}
+
+impl From<Vec<ChannelId>> for Callers {
+    fn from(ids: Vec<ChannelId>) -> Callers {
+        Callers::from(ids.as_slice())
+    }
+}
+
+impl<const N: usize> From<[ChannelId; N]> for Callers {
+    fn from(ids: [ChannelId; N]) -> Callers {
+        Callers::from(ids.as_slice())
+    }
+}
+
+impl std::fmt::Debug for Callers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Callers {
+    fn eq(&self, other: &Callers) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl<const N: usize> PartialEq<[ChannelId; N]> for Callers {
+    fn eq(&self, other: &[ChannelId; N]) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl PartialEq<Vec<ChannelId>> for Callers {
+    fn eq(&self, other: &Vec<ChannelId>) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl<'a> IntoIterator for &'a Callers {
+    type Item = &'a ChannelId;
+    type IntoIter = std::slice::Iter<'a, ChannelId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 /// A tracked token reached a new threshold multiple of its value at the call.
@@ -220,7 +338,7 @@ mod tests {
             token: token.parse().unwrap(),
             at: 1_795_600_800_000_000_000,
             fdv_usd: 125_000.0,
-            callers: vec![-1002, -1001],
+            callers: vec![-1002, -1001].into(),
             channel_id: -1001,
         })
     }
@@ -270,6 +388,22 @@ mod tests {
             String::from_utf8(once).unwrap(),
             String::from_utf8(each).unwrap()
         );
+    }
+
+    #[test]
+    fn callers_read_as_the_list_they_were_made_from() {
+        for n in 0..6 {
+            let ids: Vec<ChannelId> = (0..n).map(|i| -1000 - i).collect();
+            let callers = Callers::from(ids.clone());
+            assert_eq!(callers.as_slice(), ids.as_slice());
+            assert_eq!(callers, ids);
+            assert_eq!(format!("{callers:?}"), format!("{ids:?}"));
+            let shared = callers.clone();
+            assert_eq!(shared, callers);
+        }
+        assert_ne!(Callers::from([1, 2]), Callers::from([1, 2, 3]));
+        assert_ne!(Callers::from([1, 2]), Callers::from([2, 1]));
+        assert!(Callers::default().is_empty());
     }
 
     #[test]

@@ -284,7 +284,7 @@ impl Model {
                     token,
                     at: t,
                     fdv_usd: f,
-                    callers: callers.clone(),
+                    callers: callers.clone().into(),
                     channel_id: channel,
                 }));
                 self.tracked.insert(
@@ -896,7 +896,7 @@ fn hand_written_sequence_gives_the_expected_alerts() {
             token: sol,
             at,
             fdv_usd,
-            callers: callers.to_vec(),
+            callers: callers.into(),
             channel_id,
         })
     };

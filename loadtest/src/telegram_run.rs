@@ -226,7 +226,7 @@ fn alerts(plan: &Plan) -> Vec<Message> {
             token,
             at: i as i64,
             fdv_usd: 50_000.0 + rng.below(5_000_000) as f64,
-            callers,
+            callers: callers.into(),
             channel_id: -1_000_000,
         });
         let rendered = format::alert(&effect, &names, &links).expect("an alert");

@@ -188,7 +188,7 @@ impl Alerts {
                 token,
                 at,
                 fdv_usd: 100_000.0 + i as f64,
-                callers: vec![-1001, -1002],
+                callers: vec![-1001, -1002].into(),
                 channel_id: -1002,
             }));
             effects += 1;

@@ -4,7 +4,7 @@
 use crate::calls::Calls;
 use crate::chat::{Chat, ChatIdx, Chats};
 use crate::config::Rules;
-use crate::effect::{CallAlert, Effect};
+use crate::effect::{CallAlert, Callers, Effect};
 use crate::event::{ChannelId, limits};
 use crate::time::Nanos;
 use crate::token::Token;
@@ -103,6 +103,9 @@ pub(super) struct CallScratch {
     /// The re-checks of chats that follow every channel, shared by those
     /// with the same lookback and list before.
     memo: CheckedMemo,
+    /// By group: the callers of its alerts, made at the first, so that
+    /// thousands of alerts share one list instead of each copying it.
+    alert_callers: Vec<Option<Callers>>,
 }
 
 impl CallScratch {
@@ -112,6 +115,7 @@ impl CallScratch {
         self.all_lookbacks.clear();
         self.all_callers.clear();
         self.memo.clear();
+        self.alert_callers.clear();
     }
 
     /// The callers of `chat` in `calls` since `since`, worked out once per
@@ -125,6 +129,7 @@ impl CallScratch {
                 group: None,
                 merged: &mut self.merged,
                 memo: &mut self.memo,
+                alert_callers: &mut self.alert_callers,
             };
         }
         let lookback = chat.lookback_minutes;
@@ -166,6 +171,7 @@ impl CallScratch {
             group: Some(group),
             merged: &mut self.merged,
             memo: &mut self.memo,
+            alert_callers: &mut self.alert_callers,
         }
     }
 }
@@ -179,6 +185,7 @@ struct CallersOf<'a> {
     group: Option<usize>,
     merged: &'a mut Vec<(ChannelId, Nanos)>,
     memo: &'a mut CheckedMemo,
+    alert_callers: &'a mut Vec<Option<Callers>>,
 }
 
 impl CallersOf<'_> {
@@ -189,6 +196,21 @@ impl CallersOf<'_> {
             Some(g) => self.memo.merge(checked, g, self.callers, self.merged),
             None => merge_checked(checked, self.callers, self.merged),
         }
+    }
+
+    /// The callers as an alert names them: a group's made once and
+    /// shared by its alerts.
+    #[inline]
+    fn for_alert(&mut self) -> Callers {
+        let Some(g) = self.group else {
+            return Callers::from_channels(self.callers, |c| c.0);
+        };
+        if self.alert_callers.len() <= g {
+            self.alert_callers.resize(g + 1, None);
+        }
+        self.alert_callers[g]
+            .get_or_insert_with(|| Callers::from_channels(self.callers, |c| c.0))
+            .clone()
     }
 }
 
@@ -279,7 +301,7 @@ impl<'a> Walk<'a> {
             }
         };
         if accepted {
-            out.push(call_alert(self.call, self.chats.id(u), callers.callers));
+            out.push(call_alert(self.call, self.chats.id(u), callers.for_alert()));
             stats.call_alerts += 1;
             // A restart leaves any earlier entry of this chat in the
             // heap: `tracking_started` now names the new one, and the
@@ -359,14 +381,14 @@ fn callers_of(chat: &Chat, calls: &Calls, since: Nanos, callers: &mut Vec<(Chann
 }
 
 /// The call alert `call` makes for the chat `chat_id`.
-fn call_alert(call: &CallAt<'_>, chat_id: i64, callers: &[(ChannelId, Nanos)]) -> Effect {
+fn call_alert(call: &CallAt<'_>, chat_id: i64, callers: Callers) -> Effect {
     Effect::CallAlert(CallAlert {
         seq: call.seq,
         chat_id,
         token: *call.token,
         at: call.t,
         fdv_usd: call.fdv_usd,
-        callers: callers.iter().map(|&(c, _)| c).collect(),
+        callers,
         channel_id: call.channel,
     })
 }

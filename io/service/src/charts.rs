@@ -383,7 +383,7 @@ mod tests {
             token,
             at: minute * MIN,
             fdv_usd: 100.0,
-            callers: vec![-1],
+            callers: vec![-1].into(),
             channel_id: -1,
         })
     }

@@ -124,7 +124,7 @@ fn call_alert(seq: u64, chat_id: i64) -> Effect {
         token: token(),
         at: 1_000,
         fdv_usd: 100.0,
-        callers: vec![-2, -1],
+        callers: vec![-2, -1].into(),
         channel_id: -1,
     })
 }

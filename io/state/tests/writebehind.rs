@@ -42,7 +42,7 @@ fn call(chat_id: i64, token: Token, at: i64, fdv_usd: f64) -> Effect {
         token,
         at,
         fdv_usd,
-        callers: vec![-3, -2],
+        callers: vec![-3, -2].into(),
         channel_id: -2,
     })
 }

@@ -421,7 +421,7 @@ mod tests {
             token: token.parse().unwrap(),
             at: 0,
             fdv_usd: 1_234_567.0,
-            callers,
+            callers: callers.into(),
             channel_id: -1,
         }
     }

@@ -618,7 +618,7 @@ async fn an_alert_reaches_telegram_escaped_with_names_from_both_cache_levels() {
         token: SOL.parse().unwrap(),
         at: 5,
         fdv_usd: 1_234_567.0,
-        callers: callers.clone(),
+        callers: callers.clone().into(),
         channel_id: -1001,
     });
     let rendered = format::alert(&effect, &first, &Links::default()).unwrap();

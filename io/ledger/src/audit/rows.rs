@@ -50,7 +50,7 @@ impl AuditRow {
                 fdv_usd: finite(a.fdv_usd),
                 fdv_at_call: None,
                 multiplier: None,
-                callers: a.callers.clone(),
+                callers: a.callers.to_vec(),
             }),
             Effect::MultiplierAlert(a) => Some(AuditRow {
                 chat_id: a.chat_id,
@@ -257,7 +257,7 @@ mod tests {
             token,
             at: 100,
             fdv_usd: 50_000.0,
-            callers: vec![-3, -2],
+            callers: vec![-3, -2].into(),
             channel_id: -2,
         });
         let row = AuditRow::from_effect(&call).unwrap();

@@ -378,7 +378,7 @@ impl WriteBehind {
                     (Kind::Processed, a.token, a.chat_id),
                     Op::Accepted {
                         at: a.at,
-                        callers: a.callers.clone(),
+                        callers: a.callers.to_vec(),
                     },
                     full,
                 );
