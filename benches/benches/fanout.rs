@@ -12,7 +12,12 @@
 //! - `second_call/{1000,100000,1000000}`: a second channel calls the same
 //!   token a minute after the first. Every follower now has two callers
 //!   and accepts: a call alert and a tracked entry each. The heaviest
-//!   call there is.
+//!   call there is. The chats' ids ascend in the order they subscribed,
+//!   which is the order a call walks them, so its alerts come out in
+//!   output order.
+//! - `second_call_mixed/{100000,1000000}`: `second_call` to chats whose
+//!   ids are scattered, as real chat ids are against the order chats
+//!   come in: the call's alerts are sorted by chat before they leave.
 //! - `named/100000`: `first_call` to chats that name the calling channel
 //!   in their follow list (three channels each) instead of following
 //!   every channel.
@@ -60,6 +65,27 @@ const SECOND_CALLER: ChannelId = CALLER - 1;
 /// under about 1 GB however many calls criterion asks for.
 const RECORD_BUDGET: u64 = 8_000_000;
 
+/// The chat ids of a bench shard, against the order the chats subscribe.
+#[derive(Clone, Copy, PartialEq)]
+enum Ids {
+    /// 1, 2, 3, …: a call's alerts come out in chat order.
+    Ascending,
+    /// Scattered over 1..=2^40 (a bijection of the subscription order).
+    Mixed,
+}
+
+impl Ids {
+    /// The id of the `i`-th chat to subscribe, from 1.
+    fn chat_id(self, i: u64) -> i64 {
+        const SPAN: u64 = 1 << 40;
+        match self {
+            Ids::Ascending => i as i64,
+            // An odd multiplier permutes the integers modulo 2^40.
+            Ids::Mixed => (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % SPAN + 1) as i64,
+        }
+    }
+}
+
 /// Who the followers of a bench shard follow.
 #[derive(Clone, Copy, PartialEq)]
 enum Follow {
@@ -78,6 +104,7 @@ enum Follow {
 struct Bench {
     followers: u64,
     follow: Follow,
+    ids: Ids,
     t0: Nanos,
     tokens: Vec<Token>,
     used: usize,
@@ -86,7 +113,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(followers: u64, follow: Follow) -> Self {
+    fn new(followers: u64, follow: Follow, ids: Ids) -> Self {
         let t0 = parse_rfc3339(START).expect("a valid time");
         let calls = (RECORD_BUDGET / followers).max(1) as usize;
         let mut rng = Rng::new(24);
@@ -94,10 +121,11 @@ impl Bench {
         Bench {
             followers,
             follow,
+            ids,
             t0,
             tokens,
             used: 0,
-            shard: build_shard(followers, follow, t0),
+            shard: build_shard(followers, follow, ids, t0),
             seq: 0,
         }
     }
@@ -107,7 +135,7 @@ impl Bench {
         if self.used == self.tokens.len() {
             // Drop the old shard first, so that two never sit in memory.
             self.shard = ShardState::new(Rules::default());
-            self.shard = build_shard(self.followers, self.follow, self.t0);
+            self.shard = build_shard(self.followers, self.follow, self.ids, self.t0);
             self.used = 0;
         }
         self.used += 1;
@@ -164,10 +192,11 @@ impl Bench {
 /// A shard with chats 1..=`followers` subscribed for good, following
 /// every channel or, with [`Follow::Named`], the three of
 /// [`named_follow`].
-fn build_shard(followers: u64, follow: Follow, t0: Nanos) -> ShardState {
+fn build_shard(followers: u64, follow: Follow, ids: Ids, t0: Nanos) -> ShardState {
     let mut shard = ShardState::new(Rules::default());
     let mut out = Vec::new();
-    for chat_id in 1..=followers as i64 {
+    for i in 1..=followers {
+        let chat_id = ids.chat_id(i);
         let subscribe = Event::Subscribe {
             chat_id,
             at: t0,
@@ -217,9 +246,10 @@ fn bench_calls(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     followers: u64,
     follow: Follow,
+    ids: Ids,
     second: bool,
 ) {
-    let mut bench = Bench::new(followers, follow);
+    let mut bench = Bench::new(followers, follow, ids);
     let mut out: Vec<Effect> = Vec::new();
     group.throughput(Throughput::Elements(followers));
     // A million followers take tens of milliseconds a call (twice that
@@ -252,7 +282,7 @@ fn group<'a>(
 fn first_call(c: &mut Criterion) {
     let mut group = group(c, "first_call");
     for followers in [1_000, 100_000, 1_000_000] {
-        bench_calls(&mut group, followers, Follow::All, false);
+        bench_calls(&mut group, followers, Follow::All, Ids::Ascending, false);
     }
     group.finish();
 }
@@ -263,7 +293,17 @@ fn first_call(c: &mut Criterion) {
 fn second_call(c: &mut Criterion) {
     let mut group = group(c, "second_call");
     for followers in [1_000, 100_000, 1_000_000] {
-        bench_calls(&mut group, followers, Follow::All, true);
+        bench_calls(&mut group, followers, Follow::All, Ids::Ascending, true);
+    }
+    group.finish();
+}
+
+/// `second_call_mixed/N`: `second_call/N` to chats whose ids are not in
+/// the order they subscribed, so the alerts are sorted by chat.
+fn second_call_mixed(c: &mut Criterion) {
+    let mut group = group(c, "second_call_mixed");
+    for followers in [100_000, 1_000_000] {
+        bench_calls(&mut group, followers, Follow::All, Ids::Mixed, true);
     }
     group.finish();
 }
@@ -273,9 +313,9 @@ fn second_call(c: &mut Criterion) {
 /// follower list and checks each chat's list.
 fn named(c: &mut Criterion) {
     let mut group = group(c, "named");
-    bench_calls(&mut group, 100_000, Follow::Named, false);
+    bench_calls(&mut group, 100_000, Follow::Named, Ids::Ascending, false);
     group.finish();
 }
 
-criterion_group!(benches, first_call, second_call, named);
+criterion_group!(benches, first_call, second_call, second_call_mixed, named);
 criterion_main!(benches);
