@@ -79,6 +79,19 @@ pub struct Chats {
     /// Each chat's id, by index.
     ids: Vec<ChatId>,
     followers: Followers,
+    order: IdOrder,
+}
+
+/// The chats in the order of their ids: a call meets its followers by
+/// index, and puts its alerts in chat order by placing each at its
+/// chat's rank rather than by comparing ids (`shard::call`). Brought up
+/// to date when asked: chats only ever join, at the end of the index.
+#[derive(Debug, Default)]
+struct IdOrder {
+    /// Every chat ranked so far, by id.
+    by_id: Vec<ChatIdx>,
+    /// By chat index: its place in `by_id`.
+    rank: Vec<u32>,
 }
 
 impl Chats {
@@ -102,6 +115,28 @@ impl Chats {
     /// expired by a call or the sweep.
     pub fn followed_len(&self) -> usize {
         self.followers.linked_len()
+    }
+
+    /// Each chat's place among all chats by id, by index: two chats'
+    /// ranks compare as their ids do. Chats that joined since the last
+    /// call are merged in first, in time linear in the number of chats
+    /// (and the newcomers' sort).
+    pub(crate) fn ranks(&mut self) -> &[u32] {
+        let n = self.ids.len();
+        let IdOrder { by_id, rank } = &mut self.order;
+        if by_id.len() < n {
+            let ids = &self.ids;
+            let from = by_id.len();
+            by_id.extend(from as ChatIdx..n as ChatIdx);
+            by_id[from..].sort_unstable_by_key(|&i| ids[i as usize]);
+            // Two sorted runs, which the stable sort merges in one pass.
+            by_id.sort_by_key(|&i| ids[i as usize]);
+            rank.resize(n, 0);
+            for (r, &i) in by_id.iter().enumerate() {
+                rank[i as usize] = r as u32;
+            }
+        }
+        rank
     }
 
     pub fn lookup(&self, id: ChatId) -> Option<ChatIdx> {
@@ -270,6 +305,27 @@ mod tests {
         SettingsPatch {
             follow: Some(list),
             ..SettingsPatch::default()
+        }
+    }
+
+    #[test]
+    fn ranks_order_the_chats_by_id_as_they_join() {
+        let mut chats = Chats::default();
+        let mut rng = crate::sim::Rng::new(5);
+        for joining in [1, 100, 0, 37, 1_000] {
+            for _ in 0..joining {
+                chats.intern(rng.next_u64() as i64);
+            }
+            let ranks = chats.ranks().to_vec();
+            let mut by_rank = vec![None; chats.len()];
+            for (idx, &r) in ranks.iter().enumerate() {
+                assert!(
+                    by_rank[r as usize].replace(idx as ChatIdx).is_none(),
+                    "rank {r} twice"
+                );
+            }
+            let ids: Vec<ChatId> = by_rank.iter().map(|i| chats.id(i.unwrap())).collect();
+            assert!(ids.is_sorted(), "{} chats", chats.len());
         }
     }
 

@@ -68,6 +68,16 @@ impl Tracked {
         self.sift_up(self.heap.len() - 1, thresholds);
     }
 
+    /// Pushes every entry of `entries`, leaving it empty; the heap grows
+    /// at most once for them all. A call's walk gathers its entries and
+    /// pushes them so (`shard::call`).
+    pub fn push_all(&mut self, entries: &mut Vec<Entry>, thresholds: &[f64]) {
+        self.heap.reserve(entries.len());
+        for entry in entries.drain(..) {
+            self.push(entry, thresholds);
+        }
+    }
+
     /// Moves every entry that `fdv_usd` may cross into `out`.
     pub fn pop_crossed(&mut self, fdv_usd: f64, thresholds: &[f64], out: &mut Vec<Entry>) {
         while let Some(top) = self.heap.first() {

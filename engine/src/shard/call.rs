@@ -5,7 +5,7 @@ use crate::calls::Calls;
 use crate::chat::{Chat, ChatIdx, Chats};
 use crate::config::Rules;
 use crate::effect::{CallAlert, Callers, Effect};
-use crate::event::{ChannelId, limits};
+use crate::event::{ChannelId, ChatId, limits};
 use crate::time::Nanos;
 use crate::token::Token;
 use crate::tracked::Entry;
@@ -87,6 +87,12 @@ impl ShardState {
     }
 }
 
+/// How many tracked entries a walk gathers before it pushes them onto the
+/// token's heap. Pushed one by one from the walk, the heap's growth and
+/// sift cost a call that alerts every follower about a sixth of its
+/// time; a chunk keeps the buffer in the cache (BENCHMARKS.md "[2.4]").
+const TRACK_CHUNK: usize = 4096;
+
 /// Buffers a call's walk reuses from call to call.
 #[derive(Debug, Default)]
 pub(super) struct CallScratch {
@@ -106,7 +112,38 @@ pub(super) struct CallScratch {
     /// By group: the callers of its alerts, made at the first, so that
     /// thousands of alerts share one list instead of each copying it.
     alert_callers: Vec<Option<Callers>>,
+    /// The tracked entries of the slice's latest alerts, pushed onto the
+    /// token's heap [`TRACK_CHUNK`] at a time and when the slice ends.
+    tracked: Vec<Entry>,
+    /// The slice's alerts, as the chat and its callers, once one came out
+    /// of chat order: put in order and output when the slice ends
+    /// ([`CallScratch::emit`]).
+    alerts: Vec<Gathered>,
+    /// By chat rank ([`Chats::ranks`]), which of `alerts` is that chat's;
+    /// [`NOT_PLACED`] everywhere between slices.
+    placed: Vec<u32>,
+    /// Which of `alerts` go out, in order.
+    order: Vec<u32>,
 }
+
+/// A call alert held back to be put in chat order.
+#[derive(Debug)]
+struct Gathered {
+    idx: ChatIdx,
+    chat_id: ChatId,
+    callers: Callers,
+}
+
+/// How many alerts ahead [`CallScratch::emit`] asks for one it will read.
+const GATHERED_AHEAD: usize = 8;
+
+/// No alert in this place of [`CallScratch::placed`].
+const NOT_PLACED: u32 = u32::MAX;
+
+/// Gathered alerts are placed by rank when there are at least one for
+/// every `PLACE_SPAN` chats (the placing scans a `u32` a chat), and
+/// sorted by id when fewer.
+const PLACE_SPAN: usize = 32;
 
 impl CallScratch {
     /// Starts a slice of a call's walk: forgets the callers worked out for
@@ -116,6 +153,88 @@ impl CallScratch {
         self.all_callers.clear();
         self.memo.clear();
         self.alert_callers.clear();
+        debug_assert!(self.tracked.is_empty(), "tracked when the last slice ended");
+        debug_assert!(self.alerts.is_empty(), "output when the last slice ended");
+    }
+
+    /// Takes the alerts of the slice back from `out[from..]`, to be put
+    /// in order with the rest of the slice's.
+    #[cold]
+    fn gather(&mut self, out: &mut Vec<Effect>, from: usize, chats: &Chats) {
+        self.alerts.extend(out.drain(from..).map(|e| match e {
+            Effect::CallAlert(a) => Gathered {
+                idx: chats.lookup(a.chat_id).expect("an alerted chat is held"),
+                chat_id: a.chat_id,
+                callers: a.callers,
+            },
+            _ => unreachable!("a slice outputs call alerts only"),
+        }));
+    }
+
+    /// Ends a slice: its alerts in `out` by chat, the output's order.
+    ///
+    /// The walk visits followers by index, which is the order chats came
+    /// in, not their ids' order. While its alerts happen to ascend by
+    /// chat they go straight to `out`; from the first that does not, the
+    /// slice's alerts are gathered here as a chat and its callers
+    /// ([`CallScratch::gather`]), and put in order: placed at their
+    /// chats' ranks by id when they are many, sorted when few. Sorting
+    /// the alerts once made, as before, took 1.8 times as long as the
+    /// walk that made them (BENCHMARKS.md "[2.4]").
+    pub(super) fn emit(&mut self, call: &CallAt<'_>, chats: &mut Chats, out: &mut Vec<Effect>) {
+        let k = self.alerts.len();
+        if k == 0 {
+            return;
+        }
+        out.reserve(k);
+        let alert = |out: &mut Vec<Effect>, a: &Gathered| {
+            push_call_alert(out, call, a.chat_id, a.callers.clone());
+        };
+        if k.saturating_mul(PLACE_SPAN) < chats.len() {
+            self.alerts.sort_unstable_by_key(|a| a.chat_id);
+            for a in &self.alerts {
+                alert(out, a);
+            }
+        } else {
+            let ranks = chats.ranks();
+            self.placed.resize(ranks.len(), NOT_PLACED);
+            for (i, a) in self.alerts.iter().enumerate() {
+                self.placed[ranks[a.idx as usize] as usize] = i as u32;
+            }
+            // The alerts' order first, then the alerts, each asked for a
+            // few ahead: read in that order they are scattered.
+            self.order.clear();
+            for p in &mut self.placed {
+                if *p != NOT_PLACED {
+                    self.order.push(*p);
+                    *p = NOT_PLACED;
+                    if self.order.len() == k {
+                        break;
+                    }
+                }
+            }
+            for (j, &i) in self.order.iter().enumerate() {
+                if let Some(&ahead) = self.order.get(j + GATHERED_AHEAD) {
+                    crate::prefetch::prefetch(&self.alerts[ahead as usize]);
+                }
+                alert(out, &self.alerts[i as usize]);
+            }
+        }
+        self.alerts.clear();
+    }
+
+    /// The entries gathered onto the token's heap, once there are
+    /// [`TRACK_CHUNK`] of them.
+    #[inline]
+    pub(super) fn track_if_full(&mut self, ts: &mut TokenState, thresholds: &[f64]) {
+        if self.tracked.len() >= TRACK_CHUNK {
+            self.track(ts, thresholds);
+        }
+    }
+
+    /// Ends a slice: its alerts' entries onto the token's heap.
+    pub(super) fn track(&mut self, ts: &mut TokenState, thresholds: &[f64]) {
+        ts.tracked.push_all(&mut self.tracked, thresholds);
     }
 
     /// The callers of `chat` in `calls` since `since`, worked out once per
@@ -224,6 +343,11 @@ pub(super) struct Walk<'a> {
     /// Position in the token's records from which the next follower's is
     /// sought (the followers ascend, and so do the records).
     pos: usize,
+    /// Where the slice's alerts start in the output.
+    out_from: usize,
+    /// The chat of the last alert, while every alert so far came after
+    /// the one before it, by chat; `None` once one did not.
+    last_alert: Option<ChatId>,
 }
 
 impl<'a> Walk<'a> {
@@ -233,6 +357,7 @@ impl<'a> Walk<'a> {
         rules: &'a Rules,
         clock: Nanos,
         pos: usize,
+        out_from: usize,
     ) -> Self {
         Walk {
             call,
@@ -240,6 +365,8 @@ impl<'a> Walk<'a> {
             rules,
             clock,
             pos,
+            out_from,
+            last_alert: Some(ChatId::MIN),
         }
     }
 
@@ -248,7 +375,8 @@ impl<'a> Walk<'a> {
         self.pos
     }
 
-    /// The contract's step 2 for one follower `u` of the call.
+    /// The contract's step 2 for one follower `u` of the call: its alert,
+    /// if any, to `out` or gathered (see [`CallScratch::emit`]).
     #[inline]
     pub(super) fn decide(
         &mut self,
@@ -301,7 +429,28 @@ impl<'a> Walk<'a> {
             }
         };
         if accepted {
-            out.push(call_alert(self.call, self.chats.id(u), callers.for_alert()));
+            let chat_id = self.chats.id(u);
+            let callers = callers.for_alert();
+            match self.last_alert {
+                Some(last) if chat_id > last => {
+                    self.last_alert = Some(chat_id);
+                    push_call_alert(out, self.call, chat_id, callers);
+                }
+                Some(_) => {
+                    self.last_alert = None;
+                    scratch.gather(out, self.out_from, self.chats);
+                    scratch.alerts.push(Gathered {
+                        idx: u,
+                        chat_id,
+                        callers,
+                    });
+                }
+                None => scratch.alerts.push(Gathered {
+                    idx: u,
+                    chat_id,
+                    callers,
+                }),
+            }
             stats.call_alerts += 1;
             // A restart leaves any earlier entry of this chat in the
             // heap: `tracking_started` now names the new one, and the
@@ -314,7 +463,7 @@ impl<'a> Walk<'a> {
                 chat: u,
                 last: 0,
             };
-            ts.tracked.push(entry, &self.rules.thresholds);
+            scratch.tracked.push(entry);
             stats.tracked += 1;
         }
     }
@@ -380,9 +529,18 @@ fn callers_of(chat: &Chat, calls: &Calls, since: Nanos, callers: &mut Vec<(Chann
     }
 }
 
-/// The call alert `call` makes for the chat `chat_id`.
-fn call_alert(call: &CallAt<'_>, chat_id: i64, callers: Callers) -> Effect {
-    Effect::CallAlert(CallAlert {
+/// Appends the call alert `call` makes for the chat `chat_id`, written
+/// straight into `out`'s spare room. A plain `push` built the alert on
+/// the stack, its token's last byte and its callers' length stored a few
+/// bytes at a time, then copied it in 16-byte loads that the CPU could
+/// not forward from those stores: a stall on every alert of a call.
+#[inline(always)]
+fn push_call_alert(out: &mut Vec<Effect>, call: &CallAt<'_>, chat_id: ChatId, callers: Callers) {
+    if out.len() == out.capacity() {
+        out.reserve(1);
+    }
+    let len = out.len();
+    let alert = CallAlert {
         seq: call.seq,
         chat_id,
         token: *call.token,
@@ -390,5 +548,11 @@ fn call_alert(call: &CallAt<'_>, chat_id: i64, callers: Callers) -> Effect {
         fdv_usd: call.fdv_usd,
         callers,
         channel_id: call.channel,
-    })
+    };
+    // SAFETY: there is room for one more (above), and the slot written is
+    // the first past the length, which then covers it.
+    unsafe {
+        out.as_mut_ptr().add(len).write(Effect::CallAlert(alert));
+        out.set_len(len + 1);
+    }
 }

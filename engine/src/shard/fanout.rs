@@ -79,13 +79,16 @@ impl Pending {
 
 impl ShardState {
     /// Applies `env`, or holds it while a call of its token is deciding,
-    /// then works a slice of the oldest call still deciding.
+    /// then works a slice of the oldest call still deciding. Whether what
+    /// it appended to `out` is in output order already (see
+    /// [`ShardState::slice_in_order`]).
     pub(super) fn apply_in_turn(
         &mut self,
         env: &Envelope,
         hash: Option<u64>,
         out: &mut Vec<Effect>,
-    ) {
+    ) -> bool {
+        let start = out.len();
         match env.event.token() {
             None => {
                 self.finish_fanouts(out);
@@ -96,7 +99,8 @@ impl ShardState {
             }
             Some(_) => self.apply_now(env, hash, self.clock, out),
         }
-        self.work_slice(self.fanout_slice, out);
+        let alone = out.len() == start;
+        self.slice_in_order(self.fanout_slice, out) && alone
     }
 
     fn is_deciding(&self, token: &Token) -> bool {
@@ -132,6 +136,14 @@ impl ShardState {
     /// Decides up to `budget` followers of the oldest call still deciding,
     /// and ends it if that was the last of them.
     pub fn work_slice(&mut self, budget: usize, out: &mut Vec<Effect>) {
+        self.slice_in_order(budget, out);
+    }
+
+    /// [`ShardState::work_slice`], and whether what it appended is in
+    /// output order already. The slice's alerts, all of one call, come out
+    /// by chat ([`super::call::CallScratch::emit`]); those of the events
+    /// held for the call, applied when it ends, may not.
+    pub(super) fn slice_in_order(&mut self, budget: usize, out: &mut Vec<Effect>) -> bool {
         let ShardState {
             rules,
             chats,
@@ -144,7 +156,7 @@ impl ShardState {
             ..
         } = self;
         let Some(f) = pending.calls.front_mut() else {
-            return;
+            return true;
         };
         // A snapshot finishes every call before its cut, so the token of
         // a call deciding now was written when the call began (`on_call`).
@@ -158,7 +170,7 @@ impl ShardState {
             t: f.t,
         };
         scratch.start_slice();
-        let mut walk = Walk::new(&call, chats, rules, f.clock, f.pos);
+        let mut walk = Walk::new(&call, chats, rules, f.clock, f.pos, out.len());
         let end = f.next.saturating_add(budget).min(f.followers.len());
         for k in f.next..end {
             // Followers are ascending but, for a channel few chats name,
@@ -167,14 +179,22 @@ impl ShardState {
                 chats.prefetch(ahead);
             }
             walk.decide(f.followers[k], ts, scratch, lapsed, stats, out);
+            scratch.track_if_full(ts, &rules.thresholds);
         }
-        f.pos = walk.pos();
+        scratch.track(ts, &rules.thresholds);
+        let pos = walk.pos();
+        scratch.emit(&call, chats, out);
+        f.pos = pos;
         f.next = end;
         chats.retire(lapsed);
         lapsed.clear();
         if end == f.followers.len() {
+            let before = out.len();
             self.end_call(out);
+            // The held events' alerts come after, each event's unsorted.
+            return out.len() == before;
         }
+        true
     }
 
     /// The oldest call has decided every follower: its token free again,

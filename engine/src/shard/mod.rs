@@ -243,15 +243,16 @@ impl ShardState {
     /// complete.
     pub fn apply_hashed(&mut self, env: &Envelope, hash: Option<u64>, out: &mut Vec<Effect>) {
         let start = out.len();
-        if self.pending.is_empty() {
+        let in_order = if self.pending.is_empty() {
             self.apply_now(env, hash, self.clock, out);
-            if !self.pending.calls.is_empty() {
-                self.work_slice(self.fanout_slice, out);
-            }
+            // A call appends nothing until its walk, whose alerts are
+            // then all there is.
+            let alone = out.len() == start;
+            !self.pending.calls.is_empty() && self.slice_in_order(self.fanout_slice, out) && alone
         } else {
-            self.apply_in_turn(env, hash, out);
-        }
-        if out.len() - start > 1 {
+            self.apply_in_turn(env, hash, out)
+        };
+        if out.len() - start > 1 && !in_order {
             out[start..].sort_unstable_by_key(Effect::order_key);
         }
     }
