@@ -167,6 +167,14 @@ fn each_apply_appends_its_alerts_in_output_order() {
             }
         };
         filler(&mut events, 7);
+        // A chat joins, one more follower of `d`'s calls, whose alerts are
+        // then put in order by ranks merged up to date.
+        events.push(Event::Subscribe {
+            chat_id: id(FOLLOWERS + others + 1),
+            at: BASE + 9 * MINUTE,
+            expires_at: BASE + 24 * 60 * MINUTE,
+            plan: None,
+        });
         // A price of `b` that crosses for every chat while `d`'s second
         // call is deciding: its alerts come before the slice's.
         for (k, channel_id) in [-1, -2].into_iter().enumerate() {
@@ -210,7 +218,7 @@ fn each_apply_appends_its_alerts_in_output_order() {
                 });
                 alerts.count() as u64
             };
-            assert_eq!(count(false), 3 * FOLLOWERS, "slice {slice}");
+            assert_eq!(count(false), 3 * FOLLOWERS + 1, "slice {slice}");
             assert_eq!(count(true), 3 * FOLLOWERS, "slice {slice}");
         }
     }
