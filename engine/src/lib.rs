@@ -49,6 +49,26 @@ pub type FlatMap<K, V> = hashbrown::HashMap<K, V, FlatHasher>;
 /// The hasher of [`FlatMap`] and of [`table::Table`].
 pub type FlatHasher = std::hash::BuildHasherDefault<ahash::AHasher>;
 
+/// `items.push(item)`, written straight into the vector's spare room. A
+/// plain `push` builds the value on the stack and then copies it; a value
+/// just built there from parts (an enum's tag, a token's last byte) is
+/// read back in 16-byte loads that the CPU cannot forward from those
+/// smaller stores, and each such load waits. The router writes every
+/// event this way, and a call every alert.
+#[inline(always)]
+pub(crate) fn push_in_place<T>(items: &mut Vec<T>, item: T) {
+    if items.len() == items.capacity() {
+        items.reserve(1);
+    }
+    let len = items.len();
+    // SAFETY: there is room for one more (above), and the slot written is
+    // the first past the length, which then covers it.
+    unsafe {
+        items.as_mut_ptr().add(len).write(item);
+        items.set_len(len + 1);
+    }
+}
+
 pub use config::{EngineConfig, Rules};
 pub use effect::Effect;
 pub use event::{Envelope, Event};

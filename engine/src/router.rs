@@ -468,23 +468,13 @@ fn work_while_idle(
 }
 
 /// `items.push(Input::Event(env))`, written straight into the vector's
-/// spare room. A plain `push` builds the input on the stack and then
-/// copies it, and each copy reads back 16 bytes that were just stored as
-/// two halves: the CPU cannot forward those from its store buffer, and the
-/// load waits. On the router, which copies every event, that was the
-/// largest stall.
+/// spare room ([`crate::push_in_place`]): with a plain `push`, each copy
+/// read back 16 bytes that were just stored as two halves, which on the
+/// router, copying every event, was the largest stall.
 #[inline(always)]
 fn push_event(items: &mut Vec<Input>, env: Envelope) {
-    if items.len() == items.capacity() {
-        items.reserve(1);
-    }
-    let len = items.len();
-    // SAFETY: there is room for one more (above), and the slot written is
-    // the first past the length, which then covers it.
-    unsafe {
-        items.as_mut_ptr().add(len).write(Input::Event(env));
-        items.set_len(len + 1);
-    }
+    crate::push_in_place(items, Input::Event(env));
+    let len = items.len() - 1;
     // A batch's memory was last read by a shard on the other core, which
     // still holds its lines: each first store to one waited for the line
     // to come back, and the router's stores queued behind it (three

@@ -442,25 +442,21 @@ impl<'a> Walk<'a> {
         if accepted {
             let chat_id = self.chats.id(u);
             let callers = callers.for_alert();
-            match self.last_alert {
-                Some(last) if chat_id > last => {
-                    self.last_alert = Some(chat_id);
-                    push_call_alert(out, self.call, chat_id, callers);
-                }
-                Some(_) => {
-                    self.last_alert = None;
+            if let Some(last) = self.last_alert
+                && chat_id > last
+            {
+                self.last_alert = Some(chat_id);
+                push_call_alert(out, self.call, chat_id, callers);
+            } else {
+                // The first out of order takes back those written before.
+                if self.last_alert.take().is_some() {
                     scratch.gather(out, self.out_from, self.chats);
-                    scratch.alerts.push(Gathered {
-                        idx: u,
-                        chat_id,
-                        callers,
-                    });
                 }
-                None => scratch.alerts.push(Gathered {
+                scratch.alerts.push(Gathered {
                     idx: u,
                     chat_id,
                     callers,
-                }),
+                });
             }
             stats.call_alerts += 1;
             // A restart leaves any earlier entry of this chat in the
@@ -541,16 +537,11 @@ fn callers_of(chat: &Chat, calls: &Calls, since: Nanos, callers: &mut Vec<(Chann
 }
 
 /// Appends the call alert `call` makes for the chat `chat_id`, written
-/// straight into `out`'s spare room. A plain `push` built the alert on
-/// the stack, its token's last byte and its callers' length stored a few
-/// bytes at a time, then copied it in 16-byte loads that the CPU could
-/// not forward from those stores: a stall on every alert of a call.
+/// straight into `out`'s spare room ([`crate::push_in_place`]): built on
+/// the stack, with its token's last byte and its callers' length stored a
+/// few bytes at a time, every alert of a call stalled on its copy.
 #[inline(always)]
 fn push_call_alert(out: &mut Vec<Effect>, call: &CallAt<'_>, chat_id: ChatId, callers: Callers) {
-    if out.len() == out.capacity() {
-        out.reserve(1);
-    }
-    let len = out.len();
     let alert = CallAlert {
         seq: call.seq,
         chat_id,
@@ -560,10 +551,5 @@ fn push_call_alert(out: &mut Vec<Effect>, call: &CallAt<'_>, chat_id: ChatId, ca
         callers,
         channel_id: call.channel,
     };
-    // SAFETY: there is room for one more (above), and the slot written is
-    // the first past the length, which then covers it.
-    unsafe {
-        out.as_mut_ptr().add(len).write(Effect::CallAlert(alert));
-        out.set_len(len + 1);
-    }
+    crate::push_in_place(out, Effect::CallAlert(alert));
 }
